@@ -52,7 +52,7 @@ CT_CLASSES = ("COVID", "CAP", "Normal")
 # Folder names that mean the same class in public datasets.
 DEFAULT_CLASS_MAP = {
     "CT_COVID": "COVID",
-    "CT_NonCOVID": "Normal",
+    "CT_NonCOVID": "NonCOVID",
     "Lung_Opacity": "Lung Opacity",
     "Viral_Pneumonia": "Viral Pneumonia",
 }

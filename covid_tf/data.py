@@ -1,0 +1,281 @@
+"""Finding the images of a dataset, whatever its layout, without moving a file.
+
+Layouts read as they come (``discover`` picks one):
+
+- ``csv``: a CSV with ``path,label[,patient_id][,split]`` (paths relative to the CSV), given
+  directly or as ``metadata.csv`` / ``labels.csv`` in the root;
+- ``splits``: ``<root>/{train,val,test}/<Class>/...``;
+- ``radiography``: the Kaggle COVID-19 Radiography Database, ``<root>/<Class>/images/*.png`` with
+  optional ``masks/`` (lungs) and ``lesions/`` beside ``images/``;
+- ``folders``: one folder per class, ``<root>/<Class>/*.{png,jpg,jpeg}`` (sub-folders allowed: the
+  first sub-folder level names the patient).
+
+Every file is decoded once; unreadable, truncated, empty or non-image files are skipped and listed
+with a reason, and (near-)identical images are grouped so that splits can keep them together.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from covid_tf import config
+from covid_tf.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
+from covid_tf.errors import CovidTfError, ImageReadError
+from covid_tf.images import scan_image
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                 "test": "test", "testing": "test"}
+CSV_NAMES = ("metadata.csv", "labels.csv")
+MASK_FOLDERS = ("masks", "lesions")
+COLUMNS = ("path", "label", "patient_id", "split", "mask_path", "lesion_path")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of a dataset, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class DatasetIndex:
+    """The images of a dataset: one row per readable image, plus what was skipped and why.
+
+    ``frame`` has the columns ``path`` (absolute), ``label``, ``patient_id``, ``split`` (empty
+    when the layout has none), ``mask_path`` and ``lesion_path`` (empty when absent), ``width``,
+    ``height``, ``mode`` and ``duplicate_group``.
+    """
+
+    root: Path
+    layout: str
+    frame: pd.DataFrame
+    class_names: list[str]
+    skipped: list[SkippedFile] = field(default_factory=list)
+    duplicate_groups: list[list[str]] = field(default_factory=list)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Integer class indices of the rows, in the order of ``class_names``."""
+        return self.frame["label"].map({name: i for i, name in enumerate(self.class_names)}).to_numpy()
+
+    def class_counts(self) -> dict[str, int]:
+        counts = self.frame["label"].value_counts()
+        return {name: int(counts.get(name, 0)) for name in self.class_names}
+
+
+def parse_class_map(text: str | None) -> dict[str, str]:
+    """Parse ``"CT_COVID=COVID,CT_NonCOVID=Normal"`` into a mapping."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        if "=" not in item:
+            raise CovidTfError(f"class map entry {item!r} is not of the form FOLDER=CLASS")
+        source, target = (side.strip() for side in item.split("=", 1))
+        mapping[source] = target
+    return mapping
+
+
+def parse_class_list(text: str | None) -> list[str] | None:
+    """Parse ``"COVID,Normal"`` into a list (``None`` for all classes)."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    return names or None
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(config.IMAGE_EXTENSIONS)
+
+
+def _walk_files(folder: Path, skip_dirs: Iterable[str] = ()) -> Iterable[Path]:
+    """Yield regular files below ``folder`` without following directory links (no loops)."""
+    skip = set(skip_dirs)
+    for current, dirs, files in os.walk(folder, followlinks=False):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(current) / name
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def detect_layout(root: Path) -> str:
+    """Name the layout of ``root`` (see the module docstring)."""
+    if root.is_file():
+        if root.suffix.lower() == ".csv":
+            return "csv"
+        raise CovidTfError(f"{root}: expected a folder of images or a CSV file")
+    if not root.is_dir():
+        raise CovidTfError(f"{root}: no such folder")
+    if any((root / name).is_file() for name in CSV_NAMES):
+        return "csv"
+    subdirs = _subdirs(root)
+    if subdirs and all(d.name.lower() in SPLIT_ALIASES for d in subdirs):
+        return "splits"
+    if subdirs and any((d / "images").is_dir() for d in subdirs):
+        return "radiography"
+    if subdirs:
+        return "folders"
+    raise CovidTfError(f"{root}: no class folders and no metadata.csv found; see covid_tf.data for the layouts")
+
+
+def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[SkippedFile]) -> list[dict]:
+    images_dir = folder / "images"
+    radiography = images_dir.is_dir()
+    source = images_dir if radiography else folder
+    rows = []
+    for path in _walk_files(source, skip_dirs=MASK_FOLDERS):
+        if not _is_image_name(path.name):
+            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
+            continue
+        relative = path.relative_to(source)
+        patient = relative.parts[0] if len(relative.parts) > 1 else path.stem
+        row = {"path": str(path), "label": label, "patient_id": patient, "split": split}
+        for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
+            candidate = folder / mask_folder / relative
+            row[column] = str(candidate) if radiography and candidate.is_file() else ""
+        rows.append(row)
+    return rows
+
+
+def _rows_from_folders(root: Path, split: str, skipped: list[SkippedFile]) -> list[dict]:
+    rows = []
+    for folder in _subdirs(root):
+        rows.extend(_rows_from_class_folder(folder, folder.name, split, skipped))
+    return rows
+
+
+def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile]) -> list[dict]:
+    try:
+        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise CovidTfError(f"{csv_path}: cannot read the label CSV ({error})") from None
+    missing = {"path", "label"} - set(table.columns)
+    if missing:
+        raise CovidTfError(f"{csv_path}: the label CSV lacks the column(s) {', '.join(sorted(missing))}")
+    base = csv_path.parent
+    rows = []
+    for record in table.to_dict("records"):
+        path = (base / record["path"]).resolve() if not Path(record["path"]).is_absolute() else Path(record["path"])
+        if not path.is_file():
+            skipped.append(SkippedFile(str(path), f"listed in {csv_path.name} but missing"))
+            continue
+        folder = path.parent.parent if path.parent.name == "images" else None
+        row = {
+            "path": str(path),
+            "label": record["label"],
+            "patient_id": record.get("patient_id") or path.stem,
+            "split": SPLIT_ALIASES.get(record.get("split", "").lower(), ""),
+        }
+        for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
+            given = record.get(column, "")
+            candidate = (base / given) if given else (folder / mask_folder / path.name if folder else None)
+            row[column] = str(candidate) if candidate is not None and candidate.is_file() else ""
+        rows.append(row)
+    return rows
+
+
+def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[list[dict], np.ndarray]:
+    """Decode every image once; keep the readable ones and their hashes."""
+    def scan(row: dict):
+        try:
+            return scan_image(row["path"])
+        except ImageReadError as error:
+            return error
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(scan, rows))
+    kept, hashes = [], []
+    for row, result in zip(rows, results):
+        if isinstance(result, ImageReadError):
+            skipped.append(SkippedFile(result.path, result.reason))
+            continue
+        info, thumbnail = result
+        kept.append({**row, "width": info.width, "height": info.height, "mode": info.mode})
+        hashes.append(difference_hash(thumbnail))
+    return kept, np.array(hashes, dtype=bool).reshape(len(hashes), -1)
+
+
+def discover(
+    root: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    class_map: Mapping[str, str] | None = None,
+    duplicate_distance: int = DEFAULT_MAX_DISTANCE,
+    workers: int | None = None,
+) -> DatasetIndex:
+    """Index the images below ``root`` (a folder or a label CSV).
+
+    ``class_map`` renames folder names to class names (merged over ``config.DEFAULT_CLASS_MAP``);
+    ``classes`` keeps only those classes, in that order (default: all, sorted by name).
+    """
+    root = Path(root).expanduser().resolve()
+    layout = detect_layout(root)
+    skipped: list[SkippedFile] = []
+    if layout == "csv":
+        csv_path = root if root.is_file() else next(root / n for n in CSV_NAMES if (root / n).is_file())
+        rows = _rows_from_csv(csv_path, skipped)
+    elif layout == "splits":
+        rows = []
+        for split_dir in _subdirs(root):
+            rows.extend(_rows_from_folders(split_dir, SPLIT_ALIASES[split_dir.name.lower()], skipped))
+    else:
+        rows = _rows_from_folders(root, "", skipped)
+
+    mapping = {**config.DEFAULT_CLASS_MAP, **(class_map or {})}
+    for row in rows:
+        row["label"] = mapping.get(row["label"], row["label"])
+    found = sorted({row["label"] for row in rows})
+    if classes:
+        unknown = [name for name in classes if name not in found]
+        if unknown:
+            raise CovidTfError(
+                f"{root}: class(es) {', '.join(unknown)} not found; the data has {', '.join(found) or 'no classes'}"
+            )
+        rows = [row for row in rows if row["label"] in classes]
+        class_names = list(classes)
+    else:
+        class_names = found
+
+    rows, hashes = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "width", "height", "mode"])
+    group_ids = duplicate_group_ids(hashes, duplicate_distance)
+    frame["duplicate_group"] = group_ids
+    groups = duplicate_groups(frame["path"].tolist(), group_ids)
+    empty = [name for name in class_names if not (frame["label"] == name).any()]
+    if empty:
+        skipped.extend(SkippedFile(str(root / name), "class has no readable images") for name in empty)
+    return DatasetIndex(root, layout, frame.reset_index(drop=True), class_names, skipped, groups)
+
+
+def list_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[SkippedFile]]:
+    """Expand files and folders given on a command line into image paths, skipping unreadable files."""
+    candidates: list[Path] = []
+    skipped: list[SkippedFile] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDERS))
+        elif path.exists() or path.is_symlink():
+            candidates.append(path)
+        else:
+            skipped.append(SkippedFile(str(path), "file not found"))
+    paths = []
+    for path in candidates:
+        if not _is_image_name(path.name):
+            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
+            continue
+        try:
+            scan_image(path)
+        except ImageReadError as error:
+            skipped.append(SkippedFile(error.path, error.reason))
+            continue
+        paths.append(str(path.resolve()))
+    return paths, skipped

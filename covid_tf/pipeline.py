@@ -1,0 +1,125 @@
+"""``tf.data`` input pipelines: parallel decode and resize, cache, shuffle, batch, augment, prefetch.
+
+Images are decoded by ``covid_tf.images.load_image`` (the one tensor convention: float32 in
+[0, 1], ``(H, W, C)``), so the pipeline reads every format the toolkit supports. Random
+augmentation runs after the cache, so each epoch sees new variations without decoding again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from covid_tf import config
+from covid_tf.images import load_image
+
+AUTOTUNE = tf.data.AUTOTUNE
+# Above this many bytes of decoded images, ``cache="auto"`` caches on disk instead of in memory.
+MEMORY_CACHE_LIMIT = 1 << 30
+SHUFFLE_BUFFER = 1024
+
+
+def decode_images(paths: tf.data.Dataset, image_size: int, channels: int) -> tf.data.Dataset:
+    """Map a dataset of file paths to decoded, resized float32 images, in parallel."""
+
+    def load(path: np.ndarray) -> np.ndarray:
+        return load_image(path.decode("utf-8"), channels=channels, size=image_size)
+
+    def decode(path: tf.Tensor) -> tf.Tensor:
+        image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+        return tf.ensure_shape(image, (image_size, image_size, channels))
+
+    return paths.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
+def _cache(dataset: tf.data.Dataset, cache: bool | str | Path, n_bytes: int, cache_dir: Path | None):
+    if cache is False or cache is None:
+        return dataset
+    if cache == "auto":
+        if n_bytes <= MEMORY_CACHE_LIMIT:
+            return dataset.cache()
+        directory = Path(cache_dir or config.CACHE_DIR)
+        directory.mkdir(parents=True, exist_ok=True)
+        return dataset.cache(str(directory / "tfdata"))
+    if cache is True:
+        return dataset.cache()
+    Path(cache).parent.mkdir(parents=True, exist_ok=True)
+    return dataset.cache(str(cache))
+
+
+def make_dataset(
+    paths: Sequence[str],
+    labels: Sequence[int] | None = None,
+    *,
+    num_classes: int | None = None,
+    image_size: int = config.IMAGE_SIZE,
+    channels: int = config.CHANNELS,
+    batch_size: int = config.BATCH_SIZE,
+    shuffle: bool = False,
+    augmentation: keras.layers.Layer | None = None,
+    cache: bool | str | Path = "auto",
+    cache_dir: str | Path | None = None,
+    seed: int = config.SEED,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """Build a batched dataset of ``(images, one-hot labels)`` (or images only without labels).
+
+    With ``shuffle`` the file order is shuffled once with ``seed`` before decoding (so the cache
+    holds a mixed order) and again each epoch in a bounded buffer (so memory stays flat).
+    ``cache`` is ``"auto"`` (memory below ``MEMORY_CACHE_LIMIT``, else a file in ``cache_dir``),
+    ``True`` (memory), ``False`` or a file path.
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise ValueError("make_dataset needs at least one image path")
+    order = np.random.default_rng(seed).permutation(len(paths)) if shuffle else np.arange(len(paths))
+    images = decode_images(tf.data.Dataset.from_tensor_slices(np.asarray(paths)[order]), image_size, channels)
+    if labels is not None:
+        label_array = np.asarray(labels, dtype="int64")[order]
+        if num_classes is None:
+            num_classes = int(label_array.max()) + 1
+        targets = tf.data.Dataset.from_tensor_slices(np.eye(num_classes, dtype="float32")[label_array])
+        dataset = tf.data.Dataset.zip((images, targets))
+    else:
+        dataset = images
+    n_bytes = len(paths) * image_size * image_size * channels * 4
+    dataset = _cache(dataset, cache, n_bytes, Path(cache_dir) if cache_dir else None)
+    if shuffle:
+        dataset = dataset.shuffle(min(len(paths), SHUFFLE_BUFFER), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if augmentation is not None:
+        if labels is not None:
+            dataset = dataset.map(
+                lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=AUTOTUNE, deterministic=True
+            )
+        else:
+            dataset = dataset.map(lambda x: augmentation(x, training=True), num_parallel_calls=AUTOTUNE)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def load_images(paths: Sequence[str], image_size: int, channels: int = config.CHANNELS) -> np.ndarray:
+    """Load a few images into one (N, S, S, C) float32 array (for plots and explanations)."""
+    return np.stack([load_image(p, channels=channels, size=image_size) for p in paths]).astype("float32")
+
+
+def pixel_statistics(
+    paths: Sequence[str], image_size: int, channels: int = config.CHANNELS, max_images: int = 2000, seed: int = 0
+) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation per channel over (a seeded sample of) the given images."""
+    rng = np.random.default_rng(seed)
+    chosen = list(paths) if len(paths) <= max_images else list(rng.choice(paths, max_images, replace=False))
+    total = np.zeros(channels)
+    total_sq = np.zeros(channels)
+    count = 0
+    for batch in make_dataset(chosen, image_size=image_size, channels=channels, batch_size=64, cache=False):
+        values = batch.numpy().reshape(-1, channels).astype("float64")
+        total += values.sum(0)
+        total_sq += (values**2).sum(0)
+        count += len(values)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
+    return mean.tolist(), std.tolist()

@@ -1,0 +1,156 @@
+"""Normalisation and augmentation as Keras preprocessing layers.
+
+Normalisation layers go inside the model (so a saved model takes [0, 1] images); augmentation
+runs in the ``tf.data`` pipeline after the cache. Every random layer is the identity when
+``training=False``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from covid_tf import config
+
+NORMALIZATION_KINDS = ("dataset", "imagenet", "per_image", "resnet_v2", "vgg16", "none")
+# Caffe-style means of the ImageNet training set, in BGR order and 0-255 units.
+VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="covid_tf")
+class PerImageStandardization(layers.Layer):
+    """Scale each image to zero mean and unit variance (``tf.image.per_image_standardization``)."""
+
+    def call(self, inputs):
+        mean = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
+        std = ops.std(inputs, axis=(1, 2, 3), keepdims=True)
+        n_values = ops.cast(ops.prod(ops.shape(inputs)[1:]), inputs.dtype)
+        return (inputs - mean) / ops.maximum(std, 1.0 / ops.sqrt(n_values))
+
+
+@keras.saving.register_keras_serializable(package="covid_tf")
+class CaffeNormalization(layers.Layer):
+    """The VGG16 ImageNet convention: RGB to BGR, 0-255 range, minus the ImageNet BGR means."""
+
+    def call(self, inputs):
+        bgr = ops.flip(inputs, axis=-1) * 255.0
+        return bgr - ops.convert_to_tensor(VGG16_BGR_MEANS, dtype=inputs.dtype)
+
+
+def _per_channel(values: float | Sequence[float], channels: int) -> list[float]:
+    array = np.atleast_1d(np.asarray(values, dtype="float64"))
+    if array.size == 1:
+        return [float(array[0])] * channels
+    if array.size == channels:
+        return [float(v) for v in array]
+    if channels == 1:
+        return [float(array.mean())]
+    raise ValueError(f"got {array.size} normalisation values for {channels} channels")
+
+
+def normalization_layer(
+    kind: str,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    *,
+    channels: int = 3,
+    name: str = "normalization",
+) -> layers.Layer:
+    """Return the layer that normalises [0, 1] images for one convention.
+
+    ``dataset`` uses ``mean``/``std`` measured on the training split; ``imagenet`` the ImageNet
+    statistics (averaged over channels for grayscale); ``per_image`` standardises each image;
+    ``resnet_v2`` scales to [-1, 1]; ``vgg16`` applies the caffe convention; ``none`` passes through.
+    """
+    if kind == "dataset":
+        if mean is None or std is None:
+            raise ValueError("normalization 'dataset' needs the training split's mean and std")
+        return _normalization(mean, std, channels, name)
+    if kind == "imagenet":
+        return _normalization(config.IMAGENET_MEAN, config.IMAGENET_STD, channels, name)
+    if kind == "per_image":
+        return PerImageStandardization(name=name)
+    if kind == "resnet_v2":
+        return layers.Rescaling(scale=2.0, offset=-1.0, name=name)
+    if kind == "vgg16":
+        if channels != 3:
+            raise ValueError("normalization 'vgg16' needs 3 channels")
+        return CaffeNormalization(name=name)
+    if kind == "none":
+        return layers.Identity(name=name)
+    raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATION_KINDS)}")
+
+
+def _normalization(mean, std, channels: int, name: str) -> layers.Layer:
+    means = _per_channel(mean, channels)
+    stds = _per_channel(std, channels)
+    if min(stds) <= 0:
+        raise ValueError(f"normalisation std must be positive, got {stds}")
+    return layers.Normalization(mean=means, variance=[s * s for s in stds], name=name)
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Parameters of random augmentation; angles in degrees, shifts and zoom as fractions."""
+
+    rotation_degrees: float = 0.0
+    width_shift: float = 0.0
+    height_shift: float = 0.0
+    zoom: float = 0.0
+    horizontal_flip: bool = False
+    fill_mode: str = "constant"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Seed 001: shift, rotation 15 degrees, zoom 0.2, no flips. Seed 004: rotation and horizontal flip.
+# Seed 000: random rotation of 30 degrees. Horizontal flip is off by default for chest X-rays
+# (the heart is on one side), as seed 001 argues.
+AUGMENTATION_PRESETS = {
+    "none": AugmentationConfig(),
+    "seed000": AugmentationConfig(rotation_degrees=30.0),
+    "seed001": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2),
+    "seed004": AugmentationConfig(rotation_degrees=10.0, horizontal_flip=True),
+}
+AUGMENTATION_PRESETS["default"] = AUGMENTATION_PRESETS["seed001"]
+
+
+def augmentation_config(preset: str | AugmentationConfig | dict | None) -> AugmentationConfig:
+    """Resolve a preset name, a dict of parameters or a config into an ``AugmentationConfig``."""
+    if preset is None:
+        return AUGMENTATION_PRESETS["none"]
+    if isinstance(preset, AugmentationConfig):
+        return preset
+    if isinstance(preset, dict):
+        return AugmentationConfig(**preset)
+    if preset not in AUGMENTATION_PRESETS:
+        raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENTATION_PRESETS)}")
+    return AUGMENTATION_PRESETS[preset]
+
+
+def augmentation_layers(
+    preset: str | AugmentationConfig | dict | None = "default", *, seed: int = config.SEED
+) -> keras.Sequential:
+    """Build the random augmentation as a ``keras.Sequential`` of preprocessing layers."""
+    params = augmentation_config(preset)
+    steps: list[layers.Layer] = []
+    if params.rotation_degrees:
+        steps.append(
+            layers.RandomRotation(params.rotation_degrees / 360.0, fill_mode=params.fill_mode, seed=seed)
+        )
+    if params.width_shift or params.height_shift:
+        steps.append(
+            layers.RandomTranslation(
+                params.height_shift, params.width_shift, fill_mode=params.fill_mode, seed=seed + 1
+            )
+        )
+    if params.zoom:
+        steps.append(layers.RandomZoom(params.zoom, params.zoom, fill_mode=params.fill_mode, seed=seed + 2))
+    if params.horizontal_flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed + 3))
+    return keras.Sequential(steps or [layers.Identity()], name="augmentation")

@@ -1,0 +1,155 @@
+"""Stratified, grouped, seeded train/val/test splits, saved as CSV so a run can be repeated.
+
+A *group* joins every image of one patient and every (near-)identical copy of an image: a group
+never straddles two splits. Within that rule, each class is divided in the asked proportions
+(fractions such as 70/15/15, or counts such as 1600/400/200) as closely as the groups allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from covid_tf import config
+from covid_tf.errors import CovidTfError
+from covid_tf.io_utils import atomic_write_text
+
+SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "split")
+
+
+def assign_groups(frame: pd.DataFrame) -> np.ndarray:
+    """Return a group id per row joining rows that share a patient or a duplicate group."""
+    count = len(frame)
+    if count == 0:
+        return np.zeros(0, dtype=int)
+    keys = [("patient", frame["patient_id"].astype(str).to_numpy())]
+    if "duplicate_group" in frame:
+        keys.append(("duplicate", frame["duplicate_group"].astype(str).to_numpy()))
+    rows, cols = [], []
+    for _, values in keys:
+        _, first = np.unique(values, return_inverse=True)
+        # Link every row to the first row with the same key.
+        order = np.argsort(first, kind="stable")
+        leaders = order[np.searchsorted(first[order], first)]
+        rows.append(np.arange(count))
+        cols.append(leaders)
+    graph = coo_matrix((np.ones(count * len(keys)), (np.concatenate(rows), np.concatenate(cols))), shape=(count, count))
+    return connected_components(graph, directed=False)[1]
+
+
+def _largest_remainder(total: int, weights: Sequence[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` that add up exactly."""
+    weights = np.asarray(weights, dtype=float)
+    exact = total * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    remainder = total - counts.sum()
+    for index in np.argsort(-(exact - counts), kind="stable")[:remainder]:
+        counts[index] += 1
+    return counts.tolist()
+
+
+def _class_targets(class_sizes: dict[str, int], fractions, counts) -> dict[str, list[int]]:
+    if counts is not None:
+        wanted = int(sum(counts))
+        available = sum(class_sizes.values())
+        if wanted > available:
+            raise CovidTfError(f"split counts {list(counts)} ask for {wanted} images but only {available} are there")
+        per_class = dict(zip(class_sizes, _largest_remainder(wanted, list(class_sizes.values()))))
+        # Each split's count shared over the classes in proportion to their sizes.
+        targets = {label: [0] * len(counts) for label in class_sizes}
+        for split_index, split_count in enumerate(counts):
+            shares = _largest_remainder(split_count, [per_class[label] for label in class_sizes])
+            for label, share in zip(class_sizes, shares):
+                targets[label][split_index] = share
+        return targets
+    return {label: _largest_remainder(size, fractions) for label, size in class_sizes.items()}
+
+
+def make_split(
+    frame: pd.DataFrame,
+    *,
+    fractions: Sequence[float] | None = config.DEFAULT_SPLIT_FRACTIONS,
+    counts: Sequence[int] | None = None,
+    seed: int = config.SEED,
+    names: Sequence[str] = config.SPLIT_NAMES,
+) -> pd.DataFrame:
+    """Return ``frame`` with ``group`` and ``split`` columns (rows left out get ``split == ""``).
+
+    Give ``fractions`` (e.g. 0.7, 0.15, 0.15) or ``counts`` (e.g. 1600, 400, 200, taken in
+    proportion to the classes); the same ``seed`` gives the same split.
+    """
+    if counts is not None:
+        fractions = None
+        if len(counts) != len(names) or min(counts) < 0:
+            raise CovidTfError(f"split counts must be {len(names)} non-negative numbers, got {list(counts)}")
+    else:
+        if fractions is None or len(fractions) != len(names) or min(fractions) < 0 or sum(fractions) <= 0:
+            raise CovidTfError(f"split fractions must be {len(names)} non-negative numbers, got {fractions}")
+        fractions = [f / sum(fractions) for f in fractions]
+    result = frame.copy().reset_index(drop=True)
+    result["group"] = assign_groups(result)
+    group_table = result.groupby("group").agg(
+        label=("label", lambda labels: labels.value_counts().index[0]), size=("label", "size")
+    )
+    class_sizes = result["label"].value_counts().sort_index().to_dict()
+    targets = _class_targets(class_sizes, fractions, counts)
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(group_table))
+    shuffled = group_table.iloc[order]
+    # Big groups first, so they land while there is room; ties keep the seeded order.
+    shuffled = shuffled.iloc[np.argsort(-shuffled["size"].to_numpy(), kind="stable")]
+    filled = {label: [0] * len(names) for label in targets}
+    assignment: dict[int, str] = {}
+    for group, label, size in zip(shuffled.index, shuffled["label"], shuffled["size"]):
+        deficits = [targets[label][i] - filled[label][i] for i in range(len(names))]
+        best = int(np.argmax(deficits))
+        if counts is not None and deficits[best] < size / 2:
+            continue  # counts asked for fewer images than there are: leave this group out
+        filled[label][best] += size
+        assignment[group] = names[best]
+    result["split"] = result["group"].map(assignment).fillna("")
+    return result
+
+
+def split_leaks(frame: pd.DataFrame) -> list[dict]:
+    """List the patients and (near-)identical images that appear in more than one split."""
+    used = frame[frame["split"] != ""].copy()
+    used["group"] = assign_groups(used)
+    leaks = []
+    for _, members in used.groupby("group"):
+        if members["split"].nunique() > 1:
+            leaks.append(
+                {
+                    "splits": sorted(members["split"].unique().tolist()),
+                    "patients": sorted(members["patient_id"].astype(str).unique().tolist()),
+                    "paths": sorted(members["path"].tolist()),
+                }
+            )
+    return leaks
+
+
+def save_split(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write the split as CSV (``path,label,patient_id,group,split``) atomically."""
+    columns = [c for c in SPLIT_COLUMNS if c in frame.columns]
+    return atomic_write_text(path, frame[columns].to_csv(index=False))
+
+
+def load_split(path: str | Path) -> pd.DataFrame:
+    """Read a split CSV written by ``save_split`` (or by hand: ``path,label,split`` at least)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise CovidTfError(f"{path}: cannot read the split CSV ({error})") from None
+    missing = {"path", "label", "split"} - set(table.columns)
+    if missing:
+        raise CovidTfError(f"{path}: the split CSV lacks the column(s) {', '.join(sorted(missing))}")
+    if "patient_id" not in table:
+        table["patient_id"] = [Path(p).stem for p in table["path"]]
+    return table
