@@ -23,6 +23,10 @@ from covid_tf.errors import CovidTfError
 COMMANDS = {
     "inspect": ("inspect_data", "Summarise a dataset: classes, sizes, modes, skipped files, duplicates."),
     "synth": ("synth", "Generate synthetic chest X-rays in the Radiography Database layout."),
+    "train": ("train", "Train a model and write a run directory (model, split, history, metrics)."),
+    "dicom2png": ("dicom2png", "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."),
+    "ct-vote": ("ct_vote", "Vote slice predictions into one label per patient (and per test folder)."),
+    "synth-ct": ("synth_ct", "Generate synthetic chest CT series as DICOM files."),
 }
 
 

@@ -1,0 +1,44 @@
+# covid_tf: `make demo` and `make test` set everything up on a fresh machine (Python 3.11).
+PYTHON_SYSTEM ?= python3
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PIP_FLAGS := --quiet --disable-pip-version-check
+export TF_CPP_MIN_LOG_LEVEL := 3
+export MPLBACKEND := Agg
+export PYTHONWARNINGS := ignore::DeprecationWarning
+
+.PHONY: help install demo test test-fast lint bench clean
+
+help:
+	@echo "make demo   - install, generate synthetic data, run every notebook, write reports/"
+	@echo "make test   - install, run the unit tests and every notebook with smoke parameters"
+	@echo "make lint   - ruff"
+	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	$(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PYTHON) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PYTHON) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m covid_tf.notebook_runner --profile demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PYTHON) -m pytest -q -m "not notebook and not slow"
+
+lint: $(STAMP)
+	$(PYTHON) -m ruff check .
+
+bench: $(STAMP)
+	$(PYTHON) benchmarks/run_all.py
+
+clean:
+	rm -rf reports/figures reports/notebooks .cache .pytest_cache

@@ -1,0 +1,60 @@
+"""``python -m covid_tf dicom2png``: convert DICOM slices to windowed 8-bit PNGs (no TensorFlow)."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the ``dicom2png`` command."""
+    parser.add_argument("dicom_dir", help="folder with DICOM files (searched recursively; never modified)")
+    parser.add_argument("out", help="output folder for PNGs, index.csv and skipped.csv")
+    parser.add_argument(
+        "--window", default="lung",
+        help="lung (-600,1500), mediastinal (40,400) or CENTER,WIDTH in HU, e.g. --window=-600,1500 "
+        "(default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--labels", default=None,
+        help="CSV patient_id,label for the index's label column (default: DICOM_DIR/labels.csv if present)",
+    )  # fmt: skip
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert and print the counts of converted and skipped files."""
+    import time
+
+    from covid_tf import dicom
+
+    window = dicom.parse_window(args.window)  # a bad spec fails before any work
+    start = time.perf_counter()
+    result = dicom.convert_to_png(
+        args.dicom_dir,
+        args.out,
+        window=window,
+        overwrite=args.overwrite,
+        labels=args.labels,
+        progress=False if args.no_progress else None,
+    )
+    seconds = time.perf_counter() - start
+    index = result.index
+    patients = index["patient_id"].nunique() if len(index) else 0
+    series = index["series_uid"].nunique() if len(index) else 0
+    print(
+        f"converted {result.num_converted} slices ({patients} patients, {series} series; window "
+        f"center {window[0]:g}, width {window[1]:g}) to {result.out_dir} in {seconds:.1f} s"
+    )
+    print(
+        f"skipped {result.num_skipped} files"
+        + (f" (see {result.out_dir / 'skipped.csv'})" if result.num_skipped else "")
+    )
+    for row in result.skipped.head(5).itertuples():
+        print(f"  {row.path}: {row.reason}")
+    if result.num_skipped > 5:
+        print(f"  ... and {result.num_skipped - 5} more")
+    print(f"index: {result.out_dir / 'index.csv'}")
+    return 0

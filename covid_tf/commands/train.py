@@ -1,0 +1,102 @@
+"""``train``: train a model on a dataset and write a run directory."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from covid_tf import config
+from covid_tf.errors import CovidTfError
+
+HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
+MODELS = ("baseline", "small", "resnet50v2", "resnet18", "vgg16")
+
+
+def _numbers(text: str, kind, option: str) -> tuple:
+    try:
+        values = tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        raise CovidTfError(f"{option} expects comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise CovidTfError(f"{option} expects three numbers (train,val,test), got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
+    parser.add_argument("--out", required=True, type=Path, help="run directory to write")
+    parser.add_argument("--model", choices=MODELS, default="baseline")
+    parser.add_argument("--image-size", type=int, default=config.IMAGE_SIZE)
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=config.CHANNELS)
+    parser.add_argument("--epochs", type=int, default=config.EPOCHS)
+    parser.add_argument("--fine-tune-epochs", type=int, default=0,
+                        help="after training the head on a frozen backbone, unfreeze and train this many epochs")
+    parser.add_argument("--unfreeze", default="all", help="backbone blocks to unfreeze: a number or 'all'")
+    parser.add_argument("--weights", default="none", help="none, imagenet, or a local weights file")
+    parser.add_argument("--loss", choices=("ce", "weighted", "balanced", "focal"), default="ce")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--lr", type=float, default=config.LEARNING_RATE, help="learning rate")
+    parser.add_argument("--fine-tune-lr", type=float, help="learning rate after unfreezing (default lr/10)")
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--augmentation", default="default", help="none, seed000, seed001 (default), seed004")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions")
+    split.add_argument("--split-counts", help="train,val,test image counts, e.g. 1600,400,200")
+    split.add_argument("--split-file", help="a split.csv to reuse (path,label,split[,patient_id])")
+    parser.add_argument("--classes", help="classes to use, comma-separated, e.g. COVID,Normal")
+    parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
+    parser.add_argument("--seed", type=int, default=config.SEED)
+    parser.add_argument("--patience", type=int, default=config.EARLY_STOPPING_PATIENCE)
+    parser.add_argument("--allow-leakage", action="store_true",
+                        help="train even when a patient or duplicate image is in two splits of --split-file")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def config_from_args(args: argparse.Namespace):
+    """Turn command-line options into a ``TrainConfig`` (validated)."""
+    from covid_tf.data import parse_class_list, parse_class_map
+    from covid_tf.train import TrainConfig
+
+    for option, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
+                          ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise CovidTfError(f"{option} must be at least 1, got {value}")
+    if args.fine_tune_epochs < 0:
+        raise CovidTfError("--fine-tune-epochs must be 0 or more")
+    if not 0.0 <= args.dropout < 1.0:
+        raise CovidTfError(f"--dropout must be in [0, 1), got {args.dropout}")
+    unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
+    weights = None if args.weights.lower() == "none" else args.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise CovidTfError(f"{weights}: weights file not found (use none, imagenet or a path)")
+    return TrainConfig(
+        data=str(Path(args.data).expanduser().resolve()), model=args.model, image_size=args.image_size,
+        channels=args.channels, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+        unfreeze_blocks=unfreeze, weights=weights, loss=args.loss, optimizer=args.optimizer,
+        learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr, batch_size=args.batch_size,
+        dropout=args.dropout, augmentation=args.augmentation,
+        split_fractions=_numbers(args.split, float, "--split"),
+        split_counts=_numbers(args.split_counts, int, "--split-counts") if args.split_counts else None,
+        split_file=str(Path(args.split_file).resolve()) if args.split_file else None,
+        classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
+        patience=args.patience, allow_leakage=args.allow_leakage,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from covid_tf.train import train_run
+
+    cfg = config_from_args(args)
+    verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+    result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)
+    for name in ("val", "test"):
+        if name in result.metrics:
+            values = result.metrics[name]
+            auc = values.get("roc_auc")
+            print(f"{name}: accuracy {values['accuracy']:.3f}, ROC-AUC "
+                  f"{'n/a' if auc is None else format(auc, '.3f')} (n={values['n']})")
+    print(f"run written to {args.out} ({result.metrics['train_seconds']:.0f} s)")
+    return 0

@@ -1,0 +1,260 @@
+"""The class activation map pipeline that every method shares.
+
+One base class owns the whole pipeline, as in pytorch-grad-cam's ``BaseCAM``:
+
+1. a forward pass through a model that returns the target layer's activations ``A`` (N, h, w, K)
+   and the class probabilities (N, C);
+2. when the method needs them, the gradients of the target-class score with respect to ``A``,
+   taken with ``tf.GradientTape`` for the whole batch in one pass (the class may differ per image:
+   the score of row ``n`` is ``probabilities[n, class_indices[n]]``);
+3. one weight per channel, ``weights`` (N, K): the only step that differs between methods
+   (:meth:`BaseCAM.compute_weights`);
+4. the weighted sum over channels, a ReLU, a bilinear upsampling to the input size, and a
+   normalisation of every map to [0, 1] that adds a small epsilon, so an all-zero map stays zeros
+   instead of turning into NaN.
+
+**Target score.** The score that is differentiated is the model's *output probability* of the
+target class (the softmax output), as in the keras-io Grad-CAM example; the models of this project
+end in a softmax and the pre-softmax logit is not always reachable as a layer output. The softmax
+scales every gradient of a row by the same positive factor ``p_c``, which the normalisation removes,
+but it also subtracts the evidence for the other classes (``dp_c/dA = p_c (dz_c/dA - sum_j p_j dz_j/dA)``),
+so a saturated prediction (``p_c`` close to 1) gives small, noisier gradients than the logit would.
+
+Steps 1-4 run inside one ``tf.function`` (``reduce_retracing=True``) for methods whose weights are
+tensor operations, so a batch costs about one forward pass plus a backward pass through the head.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+EPSILON = 1e-7
+
+# Layers that never make a useful target: inputs, normalisation and augmentation.
+_SKIPPED_LAYER_TYPES = frozenset(
+    {"InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandAugment", "AutoContrast"}
+)
+
+
+def _is_preprocessing_layer(layer: keras.layers.Layer) -> bool:
+    """Whether a layer only prepares the input (normalisation, resizing, augmentation)."""
+    class_name = type(layer).__name__
+    return (
+        class_name in _SKIPPED_LAYER_TYPES
+        or class_name.startswith("Random")
+        or ".preprocessing" in type(layer).__module__
+    )
+
+
+def find_target_layer(model: keras.Model) -> str:
+    """Return the name of the last layer with a 4-D output (N, h, w, K), the usual Grad-CAM target.
+
+    Input, normalisation, resizing and augmentation layers are skipped. Raises ``ValueError`` when
+    the model has no such layer.
+    """
+    for layer in reversed(model.layers):
+        if _is_preprocessing_layer(layer):
+            continue
+        try:
+            shape = layer.output.shape
+        except (AttributeError, ValueError):
+            # A layer that was never called, or is shared between several calls.
+            continue
+        if len(shape) == 4:
+            return layer.name
+    raise ValueError(
+        f"model {model.name!r} has no layer with a 4-D output (N, H, W, C) to explain; "
+        "pass layer_name= explicitly"
+    )
+
+
+def default_target_layer(model: keras.Model) -> str:
+    """The default target layer: ``covid_tf.models.last_conv_layer_name`` when available, else our finder."""
+    try:
+        from covid_tf.models import last_conv_layer_name
+    except ImportError:
+        return find_target_layer(model)
+    try:
+        return str(last_conv_layer_name(model))
+    except ValueError:
+        return find_target_layer(model)
+
+
+def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:
+    """Build ``keras.Model(model.inputs, [target layer output, model output])``.
+
+    Works for flat functional models, Sequential models and models loaded from ``.keras``. A layer
+    inside a nested base model cannot be reached (Keras 3 raises "not connected to inputs"): build
+    the backbone flat with ``input_tensor=`` instead.
+    """
+    if len(model.outputs) != 1:
+        raise ValueError(f"model {model.name!r} has {len(model.outputs)} outputs; explanations need exactly one")
+    try:
+        layer = model.get_layer(layer_name)
+    except ValueError as error:
+        raise ValueError(f"model {model.name!r} has no layer named {layer_name!r}") from error
+    output_shape = tuple(layer.output.shape)
+    if len(output_shape) != 4:
+        raise ValueError(
+            f"layer {layer_name!r} has output shape {output_shape}; a class activation map needs a 4-D "
+            "(N, H, W, C) feature map"
+        )
+    try:
+        return keras.Model(model.inputs, [layer.output, model.outputs[0]], name=f"{model.name}_cam")
+    except (ValueError, AttributeError, KeyError) as error:
+        raise ValueError(
+            f"cannot connect layer {layer_name!r} to the inputs of model {model.name!r} ({error}); "
+            "build the backbone flat (input_tensor=) so its layers belong to the outer model"
+        ) from error
+
+
+def as_image_batch(images: np.ndarray | tf.Tensor) -> np.ndarray:
+    """Return images as a float32 array (N, H, W, C) in [0, 1]; one image (H, W, C) becomes a batch of 1."""
+    array = np.asarray(images)
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ValueError(f"images must be float in [0, 1], got dtype {array.dtype}")
+    if array.ndim == 3:
+        array = array[np.newaxis]
+    if array.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W, C) or (H, W, C), got {array.shape}")
+    if array.shape[0] == 0:
+        raise ValueError("images is empty")
+    if not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0:
+        raise ValueError(
+            f"images must be float in [0, 1], got values in [{array.min()}, {array.max()}] "
+            "(divide 8-bit images by 255)"
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def resolve_class_indices(class_index: int | Sequence[int] | np.ndarray | None, count: int,
+                          num_classes: int) -> np.ndarray:
+    """Return an int32 array (N,) of requested classes; -1 means "the predicted class"."""
+    if class_index is None:
+        return np.full(count, -1, dtype=np.int32)
+    indices = np.asarray(class_index)
+    if not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError(f"class_index must be an int or a sequence of ints, got {class_index!r}")
+    if indices.ndim == 0:
+        indices = np.full(count, int(indices), dtype=np.int32)
+    if indices.shape != (count,):
+        raise ValueError(f"class_index must be one int or {count} ints (one per image), got shape {indices.shape}")
+    if indices.min() < 0 or indices.max() >= num_classes:
+        raise ValueError(f"class_index must lie in [0, {num_classes}), got {indices.tolist()}")
+    return indices.astype(np.int32)
+
+
+class BaseCAM:
+    """A class activation map method; subclasses only say how channel weights are computed.
+
+    Args:
+        model: a Keras model taking float32 images in [0, 1] (N, H, W, C) and returning class
+            probabilities (N, C).
+        layer_name: the target layer (a 4-D output); default :func:`default_target_layer`.
+        batch_size: images per forward/backward pass (for Score-CAM: masked images per pass).
+
+    Call :meth:`explain` (or the instance itself) with a batch of images.
+    """
+
+    #: The name used by :func:`covid_tf.explain.get_explainer`.
+    name = "base"
+    #: Whether :meth:`compute_weights` needs the gradients of the target score.
+    uses_gradients = True
+    #: Whether :meth:`compute_weights` is made of tensor operations that can run inside the graph.
+    weights_in_graph = True
+
+    def __init__(self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.layer_name = layer_name if layer_name is not None else default_target_layer(model)
+        self.activation_model = build_activation_model(model, self.layer_name)
+        self.batch_size = int(batch_size)
+        self.num_classes = int(self.activation_model.outputs[1].shape[-1])
+        self._explain_graph = tf.function(self._explain_batch, reduce_retracing=True)
+        self._forward_graph = tf.function(self._forward_batch, reduce_retracing=True)
+        self._combine_graph = tf.function(self._combine, reduce_retracing=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.model.name!r}, layer_name={self.layer_name!r})"
+
+    # The one method a subclass writes.
+    def compute_weights(self, activations: tf.Tensor, gradients: tf.Tensor | None, images: tf.Tensor,
+                        class_indices: tf.Tensor) -> tf.Tensor:
+        """Return channel weights (N, K) from activations (N, h, w, K) and gradients of the same shape."""
+        raise NotImplementedError
+
+    # The shared pipeline.
+    def _forward_batch(self, images: tf.Tensor, requested: tf.Tensor
+                       ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor]:
+        """Forward pass (and gradients when needed): activations, gradients, probabilities, classes."""
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            # Watching the input records every operation after it, also in a model whose weights are
+            # all frozen (watching trainable variables would miss those).
+            tape.watch(images)
+            activations, probabilities = self.activation_model(images, training=False)
+            predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+            class_indices = tf.where(requested < 0, predicted, requested)
+            # Row n's score is the probability of its own target class.
+            scores = tf.gather(probabilities, class_indices, axis=1, batch_dims=1)
+        gradients = tape.gradient(scores, activations) if self.uses_gradients else None
+        if gradients is not None:
+            gradients = tf.cast(gradients, tf.float32)
+        activations = tf.cast(activations, tf.float32)
+        return activations, gradients, tf.cast(probabilities, tf.float32), class_indices
+
+    def _combine(self, activations: tf.Tensor, weights: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
+        """Weighted sum over channels, ReLU, upsampling to the input size, normalisation to [0, 1]."""
+        cam = tf.einsum("nhwk,nk->nhw", activations, tf.cast(weights, tf.float32))
+        cam = tf.nn.relu(cam)
+        cam = tf.image.resize(cam[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
+        cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)
+        return cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + EPSILON)
+
+    def _explain_batch(self, images: tf.Tensor, requested: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        activations, gradients, probabilities, class_indices = self._forward_batch(images, requested)
+        weights = self.compute_weights(activations, gradients, images, class_indices)
+        return self._combine(activations, weights, images), class_indices, probabilities
+
+    def explain(self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Explain a batch of images.
+
+        Args:
+            images: float32 (N, H, W, C) in [0, 1], or one image (H, W, C).
+            class_index: the class to explain: None (the predicted class of each image), one int for
+                all images, or one int per image.
+
+        Returns:
+            ``(heatmaps, class_indices, probabilities)``: heatmaps float32 (N, H, W) in [0, 1], the
+            explained class of each image int64 (N,), and the model's probabilities float32 (N, C).
+        """
+        batch = as_image_batch(images)
+        requested = resolve_class_indices(class_index, len(batch), self.num_classes)
+        heatmaps, classes, probabilities = [], [], []
+        for start in range(0, len(batch), self.batch_size):
+            chunk = tf.constant(batch[start:start + self.batch_size])
+            wanted = tf.constant(requested[start:start + self.batch_size])
+            if self.weights_in_graph:
+                heatmap, chunk_classes, chunk_probabilities = self._explain_graph(chunk, wanted)
+            else:
+                activations, gradients, chunk_probabilities, chunk_classes = self._forward_graph(chunk, wanted)
+                weights = self.compute_weights(activations, gradients, chunk, chunk_classes)
+                heatmap = self._combine_graph(activations, tf.convert_to_tensor(weights, tf.float32), chunk)
+            heatmaps.append(heatmap.numpy())
+            classes.append(chunk_classes.numpy())
+            probabilities.append(chunk_probabilities.numpy())
+        return (
+            np.concatenate(heatmaps).astype(np.float32),
+            np.concatenate(classes).astype(np.int64),
+            np.concatenate(probabilities).astype(np.float32),
+        )
+
+    def __call__(self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
+                 ) -> np.ndarray:
+        """Return only the heatmaps (N, H, W) of :meth:`explain`."""
+        return self.explain(images, class_index)[0]

@@ -1,0 +1,120 @@
+"""Pieces shared by every builder: argument checks, the input stem and the classification head.
+
+Every model built here is one flat functional graph:
+
+    image (S, S, C) in [0, 1] -> [grayscale_to_rgb] -> normalization -> backbone -> head -> softmax
+
+The input layer is called ``image``, the optional channel repeat ``grayscale_to_rgb``, the
+normalisation ``normalization``; head layers start with ``head_`` and the softmax is ``predictions``.
+The model itself is called ``covid_<architecture>`` so the architecture is known after
+``keras.models.load_model``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from covid_tf.errors import CovidTfError
+from covid_tf.preprocessing import NORMALIZATION_KINDS, normalization_layer
+
+MODEL_NAME_PREFIX = "covid_"
+INPUT_NAME = "image"
+REPEAT_NAME = "grayscale_to_rgb"
+NORMALIZATION_NAME = "normalization"
+HEAD_PREFIX = "head_"
+OUTPUT_NAME = "predictions"
+# The smallest image side every architecture here accepts (ResNet50V2 and VGG16 need 32).
+MIN_IMAGE_SIZE = 32
+
+
+def check_arguments(
+    *,
+    image_size: int,
+    channels: int,
+    num_classes: int,
+    dropout: float,
+    normalization: str,
+    mean: float | Sequence[float] | None,
+    std: float | Sequence[float] | None,
+) -> None:
+    """Raise ``ValueError`` for arguments no builder accepts."""
+    if int(image_size) != image_size or image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(
+            f"num_classes must be an integer >= 2 (binary tasks use 2 softmax outputs), got {num_classes!r}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if normalization != "auto" and normalization not in NORMALIZATION_KINDS:
+        choices = ", ".join(("auto", *NORMALIZATION_KINDS))
+        raise ValueError(f"unknown normalization {normalization!r}; choose one of {choices}")
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std (the training split's statistics), or neither")
+    if mean is not None and normalization not in ("auto", "dataset"):
+        raise ValueError(f"mean/std are only used by normalization 'dataset', not {normalization!r}")
+
+
+def input_stem(
+    *,
+    image_size: int,
+    channels: int,
+    normalization: str,
+    mean: float | Sequence[float] | None,
+    std: float | Sequence[float] | None,
+    rgb: bool,
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Return ``(inputs, normalised)``: the [0, 1] image input and the normalised tensor.
+
+    With ``rgb=True`` a grayscale input is repeated to 3 channels (a ``Concatenate`` layer, so the
+    model stays serialisable) before normalisation, as ImageNet backbones expect.
+    """
+    inputs = keras.Input(shape=(image_size, image_size, channels), name=INPUT_NAME)
+    x = inputs
+    if rgb and channels == 1:
+        x = layers.Concatenate(axis=-1, name=REPEAT_NAME)([x, x, x])
+    kwargs = {"mean": mean, "std": std} if normalization == "dataset" else {}
+    x = normalization_layer(normalization, channels=x.shape[-1], name=NORMALIZATION_NAME, **kwargs)(x)
+    return inputs, x
+
+
+def classification_head(
+    features: keras.KerasTensor, *, num_classes: int, dropout: float, dense_units: Sequence[int] = (128,)
+) -> keras.KerasTensor:
+    """Global average pooling, ReLU dense layers, dropout and the softmax over the classes."""
+    x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
+    for index, units in enumerate(dense_units, start=1):
+        x = layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense{index}")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
+    return layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+
+
+def model_name(architecture: str) -> str:
+    """The name given to the ``keras.Model`` of one architecture."""
+    return f"{MODEL_NAME_PREFIX}{architecture}"
+
+
+def local_weights_file(weights: str | Path, architecture: str) -> Path:
+    """Check that ``weights`` names an existing ``.h5`` weights file and return it."""
+    path = Path(weights).expanduser()
+    if not path.name.endswith(".h5"):
+        raise CovidTfError(
+            f"{path}: weights for {architecture} must be None, 'imagenet' or a '.weights.h5' / '.h5' file"
+        )
+    if not path.is_file():
+        raise CovidTfError(f"{path}: weights file for {architecture} not found")
+    return path
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Copy the weights of every layer of ``source`` into the layer of the same name in ``target``."""
+    for layer in source.layers:
+        if layer.weights:
+            target.get_layer(layer.name).set_weights(layer.get_weights())

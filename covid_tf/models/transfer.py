@@ -1,0 +1,174 @@
+"""Transfer-learning models on ``keras.applications`` backbones (ResNet50V2 as seed 001, VGG16).
+
+The backbone is built with ``input_tensor=`` on the normalised input, so the whole model is one flat
+graph and Grad-CAM can reach ``post_relu`` / ``block5_conv3`` (also after ``load_model``).
+Pretrained weights are loaded into a standalone copy of the backbone and copied by layer name, so
+Keras' own ``*_notop.h5`` files and ``.weights.h5`` files saved from that backbone both work.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from covid_tf.errors import CovidTfError
+from covid_tf.models import common
+
+_WEIGHTS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One ``keras.applications`` backbone: its builder and its no-top ImageNet weights file."""
+
+    application: Callable[..., keras.Model]
+    weights_file: str
+    weights_url: str
+    weights_hash: str
+    last_conv_layer: str
+    normalization: str
+
+
+BACKBONES = {
+    "resnet50v2": Backbone(
+        application=keras.applications.ResNet50V2,
+        weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=_WEIGHTS_BASE_URL + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="fac2f116257151a9d068a22e544a4917",
+        last_conv_layer="post_relu",
+        normalization="resnet_v2",
+    ),
+    "vgg16": Backbone(
+        application=keras.applications.VGG16,
+        weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_url=_WEIGHTS_BASE_URL + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        weights_hash="6d6bbae143d832006294945121d1f1fc",
+        last_conv_layer="block5_conv3",
+        normalization="vgg16",
+    ),
+}
+
+
+def keras_models_dir() -> Path:
+    """The folder where Keras caches downloaded weights (``$KERAS_HOME/models``, else ``~/.keras/models``)."""
+    home = os.environ.get("KERAS_HOME") or os.path.join("~", ".keras")
+    return Path(home).expanduser() / "models"
+
+
+def imagenet_weights_path(architecture: str) -> Path:
+    """Return the local ImageNet weights file of a backbone, downloading it once if needed.
+
+    Raises ``CovidTfError`` naming the file to fetch and where to put it when the download fails
+    (for example offline).
+    """
+    backbone = BACKBONES[architecture]
+    cache_dir = keras_models_dir()
+    target = cache_dir / backbone.weights_file
+    try:
+        path = keras.utils.get_file(
+            backbone.weights_file,
+            backbone.weights_url,
+            cache_dir=str(cache_dir.parent),
+            cache_subdir=cache_dir.name,
+            file_hash=backbone.weights_hash,
+        )
+    except Exception as error:  # any download failure (offline, proxy, bad hash) gets the same advice
+        raise CovidTfError(
+            f"cannot download the ImageNet weights of {architecture} ({type(error).__name__}: {error}). "
+            f"Download {backbone.weights_url} on a machine with internet access and put it at {target}, "
+            f"or pass weights='path/to/{backbone.weights_file}'"
+        ) from error
+    return Path(path)
+
+
+def _weights_file(architecture: str, weights: str | Path | None) -> Path | None:
+    if weights is None:
+        return None
+    if weights == "imagenet":
+        return imagenet_weights_path(architecture)
+    return common.local_weights_file(weights, architecture)
+
+
+def _build_transfer(
+    architecture: str,
+    *,
+    image_size: int,
+    channels: int,
+    num_classes: int,
+    weights: str | Path | None,
+    dropout: float,
+    normalization: str,
+    mean: float | Sequence[float] | None,
+    std: float | Sequence[float] | None,
+) -> keras.Model:
+    common.check_arguments(
+        image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
+        normalization=normalization, mean=mean, std=std,
+    )
+    backbone = BACKBONES[architecture]
+    weights_file = _weights_file(architecture, weights)
+    kind = backbone.normalization if normalization == "auto" else normalization
+    inputs, x = common.input_stem(
+        image_size=image_size, channels=channels, normalization=kind, mean=mean, std=std, rgb=True
+    )
+    base = backbone.application(include_top=False, weights=None, input_tensor=x)
+    outputs = common.classification_head(base.output, num_classes=num_classes, dropout=dropout)
+    model = keras.Model(inputs, outputs, name=common.model_name(architecture))
+    if weights_file is not None:
+        try:
+            pretrained = backbone.application(
+                include_top=False, weights=str(weights_file), input_shape=(image_size, image_size, 3)
+            )
+        except (ValueError, OSError, KeyError) as error:
+            raise CovidTfError(
+                f"{weights_file}: not a weights file of the {architecture} backbone without top ({error})"
+            ) from error
+        common.copy_weights(pretrained, model)
+    return model
+
+
+def build_resnet50v2(
+    *,
+    image_size: int = 128,
+    channels: int = 1,
+    num_classes: int = 2,
+    weights: str | Path | None = None,
+    dropout: float = 0.5,
+    normalization: str = "auto",
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> keras.Model:
+    """ResNet50V2 backbone -> GAP -> Dense(128, relu) -> Dropout -> softmax (seed 001, two outputs).
+
+    ``normalization='auto'`` scales to [-1, 1] as ResNet50V2 expects. ``weights``: None, 'imagenet'
+    (downloaded once by Keras) or a local ``.h5`` / ``.weights.h5`` file of the backbone.
+    """
+    return _build_transfer(
+        "resnet50v2", image_size=image_size, channels=channels, num_classes=num_classes, weights=weights,
+        dropout=dropout, normalization=normalization, mean=mean, std=std,
+    )
+
+
+def build_vgg16(
+    *,
+    image_size: int = 128,
+    channels: int = 1,
+    num_classes: int = 2,
+    weights: str | Path | None = None,
+    dropout: float = 0.5,
+    normalization: str = "auto",
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+) -> keras.Model:
+    """VGG16 backbone -> GAP -> Dense(128, relu) -> Dropout -> softmax; last conv layer ``block5_conv3``.
+
+    ``normalization='auto'`` is the caffe convention VGG16's ImageNet weights expect.
+    """
+    return _build_transfer(
+        "vgg16", image_size=image_size, channels=channels, num_classes=num_classes, weights=weights,
+        dropout=dropout, normalization=normalization, mean=mean, std=std,
+    )

@@ -1,0 +1,378 @@
+"""Figures for evaluation and training: each function returns a matplotlib ``Figure``.
+
+Figures are built with ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no global state,
+no GUI backend, nothing to close, safe in scripts, tests and notebooks (Jupyter displays a returned
+figure). Pass ``path=`` (or call :func:`save_figure`) to write a 150 dpi PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from sklearn import metrics as sk_metrics
+
+from covid_tf.evaluation.calibration import reliability_curve
+from covid_tf.evaluation.metrics import positive_class_index
+from covid_tf.io_utils import atomic_write
+
+DPI = 150
+RIGHT_COLOUR = "#1a7f37"
+WRONG_COLOUR = "#cf222e"
+METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "roc_auc": "ROC-AUC"}
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
+    """Write ``fig`` as a PNG (creating the folder), atomically; return the path."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight"))
+
+
+def _finish(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_confusion_matrix(
+    confusion_matrix: Any,
+    class_names: Sequence[str],
+    *,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Counts and row-normalised rates (rows true, columns predicted), side by side."""
+    counts = np.asarray(confusion_matrix, dtype=np.float64)
+    n_classes = len(class_names)
+    if counts.shape != (n_classes, n_classes):
+        raise ValueError(f"confusion_matrix must be {n_classes}x{n_classes} for {list(class_names)}")
+    row_sums = counts.sum(axis=1, keepdims=True)
+    rates = np.divide(counts, row_sums, out=np.zeros_like(counts), where=row_sums > 0)
+    size = 3.2 + 0.7 * n_classes
+    fig = Figure(figsize=(2 * size + 1, size))
+    axes = fig.subplots(1, 2)
+    panels = ((counts, "d", "Counts", None), (rates, ".2f", "Row-normalised (recall)", (0.0, 1.0)))
+    for ax, (values, fmt, label, limits) in zip(axes, panels):
+        shown = values.astype(int) if fmt == "d" else values
+        vmin, vmax = limits if limits else (None, None)
+        sns.heatmap(shown, annot=True, fmt=fmt, cmap="Blues", vmin=vmin, vmax=vmax, square=True, cbar=True,
+                    xticklabels=class_names, yticklabels=class_names, ax=ax)
+        ax.set_xlabel("Predicted")
+        ax.set_ylabel("True")
+        ax.set_title(label)
+        ax.tick_params(axis="x", labelrotation=30)
+        ax.tick_params(axis="y", labelrotation=0)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_roc_curves(
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[str],
+    *,
+    positive_class: str | int | None = None,
+    title: str = "ROC curves (one-vs-rest)",
+    path: str | Path | None = None,
+) -> Figure:
+    """One-vs-rest ROC curve of each class with its AUC in the legend (binary: the positive class only)."""
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if len(class_names) == 2:
+        shown = [positive_class_index(class_names, positive_class)]
+    else:
+        shown = list(range(len(class_names)))
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    for index in shown:
+        is_class = (labels == index).astype(int)
+        name = class_names[index]
+        if is_class.min() == is_class.max():
+            ax.plot([], [], label=f"{name} (AUC undefined: one class only)")
+            continue
+        fpr, tpr, _ = sk_metrics.roc_curve(is_class, probs[:, index])
+        auc = sk_metrics.roc_auc_score(is_class, probs[:, index])
+        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC = {auc:.3f})")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="False positive rate (1 - specificity)",
+           ylabel="True positive rate (sensitivity)", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def plot_reliability_diagram(
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[str] | None = None,
+    *,
+    n_bins: int = 15,
+    positive_class: str | int | None = None,
+    title: str = "Reliability diagram",
+    path: str | Path | None = None,
+) -> Figure:
+    """Observed frequency per probability bin against the diagonal, ECE in the title, counts below."""
+    curve = reliability_curve(
+        y_true, probabilities, class_names, n_bins=n_bins, positive_class=positive_class
+    )
+    lower, upper = curve["bin_lower"], curve["bin_upper"]
+    width = upper - lower
+    fig = Figure(figsize=(5.5, 6))
+    ax, ax_counts = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    observed = np.nan_to_num(curve["accuracy"])
+    gap = np.where(curve["count"] > 0, np.nan_to_num(curve["confidence"]) - observed, 0.0)
+    ax.bar(lower, observed, width=width, align="edge", edgecolor="black", color="#4c72b0", label="observed")
+    ax.bar(lower, gap, bottom=observed, width=width, align="edge", color=WRONG_COLOUR,
+           alpha=0.25, edgecolor=WRONG_COLOUR, hatch="//", label="gap to calibration")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    if curve["mode"] == "positive_class":
+        x_label, y_label = "Predicted probability of the positive class", "Fraction positive"
+    else:
+        x_label, y_label = "Confidence (max probability)", "Accuracy"
+    ax.set(xlim=(0, 1), ylim=(0, 1), ylabel=y_label, title=f"{title} (ECE = {curve['ece']:.3f})")
+    ax.legend(loc="upper left", fontsize="small")
+    ax_counts.bar(lower, curve["count"], width=width, align="edge", color="grey", edgecolor="black")
+    ax_counts.set(xlabel=x_label, ylabel="Count")
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def _first_column(frame: pd.DataFrame, candidates: Sequence[str]) -> str | None:
+    return next((name for name in candidates if name in frame.columns), None)
+
+
+def plot_training_curves(
+    history: pd.DataFrame | Mapping[str, Sequence[float]],
+    *,
+    fine_tune_epoch: int | None = None,
+    title: str | None = None,
+    path: str | Path | None = None,
+) -> Figure:
+    """Loss and accuracy, train and validation, per epoch (Keras ``history.history`` columns).
+
+    The start of fine-tuning is marked by a vertical line: ``fine_tune_epoch`` (an epoch number on the
+    x axis, i.e. the ``epoch`` column if present, else 1-based row numbers), or else the first row
+    whose ``phase`` column differs from the first row's.
+    """
+    frame = pd.DataFrame(history).reset_index(drop=True)
+    if frame.empty:
+        raise ValueError("history is empty: nothing to plot")
+    epochs = frame["epoch"].to_numpy() if "epoch" in frame.columns else np.arange(1, len(frame) + 1)
+    if fine_tune_epoch is None and "phase" in frame.columns:
+        changed = np.flatnonzero(frame["phase"].to_numpy() != frame["phase"].iloc[0])
+        if changed.size:
+            fine_tune_epoch = epochs[changed[0]]
+    accuracy_names = (
+        "accuracy", "acc", "categorical_accuracy", "binary_accuracy", "sparse_categorical_accuracy"
+    )
+    panels = [("Loss", ("loss",)), ("Accuracy", accuracy_names)]
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
+    for ax, (label, names) in zip(axes, panels):
+        train_name = _first_column(frame, names)
+        val_name = _first_column(frame, [f"val_{name}" for name in names])
+        for column, split_label, style in ((train_name, "train", "-o"), (val_name, "validation", "-s")):
+            if column is not None:
+                ax.plot(epochs, frame[column].to_numpy(dtype=float), style, markersize=3, label=split_label)
+        if train_name is None and val_name is None:
+            ax.text(0.5, 0.5, f"no {label.lower()} in history", ha="center", va="center",
+                    transform=ax.transAxes)
+        if fine_tune_epoch is not None:
+            ax.axvline(float(fine_tune_epoch) - 0.5, color="grey", linestyle="--", label="fine-tuning starts")
+        ax.set(xlabel="Epoch", ylabel=label, title=label)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def _check_images(images: Any) -> np.ndarray:
+    array = np.asarray(images, dtype=np.float32)
+    if array.ndim != 4 or array.shape[-1] not in (1, 3):
+        raise ValueError(f"images must have shape (N, H, W, C) with C = 1 or 3, got {array.shape}")
+    if array.size and (np.nanmin(array) < 0.0 or np.nanmax(array) > 1.0):
+        raise ValueError("images must be floats in [0, 1]")
+    return array
+
+
+def _image_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    correct: Sequence[bool],
+    *,
+    n_cols: int,
+    title: str | None,
+    empty_message: str = "no images",
+) -> Figure:
+    n_images = len(titles)
+    n_cols = max(1, min(n_cols, n_images)) if n_images else 1
+    n_rows = max(1, int(np.ceil(n_images / n_cols)))
+    fig = Figure(figsize=(2.6 * n_cols, 2.9 * n_rows + (0.4 if title else 0)))
+    axes = np.atleast_1d(fig.subplots(n_rows, n_cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    if n_images == 0:
+        axes[0].text(0.5, 0.5, empty_message, ha="center", va="center", transform=axes[0].transAxes)
+    for ax, image, text, right in zip(axes, images, titles, correct):
+        if image.shape[-1] == 1:
+            ax.imshow(image[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+        else:
+            ax.imshow(image)
+        ax.set_title(text, color=RIGHT_COLOUR if right else WRONG_COLOUR, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _prediction_titles(
+    y_true: np.ndarray, y_pred: np.ndarray, probs: np.ndarray, class_names: Sequence[str]
+) -> list[str]:
+    return [
+        f"true: {class_names[t]}\npred: {class_names[p]} ({probs[i, p]:.2f})"
+        for i, (t, p) in enumerate(zip(y_true, y_pred))
+    ]
+
+
+def plot_sample_predictions(
+    images: Any,
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[str],
+    *,
+    y_pred: Any = None,
+    max_images: int = 16,
+    n_cols: int = 4,
+    title: str | None = "Sample predictions",
+    path: str | Path | None = None,
+) -> Figure:
+    """Grid of the first ``max_images`` images with true and predicted label and the predicted probability.
+
+    Titles are green when the prediction is right, red when wrong. ``y_pred`` defaults to the argmax.
+    """
+    array = _check_images(images)
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if not (array.shape[0] == labels.size == probs.shape[0]):
+        raise ValueError("images, y_true and probabilities must have the same length")
+    predicted = np.argmax(probs, axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    shown = slice(0, max_images)
+    fig = _image_grid(
+        array[shown],
+        _prediction_titles(labels[shown], predicted[shown], probs[shown], class_names),
+        list(labels[shown] == predicted[shown]),
+        n_cols=n_cols,
+        title=title,
+    )
+    return _finish(fig, path)
+
+
+def plot_confident_mistakes(
+    images: Any,
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[str],
+    *,
+    y_pred: Any = None,
+    max_images: int = 8,
+    n_cols: int = 4,
+    title: str | None = "Most confident mistakes",
+    path: str | Path | None = None,
+) -> Figure:
+    """Gallery of the wrong predictions with the highest predicted probability, most confident first."""
+    array = _check_images(images)
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if not (array.shape[0] == labels.size == probs.shape[0]):
+        raise ValueError("images, y_true and probabilities must have the same length")
+    predicted = np.argmax(probs, axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probs[wrong, predicted[wrong]]
+    chosen = wrong[np.argsort(-confidence, kind="stable")][:max_images]
+    fig = _image_grid(
+        array[chosen],
+        _prediction_titles(labels[chosen], predicted[chosen], probs[chosen], class_names),
+        [False] * chosen.size,
+        n_cols=n_cols,
+        title=title,
+        empty_message="no mistakes",
+    )
+    return _finish(fig, path)
+
+
+def runs_table(metrics_by_run: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per run: accuracy, balanced accuracy, ROC-AUC with their 95% CIs, ECE, n.
+
+    ``metrics_by_run`` maps a run label to a :func:`covid_tf.evaluate.compute_metrics` dict
+    (``model`` in the dict, if present, names the model; else the label does).
+    """
+    rows = []
+    for label, metrics in metrics_by_run.items():
+        ci95 = metrics.get("ci95") or {}
+        row: dict[str, Any] = {"run": label, "model": metrics.get("model", label), "n": metrics.get("n")}
+        for name in ("accuracy", "balanced_accuracy", "roc_auc"):
+            low, high = (list(ci95.get(name) or [None, None]) + [None, None])[:2]
+            row[name] = metrics.get(name)
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
+        row["ece"] = metrics.get("ece")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_run_comparison(
+    metrics_by_run: Mapping[str, Mapping[str, Any]],
+    *,
+    metrics: Sequence[str] = ("accuracy", "roc_auc"),
+    title: str = "Comparison of runs (95% CI)",
+    path: str | Path | None = None,
+) -> Figure:
+    """Grouped bars of each run's accuracy and ROC-AUC with CI error bars, and a table of the numbers."""
+    table = runs_table(metrics_by_run)
+    if table.empty:
+        raise ValueError("no runs to compare")
+    n_runs = len(table)
+    fig = Figure(figsize=(max(6.0, 1.6 * n_runs + 3), 5.5 + 0.3 * n_runs))
+    ax, ax_table = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1 + 0.25 * n_runs]})
+    x = np.arange(n_runs)
+    bar_width = 0.8 / len(metrics)
+    for offset, name in enumerate(metrics):
+        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
+        low = pd.to_numeric(table[f"{name}_low"], errors="coerce").to_numpy(dtype=float)
+        high = pd.to_numeric(table[f"{name}_high"], errors="coerce").to_numpy(dtype=float)
+        errors = np.nan_to_num(np.vstack([values - low, high - values]).clip(min=0))
+        position = x + (offset - (len(metrics) - 1) / 2) * bar_width
+        ax.bar(position, np.nan_to_num(values), bar_width, yerr=errors, capsize=4,
+               label=METRIC_LABELS.get(name, name))
+    ax.set_xticks(x, [f"{run}\n({model})" if model != run else str(run)
+                      for run, model in zip(table["run"], table["model"])], fontsize="small")
+    ax.set(ylim=(0, 1.05), ylabel="Score", title=title)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.grid(axis="y", alpha=0.3)
+
+    def cell(value: Any, low: Any, high: Any) -> str:
+        if value is None or pd.isna(value):
+            return "n/a"
+        if low is None or pd.isna(low):
+            return f"{value:.3f}"
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+    cells = [[str(row["model"])] + [cell(row[m], row[f"{m}_low"], row[f"{m}_high"]) for m in metrics]
+             for _, row in table.iterrows()]
+    ax_table.axis("off")
+    shown_table = ax_table.table(cellText=cells, rowLabels=[str(run) for run in table["run"]],
+                                 colLabels=["model"] + [METRIC_LABELS.get(m, m) for m in metrics],
+                                 loc="center")
+    shown_table.auto_set_font_size(False)
+    shown_table.set_fontsize(8)
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -1,0 +1,67 @@
+"""The tf.data pipeline: shapes, labels, channels, order, augmentation, statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covid_tf.images import load_image
+from covid_tf.pipeline import make_dataset, pixel_statistics
+from covid_tf.preprocessing import augmentation_layers
+from tests.helpers import write_png
+
+
+@pytest.fixture
+def image_paths(tmp_path):
+    rng = np.random.default_rng(0)
+    return [str(write_png(tmp_path / f"{i}.png", rng.integers(0, 255, (20, 24), dtype=np.uint8))) for i in range(6)]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_batches_have_the_requested_shape_and_one_hot_labels(image_paths, channels):
+    dataset = make_dataset(image_paths, [0, 1, 2, 0, 1, 2], num_classes=3, image_size=16, channels=channels,
+                           batch_size=4)
+    batches = list(dataset)
+    assert [len(x) for x, _ in batches] == [4, 2]
+    images, labels = batches[0]
+    assert images.shape == (4, 16, 16, channels) and labels.shape == (4, 3)
+    np.testing.assert_array_equal(labels.numpy().argmax(1), [0, 1, 2, 0])
+
+
+def test_unshuffled_order_and_values_match_load_image(image_paths):
+    images = np.concatenate([batch.numpy() for batch in make_dataset(image_paths, image_size=16, batch_size=4)])
+    expected = np.stack([load_image(p, 1, 16) for p in image_paths])
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+
+
+def test_shuffle_is_seeded_and_keeps_pairs(image_paths):
+    def first_epoch(seed):
+        dataset = make_dataset(image_paths, list(range(6)), num_classes=6, image_size=16, batch_size=6,
+                               shuffle=True, seed=seed)
+        images, labels = next(iter(dataset))
+        return images.numpy(), labels.numpy().argmax(1)
+
+    images, order = first_epoch(1)
+    again, order_again = first_epoch(1)
+    np.testing.assert_array_equal(order, order_again)
+    assert sorted(order) == list(range(6))
+    for image, label in zip(images, order):  # image and label still belong together
+        np.testing.assert_allclose(image, load_image(image_paths[label], 1, 16), atol=1e-6)
+
+
+def test_augmentation_runs_in_the_pipeline(image_paths):
+    plain = next(iter(make_dataset(image_paths, image_size=16, batch_size=6))).numpy()
+    augmented = next(iter(make_dataset(image_paths, image_size=16, batch_size=6,
+                                       augmentation=augmentation_layers("seed000")))).numpy()
+    assert augmented.shape == plain.shape and np.abs(augmented - plain).max() > 0.05
+
+
+def test_file_cache_and_statistics(image_paths, tmp_path):
+    dataset = make_dataset(image_paths, image_size=16, batch_size=6, cache=tmp_path / "cache" / "data")
+    first = next(iter(dataset)).numpy()
+    np.testing.assert_allclose(next(iter(dataset)).numpy(), first)
+    mean, std = pixel_statistics(image_paths, 16)
+    values = np.stack([load_image(p, 1, 16) for p in image_paths])
+    assert mean[0] == pytest.approx(values.mean(), abs=1e-4) and std[0] == pytest.approx(values.std(), abs=1e-4)
+    with pytest.raises(ValueError):
+        make_dataset([])

@@ -1,0 +1,129 @@
+"""Figures return matplotlib Figures and write PNGs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from covid_tf import evaluate, plots
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+NAMES = ["Normal", "COVID", "Viral Pneumonia"]
+
+
+@pytest.fixture(scope="module")
+def predictions() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    y_true = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    logits = rng.normal(size=(8, 3)) + 2.0 * np.eye(3)[y_true]
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    images = rng.random((8, 32, 32, 1)).astype(np.float32)
+    return images, y_true, probabilities
+
+
+def assert_png(path: Path) -> None:
+    assert path.is_file()
+    assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_save_figure_creates_folder(tmp_path: Path) -> None:
+    fig = Figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    written = plots.save_figure(fig, tmp_path / "a" / "b" / "line.png")
+    assert_png(written)
+    assert [p.name for p in written.parent.iterdir()] == ["line.png"]  # no temporary file left
+
+
+def test_confusion_matrix_counts_and_rates(tmp_path: Path) -> None:
+    matrix = [[5, 2, 1], [1, 6, 1], [0, 0, 0]]  # an empty row must not divide by zero
+    fig = plots.plot_confusion_matrix(matrix, NAMES, title="test", path=tmp_path / "cm.png")
+    assert isinstance(fig, Figure)
+    assert_png(tmp_path / "cm.png")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    rates = [t.get_text() for t in fig.axes[1].texts if t.get_text()]
+    assert "6" in texts
+    assert "0.62" in rates  # 5 / 8 in the first row
+    with pytest.raises(ValueError, match="3x3"):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], NAMES)
+
+
+def test_roc_curves_show_auc_in_legend(tmp_path: Path, predictions: tuple) -> None:
+    _, y_true, probabilities = predictions
+    fig = plots.plot_roc_curves(y_true, probabilities, NAMES, path=tmp_path / "roc.png")
+    assert_png(tmp_path / "roc.png")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert sum("AUC =" in text for text in legend) == 3
+    binary = plots.plot_roc_curves([0, 1, 0, 1], np.array([[0.8, 0.2], [0.3, 0.7]] * 2), ["Normal", "COVID"])
+    legend = [t.get_text() for t in binary.axes[0].get_legend().get_texts()]
+    assert legend[0] == "COVID (AUC = 1.000)"
+
+
+def test_reliability_diagram_has_ece_in_title(tmp_path: Path, predictions: tuple) -> None:
+    _, y_true, probabilities = predictions
+    fig = plots.plot_reliability_diagram(y_true, probabilities, NAMES, path=tmp_path / "rel.png")
+    assert_png(tmp_path / "rel.png")
+    ece = evaluate.expected_calibration_error(y_true, probabilities, NAMES)
+    assert f"ECE = {ece:.3f}" in fig.axes[0].get_title()
+
+
+def test_training_curves_mark_fine_tuning(tmp_path: Path) -> None:
+    history = pd.DataFrame({
+        "loss": [1.0, 0.8, 0.6, 0.5, 0.4], "val_loss": [1.1, 0.9, 0.8, 0.7, 0.7],
+        "accuracy": [0.5, 0.6, 0.7, 0.8, 0.85], "val_accuracy": [0.5, 0.55, 0.6, 0.7, 0.72],
+        "phase": ["head", "head", "head", "fine_tune", "fine_tune"],
+    })
+    fig = plots.plot_training_curves(history, path=tmp_path / "curves.png")
+    assert_png(tmp_path / "curves.png")
+    loss_axis, accuracy_axis = fig.axes
+    assert len(loss_axis.lines) == 3  # train, validation, fine-tuning marker
+    assert loss_axis.lines[-1].get_xdata()[0] == pytest.approx(3.5)  # before epoch 4
+    labels = accuracy_axis.get_legend_handles_labels()[1]
+    assert labels == ["train", "validation", "fine-tuning starts"]
+    plain = plots.plot_training_curves(history.drop(columns="phase"))
+    assert len(plain.axes[0].lines) == 2
+    explicit = plots.plot_training_curves(history.drop(columns="phase"), fine_tune_epoch=2)
+    assert explicit.axes[0].lines[-1].get_xdata()[0] == pytest.approx(1.5)
+
+
+def test_sample_predictions_colour_titles(tmp_path: Path) -> None:
+    images = np.zeros((3, 32, 32, 3), dtype=np.float32)
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    fig = plots.plot_sample_predictions(images, [0, 0, 0], probabilities, ["Normal", "COVID"],
+                                        path=tmp_path / "grid.png")
+    assert_png(tmp_path / "grid.png")
+    titled = [ax for ax in fig.axes if ax.get_title()]
+    colours = [ax.title.get_color() for ax in titled]
+    assert colours == [plots.RIGHT_COLOUR, plots.WRONG_COLOUR, plots.RIGHT_COLOUR]
+    assert titled[1].get_title() == "true: Normal\npred: COVID (0.80)"
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        plots.plot_sample_predictions(images + 2, [0, 0, 0], probabilities, ["Normal", "COVID"])
+
+
+def test_confident_mistakes_most_confident_first(tmp_path: Path) -> None:
+    images = np.full((4, 32, 32, 1), 0.5, dtype=np.float32)
+    probabilities = np.array([[0.4, 0.6], [0.1, 0.9], [0.9, 0.1], [0.3, 0.7]])
+    fig = plots.plot_confident_mistakes(images, [0, 0, 0, 1], probabilities, ["Normal", "COVID"],
+                                        path=tmp_path / "mistakes.png")
+    assert_png(tmp_path / "mistakes.png")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["true: Normal\npred: COVID (0.90)", "true: Normal\npred: COVID (0.60)"]
+    none = plots.plot_confident_mistakes(images, [1, 1, 0, 1], probabilities, ["Normal", "COVID"])
+    assert "no mistakes" in [t.get_text() for t in none.axes[0].texts]
+
+
+def test_run_comparison_with_error_bars(tmp_path: Path, predictions: tuple) -> None:
+    _, y_true, probabilities = predictions
+    result = evaluate.compute_metrics(y_true, probabilities, NAMES, n_bootstrap=50)
+    runs = {"baseline": {**result, "model": "cnn"}, "transfer": {**result, "model": "resnet50v2"}}
+    fig = plots.plot_run_comparison(runs, path=tmp_path / "runs.png")
+    assert_png(tmp_path / "runs.png")
+    bars = fig.axes[0].patches
+    assert len(bars) == 4
+    assert bars[0].get_height() == pytest.approx(result["accuracy"])
+    table = plots.runs_table(runs)
+    assert table["model"].tolist() == ["cnn", "resnet50v2"]
+    assert table.loc[0, "roc_auc_low"] == result["ci95"]["roc_auc"][0]
