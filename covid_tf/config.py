@@ -40,9 +40,12 @@ CT_UCSD_SUBSET_DIR = SHARED_DATA_DIR / "covid-ct-ucsd-subset"
 SEED = 42
 IMAGE_SIZE = 128
 CHANNELS = 1
-BATCH_SIZE = 32
+BATCH_SIZE = 16
 EPOCHS = 20
+# Adam learning rates: 1e-4 for the deep networks (seeds 000 and 001), 1e-3 for the small CNNs
+# trained from scratch, which learn too slowly at 1e-4.
 LEARNING_RATE = 1e-4
+SCRATCH_CNN_LEARNING_RATE = 1e-3
 EARLY_STOPPING_PATIENCE = 5
 
 # Class names of the Kaggle COVID-19 Radiography Database, in the order of seed 004.

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as sk_metrics
 
 from covid_tf.evaluation.calibration import reliability_curve
@@ -187,6 +188,7 @@ def plot_training_curves(
         if fine_tune_epoch is not None:
             ax.axvline(float(fine_tune_epoch) - 0.5, color="grey", linestyle="--", label="fine-tuning starts")
         ax.set(xlabel="Epoch", ylabel=label, title=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")

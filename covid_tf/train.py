@@ -24,7 +24,9 @@ import tensorflow as tf
 from covid_tf import config
 from covid_tf.callbacks import BestModelCheckpoint
 from covid_tf.data import DatasetIndex, discover
+from covid_tf.distribute import get_strategy
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
 from covid_tf.losses import get_loss, get_optimizer
 from covid_tf.models import build_model, freeze_backbone, unfreeze_top
@@ -51,7 +53,7 @@ class TrainConfig:
     weights: str | None = None
     loss: str = "ce"
     optimizer: str = "adam"
-    learning_rate: float = config.LEARNING_RATE
+    learning_rate: float | None = None
     fine_tune_learning_rate: float | None = None
     batch_size: int = config.BATCH_SIZE
     dropout: float = 0.5
@@ -66,7 +68,14 @@ class TrainConfig:
     patience: int = config.EARLY_STOPPING_PATIENCE
     allow_leakage: bool = False
     n_bootstrap: int = 1000
+    strategy: str = "default"  # covid_tf.distribute.STRATEGIES
+    devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.learning_rate is None:
+            scratch = self.model in ("baseline", "small")
+            self.learning_rate = config.SCRATCH_CNN_LEARNING_RATE if scratch else config.LEARNING_RATE
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -183,7 +192,9 @@ def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint
     if run_dir is not None:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks += [
-            keras.callbacks.CSVLogger(str(run_dir / "checkpoints" / "history.partial.csv"), append=append),
+            # Always appending: a resumed run keeps the epochs logged before it was killed (the
+            # checkpoints folder of a fresh run is new or emptied by --overwrite).
+            keras.callbacks.CSVLogger(str(run_dir / "checkpoints" / "history.partial.csv"), append=True),
             keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{phase}")),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         ]
@@ -203,32 +214,43 @@ def fit(
     With ``select_best`` the weights of the best epoch (validation accuracy, then training
     accuracy) are kept; without, the weights of the last epoch.
     """
+    strategy = get_strategy(cfg.strategy, cfg.devices)  # before any other TensorFlow work of the run
     set_seed(cfg.seed)
     cache_dir = run_dir / "checkpoints" / "cache" if run_dir else None
     train, val, parts = _datasets(cfg, split, class_names, cache_dir)
     class_counts = np.bincount(parts["train"][1], minlength=len(class_names))
     mean, std = _normalization_statistics(cfg, parts["train"][0])
-    model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels, num_classes=len(class_names),
-                        weights=cfg.weights, dropout=cfg.dropout, normalization=cfg.normalization, mean=mean, std=std)
+    with strategy.scope():  # variables of the model and the optimizer are mirrored over the replicas
+        model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
+                            num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,
+                            normalization=cfg.normalization, mean=mean, std=std)
     best = BestModelCheckpoint(run_dir / "checkpoints" / "best.weights.h5" if run_dir else None,
                                restore_at_end=select_best)
     two_phase = cfg.model in TRANSFER_MODELS and cfg.fine_tune_epochs > 0
     if two_phase:
         freeze_backbone(model)
-    compile_model(model, cfg, class_counts, cfg.learning_rate)
+    with strategy.scope():
+        compile_model(model, cfg, class_counts, cfg.learning_rate)
     history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose,
                         callbacks=_callbacks(cfg, run_dir, best, "head" if two_phase else "all", append=False,
                                              validating=val is not None))
     frames = [_history_frame(history, "head" if two_phase else "train")]
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
-        compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10)
-        start = len(frames[0])
+        with strategy.scope():
+            compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10)
+        # After a resumed head phase its history starts late: count epochs, not rows. Keras never
+        # resets the start epoch that BackupAndRestore set, so clear it for this phase's own backup.
+        start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
+        model._initial_epoch = None
         history = model.fit(train, validation_data=val, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
                             verbose=verbose, callbacks=_callbacks(cfg, run_dir, best, "fine_tune", append=True,
                                                                  validating=val is not None))
         frames.append(_history_frame(history, "fine_tune", offset=start))
     history_frame = pd.concat(frames, ignore_index=True)
+    if run_dir is not None:
+        history_frame = _complete_history(history_frame, run_dir / "checkpoints" / "history.partial.csv",
+                                          head_epochs=start if two_phase else None)
     history_frame["best"] = history_frame["epoch"] == (best.best_epoch if best.best_epoch is not None else -1)
     return model, history_frame
 
@@ -238,6 +260,30 @@ def _history_frame(history: keras.callbacks.History, phase: str, offset: int = 0
     frame.insert(0, "epoch", history.epoch if history.epoch else list(range(offset, offset + len(frame))))
     frame.insert(1, "phase", phase)
     return frame
+
+
+def _complete_history(history: pd.DataFrame, partial_log: Path, head_epochs: int | None) -> pd.DataFrame:
+    """Add the epochs that a killed run logged before this (resumed) run, one row per epoch."""
+    if not partial_log.is_file() or partial_log.stat().st_size == 0:
+        return history
+    try:
+        logged = pd.read_csv(partial_log)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return history
+    if "epoch" not in logged:
+        return history
+    earlier = logged[~logged["epoch"].isin(history["epoch"])].drop_duplicates("epoch", keep="last")
+    if earlier.empty:
+        return history
+    earlier = earlier.copy()
+    default_phase = history["phase"].iloc[0] if len(history) else "train"
+    earlier.insert(1, "phase", [
+        "fine_tune" if head_epochs is not None and epoch >= head_epochs else
+        ("head" if head_epochs is not None else default_phase) for epoch in earlier["epoch"]
+    ])
+    merged = pd.concat([earlier, history], ignore_index=True)
+    columns = [*history.columns, *(c for c in merged.columns if c not in history.columns)]
+    return merged.sort_values("epoch", kind="stable").reset_index(drop=True).reindex(columns=columns)
 
 
 def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
@@ -277,7 +323,9 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
     saved = run_dir / "config.json"
     if saved.is_file():
         previous = json.loads(saved.read_text())
-        changed = [k for k, v in cfg.to_dict().items() if k != "class_names" and _jsonable(v) != previous.get(k)]
+        # A run may resume on other hardware: the strategy and devices do not change the run.
+        changed = [k for k, v in cfg.to_dict().items()
+                   if k not in ("class_names", "strategy", "devices") and _jsonable(v) != previous.get(k)]
         if changed:
             raise CovidTfError(f"{run_dir}: holds an unfinished run with other settings ({', '.join(changed)}); "
                                "use another --out, the same options, or --overwrite")
@@ -306,8 +354,9 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     if run_path is not None:
         atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
         atomic_write(run_path / "model.keras", model.save)
-        atomic_write_json(run_path / "metrics.json", metrics)
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
+        write_run_figures(run_path, model=model)
+        atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
     return TrainResult(model, history, split, list(class_names), metrics, run_path)
 
 

@@ -30,7 +30,9 @@ def square_model(size: int, channels: int = 1) -> keras.Model:
     kernel = np.zeros((1, 1, channels, 2), np.float32)
     kernel[..., 0], kernel[..., 1] = 1.0 / channels, -1.0 / channels
     model.get_layer("detect").set_weights([kernel, np.array([-0.5, 0.5], np.float32)])
-    model.get_layer("head").set_weights([np.array([[0.0, 100.0], [2.0, 0.0]], np.float32), np.zeros(2, np.float32)])
+    model.get_layer("head").set_weights(
+        [np.array([[0.0, 100.0], [2.0, 0.0]], np.float32), np.zeros(2, np.float32)]
+    )
     return model
 
 
@@ -82,7 +84,7 @@ def test_map_peaks_where_the_evidence_is(method: str, batch_size: int, size: int
         row, column = np.unravel_index(np.argmax(heatmap), heatmap.shape)
         assert row < quarter and column < quarter
         assert heatmap[:quarter, :quarter].mean() > 0.7
-        assert heatmap[size // 2:, size // 2:].max() < 0.1
+        assert heatmap[size // 2 :, size // 2 :].max() < 0.1
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -134,8 +136,9 @@ def test_constant_model_gives_zero_maps_not_nan(method: str) -> None:
 def test_gradcam_agrees_with_cam_on_a_linear_head() -> None:
     """Here only the bright channel gets a positive weight from either method, so the maps coincide."""
     model, images = square_model(32), square_images(2, 32)
-    np.testing.assert_allclose(cam.explain(model, images, "gradcam")[0], cam.explain(model, images, "cam")[0],
-                               atol=1e-3)
+    np.testing.assert_allclose(
+        cam.explain(model, images, "gradcam")[0], cam.explain(model, images, "cam")[0], atol=1e-3
+    )
 
 
 def test_default_layer_and_cam_head() -> None:
@@ -168,18 +171,22 @@ def test_cam_refuses_a_hidden_dense_head_that_gradcam_explains() -> None:
 
 def test_model_without_feature_maps_is_refused() -> None:
     inputs = keras.Input((8, 8, 1))
-    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(layers.Flatten()(layers.Rescaling(1.0)(inputs))))
+    model = keras.Model(
+        inputs, layers.Dense(2, activation="softmax")(layers.Flatten()(layers.Rescaling(1.0)(inputs)))
+    )
     with pytest.raises(ValueError, match="no layer with a 4-D output"):
         cam.find_target_layer(model)
 
 
 def test_sequential_model() -> None:
-    model = keras.Sequential([
-        keras.Input((32, 32, 1)),
-        layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
-        layers.GlobalAveragePooling2D(),
-        layers.Dense(2, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 32, 1)),
+            layers.Conv2D(4, 3, padding="same", activation="relu", name="conv"),
+            layers.GlobalAveragePooling2D(),
+            layers.Dense(2, activation="softmax"),
+        ]
+    )
     for method in ("cam", "gradcam"):
         explainer = cam.get_explainer(method, model)
         assert explainer.layer_name == "conv"
@@ -207,8 +214,9 @@ def test_model_loaded_from_keras_file_explains_the_same(tmp_path, method: str) -
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    np.testing.assert_allclose(cam.explain(loaded, images, method)[0], cam.explain(model, images, method)[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        cam.explain(loaded, images, method)[0], cam.explain(model, images, method)[0], atol=1e-5
+    )
 
 
 def edge_detector(model: keras.Model, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
@@ -236,8 +244,9 @@ def test_sanity_check_flags_a_method_that_ignores_the_weights() -> None:
 
 
 def test_cascading_randomisation_goes_from_the_top() -> None:
-    result = cam.randomization_sanity_check(small_cnn(), random_images(2), method="gradcam", seed=3,
-                                            mode="cascading")
+    result = cam.randomization_sanity_check(
+        small_cnn(), random_images(2), method="gradcam", seed=3, mode="cascading"
+    )
     assert [step["layer"] for step in result["cascade"]] == ["head", "conv2", "bn1", "conv1"]
     assert result["mean_correlation"] == result["cascade"][-1]["mean_correlation"]
     with pytest.raises(ValueError, match="mode"):
@@ -264,7 +273,25 @@ def test_deletion_of_the_hot_region_drops_the_probability(fill, least_drop: floa
     assert score["drop"] > least_drop
     assert abs(score["random_drop"]) < 0.05
     assert score["drop_over_random"] > least_drop - 0.05
-    rows = cam.summarize(heatmaps, masks=[np.pad(np.ones((8, 8), bool), ((0, 24), (0, 24))), None],
-                         model=model, images=images, class_indices=classes, fraction=0.1)
+    rows = cam.summarize(
+        heatmaps,
+        masks=[np.pad(np.ones((8, 8), bool), ((0, 24), (0, 24))), None],
+        model=model,
+        images=images,
+        class_indices=classes,
+        fraction=0.1,
+    )
     assert rows[0]["pointing_game"] == 1.0 and rows[0]["energy_in_mask"] > 0.8
     assert np.isnan(rows[1]["iou"]) and rows[1]["drop"] > 0.5
+
+
+@pytest.mark.parametrize("architecture", ["small", "resnet18"])
+def test_project_models_explain_with_their_own_layer(architecture: str) -> None:
+    """The models package's builders are flat, so every method reaches their last conv layer."""
+    models = pytest.importorskip("covid_tf.models")
+    model = models.build_model(architecture, image_size=32, channels=1, num_classes=3)
+    explainer = cam.get_explainer("gradcam", model)
+    assert explainer.layer_name == models.last_conv_layer_name(model)
+    heatmaps, classes, probabilities = explainer.explain(random_images(2))
+    check_maps(heatmaps, 2, 32)
+    assert probabilities.shape == (2, 3) and classes.shape == (2,)

@@ -16,12 +16,15 @@ def left_half_heatmap(size: int = 8) -> np.ndarray:
 
 
 # Overlays.
-@pytest.mark.parametrize("image", [
-    np.zeros((16, 16), np.uint8),
-    np.full((16, 16, 3), 128, np.uint8),
-    np.full((16, 16), 2.0, np.float32),
-    np.full((16, 16), -0.1, np.float32),
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((16, 16), np.uint8),
+        np.full((16, 16, 3), 128, np.uint8),
+        np.full((16, 16), 2.0, np.float32),
+        np.full((16, 16), -0.1, np.float32),
+    ],
+)
 def test_overlay_refuses_anything_but_float_in_unit_range(image: np.ndarray) -> None:
     with pytest.raises(ValueError, match=r"float in \[0, 1\]"):
         overlay.overlay_heatmap(image, np.zeros((16, 16), np.float32))
@@ -59,8 +62,12 @@ def test_explanation_panel_has_four_panels(tmp_path) -> None:
     figure = overlay.explanation_panel(image, heatmap, threshold=0.85, title="COVID 0.93")
     assert isinstance(figure, Figure)
     image_axes = [axis for axis in figure.axes if axis.get_images()]
-    assert [axis.get_title() for axis in image_axes] == ["image", "heatmap", "overlay",
-                                                        "region >= 0.85 (6% of image)"]
+    assert [axis.get_title() for axis in image_axes] == [
+        "image",
+        "heatmap",
+        "overlay",
+        "region >= 0.85 (6% of image)",
+    ]
     assert figure.get_suptitle() == "COVID 0.93"
     region = image_axes[3].get_images()[0].get_array()
     assert tuple(region[4, 4]) == (255, 0, 0)  # the contour is drawn in red
@@ -142,8 +149,13 @@ def test_summarize_one_dict_per_image() -> None:
     left = np.zeros((8, 8), bool)
     left[:, :4] = True
     rows = quality.summarize(heatmaps, masks=[left, np.zeros((8, 8), bool)])
-    assert rows[0] == {"hot_area_fraction": 0.5, "energy_in_mask": 1.0, "mask_area_fraction": 0.5,
-                       "pointing_game": 1.0, "iou": 1.0}
+    assert rows[0] == {
+        "hot_area_fraction": 0.5,
+        "energy_in_mask": 1.0,
+        "mask_area_fraction": 0.5,
+        "pointing_game": 1.0,
+        "iou": 1.0,
+    }
     assert rows[1]["hot_area_fraction"] == 0.0 and np.isnan(rows[1]["energy_in_mask"])
     assert quality.summarize(heatmaps) == [{"hot_area_fraction": 0.5}, {"hot_area_fraction": 0.0}]
     with pytest.raises(ValueError, match="masks"):

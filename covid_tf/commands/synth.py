@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=config.SEED, help="random seed (default: %(default)s)")
     parser.add_argument(
-        "--difficulty", type=float, default=0.5,
-        help="0 (obvious lesions) to 1 (subtle lesions) (default: %(default)s)",
+        "--difficulty", type=float, default=None,
+        help="0 (obvious lesions) to 1 (subtle lesions) (default: 0.2)",
     )
     parser.add_argument(
         "--shortcut-class", default=None,
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         size=args.size,
         patients_per_class=args.patients_per_class,
         seed=args.seed,
-        difficulty=args.difficulty,
+        difficulty=synthetic.DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty,
         shortcut_class=args.shortcut_class,
         shortcut_probability=probability,
         overwrite=args.overwrite,

@@ -23,6 +23,13 @@ def _numbers(text: str, kind, option: str) -> tuple:
     return values
 
 
+def _devices(args: argparse.Namespace) -> list[str] | None:
+    devices = [part.strip() for part in (args.devices or "").split(",") if part.strip()]
+    if devices and args.strategy != "mirrored":
+        raise CovidTfError("--devices needs --strategy mirrored")
+    return devices or None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
@@ -36,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="none", help="none, imagenet, or a local weights file")
     parser.add_argument("--loss", choices=("ce", "weighted", "balanced", "focal"), default="ce")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
-    parser.add_argument("--lr", type=float, default=config.LEARNING_RATE, help="learning rate")
+    parser.add_argument("--lr", type=float, help="learning rate (default 1e-3 for baseline/small, else 1e-4)")
     parser.add_argument("--fine-tune-lr", type=float, help="learning rate after unfreezing (default lr/10)")
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
     parser.add_argument("--dropout", type=float, default=0.5)
@@ -52,6 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-leakage", action="store_true",
                         help="train even when a patient or duplicate image is in two splits of --split-file")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
+                        help="default: one device; mirrored: every local GPU (or --devices); "
+                        "multiworker: several machines, configured by the TF_CONFIG environment variable")
+    parser.add_argument("--devices", help="with --strategy mirrored: devices to mirror over, e.g. /gpu:0,/gpu:1")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -82,7 +93,8 @@ def config_from_args(args: argparse.Namespace):
         split_counts=_numbers(args.split_counts, int, "--split-counts") if args.split_counts else None,
         split_file=str(Path(args.split_file).resolve()) if args.split_file else None,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
-        patience=args.patience, allow_leakage=args.allow_leakage,
+        patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
+        devices=_devices(args),
     )
 
 

@@ -50,7 +50,9 @@ _CACHE_SIZE = 4
 _recent_explainers: OrderedDict[tuple, BaseCAM] = OrderedDict()
 
 
-def get_explainer(name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32) -> BaseCAM:
+def get_explainer(
+    name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32
+) -> BaseCAM:
     """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam").
 
     ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
@@ -64,9 +66,14 @@ def get_explainer(name: str, model: keras.Model, layer_name: str | None = None, 
     return METHODS[key](model, layer_name=layer_name, batch_size=batch_size)
 
 
-def explain(model: keras.Model, images: np.ndarray, method: str = "gradcam",
-            class_index: int | Sequence[int] | None = None, layer_name: str | None = None,
-            batch_size: int = 32) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def explain(
+    model: keras.Model,
+    images: np.ndarray,
+    method: str = "gradcam",
+    class_index: int | Sequence[int] | None = None,
+    layer_name: str | None = None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Explain images with one method.
 
     Returns ``(heatmaps, class_indices, probabilities)``: float32 (N, H, W) in [0, 1], the explained

@@ -32,6 +32,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from covid_tf.errors import CovidTfError
+
 EPSILON = 1e-7
 
 # Layers that never make a useful target: inputs, normalisation and augmentation.
@@ -73,15 +75,19 @@ def find_target_layer(model: keras.Model) -> str:
 
 
 def default_target_layer(model: keras.Model) -> str:
-    """The default target layer: ``covid_tf.models.last_conv_layer_name`` when available, else our finder."""
+    """The default target layer: ``covid_tf.models.last_conv_layer_name`` when it gives a feature layer,
+    else :func:`find_target_layer`."""
     try:
         from covid_tf.models import last_conv_layer_name
     except ImportError:
         return find_target_layer(model)
     try:
-        return str(last_conv_layer_name(model))
-    except ValueError:
+        name = str(last_conv_layer_name(model))
+    except (ValueError, CovidTfError):
         return find_target_layer(model)
+    if _is_preprocessing_layer(model.get_layer(name)):
+        return find_target_layer(model)
+    return name
 
 
 def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:
@@ -92,7 +98,9 @@ def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:
     the backbone flat with ``input_tensor=`` instead.
     """
     if len(model.outputs) != 1:
-        raise ValueError(f"model {model.name!r} has {len(model.outputs)} outputs; explanations need exactly one")
+        raise ValueError(
+            f"model {model.name!r} has {len(model.outputs)} outputs; explanations need exactly one"
+        )
     try:
         layer = model.get_layer(layer_name)
     except ValueError as error:
@@ -131,8 +139,9 @@ def as_image_batch(images: np.ndarray | tf.Tensor) -> np.ndarray:
     return array.astype(np.float32, copy=False)
 
 
-def resolve_class_indices(class_index: int | Sequence[int] | np.ndarray | None, count: int,
-                          num_classes: int) -> np.ndarray:
+def resolve_class_indices(
+    class_index: int | Sequence[int] | np.ndarray | None, count: int, num_classes: int
+) -> np.ndarray:
     """Return an int32 array (N,) of requested classes; -1 means "the predicted class"."""
     if class_index is None:
         return np.full(count, -1, dtype=np.int32)
@@ -142,7 +151,9 @@ def resolve_class_indices(class_index: int | Sequence[int] | np.ndarray | None, 
     if indices.ndim == 0:
         indices = np.full(count, int(indices), dtype=np.int32)
     if indices.shape != (count,):
-        raise ValueError(f"class_index must be one int or {count} ints (one per image), got shape {indices.shape}")
+        raise ValueError(
+            f"class_index must be one int or {count} ints (one per image), got shape {indices.shape}"
+        )
     if indices.min() < 0 or indices.max() >= num_classes:
         raise ValueError(f"class_index must lie in [0, {num_classes}), got {indices.tolist()}")
     return indices.astype(np.int32)
@@ -183,14 +194,16 @@ class BaseCAM:
         return f"{type(self).__name__}(model={self.model.name!r}, layer_name={self.layer_name!r})"
 
     # The one method a subclass writes.
-    def compute_weights(self, activations: tf.Tensor, gradients: tf.Tensor | None, images: tf.Tensor,
-                        class_indices: tf.Tensor) -> tf.Tensor:
+    def compute_weights(
+        self, activations: tf.Tensor, gradients: tf.Tensor | None, images: tf.Tensor, class_indices: tf.Tensor
+    ) -> tf.Tensor:
         """Return channel weights (N, K) from activations (N, h, w, K) and gradients of the same shape."""
         raise NotImplementedError
 
     # The shared pipeline.
-    def _forward_batch(self, images: tf.Tensor, requested: tf.Tensor
-                       ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor]:
+    def _forward_batch(
+        self, images: tf.Tensor, requested: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor, tf.Tensor]:
         """Forward pass (and gradients when needed): activations, gradients, probabilities, classes."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             # Watching the input records every operation after it, also in a model whose weights are
@@ -215,13 +228,16 @@ class BaseCAM:
         cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)
         return cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + EPSILON)
 
-    def _explain_batch(self, images: tf.Tensor, requested: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _explain_batch(
+        self, images: tf.Tensor, requested: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         activations, gradients, probabilities, class_indices = self._forward_batch(images, requested)
         weights = self.compute_weights(activations, gradients, images, class_indices)
         return self._combine(activations, weights, images), class_indices, probabilities
 
-    def explain(self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def explain(
+        self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Explain a batch of images.
 
         Args:
@@ -237,12 +253,14 @@ class BaseCAM:
         requested = resolve_class_indices(class_index, len(batch), self.num_classes)
         heatmaps, classes, probabilities = [], [], []
         for start in range(0, len(batch), self.batch_size):
-            chunk = tf.constant(batch[start:start + self.batch_size])
-            wanted = tf.constant(requested[start:start + self.batch_size])
+            chunk = tf.constant(batch[start : start + self.batch_size])
+            wanted = tf.constant(requested[start : start + self.batch_size])
             if self.weights_in_graph:
                 heatmap, chunk_classes, chunk_probabilities = self._explain_graph(chunk, wanted)
             else:
-                activations, gradients, chunk_probabilities, chunk_classes = self._forward_graph(chunk, wanted)
+                activations, gradients, chunk_probabilities, chunk_classes = self._forward_graph(
+                    chunk, wanted
+                )
                 weights = self.compute_weights(activations, gradients, chunk, chunk_classes)
                 heatmap = self._combine_graph(activations, tf.convert_to_tensor(weights, tf.float32), chunk)
             heatmaps.append(heatmap.numpy())
@@ -254,7 +272,8 @@ class BaseCAM:
             np.concatenate(probabilities).astype(np.float32),
         )
 
-    def __call__(self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
-                 ) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray | tf.Tensor, class_index: int | Sequence[int] | None = None
+    ) -> np.ndarray:
         """Return only the heatmaps (N, H, W) of :meth:`explain`."""
         return self.explain(images, class_index)[0]

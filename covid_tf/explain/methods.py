@@ -19,8 +19,9 @@ import tensorflow as tf
 from covid_tf.explain.base import BaseCAM
 
 # Layers between the pooling and the output that do not change what CAM computes at inference.
-_PASS_THROUGH_TYPES = frozenset({"Activation", "Softmax", "Dropout", "GaussianDropout", "GaussianNoise",
-                                 "AlphaDropout", "Identity"})
+_PASS_THROUGH_TYPES = frozenset(
+    {"Activation", "Softmax", "Dropout", "GaussianDropout", "GaussianNoise", "AlphaDropout", "Identity"}
+)
 
 
 def _producer(tensor: keras.KerasTensor) -> keras.layers.Layer:
@@ -43,8 +44,8 @@ def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
         layer = _producer(layer.input)
     if not isinstance(layer, keras.layers.Dense):
         raise ValueError(
-            f"CAM needs a model ending in GlobalAveragePooling2D -> Dense; the output of {model.name!r} comes "
-            f"from {type(layer).__name__} {layer.name!r}. Use 'gradcam' instead."
+            f"CAM needs a model ending in GlobalAveragePooling2D -> Dense; the output of {model.name!r} "
+            f"comes from {type(layer).__name__} {layer.name!r}. Use 'gradcam' instead."
         )
     dense = layer
     layer = _producer(dense.input)
@@ -52,9 +53,10 @@ def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
         layer = _producer(layer.input)
     if isinstance(layer, keras.layers.Dense):
         raise ValueError(
-            f"CAM is not defined for model {model.name!r}: its head has the hidden Dense layer {layer.name!r} "
-            f"between the pooling and the output layer {dense.name!r}, so the class score is not a weighted "
-            "sum of the pooled feature maps. Use 'gradcam', which generalises CAM to any head."
+            f"CAM is not defined for model {model.name!r}: its head has the hidden Dense layer "
+            f"{layer.name!r} between the pooling and the output layer {dense.name!r}, so the class score "
+            "is not a weighted sum of the pooled feature maps. Use 'gradcam', which generalises CAM "
+            "to any head."
         )
     if not isinstance(layer, keras.layers.GlobalAveragePooling2D) or layer.keepdims:
         raise ValueError(
@@ -152,13 +154,14 @@ class ScoreCAM(BaseCAM):
             spread = maps.max(axis=(0, 1)) - maps.min(axis=(0, 1))
             live = np.flatnonzero(spread > 0)
             for start in range(0, len(live), self.batch_size):
-                chosen = live[start:start + self.batch_size]
+                chosen = live[start : start + self.batch_size]
                 # (k, h, w, 1) -> upsampled (k, H, W, 1), each normalised to [0, 1].
-                masks = tf.image.resize(np.transpose(maps[:, :, chosen], (2, 0, 1))[..., np.newaxis], size,
-                                        method="bilinear")
+                masks = tf.image.resize(
+                    np.transpose(maps[:, :, chosen], (2, 0, 1))[..., np.newaxis], size, method="bilinear"
+                )
                 masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
                 masks = masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
-                probabilities = np.asarray(self._predict(images[row:row + 1] * masks))
+                probabilities = np.asarray(self._predict(images[row : row + 1] * masks))
                 weights[row, chosen] = probabilities[:, class_indices[row]]
             if len(live):
                 weights[row, live] -= weights[row, live].mean()

@@ -13,7 +13,9 @@ def _image_to_rgb_float(image: np.ndarray) -> np.ndarray:
     """Check a float image in [0, 1] (H, W), (H, W, 1) or (H, W, 3) and return it as float32 RGB."""
     image = np.asarray(image)
     if not np.issubdtype(image.dtype, np.floating):
-        raise ValueError(f"image must be float in [0, 1], got dtype {image.dtype} (divide 8-bit images by 255)")
+        raise ValueError(
+            f"image must be float in [0, 1], got dtype {image.dtype} (divide 8-bit images by 255)"
+        )
     if image.size and (not np.isfinite(image).all() or image.min() < 0.0 or image.max() > 1.0):
         raise ValueError(f"image must be float in [0, 1], got values in [{image.min()}, {image.max()}]")
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -42,8 +44,9 @@ def colorize_heatmap(heatmap: np.ndarray, colormap: int = cv2.COLORMAP_JET) -> n
     return cv2.cvtColor(colored_bgr, cv2.COLOR_BGR2RGB)
 
 
-def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
-                    colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+def overlay_heatmap(
+    image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, colormap: int = cv2.COLORMAP_JET
+) -> np.ndarray:
     """Blend a colour-mapped heatmap over an image: ``alpha * heat + (1 - alpha) * image``.
 
     Args:
@@ -64,8 +67,13 @@ def overlay_heatmap(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4,
     return np.uint8(np.round(255 * np.clip(blended, 0.0, 1.0)))
 
 
-def explanation_panel(image: np.ndarray, heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
-                      title: str | None = None, alpha: float = 0.4) -> Figure:
+def explanation_panel(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    threshold: float = DEFAULT_THRESHOLD,
+    title: str | None = None,
+    alpha: float = 0.4,
+) -> Figure:
     """A four-panel figure: image | heatmap | overlay | thresholded region with its contours.
 
     The last panel is seed 000's "segmentation at threshold 0.85": the region where the heatmap is

@@ -10,7 +10,7 @@ mask, where they mean nothing (:func:`summarize` reports NaN instead).
 | :func:`energy_in_mask` | share of the heat inside the mask | :func:`mask_area_fraction` |
 | :func:`pointing_game` | the hottest pixel lies in the mask | :func:`mask_area_fraction` |
 | :func:`heatmap_iou` | IoU of ``heatmap >= threshold`` with the mask | - |
-| :func:`deletion_score` | drop of the class probability when the hottest pixels are removed | its ``random_drop`` |
+| :func:`deletion_score` | probability drop when the hottest pixels are removed | ``random_drop`` |
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _mask_for(mask: np.ndarray, shape: tuple[int, int], allow_empty: bool = Fals
 
 
 def mask_area_fraction(mask: np.ndarray) -> float:
-    """Share of the image the mask covers: the chance level of :func:`energy_in_mask` and the pointing game."""
+    """Share of the image the mask covers: chance level of :func:`energy_in_mask` and the pointing game."""
     mask = np.asarray(mask)
     if mask.ndim == 3 and mask.shape[-1] == 1:
         mask = mask[..., 0]
@@ -119,8 +119,16 @@ def _random_regions(shape: tuple[int, int], fraction: float, rng: np.random.Gene
     return _hottest(smooth.astype(np.float64), fraction)
 
 
-def deletion_score(model, image: np.ndarray, heatmap: np.ndarray, class_index: int, fraction: float = 0.2,
-                   fill: str | float = "mean", n_random: int = 5, seed: int = 0) -> dict[str, float]:
+def deletion_score(
+    model,
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    class_index: int,
+    fraction: float = 0.2,
+    fill: str | float = "mean",
+    n_random: int = 5,
+    seed: int = 0,
+) -> dict[str, float]:
     """How much the class probability drops when the hottest ``fraction`` of pixels is removed.
 
     The removed pixels are replaced by ``fill``: "mean" (the image mean), "blur" (a strong Gaussian
@@ -143,12 +151,15 @@ def deletion_score(model, image: np.ndarray, heatmap: np.ndarray, class_index: i
         raise ValueError("image must be float in [0, 1]")
     heatmap = np.asarray(heatmap, dtype=np.float64)
     if heatmap.shape != image.shape[:2]:
-        heatmap = cv2.resize(heatmap.astype(np.float32), (image.shape[1], image.shape[0]),
-                             interpolation=cv2.INTER_LINEAR).astype(np.float64)
+        heatmap = cv2.resize(
+            heatmap.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR
+        ).astype(np.float64)
     heatmap = _check_heatmap(heatmap)
     filled = _fill_image(image, fill)
     rng = np.random.default_rng(seed)
-    regions = [_hottest(heatmap, fraction)] + [_random_regions(heatmap.shape, fraction, rng) for _ in range(n_random)]
+    regions = [_hottest(heatmap, fraction)] + [
+        _random_regions(heatmap.shape, fraction, rng) for _ in range(n_random)
+    ]
     batch = [image] + [np.where(region[..., np.newaxis], filled, image) for region in regions]
     probabilities = np.asarray(model(np.stack(batch).astype(np.float32), training=False))[:, int(class_index)]
     original, deleted, randoms = float(probabilities[0]), float(probabilities[1]), probabilities[2:]
@@ -162,10 +173,17 @@ def deletion_score(model, image: np.ndarray, heatmap: np.ndarray, class_index: i
     }
 
 
-def summarize(heatmaps: np.ndarray, masks: Sequence[np.ndarray | None] | np.ndarray | None = None,
-              threshold: float = DEFAULT_THRESHOLD, model=None, images: np.ndarray | None = None,
-              class_indices: Sequence[int] | np.ndarray | None = None, fraction: float = 0.2,
-              fill: str | float = "mean", seed: int = 0) -> list[dict[str, float]]:
+def summarize(
+    heatmaps: np.ndarray,
+    masks: Sequence[np.ndarray | None] | np.ndarray | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    model=None,
+    images: np.ndarray | None = None,
+    class_indices: Sequence[int] | np.ndarray | None = None,
+    fraction: float = 0.2,
+    fill: str | float = "mean",
+    seed: int = 0,
+) -> list[dict[str, float]]:
     """All measures for a batch: one dict per image.
 
     Args:
@@ -193,8 +211,12 @@ def summarize(heatmaps: np.ndarray, masks: Sequence[np.ndarray | None] | np.ndar
             mask = masks[index]
             mask = None if mask is None else _mask_for(mask, heatmap.shape, allow_empty=True)
             if mask is None or not mask.any():
-                row.update(energy_in_mask=np.nan, mask_area_fraction=np.nan if mask is None else 0.0,
-                           pointing_game=np.nan, iou=np.nan)
+                row.update(
+                    energy_in_mask=np.nan,
+                    mask_area_fraction=np.nan if mask is None else 0.0,
+                    pointing_game=np.nan,
+                    iou=np.nan,
+                )
             else:
                 row.update(
                     energy_in_mask=energy_in_mask(heatmap, mask),
@@ -203,7 +225,16 @@ def summarize(heatmaps: np.ndarray, masks: Sequence[np.ndarray | None] | np.ndar
                     iou=heatmap_iou(heatmap, mask, threshold),
                 )
         if with_deletion:
-            row.update(deletion_score(model, images[index], heatmap, int(class_indices[index]),
-                                      fraction=fraction, fill=fill, seed=seed))
+            row.update(
+                deletion_score(
+                    model,
+                    images[index],
+                    heatmap,
+                    int(class_indices[index]),
+                    fraction=fraction,
+                    fill=fill,
+                    seed=seed,
+                )
+            )
         rows.append(row)
     return rows

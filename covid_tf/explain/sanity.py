@@ -51,15 +51,20 @@ def _ranks(values: np.ndarray) -> np.ndarray:
     return (ends - (counts - 1) / 2.0)[inverse]
 
 
-def _as_heatmap_function(method: str | type[BaseCAM] | HeatmapFunction, layer_name: str | None,
-                         batch_size: int) -> HeatmapFunction:
+def _as_heatmap_function(
+    method: str | type[BaseCAM] | HeatmapFunction, layer_name: str | None, batch_size: int
+) -> HeatmapFunction:
     """Turn a method name, a :class:`BaseCAM` subclass or a function into ``f(model, images, classes)``."""
     if isinstance(method, str) or (isinstance(method, type) and issubclass(method, BaseCAM)):
+
         def explain_with(model: keras.Model, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
             from covid_tf.explain import get_explainer
 
-            explainer = (get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
-                         if isinstance(method, str) else method(model, layer_name, batch_size))
+            explainer = (
+                get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
+                if isinstance(method, str)
+                else method(model, layer_name, batch_size)
+            )
             return explainer.explain(images, class_indices)[0]
 
         return explain_with
@@ -85,11 +90,17 @@ def _clone(model: keras.Model) -> keras.Model:
     return clone
 
 
-def randomization_sanity_check(model: keras.Model, images: np.ndarray,
-                               method: str | type[BaseCAM] | HeatmapFunction = "gradcam", seed: int = 0,
-                               layer_name: str | None = None, mode: str = "full",
-                               class_index: int | np.ndarray | None = None, max_correlation: float = 0.5,
-                               batch_size: int = 32) -> dict:
+def randomization_sanity_check(
+    model: keras.Model,
+    images: np.ndarray,
+    method: str | type[BaseCAM] | HeatmapFunction = "gradcam",
+    seed: int = 0,
+    layer_name: str | None = None,
+    mode: str = "full",
+    class_index: int | np.ndarray | None = None,
+    max_correlation: float = 0.5,
+    batch_size: int = 32,
+) -> dict:
     """Compare a method's maps on the model and on a copy with random weights.
 
     Args:

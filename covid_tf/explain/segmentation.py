@@ -31,8 +31,9 @@ def threshold_heatmap(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
     return mask
 
 
-def segment_heatmap(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_area: int = 0
-                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+def segment_heatmap(
+    heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD, min_area: int = 0
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Threshold a heatmap and outline its regions.
 
     Returns ``(mask, contours)``: mask bool (H, W) and the outer contours of its connected regions,
@@ -64,8 +65,12 @@ def bounding_boxes(contours: list[np.ndarray]) -> list[tuple[int, int, int, int]
     return [tuple(int(value) for value in cv2.boundingRect(contour)) for contour in contours]
 
 
-def draw_contours(image_rgb: np.ndarray, contours: list[np.ndarray], color: tuple[int, int, int] = (255, 0, 0),
-                  thickness: int = 1) -> np.ndarray:
+def draw_contours(
+    image_rgb: np.ndarray,
+    contours: list[np.ndarray],
+    color: tuple[int, int, int] = (255, 0, 0),
+    thickness: int = 1,
+) -> np.ndarray:
     """Draw contours on a copy of a uint8 RGB image (H, W, 3); ``color`` is RGB."""
     image_rgb = np.asarray(image_rgb)
     if image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[-1] != 3:

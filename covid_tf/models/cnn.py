@@ -43,11 +43,11 @@ def build_baseline(
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
 ) -> keras.Model:
-    """The baseline CNN of seed 001: three Conv(3x3)-ReLU blocks (max-pooled between), GAP, Dense, softmax.
+    """The baseline CNN of seed 001: three Conv(3x3)-ReLU-MaxPool blocks, Flatten, Dense 128, Dropout, softmax.
 
-    Global average pooling replaces seed 001's Flatten so that CAM applies to the last conv layer
-    (``block3_conv``) and the model accepts any image size. ``weights`` is None or a ``.weights.h5``
-    file of the whole model.
+    As in seed 001 the head flattens the feature map: on small data it learns far faster than a
+    global-average-pooling head (which CAM would need; use Grad-CAM here, on ``block3_conv``).
+    ``weights`` is None or a ``.weights.h5`` file of the whole model.
     """
     common.check_arguments(
         image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
@@ -60,9 +60,10 @@ def build_baseline(
     )
     for index, filters in enumerate(BASELINE_FILTERS, start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"block{index}_conv")(x)
-        if index < len(BASELINE_FILTERS):
-            x = layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
-    outputs = common.classification_head(x, num_classes=num_classes, dropout=dropout, dense_units=(128,))
+        x = layers.MaxPooling2D(2, name=f"block{index}_pool")(x)
+    outputs = common.classification_head(
+        x, num_classes=num_classes, dropout=dropout, dense_units=(128,), pooling="flatten"
+    )
     model = keras.Model(inputs, outputs, name=common.model_name("baseline"))
     _load_full_weights(model, weights, "baseline")
     return model

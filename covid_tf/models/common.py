@@ -85,10 +85,18 @@ def input_stem(
 
 
 def classification_head(
-    features: keras.KerasTensor, *, num_classes: int, dropout: float, dense_units: Sequence[int] = (128,)
+    features: keras.KerasTensor,
+    *,
+    num_classes: int,
+    dropout: float,
+    dense_units: Sequence[int] = (128,),
+    pooling: str = "avg",
 ) -> keras.KerasTensor:
-    """Global average pooling, ReLU dense layers, dropout and the softmax over the classes."""
-    x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
+    """Pooling (global average, or ``"flatten"``), ReLU dense layers, dropout and the softmax over the classes."""
+    if pooling == "flatten":
+        x = layers.Flatten(name=f"{HEAD_PREFIX}flatten")(features)
+    else:
+        x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)
     for index, units in enumerate(dense_units, start=1):
         x = layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense{index}")(x)
     if dropout > 0:

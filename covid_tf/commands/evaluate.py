@@ -1,0 +1,64 @@
+"""``evaluate``: metrics, predictions and figures of a saved model on a labelled dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from covid_tf import config
+from covid_tf.errors import CovidTfError
+
+HELP = "Evaluate a saved model on labelled images: metrics.json, predictions.csv and figures."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .keras model file (its run's config.json names the classes)")
+    parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
+    parser.add_argument("--out", required=True, type=Path, help="folder to write the evaluation into")
+    parser.add_argument("--split-file", help="a run's split.csv: evaluate only the rows of --split")
+    parser.add_argument("--split", help="split to evaluate (default: test with --split-file, else every image)")
+    parser.add_argument("--classes", help="keep only these classes of the data, comma-separated, e.g. COVID,Normal")
+    parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
+    threshold = parser.add_mutually_exclusive_group()
+    threshold.add_argument("--threshold", type=float,
+                           help="binary models: predict positive iff p(positive) >= this (default 0.5)")
+    threshold.add_argument("--threshold-from-val", action="store_true",
+                           help="binary models: choose the threshold on the split file's val rows (Youden)")
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--allow-unsafe", action="store_true",
+                        help="load models with Lambda layers (runs their code: only for models you trust)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
+
+
+def _number(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from covid_tf.data import parse_class_list, parse_class_map
+    from covid_tf.evaluation.run import evaluate_model, print_skipped
+
+    if args.n_bootstrap < 0:
+        raise CovidTfError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")
+    result = evaluate_model(
+        args.model, args.data, args.out, split_file=args.split_file, split=args.split,
+        classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
+        threshold=args.threshold, threshold_from_val=args.threshold_from_val, batch_size=args.batch_size,
+        allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, n_bootstrap=args.n_bootstrap,
+    )
+    print_skipped(result.skipped, limit=20)
+    for note in result.notes:
+        print(note)
+    metrics = result.metrics
+    threshold = metrics.get("threshold")
+    print(f"{result.split or 'all images'}: accuracy {_number(metrics['accuracy'])}, balanced accuracy "
+          f"{_number(metrics['balanced_accuracy'])}, ROC-AUC {_number(metrics['roc_auc'])}, ECE "
+          f"{_number(metrics['ece'])} (n={metrics['n']}"
+          + (f", threshold {threshold:.3f}" if threshold is not None else "") + ")")
+    for rule, values in (metrics.get("patients") or {}).items():
+        print(f"patients ({rule}): accuracy {_number(values['accuracy'])}, ROC-AUC {_number(values['roc_auc'])} "
+              f"(n={values['n']})")
+    skipped_note = f", {len(result.skipped)} skipped (skipped.csv)" if result.skipped else ""
+    print(f"evaluation written to {result.out_dir} ({len(result.figures)} figures{skipped_note})")
+    return 0

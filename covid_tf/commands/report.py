@@ -1,0 +1,33 @@
+"""``report``: one self-contained HTML page comparing training runs and evaluations."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from covid_tf.errors import CovidTfError
+
+HELP = "Write a self-contained HTML report comparing run folders (train runs or evaluate outputs)."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run folders: train --out folders or evaluate --out folders")
+    parser.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    parser.add_argument("--title", default="covid_tf report")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="which split of train runs to show (evaluate folders hold one)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from covid_tf.report import write_html_report
+
+    out = args.out
+    if out.is_dir():
+        raise CovidTfError(f"{out}: is a folder; --out takes an HTML file name")
+    if out.exists() and not args.overwrite:
+        raise CovidTfError(f"{out}: already exists; choose another --out or pass --overwrite")
+    path = write_html_report(args.runs, out, title=args.title, split=args.split)
+    print(f"report on {len(args.runs)} run(s) written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
