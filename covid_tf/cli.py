@@ -30,6 +30,7 @@ COMMANDS = {
     "evaluate": ("evaluate", "Evaluate a saved model on labelled images: metrics.json, predictions.csv and figures."),
     "predict": ("predict", "Predict new images (files or folders) with a saved model into a CSV of probabilities."),
     "report": ("report", "Write a self-contained HTML report comparing run folders (train runs or evaluate outputs)."),
+    "explain": ("explain", "Explain images with a saved model: one heatmap overlay PNG per image and explanations.csv."),
 }
 
 

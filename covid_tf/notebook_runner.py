@@ -43,10 +43,11 @@ def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
     }
     if not (paths["data_dir"] / "metadata.csv").is_file():
         generate_dataset(paths["data_dir"], classes=SYNTHETIC_CLASSES, per_class=per_class, size=size,
-                         seed=config.SEED, overwrite=True)
+                         patients_per_class=max(2, per_class // 3), seed=config.SEED, overwrite=True)
     if not (paths["shortcut_dir"] / "metadata.csv").is_file():
         generate_dataset(paths["shortcut_dir"], classes=("COVID", "Normal"), per_class=per_class, size=size,
-                         seed=config.SEED + 1, shortcut_class="COVID", shortcut_probability=0.95, overwrite=True)
+                         patients_per_class=max(2, per_class // 3), seed=config.SEED + 1,
+                         shortcut_class="COVID", shortcut_probability=0.95, overwrite=True)
     try:
         from covid_tf.synthetic_ct import generate_ct_dataset
     except ImportError:

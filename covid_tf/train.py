@@ -36,7 +36,7 @@ from covid_tf.splits import load_split, make_split, save_split, split_leaks
 
 # Models that have a backbone to freeze and then fine-tune.
 TRANSFER_MODELS = ("resnet50v2", "resnet18", "vgg16")
-RUN_FILES = ("config.json", "split.csv", "history.csv", "model.keras", "metrics.json")
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "history.csv", "model.keras", "metrics.json")
 
 
 @dataclass
@@ -126,6 +126,7 @@ def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[
     for name in ("train", "val"):
         if not (split["split"] == name).any():
             raise CovidTfError(f"the split has no {name!r} images; give more data or other split fractions")
+    split.attrs["skipped"] = [(item.path, item.reason) for item in index.skipped]  # reported by the command
     return split, class_names
 
 
@@ -348,6 +349,8 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
         run_path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_path / "config.json", cfg.to_dict())
         save_split(split, run_path / "split.csv")
+        skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
+        atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
     model, history = fit(cfg, split, class_names, run_path, verbose=verbose)
     metrics = evaluate_splits(model, cfg, split, class_names)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)

@@ -104,6 +104,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)
+    skipped = result.split.attrs.get("skipped", [])
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) that are not readable images (see {args.out / 'skipped.csv'}):")
+        for path, reason in skipped[:5]:
+            print(f"  {path}: {reason}")
+        if len(skipped) > 5:
+            print(f"  ... and {len(skipped) - 5} more")
     for name in ("val", "test"):
         if name in result.metrics:
             values = result.metrics[name]

@@ -1,0 +1,62 @@
+"""``explain``: class activation maps of a saved model over image files, as overlays and a CSV."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from covid_tf import config
+
+HELP = "Explain images with a saved model: one heatmap overlay PNG per image and explanations.csv."
+METHODS = ("gradcam", "gradcam++", "scorecam", "cam")
+MASK_KINDS = ("lungs", "lesions")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="a .keras model file (its run's config.json names the classes)")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder to write the overlays and explanations.csv into (not an input folder)")
+    parser.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method (default gradcam)")
+    parser.add_argument("--class", dest="class_name", metavar="NAME",
+                        help="explain this class for every image (default: each image's predicted class)")
+    parser.add_argument("--layer", help="target layer (default: the model's last convolutional layer)")
+    parser.add_argument("--masks", type=Path, metavar="DIR",
+                        help="folder of masks named like the images (default: the masks/ or lesions/ folder "
+                             "beside images/, as in the Radiography Database layout)")
+    parser.add_argument("--mask-kind", choices=MASK_KINDS, default="lungs",
+                        help="without --masks: lungs (masks/) or lesions (lesions/) beside images/")
+    parser.add_argument("--threshold", type=float, default=0.85,
+                        help="heatmap threshold of the segmented region and its IoU with the mask (default 0.85)")
+    parser.add_argument("--panels", action="store_true",
+                        help="write the 4-panel figure image | heatmap | overlay | thresholded region "
+                             "instead of the overlay alone")
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--allow-unsafe", action="store_true",
+                        help="load models with Lambda layers (runs their code: only for models you trust)")
+    parser.add_argument("--overwrite", action="store_true", help="replace the explanations of an earlier run in --out")
+
+
+def run(args: argparse.Namespace) -> int:
+    from covid_tf.explain.run import explain_images
+
+    def report(item) -> None:
+        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+
+    result = explain_images(
+        args.model, args.inputs, args.out, method=args.method, class_name=args.class_name, layer_name=args.layer,
+        masks_dir=args.masks, mask_kind=args.mask_kind, threshold=args.threshold, batch_size=args.batch_size,
+        panels=args.panels, allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, on_skipped=report,
+    )
+    for note in result.notes:
+        print(f"warning: {note}", file=sys.stderr)
+    skipped = f", {len(result.skipped)} file(s) skipped" if result.skipped else ""
+    print(f"{len(result.table)} image(s) explained with {result.method} on layer {result.layer_name!r} "
+          f"into {result.out_dir}{skipped}")
+    if "pointing_hit" in result.table:
+        table = result.table
+        print(f"with masks: mean energy in mask {table['energy_in_mask'].mean():.3f} "
+              f"(mask area {table['mask_area_fraction'].mean():.3f}), pointing game "
+              f"{table['pointing_hit'].mean():.0%}, IoU {table['iou'].mean():.3f}")
+    return 0
