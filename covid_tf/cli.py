@@ -27,10 +27,10 @@ COMMANDS = {
     "dicom2png": ("dicom2png", "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."),
     "ct-vote": ("ct_vote", "Vote slice predictions into one label per patient (and per test folder)."),
     "synth-ct": ("synth_ct", "Generate synthetic chest CT series as DICOM files."),
-    "evaluate": ("evaluate", "Evaluate a saved model on labelled images: metrics.json, predictions.csv and figures."),
-    "predict": ("predict", "Predict new images (files or folders) with a saved model into a CSV of probabilities."),
-    "report": ("report", "Write a self-contained HTML report comparing run folders (train runs or evaluate outputs)."),
-    "explain": ("explain", "Explain images with a saved model: one heatmap overlay PNG per image and explanations.csv."),
+    "evaluate": ("evaluate", "Evaluate a saved model on labelled images: metrics, predictions and figures."),
+    "predict": ("predict", "Predict new images (files or folders) with a saved model into a CSV."),
+    "report": ("report", "Write one self-contained HTML report comparing runs or evaluations."),
+    "explain": ("explain", "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."),
 }
 
 

@@ -169,7 +169,7 @@ def build_hostile_corpus(root: Path) -> Corpus:
     os.symlink("..", covid / "cycle")  # a folder link back to xray/: must not be walked into
 
     # Odd but valid files: each must be read.
-    (covid / "sixteen_bit.png").write_bytes(_png_bytes((_image(303).astype(np.uint16) * 257)))
+    (covid / "sixteen_bit.png").write_bytes(_png_bytes(_image(303).astype(np.uint16) * 257))
     palette = Image.fromarray(_image(304)).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.save(normal / "palette.png")
     cmyk = Image.fromarray(np.stack([_image(305)] * 3, axis=-1)).convert("CMYK")

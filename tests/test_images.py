@@ -33,7 +33,7 @@ def test_rgb_rgba_palette_16bit_and_cmyk_all_load(tmp_path):
         assert image.shape == (16, 16, 1), name
         np.testing.assert_allclose(image[..., 0], expected, atol=0.02, err_msg=name)
     cmyk = load_image(tmp_path / "cmyk.jpg", channels=3)
-    assert cmyk.shape == (16, 16, 3) and 0.0 <= cmyk.min() and cmyk.max() <= 1.0
+    assert cmyk.shape == (16, 16, 3) and cmyk.min() >= 0.0 and cmyk.max() <= 1.0
 
 
 def test_rgba_is_composited_on_black(tmp_path):

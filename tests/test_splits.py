@@ -14,7 +14,8 @@ def frame_of(counts: dict[str, int], images_per_patient: int = 1) -> pd.DataFram
     rows = []
     for label, count in counts.items():
         for i in range(count):
-            rows.append({"path": f"/{label}/{i}.png", "label": label, "patient_id": f"{label}-{i // images_per_patient}"})
+            patient = f"{label}-{i // images_per_patient}"
+            rows.append({"path": f"/{label}/{i}.png", "label": label, "patient_id": patient})
     return pd.DataFrame(rows)
 
 

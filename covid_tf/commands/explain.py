@@ -8,7 +8,7 @@ from pathlib import Path
 
 from covid_tf import config
 
-HELP = "Explain images with a saved model: one heatmap overlay PNG per image and explanations.csv."
+HELP = "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."
 METHODS = ("gradcam", "gradcam++", "scorecam", "cam")
 MASK_KINDS = ("lungs", "lesions")
 

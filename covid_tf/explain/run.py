@@ -462,3 +462,108 @@ def compare_shortcut_studies(studies: dict[str, ShortcutStudy], group: str = "al
         if group in study.summary.index:
             rows[name] = study.summary.loc[group]
     return pd.DataFrame(rows).T
+
+
+# Comparing methods.
+
+
+def _load_study_rows(frame: pd.DataFrame, image_size: int, channels: int):
+    images = np.stack([load_image(path, channels=channels, size=image_size) for path in frame["path"]])
+    lungs = [load_mask(path) if str(path or "") else None for path in frame.get("mask_path", [""] * len(frame))]
+    lesions = [load_mask(path) if str(path or "") else None
+               for path in frame.get("lesion_path", [""] * len(frame))]
+    return images, lungs, lesions
+
+
+def quality_table(
+    model: keras.Model,
+    frame: pd.DataFrame,
+    class_names: Sequence[str],
+    *,
+    methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam", "cam"),
+    class_name: str | None = None,
+    layer_name: str | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    sanity_images: int = 4,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The explanation-quality numbers of several methods on the same images, one row per method.
+
+    ``frame`` as for :func:`shortcut_study` (``path``, ``mask_path``, ``lesion_path``). Columns: ``method``,
+    ``layer``, ``n``, ``lung_energy`` vs ``lung_area`` (chance), ``pointing_lesion``, ``lesion_iou`` (IoU of
+    ``heatmap >= threshold`` with the lesion mask), ``deletion_drop`` / ``random_drop`` /
+    ``drop_over_random`` (probability drop when the hottest 20% of pixels are removed, vs random regions),
+    ``sanity_correlation`` and ``sanity_passed`` (model-parameter randomisation on the first
+    ``sanity_images`` images; 0 skips it), ``seconds``. A method the model does not allow (CAM on a head
+    with a hidden Dense layer) gets a row with only ``note`` filled in.
+    """
+    import time
+
+    from covid_tf.explain.sanity import randomization_sanity_check
+
+    _, height, _, channels = model.inputs[0].shape
+    images, lungs, lesions = _load_study_rows(frame.reset_index(drop=True), int(height), int(channels))
+    requested = None if class_name is None else list(class_names).index(class_name)
+    rows = []
+    for method in methods:
+        began = time.perf_counter()
+        try:
+            explainer = get_explainer(method, model, layer_name=None if method == "cam" else layer_name,
+                                      batch_size=batch_size)
+        except ValueError as error:
+            rows.append({"method": method, "note": str(error).split(". ")[0]})
+            continue
+        heatmaps, classes, _ = explainer.explain(images, requested)
+        lung = pd.DataFrame(summarize(heatmaps, lungs, threshold=threshold))
+        lesion = pd.DataFrame(summarize(heatmaps, lesions, threshold=threshold, model=model, images=images,
+                                        class_indices=classes, seed=seed))
+        row = {"method": explainer.name, "layer": explainer.layer_name, "n": len(images),
+               "lung_energy": lung["energy_in_mask"].mean(), "lung_area": lung["mask_area_fraction"].mean(),
+               "pointing_lesion": lesion["pointing_game"].mean(), "lesion_iou": lesion["iou"].mean(),
+               "deletion_drop": lesion["drop"].mean(), "random_drop": lesion["random_drop"].mean(),
+               "drop_over_random": lesion["drop_over_random"].mean()}
+        if sanity_images > 0:
+            check = randomization_sanity_check(model, images[:sanity_images], method=explainer.name, seed=seed,
+                                               layer_name=explainer.layer_name, class_index=classes[:sanity_images],
+                                               batch_size=batch_size)
+            row.update(sanity_correlation=check["mean_correlation"], sanity_passed=check["passed"])
+        row.update(seconds=round(time.perf_counter() - began, 1), note="")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def overlay_grid(
+    images: np.ndarray,
+    heatmaps: dict[str, np.ndarray],
+    row_titles: Sequence[str] | None = None,
+    title: str | None = None,
+    alpha: float = 0.4,
+):
+    """A grid figure: one row per image, the image then one overlay per entry of ``heatmaps``.
+
+    ``heatmaps`` maps a column title (e.g. a method name) to maps (N, H, W) in [0, 1] for the N images.
+    """
+    from matplotlib.figure import Figure
+
+    images = np.asarray(images)
+    columns = ["image", *heatmaps]
+    count = len(images)
+    figure = Figure(figsize=(2.2 * len(columns), 2.3 * count + (0.4 if title else 0)), layout="constrained")
+    axes = np.atleast_2d(figure.subplots(count, len(columns), squeeze=False))
+    for row in range(count):
+        image = images[row]
+        gray = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+        axes[row, 0].imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
+        for column, maps in enumerate(heatmaps.values(), start=1):
+            axes[row, column].imshow(overlay_heatmap(image, maps[row], alpha=alpha))
+        if row_titles is not None:
+            axes[row, 0].set_ylabel(row_titles[row], fontsize=8)
+        for column, name in enumerate(columns):
+            axes[row, column].set_xticks([])
+            axes[row, column].set_yticks([])
+            if row == 0:
+                axes[row, column].set_title(name, fontsize=9)
+    if title:
+        figure.suptitle(title)
+    return figure
