@@ -11,18 +11,17 @@ Times, on a small CNN at 128 px with 64 images:
 
 Targets: batched >= 5x faster than one at a time; batched Grad-CAM <= 3x a forward pass.
 
-Usage: ``python benchmarks/bench_gradcam.py [--images 64] [--size 128] [--repeats 9]``
+Usage: ``python benchmarks/bench_gradcam.py [--images 64] [--size 128] [--repeats 9] [--json PATH]``
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+from common import median_seconds, quiet_tensorflow, table, target, write_result
+
+quiet_tensorflow()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -79,22 +78,12 @@ def gradcam_with_grad_model(img_array, grad_model):
     return (tf.maximum(heatmap, 0) / tf.math.reduce_max(heatmap)).numpy()
 
 
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` runs, after one warm-up run."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", help="write the result here (for run_all.py)")
     args = parser.parse_args()
 
     keras.utils.set_random_seed(0)
@@ -137,6 +126,29 @@ def main() -> None:
     print(f"speed-up of batched over keras-io loop:            {one_by_one / batched:6.1f}x  (target >= 5x)")
     print(f"speed-up of batched over loop with reused model:   {one_by_one_reused / batched:6.1f}x")
     print(f"batched Grad-CAM / forward pass:                   {batched / plain:6.2f}x  (target <= 3x)")
+    result = {
+        "title": "Grad-CAM: batched against one image at a time",
+        "summary": (
+            f"{args.images} images of {args.size} px, a small functional CNN ({model.count_params():,} parameters), "
+            f"devices {', '.join(devices)}; median of {args.repeats} runs (the one-at-a-time loops "
+            f"{loop_repeats}), after one warm-up run each."
+        ),
+        "targets": [
+            target("keras-io loop / batched Grad-CAM", one_by_one / batched, 5.0, ">="),
+            target("batched Grad-CAM / forward pass", batched / plain, 3.0, "<="),
+        ],
+        "tables": [table("Wall time for the whole batch", ["method", "ms", "ms per image"], [
+            [name, f"{1000 * seconds:.1f}", f"{1000 * seconds / args.images:.2f}"]
+            for name, seconds in (
+                ("forward pass (tf.function)", plain),
+                ("batched Grad-CAM (covid_tf.explain.GradCAM)", batched),
+                ("keras-io recipe, one image at a time", one_by_one),
+                ("keras-io loop, grad model built once", one_by_one_reused),
+            )
+        ])],
+        "notes": [f"Batched over the loop with the grad model built once: {one_by_one_reused / batched:.1f}x."],
+    }
+    write_result(args.json, result)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ This module imports no TensorFlow, so the start-up benchmark can use it too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -115,10 +116,8 @@ def command_line() -> str:
             continue
         arguments.append(argument)
     script = Path(sys.argv[0]).resolve()
-    try:
+    with contextlib.suppress(ValueError):
         script = script.relative_to(PROJECT_ROOT)
-    except ValueError:
-        pass
     return " ".join([".venv/bin/python", str(script), *arguments])
 
 

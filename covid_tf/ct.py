@@ -4,12 +4,13 @@ Steps, each one call:
 
 1. :func:`convert_ct` converts a DICOM folder (e.g. ``covid_tf.synthetic_ct`` output, or SPGC-style
    ``Test1/<patient>/*.dcm``) into windowed PNG slices with :func:`covid_tf.dicom.convert_to_png` and writes
-   a label CSV ``OUT/metadata.csv`` (``path,label,patient_id,folder,series_uid,slice_index,num_slices``,
-   paths relative to OUT) that :func:`covid_tf.data.discover` reads, patient ids included. Labels come from
+   a label CSV ``OUT/metadata.csv`` (``path,label,patient_id,folder,series_uid,slice_index,num_slices,
+   source_path,frame``; ``path`` relative to OUT, ``source_path`` the DICOM file) that
+   :func:`covid_tf.data.discover` reads, patient ids included. Labels come from
    ``labels`` (a dict or CSV ``patient_id,label``) or ``DICOM_DIR/labels.csv``; slices of unlabelled patients
    stay in ``index.csv`` but not in ``metadata.csv``. :func:`prepare_ct_data` does this only for DICOM input
    and passes folders of PNG slices (e.g. the UCSD COVID-CT set) through unchanged.
-2. :func:`train_slices` trains a slice classifier with :func:`covid_tf.train.train_run`; by default as seed 002
+2. :func:`train_slices` (or :func:`slice_config` + ``train_run``) trains a slice classifier; by default as seed 002
    did, VGG16 with focal loss. Splits are grouped by ``patient_id``, so a patient's slices share one split.
 3. :func:`evaluate_ct` evaluates the run's model on its test slices
    (:func:`covid_tf.evaluation.run.evaluate_model`: ``metrics.json``, ``predictions.csv``, figures), then votes
@@ -38,7 +39,9 @@ from covid_tf.evaluation.metrics import accuracy, balanced_accuracy, confusion, 
 from covid_tf.io_utils import atomic_write_json, atomic_write_text
 
 METADATA_NAME = "metadata.csv"
-METADATA_COLUMNS = ("path", "label", "patient_id", "folder", "series_uid", "slice_index", "num_slices")
+METADATA_COLUMNS = (
+    "path", "label", "patient_id", "folder", "series_uid", "slice_index", "num_slices", "source_path", "frame",
+)
 PATIENT_METRICS_NAME = "patient_metrics.json"
 # Seed 002: VGG16 fine-tuned with focal loss on the slices.
 SEED002_MODEL = "vgg16"
@@ -124,6 +127,8 @@ def convert_ct(
         "series_uid": labelled["series_uid"].astype(str),
         "slice_index": labelled["slice_index"].astype(int),
         "num_slices": labelled["num_slices"].astype(int),
+        "source_path": labelled["source_path"].astype(str),
+        "frame": labelled["frame"].astype(int),
     }, columns=list(METADATA_COLUMNS)).reset_index(drop=True)
     csv_path = result.out_dir / METADATA_NAME
     atomic_write_text(csv_path, table.to_csv(index=False))
@@ -138,12 +143,13 @@ def prepare_ct_data(
     labels: Mapping[str, str] | str | Path | None = None,
 ) -> tuple[str, CtSlices | None]:
     """Training data for ``ct_dir``: converted (into ``png_dir``, replacing an earlier conversion) when it holds
-    DICOM, else ``ct_dir`` itself (any layout ``discover`` reads). Returns (data path, conversion or None)."""
+    DICOM, else ``ct_dir`` itself (any layout ``discover`` reads). Returns (absolute data path, conversion or None).
+    """
     ct_path = Path(ct_dir).expanduser()
     if not ct_path.exists():
         raise CovidTfError(f"{ct_dir}: CT folder not found")
     if not is_dicom_dataset(ct_path):
-        return str(ct_path), None
+        return str(ct_path.resolve()), None
     png_path = Path(png_dir) if png_dir is not None else config.INTERIM_DATA_DIR / f"{ct_path.resolve().name}_png"
     slices = convert_ct(ct_path, png_path, window=window, labels=labels, overwrite=True)
     return str(slices.csv_path), slices
@@ -153,25 +159,33 @@ def prepare_ct_data(
 # Slice classifier
 
 
+def slice_config(data: str | Path, *, model: str = SEED002_MODEL, loss: str = SEED002_LOSS, **options: Any):
+    """A :class:`covid_tf.train.TrainConfig` for a slice classifier, by default seed 002's VGG16 with focal loss.
+
+    ``data`` is a label CSV from :func:`convert_ct` or a folder of slices; ``options`` are further
+    ``TrainConfig`` fields (``image_size``, ``epochs``, ``fine_tune_epochs``, ``weights``, ``split_fractions``...).
+    """
+    from covid_tf import train
+
+    # An absolute path, so that the run's config.json still finds the data from another working directory.
+    return train.TrainConfig(data=str(Path(data).expanduser().resolve()), model=model, loss=loss, **options)
+
+
 def train_slices(
     data: str | Path,
     run_dir: str | Path | None,
     *,
-    model: str = SEED002_MODEL,
-    loss: str = SEED002_LOSS,
     overwrite: bool = False,
     verbose: int | str = "auto",
     **options: Any,
 ):
-    """Train a slice classifier on ``data`` (a label CSV from :func:`convert_ct` or a folder of slices).
+    """Train a slice classifier (:func:`slice_config` with ``options``) with :func:`covid_tf.train.train_run`.
 
-    ``options`` are further :class:`covid_tf.train.TrainConfig` fields (``image_size``, ``epochs``,
-    ``fine_tune_epochs``, ``weights``, ``classes``, ``split_fractions``...). Returns the ``TrainResult``.
+    Splits are grouped by patient id, so a patient's slices share one split. Returns the ``TrainResult``.
     """
     from covid_tf import train
 
-    cfg = train.TrainConfig(data=str(data), model=model, loss=loss, **options)
-    return train.train_run(cfg, run_dir, overwrite=overwrite, verbose=verbose)
+    return train.train_run(slice_config(data, **options), run_dir, overwrite=overwrite, verbose=verbose)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,7 +218,7 @@ def patient_metrics(patients: pd.DataFrame, class_names: Sequence[str]) -> dict[
     y_true = labelled["label"].map(index_of).to_numpy(dtype=np.int64)
     y_pred = labelled["predicted"].map(index_of).to_numpy(dtype=np.int64)
     probabilities = labelled[[f"mean_prob_{name}" for name in names]].to_numpy(dtype=np.float64)
-    per_class_auc = one_vs_rest_auc(y_true, probabilities, len(names))
+    per_class_auc, _ = one_vs_rest_auc(y_true, probabilities, names)
     roc_auc = per_class_auc[positive_class_index(names)] if len(names) == 2 else macro_auc(per_class_auc)
     result.update({
         "accuracy": accuracy(y_true, y_pred),
@@ -304,13 +318,15 @@ def window_figure(dicom_path: str | Path, windows: Sequence[str | tuple[float, f
     for axis, window in zip(axes, windows):
         center, width = dicom.parse_window(window)
         axis.imshow(item.to_uint8((center, width)), cmap="gray", vmin=0, vmax=255)
-        name = window if isinstance(window, str) else "custom"
+        name = window if isinstance(window, str) and window in dicom.WINDOW_PRESETS else "custom"
         axis.set_title(f"{name} window (C {center:g}, W {width:g})")
         axis.set_axis_off()
     axes[-1].hist(hu.ravel(), bins=80, color="#555555")
     for window in windows:
         center, width = dicom.parse_window(window)
-        axes[-1].axvspan(center - width / 2, center + width / 2, alpha=0.15)
+        name = window if isinstance(window, str) else f"{center:g},{width:g}"
+        axes[-1].axvspan(center - width / 2, center + width / 2, alpha=0.15, label=name)
+    axes[-1].legend(fontsize=7, loc="upper right")
     axes[-1].set_xlabel("Hounsfield units")
     axes[-1].set_ylabel("pixels")
     axes[-1].set_title("HU histogram and windows")

@@ -232,7 +232,7 @@ def fit(
         freeze_backbone(model)
     with strategy.scope():
         compile_model(model, cfg, class_counts, cfg.learning_rate)
-    history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose,
+    history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose, shuffle=False,
                         callbacks=_callbacks(cfg, run_dir, best, "head" if two_phase else "all", append=False,
                                              validating=val is not None))
     frames = [_history_frame(history, "head" if two_phase else "train")]
@@ -245,8 +245,9 @@ def fit(
         start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
         model._initial_epoch = None
         history = model.fit(train, validation_data=val, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
-                            verbose=verbose, callbacks=_callbacks(cfg, run_dir, best, "fine_tune", append=True,
-                                                                 validating=val is not None))
+                            shuffle=False, verbose=verbose,
+                            callbacks=_callbacks(cfg, run_dir, best, "fine_tune", append=True,
+                                                 validating=val is not None))
         frames.append(_history_frame(history, "fine_tune", offset=start))
     history_frame = pd.concat(frames, ignore_index=True)
     if run_dir is not None:

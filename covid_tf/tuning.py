@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedGroupKFold
 
 from covid_tf import train
+from covid_tf.distribute import get_strategy
 from covid_tf.evaluate import compute_metrics
 from covid_tf.inference import predict_paths
 from covid_tf.io_utils import atomic_write_text
@@ -179,10 +180,12 @@ def grid_search(
     for name in GRID_PARAMETERS:  # registered up front so that the grid's order is fixed
         hypermodel._choice(space, name)
     n_trials = int(np.prod([len(values) for values in hypermodel.grid.values()]))
+    # keras-tuner builds and fits every trial under the strategy's scope, as train.fit does.
+    strategy = None if cfg.strategy == "default" else get_strategy(cfg.strategy, cfg.devices)
     tuner = kt.GridSearch(
         hypermodel, objective=kt.Objective(OBJECTIVE, direction="max"), max_trials=n_trials,
         hyperparameters=space, seed=cfg.seed, directory=str(directory), project_name=PROJECT_NAME,
-        overwrite=overwrite,
+        overwrite=overwrite, distribution_strategy=strategy,
     )
     with _quiet_tensorflow_logger():  # one new model per trial: TensorFlow's retracing warnings are expected
         tuner.search(epochs=epochs, verbose=verbose)
@@ -306,7 +309,10 @@ def cross_validate(
     inner_splits = max(2, round(1 / val_fraction))
     fold_rows, predictions = [], []
     for fold, (rest, test) in enumerate(_grouped_folds(labels, groups, k, seed)):
-        train_part, val_part = _grouped_folds(labels[rest], groups[rest], inner_splits, seed + fold + 1)[0]
+        n_inner = min(inner_splits, len(np.unique(groups[rest])))
+        if n_inner < 2:
+            raise ValueError(f"fold {fold}: too few groups outside the test fold to hold out validation images")
+        train_part, val_part = _grouped_folds(labels[rest], groups[rest], n_inner, seed + fold + 1)[0]
         split = data.copy()
         split["split"] = ""
         split.loc[rest[train_part], "split"] = "train"

@@ -85,7 +85,7 @@ def test_test_folder_is_the_first_folder_two_levels_up(tmp_path):
 def test_prepare_ct_data_converts_dicom_and_passes_png_folders_through(dicom_dir, tmp_path):
     png_folders = make_class_folders(tmp_path / "slices", {"CT_COVID": 2, "CT_NonCOVID": 2})
     assert not ct.is_dicom_dataset(png_folders) and ct.is_dicom_dataset(dicom_dir)
-    assert ct.prepare_ct_data(png_folders) == (str(png_folders), None)
+    assert ct.prepare_ct_data(png_folders) == (str(png_folders.resolve()), None)
     path, slices = ct.prepare_ct_data(dicom_dir, tmp_path / "converted")
     assert Path(path) == tmp_path.resolve() / "converted" / ct.METADATA_NAME and slices.num_patients == 9
     again, _ = ct.prepare_ct_data(dicom_dir, tmp_path / "converted")  # replaces the earlier conversion
@@ -186,4 +186,4 @@ def test_figures(dicom_dir, trained, evaluation, tmp_path):
 @pytest.mark.realdata
 def test_ucsd_png_slices_need_no_conversion(ct_dir):
     assert not ct.is_dicom_dataset(ct_dir)
-    assert ct.prepare_ct_data(ct_dir) == (str(ct_dir), None)
+    assert ct.prepare_ct_data(ct_dir) == (str(ct_dir.resolve()), None)

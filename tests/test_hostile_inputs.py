@@ -16,11 +16,15 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from covid_tf.cli import COMMANDS, main
+from tests.helpers import make_class_folders
 from tests.hostile import Corpus, build_hostile_corpus, tree_fingerprint
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -120,25 +124,28 @@ def test_train_uses_the_readable_images_and_reports_the_skipped(corpus, trained_
     assert_untouched(corpus)
 
 
-@pytest.mark.slow
-def test_train_label_csv_with_missing_files_trains_on_the_rest(corpus, capfd, tmp_path):
-    code, out, _ = run_cli(["train", str(corpus.csv), "--out", str(tmp_path / "run"), *TRAIN_OPTIONS], capfd)
-    assert code == 0
-    assert "skipped 2 file(s)" in out and "listed in labels.csv but missing" in out
+def test_train_single_class_is_one_error_line(corpus, capfd, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", str(corpus.single), "--out", str(out), *TRAIN_OPTIONS], capfd)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "at least two classes" in errors[0] and str(corpus.single) in errors[0]
+    assert not out.exists()
     assert_untouched(corpus)
 
 
-def test_train_single_class_is_one_error_line_in_a_subprocess(corpus, tmp_path):
-    """Through ``python -m covid_tf``: exit 2, one ``error:`` line, no traceback, nothing written."""
-    out = tmp_path / "run"
+def test_subprocess_inspect_strict_exit_1_without_traceback(corpus):
+    """Through ``python -m covid_tf`` (a fresh interpreter): the exit code and no traceback on stderr."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
-    result = subprocess.run([sys.executable, "-m", "covid_tf", "train", str(corpus.single), "--out", str(out),
-                             *TRAIN_OPTIONS], capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 2, result.stderr
+    result = subprocess.run([sys.executable, "-m", "covid_tf", "inspect", str(corpus.csv), "--strict"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 1, result.stderr
     assert TRACEBACK not in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "at least two classes" in errors[0] and str(corpus.single) in errors[0]
-    assert not out.exists()
+    assert "listed in labels.csv but missing" in result.stdout
+    missing = subprocess.run([sys.executable, "-m", "covid_tf", "inspect", str(corpus.root / "nowhere")],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert missing.returncode == 2 and TRACEBACK not in missing.stderr
+    assert missing.stderr.strip().splitlines() == [f"error: {corpus.root / 'nowhere'}: no such folder"]
     assert_untouched(corpus)
 
 
@@ -210,3 +217,70 @@ def test_predict_and_explain_on_the_hostile_folder(corpus, trained_run, capfd, t
     assert str(tmp_path / "gone.png") in text
     assert out_path.exists()
     assert_untouched(corpus)
+
+
+# ------------------------------------------------------------------------------------ leaky user splits
+
+
+@pytest.fixture
+def leaky_data(tmp_path) -> tuple[Path, list[Path], Path]:
+    """6 + 6 distinct images, plus a near-identical copy of the first COVID image (one pixel changed)."""
+    root = make_class_folders(tmp_path / "data", {"COVID": 6, "Normal": 6}, size=32)
+    paths = sorted((root / "COVID").glob("*.png")) + sorted((root / "Normal").glob("*.png"))
+    original = np.asarray(Image.open(paths[0])).copy()
+    original[0, 0] = original[0, 0] ^ 1
+    copy = root / "COVID" / "copy of img_0.png"
+    Image.fromarray(original).save(copy)
+    return root, paths, copy
+
+
+def _split_file(path: Path, rows: list[tuple[Path, str, str, str]]) -> Path:
+    table = pd.DataFrame([(str(p), label, split, patient) for p, label, split, patient in rows],
+                         columns=["path", "label", "split", "patient_id"])
+    table.to_csv(path, index=False)
+    return path
+
+
+def _clean_rows(paths: list[Path]) -> list[tuple[Path, str, str, str]]:
+    splits = ["train", "train", "train", "val", "test", "train"]
+    return [(p, p.parent.name, splits[i % 6], f"{p.parent.name}-{i}") for i, p in enumerate(paths)]
+
+
+@pytest.mark.parametrize("kind", ["patient", "near_duplicate"])
+def test_leaky_split_file_is_refused_naming_the_files(leaky_data, tmp_path, capfd, kind):
+    root, paths, copy = leaky_data
+    before = tree_fingerprint(root)
+    rows = _clean_rows(paths)
+    if kind == "patient":  # two images of one patient: one in train, one in val
+        rows[0] = (paths[0], "COVID", "train", "P7")
+        rows[3] = (paths[3], "COVID", "val", "P7")
+        named = {paths[0], paths[3]}
+    else:  # a near-identical copy of a training image in test
+        rows.append((copy, "COVID", "test", "copy-patient"))
+        named = {paths[0], copy}
+    split_file = _split_file(tmp_path / "split.csv", rows)
+    out = tmp_path / "run"
+    argv = ["train", str(root), "--out", str(out), "--split-file", str(split_file), *TRAIN_OPTIONS]
+    code, _, err = run_cli(argv, capfd)
+    assert code == 2
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--allow-leakage" in errors[0]
+    for path in named:
+        assert str(path) in errors[0], f"{path} not named in {errors[0]}"
+    assert not out.exists()
+    if kind == "patient":  # the opt-in trains anyway (once is enough: the refusal is the same code path)
+        code, _, err = run_cli([*argv, "--allow-leakage"], capfd)
+        assert code == 0, err
+        assert (out / "model.keras").is_file()
+    assert tree_fingerprint(root) == before
+
+
+def test_clean_split_file_with_a_copy_left_out_is_accepted(leaky_data, tmp_path):
+    """The copy is not in the split file (split ''), so it is not a leak; prepare_split accepts the split."""
+    from covid_tf.train import TrainConfig, prepare_split
+
+    root, paths, _ = leaky_data
+    split_file = _split_file(tmp_path / "split.csv", _clean_rows(paths))
+    split, names = prepare_split(TrainConfig(data=str(root), split_file=str(split_file)))
+    assert names == ["COVID", "Normal"]
+    assert set(split[split["split"] != ""]["path"]) == {str(p.resolve()) for p in paths}

@@ -1,0 +1,254 @@
+# %% [markdown]
+# # 04 · Where do the models look? Grad-CAM and its relatives
+#
+# **Goal:** open the two classifiers of notebooks 02 and 03 and ask which pixels their decisions rest
+# on. Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last convolutional layer by the
+# gradient of the class score and gives a coarse heatmap over the image. We look at right and wrong
+# test predictions (as seed 001 looked at its misclassifications), compare Grad-CAM with Grad-CAM++,
+# Score-CAM and CAM, measure how well the heat agrees with the lungs and the lesions, and finally use
+# the heatmaps to catch a model that learned a shortcut: a burned-in marker instead of the disease.
+#
+# The synthetic X-rays come with lung masks and lesion masks, so every statement can be checked with
+# numbers: the share of the heat inside the lungs against the lungs' share of the image (chance), the
+# pointing game (is the hottest pixel on a lesion?), the IoU of the region above 0.85 with the lesion.
+
+# %% [markdown]
+# ## Configurable parameters
+
+# %%
+# parameters
+import os
+
+from covid_tf import config
+
+data_dir = os.environ.get("COVID_TF_DATA", str(config.SYNTHETIC_DIR))
+shortcut_dir = os.environ.get("COVID_TF_SHORTCUT_DATA", str(config.DATA_DIR / "synthetic_shortcut"))
+image_size = int(os.environ.get("COVID_TF_IMAGE_SIZE", "64"))
+epochs = int(os.environ.get("COVID_TF_EPOCHS", "8"))
+batch_size = int(os.environ.get("COVID_TF_BATCH_SIZE", "32"))
+smoke = bool(int(os.environ.get("COVID_TF_SMOKE", "0")))  # fewer images, quick models
+seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
+
+# %% [markdown]
+# ## Setup
+
+# %%
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+from IPython.display import Image, display
+
+from covid_tf import explain, plots, train
+from covid_tf.data import discover
+from covid_tf.explain import run as explain_run
+from covid_tf.inference import load_model, predict_paths
+from covid_tf.pipeline import load_images
+from covid_tf.synthetic import generate_dataset
+
+# Keep TensorFlow's retracing notices (many small explainers, batches of several sizes) out of the output.
+tf.get_logger().setLevel("ERROR")
+figures_dir = config.FIGURES_DIR
+figures_dir.mkdir(parents=True, exist_ok=True)
+class_names = ["COVID", "Normal"]
+shown_per_kind = 2 if smoke else 4  # right and wrong predictions shown per model
+study_images = 6 if smoke else 24  # COVID test images in the method comparison
+
+
+def same_data(run_dir: Path, data: str) -> bool:
+    """Whether a finished run was trained on ``data`` with our classes."""
+    config_path = run_dir / "config.json"
+    if not ((run_dir / "model.keras").is_file() and (run_dir / "split.csv").is_file() and config_path.is_file()):
+        return False
+    saved = json.loads(config_path.read_text())
+    return (Path(saved.get("data", "")).resolve() == Path(data).resolve()
+            and saved.get("class_names") == class_names)
+
+
+def with_markers(frame: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
+    """Add the synthetic generator's ``has_marker`` column (from its metadata.csv) to an index frame."""
+    metadata = Path(folder) / "metadata.csv"
+    if not metadata.is_file():
+        return frame
+    table = pd.read_csv(metadata)
+    if "has_marker" not in table:
+        return frame
+    markers = dict(zip(table["path"].map(lambda path: str((Path(folder) / path).resolve())), table["has_marker"]))
+    return frame.assign(has_marker=frame["path"].map(markers).astype("boolean"))
+
+
+# %% [markdown]
+# ## The two models
+#
+# The fine-tuned ResNet50V2 of notebook 03 and the baseline CNN of notebook 02 are reused when their
+# runs exist for this dataset; otherwise a quick one is trained here (ResNet50V2 with a random
+# backbone, so expect a weak model). The test images of each run's own split are explained, and the
+# masks come from the dataset index.
+
+# %%
+quick = dict(data=data_dir, classes=class_names, batch_size=batch_size, seed=seed, n_bootstrap=50)
+models, splits = {}, {}
+for name, run_name, settings in (
+    ("ResNet50V2", "03_transfer", dict(model="resnet50v2", weights=None, image_size=image_size, epochs=1,
+                                       fine_tune_epochs=0 if smoke else 1)),
+    ("baseline CNN", "02_baseline", dict(model="baseline", image_size=image_size, epochs=epochs)),
+):
+    run_dir = config.RUNS_DIR / run_name
+    if same_data(run_dir, data_dir):
+        models[name] = load_model(run_dir / "model.keras").model
+        splits[name] = pd.read_csv(run_dir / "split.csv")
+        source = str(run_dir)
+    else:  # a quick model, kept in memory only
+        result = train.train_run(train.TrainConfig(**quick, **settings), None, verbose=0)
+        models[name], splits[name] = result.model, result.split
+        source = f"trained here, test accuracy {result.metrics['test']['accuracy']:.2f}"
+    print(f"{name}: {source}; Grad-CAM layer {explain.default_target_layer(models[name])!r}")
+
+index = discover(data_dir, classes=class_names).frame.set_index("path")
+
+
+def input_size(model) -> int:
+    """The image side a model takes."""
+    return int(model.inputs[0].shape[1])
+
+
+# %% [markdown]
+# ## Let's test-drive it: right and wrong test predictions
+#
+# For each model, the most confident right predictions and the most confident mistakes of its test
+# set, each explained for the class the model predicted. A model that is right for the right reason
+# lights up the opacities in the lower, outer lung fields of COVID images.
+
+# %%
+predictions = {}
+for name, model in models.items():
+    test = splits[name][splits[name]["split"] == "test"].reset_index(drop=True)
+    probabilities = predict_paths(model, test["path"], input_size(model), 1)
+    test["predicted"] = np.asarray(class_names)[probabilities.argmax(axis=1)]
+    test["confidence"] = probabilities.max(axis=1)
+    predictions[name] = test
+    right = test[test["predicted"] == test["label"]].nlargest(shown_per_kind, "confidence")
+    wrong = test[test["predicted"] != test["label"]].nlargest(shown_per_kind, "confidence")
+    chosen = pd.concat([right, wrong])
+    images = load_images(chosen["path"].tolist(), input_size(model), 1)
+    heatmaps, _, _ = explain.explain(model, images, method="gradcam")
+    titles = [f"true {t}, pred {p} ({c:.2f})" for t, p, c in zip(chosen["label"], chosen["predicted"],
+                                                                  chosen["confidence"])]
+    figure = explain_run.overlay_grid(images, {"Grad-CAM": heatmaps}, row_titles=titles,
+                                      title=f"{name}: {len(right)} right, {len(wrong)} wrong")
+    slug = name.split()[0].lower()
+    display(Image(filename=plots.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
+
+# %% [markdown]
+# ## Four methods side by side
+#
+# Grad-CAM++ weighs positive gradients per pixel, Score-CAM weighs each feature map by how much the
+# class probability rises when the image is masked by it (no gradients, one forward pass per map),
+# and CAM reads the weights of a `GlobalAveragePooling -> Dense` output layer. Both our models have a
+# hidden Dense layer in their head, where CAM is not defined: the method refuses, and the grid skips it.
+
+# %%
+def covid_test_rows(name: str, count: int) -> pd.DataFrame:
+    """The first ``count`` COVID test images of a model's split, with their lung and lesion masks."""
+    test = splits[name][(splits[name]["split"] == "test") & (splits[name]["label"] == "COVID")].head(count)
+    return index.loc[test["path"], ["mask_path", "lesion_path"]].reset_index()
+
+
+for name, model in models.items():
+    rows = covid_test_rows(name, 3)
+    images = load_images(rows["path"].tolist(), input_size(model), 1)
+    maps = {}
+    for method in ("gradcam", "gradcam++", "scorecam", "cam"):
+        try:
+            maps[method] = explain.explain(model, images, method=method, class_index=0)[0]
+        except ValueError as error:
+            print(f"{name}, {method}: skipped ({str(error).split('. ')[0]})")
+    figure = explain_run.overlay_grid(images, maps, title=f"{name}: explanations of 'COVID'")
+    slug = name.split()[0].lower()
+    display(Image(filename=plots.save_figure(figure, figures_dir / f"04_methods_{slug}.png")))
+
+# %% [markdown]
+# ## How good are the explanations? The numbers
+#
+# On COVID test images, explaining the class COVID:
+#
+# - **lung energy vs lung area**: the share of the heat inside the lungs, against the share of the image
+#   the lungs cover (what a heatmap spread at random would get);
+# - **pointing game**: how often the hottest pixel lies on a lesion (chance: the lesion area, about 5%);
+# - **IoU** of the region above 0.85 (seed 000's segmentation) with the lesion mask;
+# - **deletion**: how much the COVID probability drops when the hottest 20% of the pixels are replaced by
+#   the image mean, minus the drop for random regions of the same size (positive = faithful);
+# - **sanity check** (Adebayo et al. 2018): the rank correlation between the maps of the model and of a
+#   copy with random weights; below 0.5 the map depends on what the model learned.
+#
+# Score-CAM needs one forward pass per feature map: on ResNet50V2 (2048 maps) it is left to the baseline.
+
+# %%
+tables = []
+for name, model in models.items():
+    small = model.count_params() < 5e6
+    methods = ["gradcam", "gradcam++", "cam"] + (["scorecam"] if small else [])
+    table = explain_run.quality_table(model, covid_test_rows(name, study_images), class_names,
+                                      methods=methods, class_name="COVID",
+                                      sanity_images=4 if not smoke else (2 if small else 0), seed=seed)
+    tables.append(table.assign(model=name))
+quality = pd.concat(tables, ignore_index=True).set_index(["model", "method"])
+quality.round(3)
+
+# %% [markdown]
+# ## The shortcut check
+#
+# The shortcut dataset has a bright "L" marker burned into a corner of 95% of the COVID images and of
+# 5% of the normal ones. A model can score well by reading the marker instead of the lungs. We train
+# the same baseline on it and explain the COVID test images of both datasets: a model that reads the
+# marker puts its heat outside the lungs, on the corner tag.
+#
+# To show the failure in accuracy as well, both models are then tested on a *counterfactual* set: fresh
+# images with the markers swapped (on 5% of the COVID images and 95% of the normal ones).
+
+# %%
+shortcut_result = train.train_run(train.TrainConfig(**{**quick, "data": shortcut_dir}, model="baseline",
+                                                   image_size=image_size, epochs=epochs), None, verbose=0)
+shortcut_model, shortcut_split = shortcut_result.model, shortcut_result.split
+shortcut_index = with_markers(discover(shortcut_dir, classes=class_names).frame, shortcut_dir)
+shortcut_test = shortcut_index[shortcut_index["path"].isin(
+    shortcut_split.loc[(shortcut_split["split"] == "test") & (shortcut_split["label"] == "COVID"), "path"])]
+clean_test = covid_test_rows("baseline CNN", len(index)).assign(label="COVID")
+
+studies = {
+    "shortcut model, shortcut data": explain_run.shortcut_study(
+        shortcut_model, shortcut_test, class_names, class_name="COVID"),
+    "clean model, clean data": explain_run.shortcut_study(
+        models["baseline CNN"], clean_test, class_names, class_name="COVID"),
+}
+
+with tempfile.TemporaryDirectory() as folder:
+    counterfactual_dir = Path(folder) / "counterfactual"
+    generate_dataset(counterfactual_dir, classes=class_names, per_class=12 if smoke else 60, size=128,
+                     seed=seed + 2, shortcut_class="COVID", shortcut_probability=0.05)
+    counterfactual = with_markers(discover(counterfactual_dir, classes=class_names).frame, counterfactual_dir)
+    for name, model in (("shortcut model", shortcut_model), ("clean model", models["baseline CNN"])):
+        studies[f"{name}, counterfactual data"] = explain_run.shortcut_study(
+            model, counterfactual, class_names, class_name="COVID")
+comparison = explain_run.compare_shortcut_studies(studies)
+comparison[["n", "accuracy", "lung_energy", "lung_area", "lung_energy_over_area", "pointing_lungs",
+            "pointing_lesion"]].round(3)
+
+# %% [markdown]
+# `lung_energy_over_area` is 1 for heat spread at random, above 1 when the heat gathers on the lungs and
+# below 1 when it avoids them. The accuracy on the counterfactual set tells whether the marker carried the
+# decisions: a model that learned the disease keeps its accuracy when the markers move.
+
+# %%
+marked = studies["shortcut model, shortcut data"].images
+marked = marked[marked["has_marker"].fillna(False).astype(bool)].head(4)
+images = load_images(marked["path"].tolist(), input_size(shortcut_model), 1)
+maps = {
+    "shortcut model": explain.explain(shortcut_model, images, class_index=0)[0],
+    "clean model": explain.explain(models["baseline CNN"], images, class_index=0)[0],
+}
+figure = explain_run.overlay_grid(images, maps, title="Grad-CAM of 'COVID' on COVID test images of the shortcut data")
+Image(filename=plots.save_figure(figure, figures_dir / "04_shortcut.png"))

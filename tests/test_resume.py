@@ -1,0 +1,128 @@
+"""A training run killed with SIGKILL resumes where it stopped, and a finished run is never overwritten.
+
+The run is ``python -m covid_tf train`` in a subprocess on tiny synthetic data. It is killed as soon
+as ``checkpoints/backup_all/training_metadata.json`` (written by Keras' ``BackupAndRestore`` after
+each finished epoch) exists, then the same command runs again: it must start after the epochs that
+were done, write one ``history.csv`` row per epoch (the killed run's rows come from
+``checkpoints/history.partial.csv``), and leave no temporary files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from covid_tf.cli import main
+
+EPOCHS = 6
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "data"
+    assert main(["synth", str(out), "--per-class", "12", "--size", "32", "--seed", "1"]) == 0
+    return out
+
+
+def _command(data, run):
+    return [sys.executable, "-m", "covid_tf", "train", str(data), "--out", str(run), "--image-size", "32",
+            "--epochs", str(EPOCHS), "--batch-size", "4", "--patience", "100"]
+
+
+def _env():
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_after_the_finished_epochs(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    metadata = run / "checkpoints" / "backup_all" / "training_metadata.json"
+    process = subprocess.Popen(_command(tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env=_env(), text=True)
+    deadline = time.monotonic() + 240
+    while not metadata.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert metadata.exists(), "the first run never finished an epoch"
+    assert not (run / "metrics.json").exists(), "the first run finished before it could be killed"
+    partial = pd.read_csv(run / "checkpoints" / "history.partial.csv")
+    done = len(partial)
+    assert 1 <= done < EPOCHS
+
+    second = subprocess.run(_command(tiny_data, run), capture_output=True, env=_env(), text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert TRACEBACK not in second.stderr
+    first_epoch = re.search(r"Epoch (\d+)/(\d+)", second.stdout)
+    assert first_epoch is not None, second.stdout
+    # The resumed run starts after the epochs that were done (Keras numbers epochs from 1).
+    assert int(first_epoch.group(1)) >= done + 1 > 1 and int(first_epoch.group(2)) == EPOCHS
+
+    for name in ("model.keras", "metrics.json", "history.csv", "split.csv", "config.json", "skipped.csv"):
+        assert (run / name).is_file(), name
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == list(range(EPOCHS))
+    assert history["val_loss"].notna().all() and set(history["phase"]) == {"train"}
+    # The best epoch survives the kill: best.json names it and history.csv marks exactly that epoch.
+    best = json.loads((run / "checkpoints" / "best.json").read_text())
+    assert history.loc[history["best"], "epoch"].tolist() == [best["best_epoch"]]
+    assert not (run / "checkpoints" / "backup_all").exists()  # removed when training ended normally
+    leftovers = [p for p in run.rglob("*") if ".tmp" in p.name]
+    assert not leftovers, leftovers
+
+    # A finished run is not overwritten without --overwrite: exit 2, one error line, files untouched.
+    before = {p: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    code = main(["train", str(tiny_data), "--out", str(run), "--image-size", "32", "--epochs", str(EPOCHS),
+                 "--batch-size", "4", "--patience", "100", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "--overwrite" in err and "finished run" in err
+    assert {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_unfinished_run_with_other_settings_is_refused(tiny_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"data": str(tiny_data), "epochs": 99}))
+    code = main(["train", str(tiny_data), "--out", str(run), "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unfinished run with other settings" in err and "epochs" in err
+    assert json.loads((run / "config.json").read_text())["epochs"] == 99
+
+
+def test_best_checkpoint_state_survives_a_new_callback(tmp_path):
+    """What a resumed run sees: a fresh callback takes over the best key and epoch from best.json."""
+    import keras
+    import numpy as np
+
+    from covid_tf.callbacks import BestModelCheckpoint
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    path = tmp_path / "best.weights.h5"
+    first = BestModelCheckpoint(path)
+    first.set_model(model)
+    first.on_train_begin()
+    first.on_epoch_end(0, {"val_accuracy": 0.5, "accuracy": 0.4})
+    best_weights = [w.copy() for w in model.get_weights()]
+    first.on_epoch_end(1, {"val_accuracy": 0.4, "accuracy": 0.9})
+    assert json.loads((tmp_path / "best.json").read_text())["best_epoch"] == 0
+
+    model.set_weights([w + 1.0 for w in model.get_weights()])  # training went on after the kill
+    resumed = BestModelCheckpoint(path)
+    resumed.set_model(model)
+    resumed.on_train_begin()
+    assert resumed.best_epoch == 0 and resumed.best_key == (0.5, 0.4)
+    resumed.on_epoch_end(2, {"val_accuracy": 0.45, "accuracy": 1.0})  # worse than epoch 0: not taken
+    assert resumed.best_epoch == 0
+    resumed.on_train_end()
+    for restored, expected in zip(model.get_weights(), best_weights):
+        np.testing.assert_array_equal(restored, expected)
