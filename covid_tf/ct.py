@@ -322,10 +322,10 @@ def window_figure(dicom_path: str | Path, windows: Sequence[str | tuple[float, f
         axis.set_title(f"{name} window (C {center:g}, W {width:g})")
         axis.set_axis_off()
     axes[-1].hist(hu.ravel(), bins=80, color="#555555")
-    for window in windows:
+    for number, window in enumerate(windows):
         center, width = dicom.parse_window(window)
         name = window if isinstance(window, str) else f"{center:g},{width:g}"
-        axes[-1].axvspan(center - width / 2, center + width / 2, alpha=0.15, label=name)
+        axes[-1].axvspan(center - width / 2, center + width / 2, alpha=0.2, color=f"C{number}", label=name)
     axes[-1].legend(fontsize=7, loc="upper right")
     axes[-1].set_xlabel("Hounsfield units")
     axes[-1].set_ylabel("pixels")

@@ -148,7 +148,10 @@ def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[
 def _rows_from_folders(root: Path, split: str, skipped: list[SkippedFile]) -> list[dict]:
     rows = []
     for folder in _subdirs(root):
-        rows.extend(_rows_from_class_folder(folder, folder.name, split, skipped))
+        found = _rows_from_class_folder(folder, folder.name, split, skipped)
+        if not found:
+            skipped.append(SkippedFile(str(folder), "class folder holds no image files"))
+        rows.extend(found)
     return rows
 
 
@@ -192,7 +195,7 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(scan, rows))
-    kept, hashes = [], []
+    kept, hashes, thumbnails = [], [], []
     for row, result in zip(rows, results):
         if isinstance(result, ImageReadError):
             skipped.append(SkippedFile(result.path, result.reason))
@@ -200,7 +203,9 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
         info, thumbnail = result
         kept.append({**row, "width": info.width, "height": info.height, "mode": info.mode})
         hashes.append(difference_hash(thumbnail))
-    return kept, np.array(hashes, dtype=bool).reshape(len(hashes), -1)
+        thumbnails.append(thumbnail.astype(np.float16))
+    hash_array = np.array(hashes, dtype=bool).reshape(len(hashes), -1)
+    return kept, hash_array, np.array(thumbnails, dtype=np.float16).reshape(len(thumbnails), 32, 32)
 
 
 def discover(
@@ -244,9 +249,9 @@ def discover(
     else:
         class_names = found
 
-    rows, hashes = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
+    rows, hashes, thumbnails = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "width", "height", "mode"])
-    group_ids = duplicate_group_ids(hashes, duplicate_distance)
+    group_ids = duplicate_group_ids(hashes, duplicate_distance, thumbnails)
     frame["duplicate_group"] = group_ids
     groups = duplicate_groups(frame["path"].tolist(), group_ids)
     empty = [name for name in class_names if not (frame["label"] == name).any()]

@@ -109,7 +109,8 @@ def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     shrinking = height < image.shape[0] or width < image.shape[1]
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     resized = cv2.resize(image, (width, height), interpolation=interpolation)
-    return resized.reshape(height, width, image.shape[-1])
+    # Interpolation can overshoot [0, 1] by a rounding error; keep the convention exact.
+    return np.clip(resized.reshape(height, width, image.shape[-1]), 0.0, 1.0)
 
 
 def load_image(path: str | Path, channels: int = 1, size: int | tuple[int, int] | None = None) -> np.ndarray:
@@ -122,6 +123,9 @@ def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray]:
     """Fully decode an image; return its size/mode and a small grayscale thumbnail for hashing."""
     image = _open_checked(Path(path))
     info = ImageInfo(width=image.width, height=image.height, mode=image.mode)
+    factor = max(image.size) // 256
+    if factor > 1 and image.mode in ("L", "RGB", "RGBA", "I", "F", "I;16"):
+        image = image.reduce(factor)  # shrink before converting a huge image to float
     gray = to_channels(_to_array(image), 1)
     thumbnail = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
     return info, thumbnail

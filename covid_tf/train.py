@@ -73,6 +73,8 @@ class TrainConfig:
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not str(self.data).lower().startswith(("gs://", "s3://")):
+            self.data = str(Path(self.data).expanduser().resolve())
         if self.learning_rate is None:
             scratch = self.model in ("baseline", "small")
             self.learning_rate = config.SCRATCH_CNN_LEARNING_RATE if scratch else config.LEARNING_RATE

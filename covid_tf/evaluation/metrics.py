@@ -50,6 +50,10 @@ def validate_inputs(
         raise ValueError("probabilities contain NaN or infinite values")
     if probs.min() < -1e-6 or probs.max() > 1 + 1e-6:
         raise ValueError("probabilities must lie in [0, 1] (softmax outputs)")
+    # float32 softmax rows sum to 1 only within rounding; renormalise so scikit-learn agrees.
+    probs = np.clip(probs, 0.0, 1.0)
+    totals = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, totals, out=np.full_like(probs, 1.0 / n_classes), where=totals > 0)
     return labels, probs, names
 
 
