@@ -119,8 +119,10 @@ def test_train_uses_the_readable_images_and_reports_the_skipped(corpus, trained_
     assert set(map(str, corpus.odd_but_readable.values())) <= used
     assert not set(map(str, corpus.bad.values())) & used
     skipped = pd.read_csv(run / "skipped.csv")
-    assert set(skipped["path"]) == set(map(str, corpus.bad.values()))
-    assert f"skipped {len(corpus.bad)} file(s)" in trained_run["out"]
+    empty_class = str(corpus.root / "xray" / "Empty")
+    assert set(skipped["path"]) == {*map(str, corpus.bad.values()), empty_class}
+    assert "no image files" in skipped.set_index("path").loc[empty_class, "reason"]
+    assert f"skipped {len(corpus.bad) + 1} file(s)" in trained_run["out"]
     assert_untouched(corpus)
 
 
