@@ -162,9 +162,13 @@ def main() -> None:
         model = build_model("baseline", image_size=args.size, num_classes=len(classes))
         model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
         variants, arrays, targets = build_variants(paths, labels, classes, data_dir, work_dir, args)
-        # Trace the train step (full and partial batches) before any timing.
-        model.fit(arrays[: args.batch_size * 2 + 3], targets[: args.batch_size * 2 + 3],
-                  batch_size=args.batch_size, epochs=1, verbose=0)
+        # Trace the train step (full and partial batches, fed by a tf.data.Dataset) before any timing.
+        warmup = args.batch_size * 2 + 3
+        model.fit(tf.data.Dataset.from_tensor_slices((arrays[:warmup], targets[:warmup])).batch(args.batch_size),
+                  epochs=1, verbose=0)
+        model.fit(PerImageLoader(paths[:warmup], labels[:warmup], batch_size=args.batch_size,
+                                 image_size=args.size, augmentation=augmentation_layers("none"), seed=0),
+                  epochs=1, verbose=0)
 
         names = list(variants)
         first = {name: timed_epoch(model, variants[name])[0] for name in names}

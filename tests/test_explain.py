@@ -10,7 +10,7 @@ from keras import layers
 
 from covid_tf import explain as cam
 
-METHODS = ["cam", "gradcam", "gradcam++", "scorecam"]
+METHODS = ["cam", "gradcam", "gradcam++", "scorecam", "layercam"]
 
 
 def square_model(size: int, channels: int = 1) -> keras.Model:
@@ -57,6 +57,36 @@ def small_cnn(size: int = 32, channels: int = 1, seed: int = 1) -> keras.Model:
     x = layers.Dropout(0.2)(x)
     outputs = layers.Dense(3, activation="softmax", name="head")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def flatten_model(size: int) -> keras.Model:
+    """A fixed-weight model with a Flatten head whose class 1 reads only the top-left quarter.
+
+    One 1x1 convolution detects bright pixels (``relu(x - 0.5)``); after a 4x4 max pooling the feature
+    map is flattened and class 1's logit sums the positions of the top-left quarter only (weight 1),
+    every other position has weight 0. Each position has its own weight, as in the baseline CNN.
+    """
+    inputs = keras.Input((size, size, 1))
+    features = layers.Conv2D(1, 1, activation="relu", name="detect")(inputs)
+    features = layers.MaxPooling2D(4, name="pool")(features)
+    outputs = layers.Dense(2, activation="softmax", name="head")(layers.Flatten()(features))
+    model = keras.Model(inputs, outputs, name="flatten_head")
+    model.get_layer("detect").set_weights([np.ones((1, 1, 1, 1), np.float32), np.array([-0.5], np.float32)])
+    grid = size // 4
+    region = np.zeros((grid, grid), np.float32)
+    region[: grid // 4, : grid // 4] = 1.0
+    kernel = np.stack([np.zeros(grid * grid, np.float32), region.reshape(-1)], axis=1)
+    model.get_layer("head").set_weights([kernel, np.zeros(2, np.float32)])
+    return model
+
+
+def two_square_images(count: int, size: int, seed: int = 0) -> np.ndarray:
+    """A dimmer square in the top-left quarter (the region the class reads) and a brighter one in the
+    bottom-right quarter (which the class ignores), on dim noise."""
+    images = np.random.default_rng(seed).uniform(0.0, 0.2, (count, size, size, 1)).astype(np.float32)
+    images[:, : size // 4, : size // 4] = 0.8
+    images[:, -(size // 4) :, -(size // 4) :] = 1.0
+    return images
 
 
 def random_images(count: int, size: int = 32, channels: int = 1, seed: int = 0) -> np.ndarray:
@@ -133,11 +163,52 @@ def test_constant_model_gives_zero_maps_not_nan(method: str) -> None:
     assert not heatmaps.any()
 
 
-def test_gradcam_agrees_with_cam_on_a_linear_head() -> None:
-    """Here only the bright channel gets a positive weight from either method, so the maps coincide."""
+@pytest.mark.parametrize("method", ["gradcam", "layercam"])
+def test_gradient_methods_agree_with_cam_on_a_linear_head(method: str) -> None:
+    """Here only the bright channel gets a positive weight from either method, so the maps coincide.
+
+    (On a GlobalAveragePooling head a channel's gradient is the same at every position, so LayerCAM is
+    Grad-CAM without the negative channels.)
+    """
     model, images = square_model(32), square_images(2, 32)
     np.testing.assert_allclose(
-        cam.explain(model, images, "gradcam")[0], cam.explain(model, images, "cam")[0], atol=1e-3
+        cam.explain(model, images, method)[0], cam.explain(model, images, "cam")[0], atol=1e-3
+    )
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_layercam_finds_the_region_a_flatten_head_reads(size: int) -> None:
+    """With a Flatten head the class reads one region; Grad-CAM averages the gradient over space and
+    lights up every bright square (most of all the brighter one, which the class ignores), LayerCAM
+    keeps the gradient per position and lights up only the region the class reads."""
+    model, images = flatten_model(size), two_square_images(3, size)
+    quarter = size // 4
+    layercam, classes, probabilities = cam.explain(model, images, method="layercam")
+    check_maps(layercam, 3, size)
+    assert classes.tolist() == [1, 1, 1] and probabilities[:, 1].min() > 0.7
+    for heatmap in layercam:
+        row, column = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        assert row < quarter and column < quarter
+        assert heatmap[:quarter, :quarter].mean() > 0.7
+        assert heatmap[-quarter:, -quarter:].max() < 0.1
+    gradcam = cam.explain(model, images, method="gradcam")[0]
+    for heatmap in gradcam:
+        row, column = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        assert row >= size - quarter and column >= size - quarter  # the square the class ignores
+
+
+def test_per_pixel_weights_outside_the_graph() -> None:
+    """The (N, h, w, K) weights hook also works for a method whose weights are computed in NumPy."""
+
+    class NumpyLayerCAM(cam.BaseCAM):
+        weights_in_graph = False
+
+        def compute_weights(self, activations, gradients, images, class_indices):
+            return np.maximum(np.asarray(gradients), 0.0)
+
+    model, images = flatten_model(32), two_square_images(2, 32)
+    np.testing.assert_allclose(
+        NumpyLayerCAM(model)(images), cam.get_explainer("layercam", model)(images), atol=1e-5
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from covid_tf import config
 
 HELP = "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."
-METHODS = ("gradcam", "gradcam++", "scorecam", "cam")
+METHODS = ("gradcam", "gradcam++", "scorecam", "cam", "layercam")
 MASK_KINDS = ("lungs", "lesions")
 
 

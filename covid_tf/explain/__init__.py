@@ -1,4 +1,4 @@
-"""Class activation maps for the classifiers of covid_tf: CAM, Grad-CAM, Grad-CAM++, Score-CAM.
+"""Class activation maps for the classifiers of covid_tf: CAM, Grad-CAM, Grad-CAM++, Score-CAM, LayerCAM.
 
 Quick use::
 
@@ -24,7 +24,7 @@ from covid_tf.explain.base import (
     default_target_layer,
     find_target_layer,
 )
-from covid_tf.explain.methods import CAM, GradCAM, GradCAMPlusPlus, ScoreCAM, find_cam_head
+from covid_tf.explain.methods import CAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, find_cam_head
 from covid_tf.explain.overlay import colorize_heatmap, explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import (
     deletion_score,
@@ -42,6 +42,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     "gradcam": GradCAM,
     "gradcam++": GradCAMPlusPlus,
     "scorecam": ScoreCAM,
+    "layercam": LayerCAM,
 }
 
 # The explainers of the last few explain() calls, so a loop over images does not rebuild and retrace
@@ -53,7 +54,8 @@ _recent_explainers: OrderedDict[tuple, BaseCAM] = OrderedDict()
 def get_explainer(
     name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32
 ) -> BaseCAM:
-    """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam").
+    """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam",
+    "layercam").
 
     ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
     GlobalAveragePooling2D). Raises ``ValueError`` for an unknown name or a model the method cannot
@@ -99,6 +101,7 @@ __all__ = [
     "BaseCAM",
     "GradCAM",
     "GradCAMPlusPlus",
+    "LayerCAM",
     "ScoreCAM",
     "bounding_boxes",
     "build_activation_model",

@@ -8,7 +8,8 @@ One base class owns the whole pipeline, as in pytorch-grad-cam's ``BaseCAM``:
    taken with ``tf.GradientTape`` for the whole batch in one pass (the class may differ per image:
    the score of row ``n`` is ``probabilities[n, class_indices[n]]``);
 3. one weight per channel, ``weights`` (N, K): the only step that differs between methods
-   (:meth:`BaseCAM.compute_weights`);
+   (:meth:`BaseCAM.compute_weights`); a method may instead return one weight per activation,
+   ``weights`` (N, h, w, K) (LayerCAM), which is multiplied element-wise with ``A``;
 4. the weighted sum over channels, a ReLU, a bilinear upsampling to the input size, and a
    normalisation of every map to [0, 1] that adds a small epsilon, so an all-zero map stays zeros
    instead of turning into NaN.
@@ -197,7 +198,11 @@ class BaseCAM:
     def compute_weights(
         self, activations: tf.Tensor, gradients: tf.Tensor | None, images: tf.Tensor, class_indices: tf.Tensor
     ) -> tf.Tensor:
-        """Return channel weights (N, K) from activations (N, h, w, K) and gradients of the same shape."""
+        """Return weights from activations (N, h, w, K) and gradients of the same shape.
+
+        Either channel weights (N, K), one per feature map, or per-pixel weights (N, h, w, K) of the
+        activations' shape; :meth:`_combine` sums ``weights * activations`` over the channels either way.
+        """
         raise NotImplementedError
 
     # The shared pipeline.
@@ -221,8 +226,19 @@ class BaseCAM:
         return activations, gradients, tf.cast(probabilities, tf.float32), class_indices
 
     def _combine(self, activations: tf.Tensor, weights: tf.Tensor, images: tf.Tensor) -> tf.Tensor:
-        """Weighted sum over channels, ReLU, upsampling to the input size, normalisation to [0, 1]."""
-        cam = tf.einsum("nhwk,nk->nhw", activations, tf.cast(weights, tf.float32))
+        """Weighted sum over channels, ReLU, upsampling to the input size, normalisation to [0, 1].
+
+        ``weights`` is (N, K), one weight per channel, or (N, h, w, K), one weight per activation.
+        """
+        weights = tf.cast(weights, tf.float32)
+        if weights.shape.rank == 4:
+            cam = tf.reduce_sum(activations * weights, axis=-1)
+        elif weights.shape.rank == 2:
+            cam = tf.einsum("nhwk,nk->nhw", activations, weights)
+        else:
+            raise ValueError(
+                f"compute_weights must return (N, K) or (N, h, w, K) weights, got shape {weights.shape}"
+            )
         cam = tf.nn.relu(cam)
         cam = tf.image.resize(cam[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
         cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)

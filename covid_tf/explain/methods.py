@@ -6,6 +6,7 @@
 | :class:`GradCAM` | spatial mean of ``d p_c / d A_k`` | Selvaraju et al. 2017, keras-io example |
 | :class:`GradCAMPlusPlus` | ``sum_ij alpha_ij relu(d p_c / d A_k)`` | Chattopadhay et al. 2018 |
 | :class:`ScoreCAM` | ``p_c(x * mask_k)`` minus its mean over channels | Wang et al. 2020 |
+| :class:`LayerCAM` | per pixel: ``relu(d p_c / d A_k[i, j])`` (no spatial pooling) | Jiang et al. 2021 |
 
 ``p_c`` is the output probability of the target class (see :mod:`covid_tf.explain.base`).
 """
@@ -117,6 +118,22 @@ class GradCAMPlusPlus(BaseCAM):
         alpha = tf.math.divide_no_nan(grads_2, 2.0 * grads_2 + sum_activations * grads_3)
         alpha = tf.where(tf.not_equal(gradients, 0.0), alpha, tf.zeros_like(alpha))
         return tf.reduce_sum(alpha * tf.nn.relu(gradients), axis=[1, 2])
+
+
+class LayerCAM(BaseCAM):
+    """LayerCAM (Jiang et al., IEEE TIP 2021): each activation weighted by its own positive gradient.
+
+    ``map[i, j] = relu(sum_k relu(d p_c / d A_k[i, j]) * A_k[i, j])``. The weights are per pixel
+    (N, h, w, K), not per channel: Grad-CAM averages a channel's gradient over space, which loses
+    *where* the evidence is when the head gives each position its own weights (a Flatten -> Dense
+    head, as in the baseline CNN); LayerCAM keeps it. On a GlobalAveragePooling head the gradient of a
+    channel is the same at every position, and LayerCAM is Grad-CAM with the negative channels dropped.
+    """
+
+    name = "layercam"
+
+    def compute_weights(self, activations, gradients, images, class_indices):
+        return tf.nn.relu(gradients)
 
 
 class ScoreCAM(BaseCAM):

@@ -5,8 +5,9 @@
 # on. Grad-CAM (Selvaraju et al. 2017) weighs the feature maps of the last convolutional layer by the
 # gradient of the class score and gives a coarse heatmap over the image. We look at right and wrong
 # test predictions (as seed 001 looked at its misclassifications), compare Grad-CAM with Grad-CAM++,
-# Score-CAM and CAM, measure how well the heat agrees with the lungs and the lesions, and finally use
-# the heatmaps to catch a model that learned a shortcut: a burned-in marker instead of the disease.
+# Score-CAM, LayerCAM and CAM, measure how well the heat agrees with the lungs and the lesions, and
+# finally use the heatmaps to catch a model that learned a shortcut: a burned-in marker instead of the
+# disease.
 #
 # The synthetic X-rays come with lung masks and lesion masks, so every statement can be checked with
 # numbers: the share of the heat inside the lungs against the lungs' share of the image (chance), the
@@ -143,12 +144,21 @@ for name, model in models.items():
     display(Image(filename=plots.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
 
 # %% [markdown]
-# ## Four methods side by side
+# ## Five methods side by side
 #
 # Grad-CAM++ weighs positive gradients per pixel, Score-CAM weighs each feature map by how much the
 # class probability rises when the image is masked by it (no gradients, one forward pass per map),
-# and CAM reads the weights of a `GlobalAveragePooling -> Dense` output layer. Both our models have a
-# hidden Dense layer in their head, where CAM is not defined: the method refuses, and the grid skips it.
+# LayerCAM (Jiang et al. 2021) weighs every activation by its own positive gradient,
+# `relu(sum_k relu(dp/dA_k[i, j]) * A_k[i, j])`, and CAM reads the weights of a
+# `GlobalAveragePooling -> Dense` output layer. Both our models have a hidden Dense layer in their head,
+# where CAM is not defined: the method refuses, and the grid skips it.
+#
+# **Why Grad-CAM and LayerCAM differ on the baseline CNN.** Its head is `Flatten -> Dense`, so every
+# position of the last feature map has its own weights and the gradient says *where* the evidence is;
+# Grad-CAM averages each channel's gradient over the whole map and paints the channel everywhere it is
+# active, while LayerCAM keeps the gradient per position and so stays on the regions that drive the
+# score. (Behind ResNet50V2's global average pooling a channel's gradient is the same at every
+# position, so there LayerCAM is Grad-CAM with the negatively weighted channels left out.)
 
 # %%
 def covid_test_rows(name: str, count: int) -> pd.DataFrame:
@@ -161,7 +171,7 @@ for name, model in models.items():
     rows = covid_test_rows(name, 3)
     images = load_images(rows["path"].tolist(), input_size(model), 1)
     maps = {}
-    for method in ("gradcam", "gradcam++", "scorecam", "cam"):
+    for method in ("gradcam", "gradcam++", "layercam", "scorecam", "cam"):
         try:
             maps[method] = explain.explain(model, images, method=method, class_index=0)[0]
         except ValueError as error:
@@ -190,7 +200,7 @@ for name, model in models.items():
 tables = []
 for name, model in models.items():
     small = model.count_params() < 5e6
-    methods = ["gradcam", "gradcam++", "cam"] + (["scorecam"] if small else [])
+    methods = ["gradcam", "gradcam++", "layercam", "cam"] + (["scorecam"] if small else [])
     table = explain_run.quality_table(model, covid_test_rows(name, study_images), class_names,
                                       methods=methods, class_name="COVID",
                                       sanity_images=4 if not smoke else (2 if small else 0), seed=seed)
