@@ -18,7 +18,7 @@
         COVID/cycle                 a link to its own parent folder        -> not followed
         Normal/unreadable.png       chmod 000 (only when not root)         -> skipped, "permission denied"
         Normal/no_pixels.dcm        DICOM without pixel data               -> skipped, "not an image file extension"
-        Empty/                      an empty class folder                  -> reported: "class folder holds no image files"
+        Empty/                      an empty class folder                  -> reported: "holds no image files"
     root/single/COVID/              a single-class dataset (train must refuse it)
     root/csv/labels.csv             a label CSV naming 2 missing files (besides 8 present ones)
     root/dicom/                     one valid CT slice, one DICOM with no pixel data, one non-DICOM ``.dcm``
