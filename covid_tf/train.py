@@ -70,6 +70,7 @@ class TrainConfig:
     n_bootstrap: int = 1000
     strategy: str = "default"  # covid_tf.distribute.STRATEGIES
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
+    mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -93,6 +94,18 @@ class TrainResult:
     class_names: list[str]
     metrics: dict
     run_dir: Path | None
+
+
+@contextlib.contextmanager
+def precision_policy(mixed: bool):
+    """Build and compile under ``mixed_float16`` when ``mixed`` (Keras then scales the loss); restore after."""
+    previous = keras.mixed_precision.global_policy()
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def set_seed(seed: int) -> None:
@@ -219,6 +232,12 @@ def fit(
     """
     strategy = get_strategy(cfg.strategy, cfg.devices)  # before any other TensorFlow work of the run
     set_seed(cfg.seed)
+    with precision_policy(cfg.mixed_precision):
+        return _fit(cfg, split, class_names, run_dir, verbose, select_best, strategy)
+
+
+def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_dir: Path | None,
+         verbose: int | str, select_best: bool, strategy: tf.distribute.Strategy) -> tuple[keras.Model, pd.DataFrame]:
     cache_dir = run_dir / "checkpoints" / "cache" if run_dir else None
     train, val, parts = _datasets(cfg, split, class_names, cache_dir)
     class_counts = np.bincount(parts["train"][1], minlength=len(class_names))

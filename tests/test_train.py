@@ -13,7 +13,7 @@ from covid_tf.callbacks import BestModelCheckpoint
 from covid_tf.cli import main
 from covid_tf.inference import load_model
 from covid_tf.synthetic import generate_dataset
-from covid_tf.train import TrainConfig, prepare_split, retrain_on_train_and_val, train_run
+from covid_tf.train import TrainConfig, fit, prepare_split, retrain_on_train_and_val, train_run
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +90,16 @@ def test_bad_options_are_clear_errors(tiny_data, tmp_path, capsys):
     assert "two classes" in capsys.readouterr().err
     assert main(["train", str(tiny_data), "--out", str(tmp_path / "r"), "--weights", "/nope.h5"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_mixed_precision_keeps_a_float32_softmax_and_restores_the_policy(tiny_data):
+    cfg = TrainConfig(data=str(tiny_data), model="baseline", image_size=32, epochs=1, batch_size=8,
+                      mixed_precision=True)
+    split, class_names = prepare_split(cfg)
+    model, history = fit(cfg, split, class_names, verbose=0)
+    assert keras.mixed_precision.global_policy().name == "float32"  # the caller's policy is back
+    assert model.get_layer("block1_conv").compute_dtype == "float16"
+    assert model.outputs[0].dtype == "float32"  # a float16 softmax saturates near 0 and 1
+    assert np.isfinite(history["loss"]).all()
+    probabilities = model.predict(np.zeros((2, 32, 32, 1), "float32"), verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)

@@ -101,7 +101,8 @@ def classification_head(
         x = layers.Dense(units, activation="relu", name=f"{HEAD_PREFIX}dense{index}")(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name=f"{HEAD_PREFIX}dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name=OUTPUT_NAME)(x)
+    # float32 output: a float16 softmax saturates near 0 and 1 under mixed precision (Keras guide).
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=OUTPUT_NAME)(x)
 
 
 def model_name(architecture: str) -> str:
