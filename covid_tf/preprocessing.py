@@ -102,7 +102,9 @@ class AugmentationConfig:
     height_shift: float = 0.0
     zoom: float = 0.0
     horizontal_flip: bool = False
-    fill_mode: str = "constant"
+    # Keras' ImageDataGenerator (seed 001) fills with the nearest edge pixel: no black borders that
+    # exist only in training (they shift batch-norm statistics away from those of unaugmented images).
+    fill_mode: str = "nearest"
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -119,7 +119,7 @@ def test_same_names_get_unique_outputs_and_bad_options_fail(trained: dict, tmp_p
     assert code == 2 and "inside the input folder" in stderr
     assert not (trained["data"] / "explained").exists()
     code, _, stderr = run_cli(["explain", str(trained["model"]), str(first), "--out", str(tmp_path / "o4"),
-                               "--method", "cam"])  # the baseline has a Flatten + Dense head
+                               "--method", "cam"])  # a hidden Dense layer after the pooling: no CAM
     assert code == 2 and "cam" in stderr
     with pytest.raises(CovidTfError, match="already holds explanations"):
         explain_images(trained["model"], [first], tmp_path / "out")
@@ -148,7 +148,7 @@ def test_shortcut_study_columns_and_ranges(trained: dict) -> None:
     study = shortcut_study(trained["result"].model, index.frame, ["COVID", "Normal"], class_name="COVID",
                            batch_size=5)
     images = study.images
-    assert len(images) == 16 and study.layer_name == "block3_conv"
+    assert len(images) == 16 and study.layer_name == "block3_relu2"
     assert {"path", "label", "predicted", "probability", "explained", *SHORTCUT_COLUMNS} <= set(images.columns)
     for column in SHORTCUT_COLUMNS:
         values = images[column].dropna()

@@ -86,9 +86,9 @@ def test_grayscale_is_repeated_to_three_channels_for_backbones():
     assert "grayscale_to_rgb" not in {layer.name for layer in rgb.layers}
     # The from-scratch CNN keeps one channel unless its normalisation needs RGB.
     baseline = models.build_baseline(image_size=SIZE, channels=1)
-    assert baseline.get_layer("block1_conv").kernel.shape[2] == 1
+    assert baseline.get_layer("block1_conv1").kernel.shape[2] == 1
     imagenet = models.build_baseline(image_size=SIZE, channels=1, normalization="imagenet")
-    assert imagenet.get_layer("block1_conv").kernel.shape[2] == 3
+    assert imagenet.get_layer("block1_conv1").kernel.shape[2] == 3
 
 
 def test_normalization_choices():
@@ -251,5 +251,6 @@ def test_freezing_works_on_a_loaded_model(tmp_path):
         "head_dense1/kernel", "head_dense1/bias", "predictions/kernel", "predictions/bias"
     }
     models.unfreeze_top(model, 1)
-    assert {"block3_conv/kernel", "block3_conv/bias"} <= _trainable_names(model)
-    assert "block2_conv/kernel" not in _trainable_names(model)
+    assert {"block3_conv1/kernel", "block3_conv2/kernel"} <= _trainable_names(model)
+    assert "block3_bn2/gamma" not in _trainable_names(model)  # batch norm stays frozen, as the guide says
+    assert "block2_conv2/kernel" not in _trainable_names(model)

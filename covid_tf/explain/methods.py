@@ -126,7 +126,7 @@ class LayerCAM(BaseCAM):
     ``map[i, j] = relu(sum_k relu(d p_c / d A_k[i, j]) * A_k[i, j])``. The weights are per pixel
     (N, h, w, K), not per channel: Grad-CAM averages a channel's gradient over space, which loses
     *where* the evidence is when the head gives each position its own weights (a Flatten -> Dense
-    head, as in the baseline CNN); LayerCAM keeps it. On a GlobalAveragePooling head the gradient of a
+    head); LayerCAM keeps it. On a GlobalAveragePooling head the gradient of a
     channel is the same at every position, and LayerCAM is Grad-CAM with the negative channels dropped.
     """
 

@@ -23,7 +23,7 @@ MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
 MODEL_NAMES = tuple(MODEL_BUILDERS)
 # The layer whose activations Grad-CAM uses, per architecture (post-ReLU, before global pooling).
 LAST_CONV_LAYERS = {
-    "baseline": "block3_conv",
+    "baseline": "block3_relu2",
     "small": "block2_conv",
     "resnet50v2": "post_relu",
     "resnet18": "conv5_block2_out",

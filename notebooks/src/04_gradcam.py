@@ -153,12 +153,13 @@ for name, model in models.items():
 # `GlobalAveragePooling -> Dense` output layer. Both our models have a hidden Dense layer in their head,
 # where CAM is not defined: the method refuses, and the grid skips it.
 #
-# **Why Grad-CAM and LayerCAM differ on the baseline CNN.** Its head is `Flatten -> Dense`, so every
-# position of the last feature map has its own weights and the gradient says *where* the evidence is;
-# Grad-CAM averages each channel's gradient over the whole map and paints the channel everywhere it is
-# active, while LayerCAM keeps the gradient per position and so stays on the regions that drive the
-# score. (Behind ResNet50V2's global average pooling a channel's gradient is the same at every
-# position, so there LayerCAM is Grad-CAM with the negatively weighted channels left out.)
+# **Why the baseline CNN ends in global average pooling.** Behind `GlobalAveragePooling` a channel's
+# gradient is the same at every position, so Grad-CAM's channel weights are exact and LayerCAM is
+# Grad-CAM with the negatively weighted channels left out: the methods agree. A `Flatten -> Dense` head
+# (an earlier version of this baseline) gives every position its own weights; Grad-CAM then averages a
+# channel's gradient over the whole map and, on synthetic COVID images, pointed at the heart border and
+# the clavicles (pointing game on the lesions 4-38%), while LayerCAM, which keeps the gradient per
+# position, stayed nearer the lesions. The GAP baseline's Grad-CAM hits the lesions on 93-95% of them.
 
 # %%
 def covid_test_rows(name: str, count: int) -> pd.DataFrame:
