@@ -60,13 +60,18 @@ def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
 
 
 def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, object], cwd: Path | None = None) -> Path:
-    """Execute one notebook with papermill and return the path of the executed copy."""
+    """Execute one notebook with papermill and return the path of the executed copy.
+
+    Only the parameters the notebook declares in its ``parameters`` cell are passed.
+    """
     import papermill
 
     output_dir.mkdir(parents=True, exist_ok=True)
     output = output_dir / notebook.name
+    declared = papermill.inspect_notebook(str(notebook))
+    passed = {name: value for name, value in parameters.items() if name in declared}
     papermill.execute_notebook(
-        str(notebook), str(output), parameters=parameters, cwd=str(cwd or notebook.parent),
+        str(notebook), str(output), parameters=passed, cwd=str(cwd or notebook.parent),
         kernel_name="python3", progress_bar=False, log_output=False,
     )
     return output
