@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from covid_tf.io_utils import atomic_write_json
 
@@ -73,3 +75,79 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
         elif self.best_epoch is not None and self.filepath is not None and self.filepath.is_file():
             self.model.load_weights(self.filepath)  # the best epoch was before the resume
+
+
+def trainable_batch_norm_layers(model: keras.Layer) -> list[keras.layers.BatchNormalization]:
+    """The BatchNormalization layers of ``model`` (nested models included) that training updates."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if layer.trainable:
+                found.append(layer)
+        elif layer.trainable:
+            found += trainable_batch_norm_layers(layer)
+    return found
+
+
+class PreciseBatchNorm(keras.callbacks.Callback):
+    """Recompute the BatchNormalization statistics on un-augmented training images after each epoch.
+
+    Keras keeps exponential moving averages of the batch statistics. With few steps per epoch and
+    fast-moving weights they lag the weights, and the augmented training images differ from the
+    images the model is evaluated on: validation accuracy then swings between epochs (down to
+    chance) although the training accuracy rises. "Precise BN" (Wu and Johnson 2021, *Rethinking
+    "Batch" in BatchNorm*) replaces the averages by the mean of the batch statistics of the current
+    weights over ``max_batches`` batches of ``dataset``. It runs once per epoch, just before
+    validation (or at the end of the epoch without validation data), so the validation metrics,
+    the best-model checkpoint and the saved model all use the recomputed statistics. Frozen
+    BatchNormalization layers (transfer learning) are left alone; a model without trainable ones
+    costs nothing.
+    """
+
+    def __init__(self, dataset, max_batches: int) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.max_batches = max_batches
+        self._stale = False
+        self._forward = None
+        self.updates = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._stale = True
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if self._stale:
+            self.recompute()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._stale:
+            self.recompute()
+
+    def recompute(self) -> None:
+        """Set each trainable BN layer's moving mean and variance to the average over the batches."""
+        self._stale = False
+        layers = trainable_batch_norm_layers(self.model)
+        if not layers or self.max_batches <= 0:
+            return
+        momenta = [layer.momentum for layer in layers]
+        for layer in layers:
+            layer.momentum = 0.0  # a forward pass in training mode leaves each batch's statistics
+        if self._forward is None:
+            self._forward = tf.function(lambda images: self.model(images, training=True))
+        sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in layers]
+        count = 0
+        try:
+            for batch in self.dataset.take(self.max_batches):
+                self._forward(batch[0] if isinstance(batch, tuple) else batch)
+                count += 1
+                for total, layer in zip(sums, layers):
+                    total[0] += keras.ops.convert_to_numpy(layer.moving_mean)
+                    total[1] += keras.ops.convert_to_numpy(layer.moving_variance)
+        finally:
+            for layer, momentum in zip(layers, momenta):
+                layer.momentum = momentum
+        if count:
+            for (mean, variance), layer in zip(sums, layers):
+                layer.moving_mean.assign(mean / count)
+                layer.moving_variance.assign(variance / count)
+        self.updates += 1

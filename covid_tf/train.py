@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import shutil
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.callbacks import BestModelCheckpoint
+from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm
 from covid_tf.data import DatasetIndex, discover
 from covid_tf.distribute import get_strategy
 from covid_tf.errors import CovidTfError
@@ -71,6 +72,7 @@ class TrainConfig:
     strategy: str = "default"  # covid_tf.distribute.STRATEGIES
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
+    precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -175,7 +177,10 @@ def _datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
     val = None
     if len(parts["val"][0]):
         val = make_dataset(*parts["val"], cache_dir=cache_dir and cache_dir / "val", **common)
-    return train, val, parts
+    # Un-augmented training images in a mixed order for PreciseBatchNorm; not cached, as it reads
+    # at most precise_bn_images of them per epoch.
+    statistics = make_dataset(train_paths, shuffle=True, cache=False, **common)
+    return train, val, statistics, parts
 
 
 def _normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str]):
@@ -195,9 +200,14 @@ def compile_model(model: keras.Model, cfg: TrainConfig, class_counts: Sequence[i
     )
 
 
+def precise_batch_norm(cfg: TrainConfig, statistics: tf.data.Dataset) -> PreciseBatchNorm:
+    """The run's PreciseBatchNorm callback; put it first, so validation and the other callbacks see its work."""
+    return PreciseBatchNorm(statistics, max_batches=math.ceil(cfg.precise_bn_images / cfg.batch_size))
+
+
 def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint, phase: str, append: bool,
-               validating: bool):
-    callbacks: list[keras.callbacks.Callback] = []
+               validating: bool, statistics: tf.data.Dataset):
+    callbacks: list[keras.callbacks.Callback] = [precise_batch_norm(cfg, statistics)]
     if validating:
         callbacks += [
             best,
@@ -239,7 +249,7 @@ def fit(
 def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_dir: Path | None,
          verbose: int | str, select_best: bool, strategy: tf.distribute.Strategy) -> tuple[keras.Model, pd.DataFrame]:
     cache_dir = run_dir / "checkpoints" / "cache" if run_dir else None
-    train, val, parts = _datasets(cfg, split, class_names, cache_dir)
+    train, val, statistics, parts = _datasets(cfg, split, class_names, cache_dir)
     class_counts = np.bincount(parts["train"][1], minlength=len(class_names))
     mean, std = _normalization_statistics(cfg, parts["train"][0])
     with strategy.scope():  # variables of the model and the optimizer are mirrored over the replicas
@@ -255,7 +265,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         compile_model(model, cfg, class_counts, cfg.learning_rate)
     history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose, shuffle=False,
                         callbacks=_callbacks(cfg, run_dir, best, "head" if two_phase else "all", append=False,
-                                             validating=val is not None))
+                                             validating=val is not None, statistics=statistics))
     frames = [_history_frame(history, "head" if two_phase else "train")]
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
@@ -268,7 +278,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         history = model.fit(train, validation_data=val, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
                             shuffle=False, verbose=verbose,
                             callbacks=_callbacks(cfg, run_dir, best, "fine_tune", append=True,
-                                                 validating=val is not None))
+                                                 validating=val is not None, statistics=statistics))
         frames.append(_history_frame(history, "fine_tune", offset=start))
     history_frame = pd.concat(frames, ignore_index=True)
     if run_dir is not None:

@@ -131,10 +131,10 @@ class TrainConfigHyperModel(kt.HyperModel):
             verbose: int | str = 0, **kwargs) -> dict[str, float]:
         """Train with the trial's batch size and early stopping; return the metrics of the best epoch."""
         cfg = dataclasses.replace(self.cfg, batch_size=self._choice(hp, "batch_size"))
-        train_data, val_data, _ = train._datasets(cfg, self.split, self.class_names, cache_dir=None)
+        train_data, val_data, statistics, _ = train._datasets(cfg, self.split, self.class_names, cache_dir=None)
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
         history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
-                            callbacks=[*(callbacks or []), stopping])
+                            callbacks=[train.precise_batch_norm(cfg, statistics), *(callbacks or []), stopping])
         return best_epoch_metrics(history.history)
 
 

@@ -90,6 +90,8 @@ def test_bad_options_are_clear_errors(tiny_data, tmp_path, capsys):
     assert "two classes" in capsys.readouterr().err
     assert main(["train", str(tiny_data), "--out", str(tmp_path / "r"), "--weights", "/nope.h5"]) == 2
     assert "not found" in capsys.readouterr().err
+    assert main(["train", str(tiny_data), "--out", str(tmp_path / "r"), "--precise-bn-images", "-1"]) == 2
+    assert "--precise-bn-images must be 0 or more" in capsys.readouterr().err
 
 
 def test_mixed_precision_keeps_a_float32_softmax_and_restores_the_policy(tiny_data):

@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", help="with --strategy mirrored: devices to mirror over, e.g. /gpu:0,/gpu:1")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="float16 compute with float32 weights and outputs (faster on recent GPUs)")
+    parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
+                        help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
+                             "training images (0: keep Keras's moving averages; default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -77,8 +80,10 @@ def config_from_args(args: argparse.Namespace):
                           ("--batch-size", args.batch_size)):
         if value < 1:
             raise CovidTfError(f"{option} must be at least 1, got {value}")
-    if args.fine_tune_epochs < 0:
-        raise CovidTfError("--fine-tune-epochs must be 0 or more")
+    for option, value in (("--fine-tune-epochs", args.fine_tune_epochs),
+                          ("--precise-bn-images", args.precise_bn_images)):
+        if value < 0:
+            raise CovidTfError(f"{option} must be 0 or more, got {value}")
     if not 0.0 <= args.dropout < 1.0:
         raise CovidTfError(f"--dropout must be in [0, 1), got {args.dropout}")
     unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
@@ -96,7 +101,7 @@ def config_from_args(args: argparse.Namespace):
         split_file=str(Path(args.split_file).resolve()) if args.split_file else None,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
         patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
-        devices=_devices(args), mixed_precision=args.mixed_precision,
+        devices=_devices(args), mixed_precision=args.mixed_precision, precise_bn_images=args.precise_bn_images,
     )
 
 
