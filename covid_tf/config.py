@@ -49,7 +49,7 @@ SCRATCH_CNN_LEARNING_RATE = 1e-3
 EARLY_STOPPING_PATIENCE = 5
 # Training images over which BatchNormalization statistics are recomputed after each epoch
 # (covid_tf.callbacks.PreciseBatchNorm); 0 keeps Keras's moving averages.
-PRECISE_BATCH_NORM_IMAGES = 2048
+PRECISE_BATCH_NORM_IMAGES = 1024
 
 # Class names of the Kaggle COVID-19 Radiography Database, in the order of seed 004.
 RADIOGRAPHY_CLASSES = ("Normal", "COVID", "Viral Pneumonia", "Lung Opacity")
