@@ -23,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm
+from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm, save_weights_atomically
 from covid_tf.data import DatasetIndex, discover
 from covid_tf.distribute import get_strategy
 from covid_tf.errors import CovidTfError
@@ -263,17 +263,27 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         freeze_backbone(model)
     with strategy.scope():
         compile_model(model, cfg, class_counts, cfg.learning_rate)
-    history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose, shuffle=False,
-                        callbacks=_callbacks(cfg, run_dir, best, "head" if two_phase else "all", append=False,
-                                             validating=val is not None, statistics=statistics))
-    frames = [_history_frame(history, "head" if two_phase else "train")]
+    head_done = run_dir / "checkpoints" / "head_done.json" if run_dir and two_phase else None
+    if head_done is not None and head_done.is_file():
+        # A run killed while fine-tuning: its head phase finished, so start from its weights.
+        start = int(json.loads(head_done.read_text())["fine_tune_start"])
+        model.load_weights(head_done.with_name("head.weights.h5"))
+        frames = []
+    else:
+        history = model.fit(train, validation_data=val, epochs=cfg.epochs, verbose=verbose, shuffle=False,
+                            callbacks=_callbacks(cfg, run_dir, best, "head" if two_phase else "all", append=False,
+                                                 validating=val is not None, statistics=statistics))
+        frames = [_history_frame(history, "head" if two_phase else "train")]
+        # After a resumed head phase its history starts late: count epochs, not rows.
+        start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
+        if head_done is not None:
+            save_weights_atomically(model, head_done.with_name("head.weights.h5"))
+            atomic_write_json(head_done, {"fine_tune_start": start})
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
         with strategy.scope():
             compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10)
-        # After a resumed head phase its history starts late: count epochs, not rows. Keras never
-        # resets the start epoch that BackupAndRestore set, so clear it for this phase's own backup.
-        start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
+        # Keras never resets the start epoch that BackupAndRestore set, so clear it for this phase's own backup.
         model._initial_epoch = None
         history = model.fit(train, validation_data=val, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
                             shuffle=False, verbose=verbose,

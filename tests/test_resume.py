@@ -97,6 +97,32 @@ def test_killed_run_resumes_after_the_finished_epochs(tiny_data, tmp_path, capsy
     assert {p: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
+@pytest.mark.slow
+def test_run_killed_while_fine_tuning_resumes_without_retraining_the_head(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    command = [*_command(tiny_data, run), "--model", "resnet18", "--fine-tune-epochs", "3"]
+    command[command.index("--epochs") + 1] = "2"
+    metadata = run / "checkpoints" / "backup_fine_tune" / "training_metadata.json"
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)
+    deadline = time.monotonic() + 240
+    while not _finished_epochs(metadata) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert (run / "checkpoints" / "head_done.json").is_file(), "the first run never finished its head phase"
+    assert not (run / "metrics.json").exists(), "the first run finished before it could be killed"
+
+    second = subprocess.run(command, capture_output=True, env=_env(), text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    epochs = [int(number) for number in re.findall(r"Epoch (\d+)/\d+", second.stdout)]
+    # Keras numbers epochs from 1: the head phase was epochs 1-2, and the resumed run trains none of them.
+    assert epochs and min(epochs) >= 4, second.stdout[-2000:]
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == list(range(5))
+    assert history["phase"].tolist() == ["head"] * 2 + ["fine_tune"] * 3
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+
+
 def test_unfinished_run_with_other_settings_is_refused(tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
