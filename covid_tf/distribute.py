@@ -13,7 +13,9 @@
     machines, configured by the ``TF_CONFIG`` environment variable (``{"cluster": {"worker":
     [...]}, "task": {"type": "worker", "index": i}}``), which must be set on every worker before
     it starts. Every worker runs the same command; only the chief (worker 0) should keep its run
-    directory (``is_chief``).
+    directory (``is_chief``). With Keras 3.15 ``model.fit`` fails under this strategy
+    (keras-team/keras#20585): ``train`` then stops with one error that says so
+    (``tests/test_strategy.py`` runs two local workers).
 
 A strategy is created once per process and reused (TensorFlow refuses to configure devices or a
 multi-worker cluster after its runtime has started), so logical devices must be set up before the

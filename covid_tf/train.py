@@ -242,8 +242,23 @@ def fit(
     """
     strategy = get_strategy(cfg.strategy, cfg.devices)  # before any other TensorFlow work of the run
     set_seed(cfg.seed)
-    with precision_policy(cfg.mixed_precision):
+    with precision_policy(cfg.mixed_precision), _known_strategy_failures(cfg.strategy):
         return _fit(cfg, split, class_names, run_dir, verbose, select_best, strategy)
+
+
+@contextlib.contextmanager
+def _known_strategy_failures(strategy: str):
+    """Turn Keras 3's failure under MultiWorkerMirroredStrategy into one clear error."""
+    try:
+        yield
+    except ValueError as error:
+        if strategy == "multiworker" and "PerReplica" in str(error):
+            raise CovidTfError(
+                f"--strategy multiworker: Keras {keras.__version__} cannot fit a model under "
+                "tf.distribute.MultiWorkerMirroredStrategy (model.fit fails while it builds the model, "
+                "keras-team/keras#20585); train on one machine with --strategy mirrored"
+            ) from None
+        raise
 
 
 def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_dir: Path | None,

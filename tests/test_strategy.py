@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -118,3 +119,41 @@ def test_cli_multiworker_without_tf_config_exits_2(tmp_path, capsys, monkeypatch
                  "--strategy", "multiworker", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --strategy multiworker needs the TF_CONFIG")
+
+
+WORKER_SCRIPT = r"""
+import sys
+from covid_tf.cli import main
+sys.exit(main(["train", sys.argv[1], "--out", sys.argv[2], "--model", "small", "--image-size", "32", "--epochs", "1",
+               "--strategy", "multiworker", "--quiet"]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_local_workers_train_or_fail_with_one_clear_error(tmp_path):
+    """Two worker processes on this machine: each either trains or names the Keras limitation, never a traceback."""
+    data = tmp_path / "data"
+    assert main(["synth", str(data), "--per-class", "12", "--size", "32", "--seed", "2"]) == 0
+    workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "TF_CPP_MIN_LOG_LEVEL": "3",
+               "CUDA_VISIBLE_DEVICES": "-1"}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, str(data), str(tmp_path / f"run{index}")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        ))
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert "Traceback" not in err, err[-3000:]
+        if process.returncode == 2:
+            assert "keras-team/keras#20585" in err and "--strategy mirrored" in err
+        else:
+            assert process.returncode == 0, err[-3000:]

@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     parser.add_argument("--strategy", choices=("default", "mirrored", "multiworker"), default="default",
                         help="default: one device; mirrored: every local GPU (or --devices); "
-                        "multiworker: several machines, configured by the TF_CONFIG environment variable")
+                        "multiworker: several machines, configured by the TF_CONFIG environment variable "
+                        "(Keras 3.15 cannot fit under it yet: keras-team/keras#20585)")
     parser.add_argument("--devices", help="with --strategy mirrored: devices to mirror over, e.g. /gpu:0,/gpu:1")
     parser.add_argument("--mixed-precision", action="store_true",
                         help="float16 compute with float32 weights and outputs (faster on recent GPUs)")
