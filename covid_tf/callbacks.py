@@ -10,15 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_tf.io_utils import atomic_write_json
-
-
-def save_weights_atomically(model: keras.Model, path: Path) -> None:
-    """``model.save_weights(path)`` through a temporary file, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".tmp-" + path.name)
-    model.save_weights(tmp)
-    tmp.replace(path)
+from covid_tf.io_utils import atomic_write, atomic_write_json
 
 
 class BestModelCheckpoint(keras.callbacks.Callback):
@@ -69,7 +61,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
             self.best_key, self.best_epoch = key, epoch
             self.best_weights = self.model.get_weights()
             if self.filepath is not None:
-                save_weights_atomically(self.model, self.filepath)
+                atomic_write(self.filepath, self.model.save_weights)
                 atomic_write_json(self.state_path, {"best_key": list(self.best_key), "best_epoch": epoch,
                                                     "monitor": self.monitor, "tie_break": self.tie_break})
 

@@ -13,7 +13,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then rename the temporary file to ``path``; no half-written file remains."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    # All suffixes kept (".weights.h5", not ".h5"): Keras picks the format by the file name's ending.
+    suffix = ".tmp" + "".join(path.suffixes)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(handle)
     tmp_path = Path(tmp_name)
     # mkstemp creates the file readable by its owner only; give it the usual permissions.

@@ -23,7 +23,7 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm, save_weights_atomically
+from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm
 from covid_tf.data import DatasetIndex, discover
 from covid_tf.distribute import get_strategy
 from covid_tf.errors import CovidTfError
@@ -292,7 +292,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         # After a resumed head phase its history starts late: count epochs, not rows.
         start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
         if head_done is not None:
-            save_weights_atomically(model, head_done.with_name("head.weights.h5"))
+            atomic_write(head_done.with_name("head.weights.h5"), model.save_weights)
             atomic_write_json(head_done, {"fine_tune_start": start})
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
