@@ -40,10 +40,10 @@ def child(args) -> None:
     import numpy as np
 
     from covid_tf import config
-    from covid_tf.inference import predict_paths
+    from covid_tf.data.pipeline import make_dataset
+    from covid_tf.data.preprocessing import augmentation_layers
+    from covid_tf.evaluation.inference import predict_paths
     from covid_tf.models import build_model
-    from covid_tf.pipeline import make_dataset
-    from covid_tf.preprocessing import augmentation_layers
 
     lines = Path(args.list).read_text().splitlines()
     paths = [line.rsplit("\t", 1)[0] for line in lines]

@@ -141,7 +141,7 @@ def write_result(path: str | os.PathLike[str] | None, result: dict) -> None:
 
 def synthetic_images(out_dir: Path, count: int, size: int, seed: int = 0) -> tuple[list[str], list[int], list[str]]:
     """Write ``count`` synthetic X-rays (half COVID, half Normal) at ``size`` px; return paths, labels, classes."""
-    from covid_tf.synthetic import generate_dataset
+    from covid_tf.synthetic.xray import generate_dataset
 
     classes = ["COVID", "Normal"]
     metadata = generate_dataset(out_dir, classes=classes, per_class=max(1, count // 2), size=size, seed=seed,

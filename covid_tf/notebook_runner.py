@@ -33,7 +33,7 @@ def list_notebooks(folder: Path = config.NOTEBOOKS_DIR) -> list[Path]:
 
 def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
     """Generate the synthetic X-ray (clean and shortcut) and CT datasets if absent; return their paths."""
-    from covid_tf.synthetic import generate_dataset
+    from covid_tf.synthetic.xray import generate_dataset
 
     per_class, size = SYNTHETIC_SIZES[profile]
     paths = {
@@ -49,7 +49,7 @@ def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
                          patients_per_class=max(2, per_class // 3), seed=config.SEED + 1,
                          shortcut_class="COVID", shortcut_probability=0.95, overwrite=True)
     try:
-        from covid_tf.synthetic_ct import generate_ct_dataset
+        from covid_tf.synthetic.ct import generate_ct_dataset
     except ImportError:
         paths.pop("ct_dir")
     else:

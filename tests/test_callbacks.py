@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from covid_tf.callbacks import PreciseBatchNorm, trainable_batch_norm_layers
+from covid_tf.training.callbacks import PreciseBatchNorm, trainable_batch_norm_layers
 
 
 def _bn_model(momentum: float = 0.99) -> keras.Model:

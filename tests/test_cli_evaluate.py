@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from covid_tf.cli import main
-from covid_tf.evaluation.run import FIGURE_NAMES, write_run_figures
-from covid_tf.splits import load_split
-from covid_tf.synthetic import generate_dataset
-from covid_tf.train import TrainConfig, train_run
+from covid_tf.data.splits import load_split
+from covid_tf.evaluation.evaluate import FIGURE_NAMES, write_run_figures
+from covid_tf.synthetic.xray import generate_dataset
+from covid_tf.training.fit import TrainConfig, train_run
 
 METRIC_KEYS = ("n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "per_class", "ci95", "ece",
                "confusion_matrix", "threshold", "patients")

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_tf import ct, data, synthetic_ct
+from covid_tf.ct import workflow as ct
+from covid_tf.data import discover as data
 from covid_tf.errors import CovidTfError
+from covid_tf.synthetic import ct as synthetic_ct
 from tests.helpers import make_class_folders
 
 CLASSES = ["CAP", "COVID", "Normal"]  # discover sorts the class names
@@ -160,7 +162,7 @@ def test_evaluate_ct_refuses_a_folder_without_a_run_and_unknown_rules(trained, t
 
 
 def test_figures(dicom_dir, trained, evaluation, tmp_path):
-    from covid_tf import plots
+    from covid_tf import figures as plots
 
     first = sorted(dicom_dir.rglob("*.dcm"))[0]
     figure = ct.window_figure(first)

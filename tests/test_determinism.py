@@ -43,8 +43,8 @@ def test_same_seed_same_split_metrics_and_history(tiny_data, tmp_path):
 
 
 def test_split_depends_on_the_seed_only(tiny_data):
-    from covid_tf.data import discover
-    from covid_tf.splits import make_split
+    from covid_tf.data.discover import discover
+    from covid_tf.data.splits import make_split
 
     index = discover(tiny_data)
     splits = {seed: make_split(index.frame, seed=seed)["split"].tolist() for seed in (5, 6)}

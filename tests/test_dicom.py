@@ -14,8 +14,8 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from covid_tf import dicom
 from covid_tf.cli import main
+from covid_tf.ct import dicom
 from covid_tf.errors import CovidTfError
 
 
@@ -313,7 +313,7 @@ def test_convert_index_png_values_labels_and_overwrite(tmp_path):
 
 
 def test_cli_dicom2png_on_generated_three_patient_series(tmp_path, capsys):
-    from covid_tf.synthetic_ct import generate_ct_dataset
+    from covid_tf.synthetic.ct import generate_ct_dataset
 
     slices = generate_ct_dataset(tmp_path / "ct", patients_per_class=1, slices=5, size=32, seed=3)
     assert main(["dicom2png", str(tmp_path / "ct"), str(tmp_path / "png"), "--window=-600,1500"]) == 0

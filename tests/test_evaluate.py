@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from covid_tf import evaluate
 from covid_tf.evaluation import bootstrap, calibration, metrics
+from covid_tf.evaluation import summary as evaluate
 
 EXPECTED_KEYS = {
     "n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "per_class", "ci95", "ece", "brier",

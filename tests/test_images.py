@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from covid_tf.data.images import load_image, resize_image, save_png, to_channels
 from covid_tf.errors import ImageReadError
-from covid_tf.images import load_image, resize_image, save_png, to_channels
 from tests.helpers import gradient_image, write_png
 
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from covid_tf import losses
 from covid_tf.errors import CovidTfError
+from covid_tf.training import losses
 
 Y_TRUE = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
 Y_PRED = np.array([[0.8, 0.2], [0.3, 0.7]], dtype=np.float32)

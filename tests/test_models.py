@@ -9,8 +9,9 @@ import pytest
 import tensorflow as tf
 from keras.src.legacy.saving import legacy_h5_format
 
-from covid_tf import losses, models
+from covid_tf import models
 from covid_tf.errors import CovidTfError
+from covid_tf.training import losses
 
 SIZE = 32
 BATCH = 2

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covid_tf.images import load_image
-from covid_tf.pipeline import make_dataset, pixel_statistics
-from covid_tf.preprocessing import augmentation_layers
+from covid_tf.data.images import load_image
+from covid_tf.data.pipeline import make_dataset, pixel_statistics
+from covid_tf.data.preprocessing import augmentation_layers
 from tests.helpers import write_png
 
 

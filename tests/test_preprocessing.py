@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from covid_tf import config
-from covid_tf.preprocessing import AUGMENTATION_PRESETS, augmentation_layers, normalization_layer
+from covid_tf.data.preprocessing import AUGMENTATION_PRESETS, augmentation_layers, normalization_layer
 
 
 def test_dataset_normalization_uses_given_statistics():

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from covid_tf import evaluate, plots, report
+from covid_tf import figures as plots
+from covid_tf.cli import report
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation import summary as evaluate
 
 
 def make_run(folder: Path, model: str, *, nested: bool, figures: dict[str, int]) -> Path:

@@ -138,7 +138,7 @@ def test_best_checkpoint_state_survives_a_new_callback(tmp_path):
     import keras
     import numpy as np
 
-    from covid_tf.callbacks import BestModelCheckpoint
+    from covid_tf.training.callbacks import BestModelCheckpoint
 
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     path = tmp_path / "best.weights.h5"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from covid_tf.data.splits import load_split, make_split, save_split, split_leaks
 from covid_tf.errors import CovidTfError
-from covid_tf.splits import load_split, make_split, save_split, split_leaks
 
 
 def frame_of(counts: dict[str, int], images_per_patient: int = 1) -> pd.DataFrame:
@@ -73,7 +73,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 @pytest.mark.realdata
 def test_real_duplicate_groups_stay_in_one_split(radiography_dir):
-    from covid_tf.data import discover
+    from covid_tf.data.discover import discover
 
     index = discover(radiography_dir)
     split = make_split(index.frame, seed=11)

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_tf import distribute
 from covid_tf.cli import main
 from covid_tf.errors import CovidTfError
+from covid_tf.training import distribute
 
 STRATEGY_SCRIPT = r"""
 import json, sys
@@ -38,8 +38,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 from covid_tf.cli import main
-from covid_tf.distribute import get_strategy
-from covid_tf.inference import load_model
+from covid_tf.training.distribute import get_strategy
+from covid_tf.evaluation.inference import load_model
 
 data, out = sys.argv[1], sys.argv[2]
 common = ["--model", "small", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--dropout", "0",

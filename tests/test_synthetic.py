@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_tf import cli, synthetic
+from covid_tf import cli
 from covid_tf.errors import CovidTfError
+from covid_tf.synthetic import xray as synthetic
 
 SIZE = 64
 CLASSES = ("COVID", "Normal", "Viral Pneumonia", "Lung Opacity", "Nodule")

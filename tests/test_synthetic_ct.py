@@ -10,8 +10,9 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from covid_tf import dicom, synthetic_ct
+from covid_tf.ct import dicom
 from covid_tf.errors import CovidTfError
+from covid_tf.synthetic import ct as synthetic_ct
 
 
 @pytest.fixture(scope="module")

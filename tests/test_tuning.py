@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from covid_tf import data, tuning
-from covid_tf.splits import make_split
-from covid_tf.synthetic import generate_dataset
-from covid_tf.train import TrainConfig
+from covid_tf.data import discover as data
+from covid_tf.data.splits import make_split
+from covid_tf.synthetic.xray import generate_dataset
+from covid_tf.training import tuning
+from covid_tf.training.fit import TrainConfig
 
 CLASSES = ["COVID", "Normal"]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from covid_tf import voting
 from covid_tf.cli import main
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation import voting
 
 CLASSES = ["COVID", "CAP", "Normal"]
 # (path, label, predicted, prob_COVID, prob_CAP, prob_Normal)

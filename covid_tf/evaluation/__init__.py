@@ -1,1 +1,1 @@
-"""The pieces of :mod:`covid_tf.evaluate`: metrics, bootstrap, calibration, thresholds, patients."""
+"""Evaluation: metrics, bootstrap, calibration, operating points, patients, the evaluation and prediction paths."""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.evaluation.metrics import predict_labels
-from covid_tf.voting import PROB_PREFIX, vote
+from covid_tf.evaluation.voting import PROB_PREFIX, vote
 
 RULES = ("majority", "mean")
 

@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data import SkippedFile, list_images
+from covid_tf.data.discover import SkippedFile, list_images
+from covid_tf.data.images import load_image
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.explain import get_explainer
 from covid_tf.explain.base import BaseCAM
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
-from covid_tf.images import load_image
 from covid_tf.io_utils import atomic_write
 
 CSV_NAME = "explanations.csv"
@@ -246,7 +246,7 @@ def explain_images(
         raise CovidTfError(f"{masks_path}: --masks must be a folder of mask images")
     _check_out_dir(out_dir, inputs, masks_path, overwrite)
 
-    from covid_tf.inference import load_model
+    from covid_tf.evaluation.inference import load_model
 
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
     names = loaded.class_names

@@ -18,8 +18,8 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from covid_tf.data.preprocessing import NORMALIZATION_KINDS, normalization_layer
 from covid_tf.errors import CovidTfError
-from covid_tf.preprocessing import NORMALIZATION_KINDS, normalization_layer
 
 MODEL_NAME_PREFIX = "covid_"
 INPUT_NAME = "image"

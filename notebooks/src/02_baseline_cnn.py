@@ -34,10 +34,13 @@ import dataclasses
 import numpy as np
 from IPython.display import Image
 
-from covid_tf import plots, splits, train, tuning
-from covid_tf.images import load_image
-from covid_tf.inference import predict_paths
+from covid_tf import figures
+from covid_tf.data import splits
+from covid_tf.data.images import load_image
+from covid_tf.evaluation.inference import predict_paths
 from covid_tf.io_utils import atomic_write, atomic_write_json
+from covid_tf.training import fit as train
+from covid_tf.training import tuning
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +83,8 @@ print(f"validation accuracy {baseline.metrics['val']['accuracy']:.3f}, "
 # training loss falls is the sign of overfitting that early stopping reacts to.
 
 # %%
-figure = plots.plot_training_curves(baseline.history, title="Baseline CNN")
-Image(filename=plots.save_figure(figure, figures_dir / "02_baseline_curves.png"))
+figure = figures.plot_training_curves(baseline.history, title="Baseline CNN")
+Image(filename=figures.save_figure(figure, figures_dir / "02_baseline_curves.png"))
 
 # %% [markdown]
 # ## Grid search over batch size, learning rate and dropout
@@ -103,7 +106,7 @@ search.table
 
 # %%
 figure = tuning.grid_search_figure(search.table)
-Image(filename=plots.save_figure(figure, figures_dir / "02_grid_search.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "02_grid_search.png"))
 
 # %% [markdown]
 # ## Train the best configuration on training + validation images
@@ -123,9 +126,9 @@ print(f"best: batch size {final_config.batch_size}, learning rate {final_config.
 final_model = train.retrain_on_train_and_val(final_config, split, class_names, epochs=final_epochs, verbose=0)
 
 # %%
-figure = plots.plot_training_curves(final_model.history.history,
+figure = figures.plot_training_curves(final_model.history.history,
                                     title="Best configuration, trained on train + val (no validation data)")
-Image(filename=plots.save_figure(figure, figures_dir / "02_final_curves.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "02_final_curves.png"))
 
 # %% [markdown]
 # ## Evaluate on the test set
@@ -139,13 +142,13 @@ final_dir = config.RUNS_DIR / "02_baseline_final"
 final_dir.mkdir(parents=True, exist_ok=True)
 atomic_write(final_dir / "model.keras", final_model.save)
 atomic_write_json(final_dir / "metrics.json", {**final_metrics, "config": final_config.to_dict()})
-plots.runs_table({"baseline (defaults)": baseline.metrics["test"],
+figures.runs_table({"baseline (defaults)": baseline.metrics["test"],
                   "baseline (tuned, train + val)": final_metrics["test"]})
 
 # %%
-figure = plots.plot_confusion_matrix(final_metrics["test"]["confusion_matrix"], class_names,
+figure = figures.plot_confusion_matrix(final_metrics["test"]["confusion_matrix"], class_names,
                                      title="Tuned baseline, test set")
-Image(filename=plots.save_figure(figure, figures_dir / "02_confusion_matrix.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "02_confusion_matrix.png"))
 
 # %% [markdown]
 # ## ROC curve and sample predictions
@@ -157,11 +160,11 @@ Image(filename=plots.save_figure(figure, figures_dir / "02_confusion_matrix.png"
 test_rows = split[split["split"] == "test"]
 test_labels = test_rows["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
 test_probabilities = predict_paths(final_model, test_rows["path"], image_size, final_config.channels)
-figure = plots.plot_roc_curves(test_labels, test_probabilities, class_names, title="Tuned baseline, test set")
-Image(filename=plots.save_figure(figure, figures_dir / "02_roc.png"))
+figure = figures.plot_roc_curves(test_labels, test_probabilities, class_names, title="Tuned baseline, test set")
+Image(filename=figures.save_figure(figure, figures_dir / "02_roc.png"))
 
 # %%
 shown = slice(0, 8 if smoke else 16)
 test_images = np.stack([load_image(path, channels=1, size=image_size) for path in test_rows["path"][shown]])
-figure = plots.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
-Image(filename=plots.save_figure(figure, figures_dir / "02_sample_predictions.png"))
+figure = figures.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
+Image(filename=figures.save_figure(figure, figures_dir / "02_sample_predictions.png"))

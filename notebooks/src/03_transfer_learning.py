@@ -43,8 +43,10 @@ import json
 
 from IPython.display import Image
 
-from covid_tf import plots, splits, train
-from covid_tf.inference import predict_paths
+from covid_tf import figures
+from covid_tf.data import splits
+from covid_tf.evaluation.inference import predict_paths
+from covid_tf.training import fit as train
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -90,8 +92,8 @@ print(f"validation accuracy {transfer.metrics['val']['accuracy']:.3f}, "
 # usually drops again right after it; with a random backbone there is little to fine-tune.
 
 # %%
-figure = plots.plot_training_curves(transfer.history, title="ResNet50V2: head, then fine-tuning")
-Image(filename=plots.save_figure(figure, figures_dir / "03_transfer_curves.png"))
+figure = figures.plot_training_curves(transfer.history, title="ResNet50V2: head, then fine-tuning")
+Image(filename=figures.save_figure(figure, figures_dir / "03_transfer_curves.png"))
 
 # %% [markdown]
 # ## Comparison with the baseline CNN
@@ -115,24 +117,24 @@ if baseline_metrics is None:
     baseline_run = train.train_run(baseline_config, config.RUNS_DIR / "03_baseline", overwrite=True, verbose=0)
     baseline_metrics = baseline_run.metrics["test"]
 test_metrics = {"baseline CNN": baseline_metrics, "ResNet50V2 (fine-tuned)": transfer.metrics["test"]}
-plots.runs_table(test_metrics)
+figures.runs_table(test_metrics)
 
 # %%
-figure = plots.plot_run_comparison(test_metrics, title="Test set: baseline CNN vs ResNet50V2 (95% CI)")
-Image(filename=plots.save_figure(figure, figures_dir / "03_comparison.png"))
+figure = figures.plot_run_comparison(test_metrics, title="Test set: baseline CNN vs ResNet50V2 (95% CI)")
+Image(filename=figures.save_figure(figure, figures_dir / "03_comparison.png"))
 
 # %% [markdown]
 # ## Test-set confusion matrix and ROC curve
 
 # %%
-figure = plots.plot_confusion_matrix(transfer.metrics["test"]["confusion_matrix"], class_names,
+figure = figures.plot_confusion_matrix(transfer.metrics["test"]["confusion_matrix"], class_names,
                                      title="ResNet50V2 (fine-tuned), test set")
-Image(filename=plots.save_figure(figure, figures_dir / "03_confusion_matrix.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "03_confusion_matrix.png"))
 
 # %%
 test_rows = split[split["split"] == "test"]
 test_labels = test_rows["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
 test_probabilities = predict_paths(transfer.model, test_rows["path"], image_size, transfer_config.channels)
-figure = plots.plot_roc_curves(test_labels, test_probabilities, class_names,
+figure = figures.plot_roc_curves(test_labels, test_probabilities, class_names,
                                title="ResNet50V2 (fine-tuned), test set")
-Image(filename=plots.save_figure(figure, figures_dir / "03_roc.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "03_roc.png"))

@@ -43,12 +43,13 @@ import pandas as pd
 import tensorflow as tf
 from IPython.display import Image, display
 
-from covid_tf import explain, plots, train
-from covid_tf.data import discover
+from covid_tf import explain, figures
+from covid_tf.data.discover import discover
+from covid_tf.data.pipeline import load_images
+from covid_tf.evaluation.inference import load_model, predict_paths
 from covid_tf.explain import run as explain_run
-from covid_tf.inference import load_model, predict_paths
-from covid_tf.pipeline import load_images
-from covid_tf.synthetic import generate_dataset
+from covid_tf.synthetic.xray import generate_dataset
+from covid_tf.training import fit as train
 
 # Keep TensorFlow's retracing notices (many small explainers, batches of several sizes) out of the output.
 tf.get_logger().setLevel("ERROR")
@@ -141,7 +142,7 @@ for name, model in models.items():
     figure = explain_run.overlay_grid(images, {"Grad-CAM": heatmaps}, row_titles=titles,
                                       title=f"{name}: {len(right)} right, {len(wrong)} wrong")
     slug = name.split()[0].lower()
-    display(Image(filename=plots.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
+    display(Image(filename=figures.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
 
 # %% [markdown]
 # ## Five methods side by side
@@ -179,7 +180,7 @@ for name, model in models.items():
             print(f"{name}, {method}: skipped ({str(error).split('. ')[0]})")
     figure = explain_run.overlay_grid(images, maps, title=f"{name}: explanations of 'COVID'")
     slug = name.split()[0].lower()
-    display(Image(filename=plots.save_figure(figure, figures_dir / f"04_methods_{slug}.png")))
+    display(Image(filename=figures.save_figure(figure, figures_dir / f"04_methods_{slug}.png")))
 
 # %% [markdown]
 # ## How good are the explanations? The numbers
@@ -262,4 +263,4 @@ maps = {
     "clean model": explain.explain(models["baseline CNN"], images, class_index=0)[0],
 }
 figure = explain_run.overlay_grid(images, maps, title="Grad-CAM of 'COVID' on COVID test images of the shortcut data")
-Image(filename=plots.save_figure(figure, figures_dir / "04_shortcut.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "04_shortcut.png"))

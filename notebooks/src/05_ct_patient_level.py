@@ -44,7 +44,9 @@ seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 # %%
 from IPython.display import Image, display
 
-from covid_tf import ct, plots, train
+from covid_tf import figures
+from covid_tf.ct import workflow as ct
+from covid_tf.training import fit as train
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +82,7 @@ else:
 if slices is not None:
     middle = slices.table.iloc[len(slices.table) // 2]  # a slice from the middle of a series
     figure = ct.window_figure(middle["source_path"], frame=int(middle["frame"]))
-    display(Image(filename=plots.save_figure(figure, figures_dir / "05_windows.png")))
+    display(Image(filename=figures.save_figure(figure, figures_dir / "05_windows.png")))
 
 # %% [markdown]
 # ## A patient-grouped split
@@ -114,8 +116,8 @@ print(f"{model_name} ({loss} loss): validation accuracy {slices_run.metrics['val
       f"{slices_run.metrics['train_seconds']} s")
 
 # %%
-figure = plots.plot_training_curves(slices_run.history, title=f"{model_name}, {loss} loss: slice classifier")
-Image(filename=plots.save_figure(figure, figures_dir / "05_training_curves.png"))
+figure = figures.plot_training_curves(slices_run.history, title=f"{model_name}, {loss} loss: slice classifier")
+Image(filename=figures.save_figure(figure, figures_dir / "05_training_curves.png"))
 
 # %% [markdown]
 # ## Evaluate per slice and per patient
@@ -132,9 +134,9 @@ for note in evaluation.notes:
 ct.metrics_table(evaluation).round(3)
 
 # %%
-figure = plots.plot_confusion_matrix(evaluation.slice_metrics["confusion_matrix"], evaluation.class_names,
+figure = figures.plot_confusion_matrix(evaluation.slice_metrics["confusion_matrix"], evaluation.class_names,
                                      title=f"Test slices (n={evaluation.slice_metrics['n']})")
-Image(filename=plots.save_figure(figure, figures_dir / "05_slice_confusion_matrix.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "05_slice_confusion_matrix.png"))
 
 # %% [markdown]
 # ## One decision per patient, one CSV per test folder
@@ -146,7 +148,7 @@ Image(filename=plots.save_figure(figure, figures_dir / "05_slice_confusion_matri
 # %%
 patients = evaluation.patients["majority"]
 figure = ct.patient_votes_figure(patients, evaluation.class_names, title="Test patients: slice votes (majority)")
-display(Image(filename=plots.save_figure(figure, figures_dir / "05_patient_votes.png")))
+display(Image(filename=figures.save_figure(figure, figures_dir / "05_patient_votes.png")))
 for path in evaluation.patient_csvs["majority"]:
     print(f"wrote {path}")
 patients[["folder", "patient_id", "label", "predicted", "num_slices", "tie", "correct"]].head(20)
@@ -162,4 +164,4 @@ patients[["folder", "patient_id", "label", "predicted", "num_slices", "tie", "co
 chosen = evaluation.predictions.groupby("label", sort=True).head(2 if smoke else 3)
 figure = ct.gradcam_figure(slices_run.model, chosen["path"].tolist(), evaluation.class_names,
                            image_size=image_size, channels=slice_config.channels, labels=chosen["label"].tolist())
-Image(filename=plots.save_figure(figure, figures_dir / "05_gradcam.png"))
+Image(filename=figures.save_figure(figure, figures_dir / "05_gradcam.png"))

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print the counts of converted and skipped files."""
     import time
 
-    from covid_tf import dicom
+    from covid_tf.ct import dicom
 
     window = dicom.parse_window(args.window)  # a bad spec fails before any work
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """The ``python -m covid_tf`` command line.
 
-Each sub-command lives in ``covid_tf/commands/<module>.py`` with ``HELP`` (one line),
+Each sub-command lives in ``covid_tf/cli/commands/<module>.py`` with ``HELP`` (one line),
 ``add_arguments(parser)`` and ``run(args) -> int``, and is listed in ``COMMANDS`` with the same
 help line. Only the module of the command being run is imported, and command modules import
 TensorFlow inside ``run`` only, so ``--help`` answers at once.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from covid_tf import __version__
 from covid_tf.errors import CovidTfError
 
-# Command name -> (module under covid_tf.commands, one-line help).
+# Command name -> (module under covid_tf.cli.commands, one-line help).
 COMMANDS = {
     "inspect": ("inspect_data", "Summarise a dataset: classes, sizes, modes, skipped files, duplicates."),
     "synth": ("synth", "Generate synthetic chest X-rays in the Radiography Database layout."),
@@ -46,7 +46,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if command is None or command == name:
-            module = importlib.import_module(f"covid_tf.commands.{module_name}")
+            module = importlib.import_module(f"covid_tf.cli.commands.{module_name}")
             module.add_arguments(sub)
             sub.set_defaults(handler=module.run)
     return parser

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Vote, write the patients CSV (and per-folder CSVs) and print a summary."""
-    from covid_tf import voting
+    from covid_tf.evaluation import voting
 
     classes = None
     if args.classes:

@@ -38,7 +38,7 @@ def summarize(index) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.data import discover, parse_class_list, parse_class_map
+    from covid_tf.data.discover import discover, parse_class_list, parse_class_map
 
     index = discover(args.data, classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map))
     summary = summarize(index)

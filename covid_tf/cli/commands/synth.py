@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print a short summary."""
     import time
 
-    from covid_tf import synthetic
+    from covid_tf.synthetic import xray
 
     classes = [name.strip() for name in str(args.classes).split(",") if name.strip()]
     if not classes:
@@ -64,14 +64,14 @@ def run(args: argparse.Namespace) -> int:
     elif args.shortcut_class is None:
         raise CovidTfError("--shortcut-probability needs --shortcut-class")
     start = time.perf_counter()
-    metadata = synthetic.generate_dataset(
+    metadata = xray.generate_dataset(
         args.out,
         classes=classes,
         per_class=args.per_class,
         size=args.size,
         patients_per_class=args.patients_per_class,
         seed=args.seed,
-        difficulty=synthetic.DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty,
+        difficulty=xray.DEFAULT_DIFFICULTY if args.difficulty is None else args.difficulty,
         shortcut_class=args.shortcut_class,
         shortcut_probability=probability,
         overwrite=args.overwrite,

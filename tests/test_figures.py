@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from covid_tf import evaluate, plots
+from covid_tf import figures as plots
+from covid_tf.evaluation import summary as evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["Normal", "COVID", "Viral Pneumonia"]

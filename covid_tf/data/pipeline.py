@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.images import load_image
+from covid_tf.data.images import load_image
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Above this many bytes of decoded images, ``cache="auto"`` caches on disk instead of in memory

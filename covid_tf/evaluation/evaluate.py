@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data import DatasetIndex, SkippedFile, discover, list_images
+from covid_tf.data.discover import DatasetIndex, SkippedFile, discover, list_images
+from covid_tf.data.splits import load_split
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluate import choose_threshold, compute_metrics, positive_class_index
+from covid_tf.evaluation.inference import RUN_CONFIG, LoadedModel, load_model
 from covid_tf.evaluation.metrics import confusion, predict_labels
-from covid_tf.inference import RUN_CONFIG, LoadedModel, load_model
+from covid_tf.evaluation.summary import choose_threshold, compute_metrics, positive_class_index
+from covid_tf.evaluation.voting import PROB_PREFIX
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.splits import load_split
-from covid_tf.voting import PROB_PREFIX
 
 FIGURE_NAMES = {
     "training_curves": "training_curves.png",
@@ -224,22 +224,22 @@ def draw_figures(
 ) -> list[Path]:
     """Confusion matrix, ROC curves, reliability diagram (and training curves with ``history``; a sample
     grid and the most confident mistakes with ``paths``) as PNGs in ``out_dir``; return their paths."""
-    from covid_tf import plots
-    from covid_tf.pipeline import load_images
+    from covid_tf import figures
+    from covid_tf.data.pipeline import load_images
 
     suffix = f" ({label})" if label else ""
     names = list(class_names)
     written = []
     if history is not None:
-        written.append(plots.save_figure(plots.plot_training_curves(history, title=f"Training curves{suffix}"),
+        written.append(figures.save_figure(figures.plot_training_curves(history, title=f"Training curves{suffix}"),
                                          out_dir / FIGURE_NAMES["training_curves"]))
     matrix = confusion(y_true, y_pred, len(names))
-    written.append(plots.save_figure(plots.plot_confusion_matrix(matrix, names, title=f"Confusion matrix{suffix}"),
+    written.append(figures.save_figure(figures.plot_confusion_matrix(matrix, names, title=f"Confusion matrix{suffix}"),
                                      out_dir / FIGURE_NAMES["confusion_matrix"]))
-    written.append(plots.save_figure(plots.plot_roc_curves(y_true, probabilities, names,
+    written.append(figures.save_figure(figures.plot_roc_curves(y_true, probabilities, names,
                                                            title=f"ROC curves{suffix}"),
                                      out_dir / FIGURE_NAMES["roc_curves"]))
-    written.append(plots.save_figure(plots.plot_reliability_diagram(y_true, probabilities, names,
+    written.append(figures.save_figure(figures.plot_reliability_diagram(y_true, probabilities, names,
                                                                     title=f"Reliability diagram{suffix}"),
                                      out_dir / FIGURE_NAMES["reliability"]))
     if paths is not None and image_size is not None:
@@ -248,13 +248,13 @@ def draw_figures(
         wrong = np.flatnonzero(y_pred != y_true)
         confidence = probabilities[wrong, y_pred[wrong]]
         mistakes = wrong[np.argsort(-confidence, kind="stable")][:MISTAKE_IMAGES]
-        for key, chosen, plot in (("samples", sample, plots.plot_sample_predictions),
-                                  ("mistakes", mistakes, plots.plot_confident_mistakes)):
+        for key, chosen, plot in (("samples", sample, figures.plot_sample_predictions),
+                                  ("mistakes", mistakes, figures.plot_confident_mistakes)):
             images = (load_images([paths[i] for i in chosen], image_size, channels) if chosen.size
                       else np.zeros((0, image_size, image_size, channels), dtype="float32"))
             title = ("Sample predictions" if key == "samples" else "Most confident mistakes") + suffix
             fig = plot(images, y_true[chosen], probabilities[chosen], names, y_pred=y_pred[chosen], title=title)
-            written.append(plots.save_figure(fig, out_dir / FIGURE_NAMES[key]))
+            written.append(figures.save_figure(fig, out_dir / FIGURE_NAMES[key]))
     return written
 
 
@@ -439,10 +439,10 @@ def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -
     history = _read_history(run_dir)
     written: list[Path] = []
     if history is not None:
-        from covid_tf import plots
+        from covid_tf import figures
 
-        fig = plots.plot_training_curves(history, title=f"Training curves ({run_config.get('model', '?')})")
-        written.append(plots.save_figure(fig, figures_dir / FIGURE_NAMES["training_curves"]))
+        fig = figures.plot_training_curves(history, title=f"Training curves ({run_config.get('model', '?')})")
+        written.append(figures.save_figure(fig, figures_dir / FIGURE_NAMES["training_curves"]))
 
     split_path = run_dir / "split.csv"
     if not split_path.is_file():
@@ -458,7 +458,7 @@ def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -
     if model is None:
         loaded = load_model(run_dir / "model.keras")
     else:
-        from covid_tf.inference import read_class_names
+        from covid_tf.evaluation.inference import read_class_names
 
         _, size, _, channels = model.inputs[0].shape
         n_classes = int(model.outputs[0].shape[-1])

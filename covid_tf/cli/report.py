@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from covid_tf.errors import CovidTfError
+from covid_tf.figures import plot_run_comparison
 from covid_tf.io_utils import atomic_write_text
-from covid_tf.plots import plot_run_comparison
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;

@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Turn command-line options into a ``TrainConfig`` (validated)."""
-    from covid_tf.data import parse_class_list, parse_class_map
-    from covid_tf.train import TrainConfig
+    from covid_tf.data.discover import parse_class_list, parse_class_map
+    from covid_tf.training.fit import TrainConfig
 
     for option, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
                           ("--batch-size", args.batch_size)):
@@ -107,7 +107,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.train import train_run
+    from covid_tf.training.fit import train_run
 
     cfg = config_from_args(args)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)

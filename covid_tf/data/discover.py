@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
+from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
+from covid_tf.data.images import scan_image
 from covid_tf.errors import CovidTfError, ImageReadError
-from covid_tf.images import scan_image
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}

@@ -36,8 +36,8 @@ def _number(value) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.data import parse_class_list, parse_class_map
-    from covid_tf.evaluation.run import evaluate_model, print_skipped
+    from covid_tf.data.discover import parse_class_list, parse_class_map
+    from covid_tf.evaluation.evaluate import evaluate_model, print_skipped
 
     if args.n_bootstrap < 0:
         raise CovidTfError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the series and print a short summary."""
-    from covid_tf import synthetic_ct
+    from covid_tf.synthetic import ct as synthetic_ct
 
     classes = [name.strip() for name in str(args.classes).split(",") if name.strip()]
     if not classes:

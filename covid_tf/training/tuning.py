@@ -29,13 +29,13 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedGroupKFold
 
-from covid_tf import train
-from covid_tf.distribute import get_strategy
-from covid_tf.evaluate import compute_metrics
-from covid_tf.inference import predict_paths
+from covid_tf.data.splits import assign_groups
+from covid_tf.evaluation.inference import predict_paths
+from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.io_utils import atomic_write_text
 from covid_tf.models import build_model, freeze_backbone
-from covid_tf.splits import assign_groups
+from covid_tf.training import fit as train
+from covid_tf.training.distribute import get_strategy
 
 # The hyperparameters of seed 001's grid, in the order of the table's columns.
 GRID_PARAMETERS = ("batch_size", "learning_rate", "dropout")

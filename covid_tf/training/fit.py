@@ -23,17 +23,17 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.callbacks import BestModelCheckpoint, PreciseBatchNorm
-from covid_tf.data import DatasetIndex, discover
-from covid_tf.distribute import get_strategy
+from covid_tf.data.discover import DatasetIndex, discover
+from covid_tf.data.pipeline import make_dataset, pixel_statistics
+from covid_tf.data.preprocessing import augmentation_layers
+from covid_tf.data.splits import load_split, make_split, save_split, split_leaks
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.run import write_run_figures
+from covid_tf.evaluation.evaluate import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.losses import get_loss, get_optimizer
 from covid_tf.models import build_model, freeze_backbone, unfreeze_top
-from covid_tf.pipeline import make_dataset, pixel_statistics
-from covid_tf.preprocessing import augmentation_layers
-from covid_tf.splits import load_split, make_split, save_split, split_leaks
+from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm
+from covid_tf.training.distribute import get_strategy
+from covid_tf.training.losses import get_loss, get_optimizer
 
 # Models that have a backbone to freeze and then fine-tune.
 TRANSFER_MODELS = ("resnet50v2", "resnet18", "vgg16")
@@ -347,8 +347,8 @@ def _complete_history(history: pd.DataFrame, partial_log: Path, head_epochs: int
 def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
                     names: Sequence[str] = ("val", "test")) -> dict:
     """Metrics of ``model`` on the named splits (absent splits are left out)."""
-    from covid_tf.evaluate import compute_metrics
-    from covid_tf.inference import predict_paths
+    from covid_tf.evaluation.inference import predict_paths
+    from covid_tf.evaluation.summary import compute_metrics
 
     label_of = {name: i for i, name in enumerate(class_names)}
     results = {}

@@ -10,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 
 from covid_tf import config
-from covid_tf.images import load_image
+from covid_tf.data.images import load_image
 
 
 def class_distribution(split_frame: pd.DataFrame) -> pd.DataFrame:
@@ -37,7 +37,7 @@ def pixel_statistics_by_split(
     split_frame: pd.DataFrame, image_size: int, channels: int = 1, max_images: int = 500
 ) -> pd.DataFrame:
     """Mean and standard deviation of pixel values per split (as seed 001 reports them)."""
-    from covid_tf.pipeline import pixel_statistics
+    from covid_tf.data.pipeline import pixel_statistics
 
     rows = []
     for split in config.SPLIT_NAMES:
@@ -89,7 +89,7 @@ def intensity_histogram_figure(
 
 def augmentation_preview_figure(image: np.ndarray, preset: str = "default", n: int = 7, seed: int = 0) -> plt.Figure:
     """The original image and ``n`` random augmentations of it."""
-    from covid_tf.preprocessing import augmentation_layers
+    from covid_tf.data.preprocessing import augmentation_layers
 
     augment = augmentation_layers(preset, seed=seed)
     batch = np.repeat(image[None], n, axis=0)

@@ -33,8 +33,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from covid_tf import config, dicom, voting
+from covid_tf import config
+from covid_tf.ct import dicom
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation import voting
 from covid_tf.evaluation.metrics import accuracy, balanced_accuracy, confusion, one_vs_rest_auc, to_jsonable
 from covid_tf.io_utils import atomic_write_json, atomic_write_text
 
@@ -165,7 +167,7 @@ def slice_config(data: str | Path, *, model: str = SEED002_MODEL, loss: str = SE
     ``data`` is a label CSV from :func:`convert_ct` or a folder of slices; ``options`` are further
     ``TrainConfig`` fields (``image_size``, ``epochs``, ``fine_tune_epochs``, ``weights``, ``split_fractions``...).
     """
-    from covid_tf import train
+    from covid_tf.training import fit as train
 
     # An absolute path, so that the run's config.json still finds the data from another working directory.
     return train.TrainConfig(data=str(Path(data).expanduser().resolve()), model=model, loss=loss, **options)
@@ -183,7 +185,7 @@ def train_slices(
 
     Splits are grouped by patient id, so a patient's slices share one split. Returns the ``TrainResult``.
     """
-    from covid_tf import train
+    from covid_tf.training import fit as train
 
     return train.train_run(slice_config(data, **options), run_dir, overwrite=overwrite, verbose=verbose)
 
@@ -247,7 +249,7 @@ def evaluate_ct(
     ``patients_<rule>.csv`` (all patients) and ``patients_<rule>_<folder>.csv`` (one per test folder when there
     are several), and ``patient_metrics.json``. ``data`` defaults to the run's training data.
     """
-    from covid_tf.evaluation.run import evaluate_model
+    from covid_tf.evaluation.evaluate import evaluate_model
 
     run_path = Path(run_dir)
     config_path = run_path / "config.json"
@@ -372,8 +374,8 @@ def gradcam_figure(
 ) -> Figure:
     """Slices (top row) and their Grad-CAM overlays (bottom row), titled with the prediction."""
     from covid_tf import explain
+    from covid_tf.data.pipeline import load_images
     from covid_tf.explain.overlay import overlay_heatmap
-    from covid_tf.pipeline import load_images
 
     if not len(paths):
         raise ValueError("gradcam_figure needs at least one slice")

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.report import write_html_report
+    from covid_tf.cli.report import write_html_report
 
     out = args.out
     if out.is_dir():

@@ -33,9 +33,9 @@ class LoadedModel:
 
 def load_keras_model(path: str | Path, *, allow_unsafe: bool = False) -> keras.Model:
     """Load a ``.keras`` file with Keras safe mode on unless ``allow_unsafe``; clear errors otherwise."""
-    import covid_tf.losses  # noqa: F401  (registers the custom serialisable objects)
+    import covid_tf.data.preprocessing  # noqa: F401
     import covid_tf.models  # noqa: F401
-    import covid_tf.preprocessing  # noqa: F401
+    import covid_tf.training.losses  # noqa: F401  (registers the custom serialisable objects)
 
     path = Path(path)
     if not path.is_file():
@@ -84,7 +84,7 @@ def load_model(path: str | Path, *, class_names=None, allow_unsafe: bool = False
 
 def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32) -> np.ndarray:
     """Softmax probabilities for image files, streamed from disk (memory does not grow with N)."""
-    from covid_tf.pipeline import make_dataset
+    from covid_tf.data.pipeline import make_dataset
 
     paths = [str(p) for p in paths]
     if not paths:

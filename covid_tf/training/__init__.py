@@ -1,0 +1,1 @@
+"""Training: configuration, the two-phase fit, callbacks, losses, resume, tuning, distribution, run folders."""
