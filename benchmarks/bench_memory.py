@@ -43,7 +43,7 @@ def child(args) -> None:
     from covid_tf.data.pipeline import make_dataset
     from covid_tf.data.preprocessing import augmentation_layers
     from covid_tf.evaluation.inference import predict_paths
-    from covid_tf.models import build_model
+    from covid_tf.models.registry import build_model
 
     lines = Path(args.list).read_text().splitlines()
     paths = [line.rsplit("\t", 1)[0] for line in lines]

@@ -42,7 +42,7 @@ from PIL import Image  # noqa: E402
 from covid_tf import config  # noqa: E402
 from covid_tf.data.pipeline import SHUFFLE_BUFFER, load_images, make_dataset  # noqa: E402
 from covid_tf.data.preprocessing import augmentation_layers  # noqa: E402
-from covid_tf.models import build_model  # noqa: E402
+from covid_tf.models.registry import build_model  # noqa: E402
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Keras warns that fit's default shuffle=True is ignored for a tf.data.Dataset (which shuffles itself).

@@ -28,7 +28,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from covid_tf.models import MODEL_NAMES, build_model  # noqa: E402
+from covid_tf.models.architectures import model_names  # noqa: E402
+from covid_tf.models.registry import build_model  # noqa: E402
 
 
 def step_seconds(function, min_seconds: float, min_steps: int, max_steps: int) -> tuple[float, int]:
@@ -60,7 +61,7 @@ def output_dtypes_under_mixed_precision(names, size: int) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    parser.add_argument("--models", nargs="+", default=list(model_names()), choices=model_names())
     parser.add_argument("--sizes", nargs="+", type=int, default=[128, 224])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--min-seconds", type=float, default=2.0)

@@ -126,7 +126,7 @@ def test_same_names_get_unique_outputs_and_bad_options_fail(trained: dict, tmp_p
 
 
 def test_explain_resnet50v2_loaded_from_keras_file(tmp_path: Path, trained: dict) -> None:
-    from covid_tf.models import build_model
+    from covid_tf.models.registry import build_model
 
     model = build_model("resnet50v2", image_size=32, channels=1, num_classes=2, weights=None)
     run_dir = tmp_path / "resnet"

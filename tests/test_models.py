@@ -17,7 +17,7 @@ SIZE = 32
 BATCH = 2
 HEAVY = {"resnet50v2", "vgg16"}
 ARCHITECTURES = [
-    pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in models.MODEL_NAMES
+    pytest.param(name, marks=pytest.mark.slow) if name in HEAVY else name for name in models.model_names()
 ]
 
 
@@ -58,7 +58,7 @@ def test_build_train_save_load_and_gradcam_layer(name, tmp_path):
     assert isinstance(loaded.loss, losses.WeightedCategoricalCrossentropy)
 
     layer_name = models.last_conv_layer_name(loaded)
-    assert layer_name == models.LAST_CONV_LAYERS[name]
+    assert layer_name == models.get_architecture(name).last_conv_layer
     grad_model = keras.Model(loaded.inputs, [loaded.get_layer(layer_name).output, loaded.output])
     with tf.GradientTape() as tape:
         feature_maps, outputs = grad_model([images])
@@ -80,32 +80,32 @@ def test_rgb_input_and_larger_images(name):
 
 
 def test_grayscale_is_repeated_to_three_channels_for_backbones():
-    model = models.build_resnet18(image_size=SIZE, channels=1)
+    model = models.build_model("resnet18", image_size=SIZE, channels=1)
     assert model.get_layer("grayscale_to_rgb").output.shape[-1] == 3
     assert model.get_layer("conv1_conv").kernel.shape == (7, 7, 3, 64)
-    rgb = models.build_resnet18(image_size=SIZE, channels=3)
+    rgb = models.build_model("resnet18", image_size=SIZE, channels=3)
     assert "grayscale_to_rgb" not in {layer.name for layer in rgb.layers}
     # The from-scratch CNN keeps one channel unless its normalisation needs RGB.
-    baseline = models.build_baseline(image_size=SIZE, channels=1)
+    baseline = models.build_model("baseline", image_size=SIZE, channels=1)
     assert baseline.get_layer("block1_conv1").kernel.shape[2] == 1
-    imagenet = models.build_baseline(image_size=SIZE, channels=1, normalization="imagenet")
+    imagenet = models.build_model("baseline", image_size=SIZE, channels=1, normalization="imagenet")
     assert imagenet.get_layer("block1_conv1").kernel.shape[2] == 3
 
 
 def test_normalization_choices():
-    dataset = models.build_baseline(image_size=SIZE, mean=0.53, std=0.25)
+    dataset = models.build_model("baseline", image_size=SIZE, mean=0.53, std=0.25)
     images, _ = _batch()
     normalised = keras.Model(dataset.inputs[0], dataset.get_layer("normalization").output)(images)
     np.testing.assert_allclose(np.asarray(normalised), (images - 0.53) / 0.25, rtol=1e-4, atol=1e-5)
-    resnet = models.build_resnet18(image_size=SIZE, normalization="resnet_v2")
+    resnet = models.build_model("resnet18", image_size=SIZE, normalization="resnet_v2")
     scaled = keras.Model(resnet.inputs[0], resnet.get_layer("normalization").output)(images)
     np.testing.assert_allclose(np.asarray(scaled)[..., 0], images[..., 0] * 2 - 1, atol=1e-6)
     with pytest.raises(ValueError, match="both mean and std"):
-        models.build_baseline(image_size=SIZE, mean=0.5)
+        models.build_model("baseline", image_size=SIZE, mean=0.5)
     with pytest.raises(ValueError, match="only used by normalization 'dataset'"):
-        models.build_baseline(image_size=SIZE, mean=0.5, std=0.2, normalization="per_image")
+        models.build_model("baseline", image_size=SIZE, mean=0.5, std=0.2, normalization="per_image")
     with pytest.raises(ValueError, match="unknown normalization"):
-        models.build_baseline(image_size=SIZE, normalization="zscore")
+        models.build_model("baseline", image_size=SIZE, normalization="zscore")
 
 
 def test_invalid_arguments():
@@ -182,7 +182,7 @@ def test_cached_keras_notop_file_is_used_without_download(monkeypatch, tmp_path)
     expected = backbone.get_layer("block5_conv3").kernel
     np.testing.assert_array_equal(model.get_layer("block5_conv3").kernel, expected)
     # The same file can also be given as a path.
-    again = models.build_vgg16(image_size=SIZE, channels=3, weights=str(path))
+    again = models.build_model("vgg16", image_size=SIZE, channels=3, weights=str(path))
     expected = backbone.get_layer("block1_conv1").kernel
     np.testing.assert_array_equal(again.get_layer("block1_conv1").kernel, expected)
 
@@ -192,7 +192,7 @@ def _trainable_names(model: keras.Model) -> set[str]:
 
 
 def test_freeze_then_unfreeze_resnet18_counts_and_batchnorm():
-    model = models.build_resnet18(image_size=SIZE, dropout=0.0)
+    model = models.build_model("resnet18", image_size=SIZE, dropout=0.0)
     conv_kernels = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(conv_kernels) == 20  # stem + 8 blocks x 2 + 3 projection shortcuts
     assert [name for name, _ in models.backbone_blocks(model)][:2] == ["stem", "conv2_block1"]
@@ -218,7 +218,7 @@ def test_freeze_then_unfreeze_resnet18_counts_and_batchnorm():
 
 
 def test_frozen_backbone_does_not_change_during_training():
-    model = models.freeze_backbone(models.build_resnet18(image_size=SIZE))
+    model = models.freeze_backbone(models.build_model("resnet18", image_size=SIZE))
     model.compile(optimizer="adam", loss="categorical_crossentropy")
     kernel = model.get_layer("conv1_conv").kernel.numpy().copy()
     moving_mean = model.get_layer("conv1_bn").moving_mean.numpy().copy()
@@ -231,7 +231,7 @@ def test_frozen_backbone_does_not_change_during_training():
 
 
 def test_unfreeze_resnet50v2_top_block():
-    model = models.build_resnet50v2(image_size=SIZE)
+    model = models.build_model("resnet50v2", image_size=SIZE)
     blocks = models.backbone_blocks(model)
     assert len(blocks) == 17  # stem + 3 + 4 + 6 + 3 residual blocks
     assert "post_relu" in {layer.name for layer in blocks[-1][1]}
@@ -245,7 +245,7 @@ def test_unfreeze_resnet50v2_top_block():
 
 def test_freezing_works_on_a_loaded_model(tmp_path):
     path = tmp_path / "baseline.keras"
-    models.build_baseline(image_size=SIZE).save(path)
+    models.build_model("baseline", image_size=SIZE).save(path)
     model = keras.models.load_model(path)
     models.freeze_backbone(model)
     assert _trainable_names(model) == {

@@ -79,7 +79,7 @@ def default_target_layer(model: keras.Model) -> str:
     """The default target layer: ``covid_tf.models.last_conv_layer_name`` when it gives a feature layer,
     else :func:`find_target_layer`."""
     try:
-        from covid_tf.models import last_conv_layer_name
+        from covid_tf.models.registry import last_conv_layer_name
     except ImportError:
         return find_target_layer(model)
     try:

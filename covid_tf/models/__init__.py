@@ -1,39 +1,27 @@
-"""Model builders: ``build_model(name, ...)`` for every architecture, Grad-CAM's layer, freezing.
+"""Models: one :class:`~covid_tf.models.architectures.Architecture` record per model, builders, freezing.
 
-All builders share one signature (``image_size``, ``channels``, ``num_classes``, ``weights``,
-``dropout``, ``normalization``, ``mean``, ``std``) and return a flat functional ``keras.Model``
-that takes float32 images in [0, 1] and ends in a softmax over the classes.
+Every builder takes one :class:`~covid_tf.models.common.BuildOptions` and returns a flat functional
+``keras.Model`` that takes float32 images in [0, 1] and ends in a softmax over the classes.
+Importing this package is cheap: the names below are loaded (with Keras) on first use.
 """
 
-from covid_tf.models.cnn import build_baseline, build_small
-from covid_tf.models.freezing import backbone_blocks, freeze_backbone, split_layers, unfreeze_top
-from covid_tf.models.registry import (
-    LAST_CONV_LAYERS,
-    MODEL_BUILDERS,
-    MODEL_NAMES,
-    architecture_of,
-    build_model,
-    last_conv_layer_name,
-)
-from covid_tf.models.resnet18 import build_resnet18, resnet18_backbone
-from covid_tf.models.transfer import build_resnet50v2, build_vgg16, imagenet_weights_path
+from __future__ import annotations
 
-__all__ = [
-    "LAST_CONV_LAYERS",
-    "MODEL_BUILDERS",
-    "MODEL_NAMES",
-    "architecture_of",
-    "backbone_blocks",
-    "build_baseline",
-    "build_model",
-    "build_resnet18",
-    "build_resnet50v2",
-    "build_small",
-    "build_vgg16",
-    "freeze_backbone",
-    "imagenet_weights_path",
-    "last_conv_layer_name",
-    "resnet18_backbone",
-    "split_layers",
-    "unfreeze_top",
-]
+import importlib
+
+_EXPORTS = {
+    "ARCHITECTURES": "architectures", "Architecture": "architectures", "get_architecture": "architectures",
+    "model_names": "architectures", "register": "architectures", "unregister": "architectures",
+    "BuildOptions": "common",
+    "build_model": "registry", "architecture_of": "registry", "last_conv_layer_name": "registry",
+    "backbone_blocks": "freezing", "freeze_backbone": "freezing", "split_layers": "freezing",
+    "unfreeze_top": "freezing",
+    "resnet18_backbone": "resnet18", "imagenet_weights_path": "transfer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'covid_tf.models' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"covid_tf.models.{_EXPORTS[name]}"), name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -13,13 +12,6 @@ from covid_tf.models import common
 
 BASELINE_FILTERS = (16, 32, 64)
 BATCH_NORM_MOMENTUM = 0.9
-
-
-def _resolve_auto(normalization: str, mean) -> str:
-    # Seed 001 normalised with the training split's statistics; without them, standardise per image.
-    if normalization != "auto":
-        return normalization
-    return "dataset" if mean is not None else "per_image"
 
 
 def _load_full_weights(model: keras.Model, weights: str | Path | None, architecture: str) -> None:
@@ -33,17 +25,7 @@ def _load_full_weights(model: keras.Model, weights: str | Path | None, architect
     model.load_weights(common.local_weights_file(weights, architecture))
 
 
-def build_baseline(
-    *,
-    image_size: int = 128,
-    channels: int = 1,
-    num_classes: int = 2,
-    weights: str | Path | None = None,
-    dropout: float = 0.5,
-    normalization: str = "auto",
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> keras.Model:
+def build_baseline(options: common.BuildOptions) -> keras.Model:
     """The baseline CNN of seed 001: three blocks of two Conv(3x3)-BatchNorm-ReLU (max-pooled between
     blocks), global average pooling, Dense 128, Dropout, softmax.
 
@@ -55,15 +37,7 @@ def build_baseline(
     (momentum 0.9: a few dozen steps per epoch on small data) lets the head learn fast.
     ``weights`` is None or a ``.weights.h5`` file of the whole model.
     """
-    common.check_arguments(
-        image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
-        normalization=normalization, mean=mean, std=std,
-    )
-    kind = _resolve_auto(normalization, mean)
-    inputs, x = common.input_stem(
-        image_size=image_size, channels=channels, normalization=kind, mean=mean, std=std,
-        rgb=kind in ("imagenet", "vgg16"),
-    )
+    inputs, x = options.stem(rgb=options.normalization in ("imagenet", "vgg16"))
     for index, filters in enumerate(BASELINE_FILTERS, start=1):
         if index > 1:
             x = layers.MaxPooling2D(2, name=f"block{index - 1}_pool")(x)
@@ -72,42 +46,24 @@ def build_baseline(
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}conv{conv}")(x)
             x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}bn{conv}")(x)
             x = layers.ReLU(name=f"{name}relu{conv}")(x)
-    outputs = common.classification_head(x, num_classes=num_classes, dropout=dropout, dense_units=(128,))
+    outputs = options.head(x, dense_units=(128,))
     model = keras.Model(inputs, outputs, name=common.model_name("baseline"))
-    _load_full_weights(model, weights, "baseline")
+    _load_full_weights(model, options.weights, "baseline")
     return model
 
 
-def build_small(
-    *,
-    image_size: int = 128,
-    channels: int = 1,
-    num_classes: int = 2,
-    weights: str | Path | None = None,
-    dropout: float = 0.5,
-    normalization: str = "auto",
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> keras.Model:
+def build_small(options: common.BuildOptions) -> keras.Model:
     """The small CNN of seed 004: Conv(6, 5x5) -> MaxPool(8) -> Conv(16, 5x5) -> Dense 100 -> Dense 50 -> out.
 
     Adapted so it works from 32 to 224 px: 'same' padding, and global average pooling after the
     second convolution (seed 004's ``Linear(16, 100)`` implies 16 features, i.e. one per channel).
     The last conv layer is ``block2_conv``. ``weights`` is None or a ``.weights.h5`` of the whole model.
     """
-    common.check_arguments(
-        image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
-        normalization=normalization, mean=mean, std=std,
-    )
-    kind = _resolve_auto(normalization, mean)
-    inputs, x = common.input_stem(
-        image_size=image_size, channels=channels, normalization=kind, mean=mean, std=std,
-        rgb=kind in ("imagenet", "vgg16"),
-    )
+    inputs, x = options.stem(rgb=options.normalization in ("imagenet", "vgg16"))
     x = layers.Conv2D(6, 5, padding="same", activation="relu", name="block1_conv")(x)
     x = layers.MaxPooling2D(8, name="block1_pool")(x)
     x = layers.Conv2D(16, 5, padding="same", activation="relu", name="block2_conv")(x)
-    outputs = common.classification_head(x, num_classes=num_classes, dropout=dropout, dense_units=(100, 50))
+    outputs = options.head(x, dense_units=(100, 50))
     model = keras.Model(inputs, outputs, name=common.model_name("small"))
-    _load_full_weights(model, weights, "small")
+    _load_full_weights(model, options.weights, "small")
     return model

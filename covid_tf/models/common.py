@@ -13,6 +13,7 @@ The model itself is called ``covid_<architecture>`` so the architecture is known
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -31,34 +32,52 @@ OUTPUT_NAME = "predictions"
 MIN_IMAGE_SIZE = 32
 
 
-def check_arguments(
-    *,
-    image_size: int,
-    channels: int,
-    num_classes: int,
-    dropout: float,
-    normalization: str,
-    mean: float | Sequence[float] | None,
-    std: float | Sequence[float] | None,
-) -> None:
-    """Raise ``ValueError`` for arguments no builder accepts."""
-    if int(image_size) != image_size or image_size < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
-    if int(num_classes) != num_classes or num_classes < 2:
-        raise ValueError(
-            f"num_classes must be an integer >= 2 (binary tasks use 2 softmax outputs), got {num_classes!r}"
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    if normalization != "auto" and normalization not in NORMALIZATION_KINDS:
-        choices = ", ".join(("auto", *NORMALIZATION_KINDS))
-        raise ValueError(f"unknown normalization {normalization!r}; choose one of {choices}")
-    if (mean is None) != (std is None):
-        raise ValueError("give both mean and std (the training split's statistics), or neither")
-    if mean is not None and normalization not in ("auto", "dataset"):
-        raise ValueError(f"mean/std are only used by normalization 'dataset', not {normalization!r}")
+@dataclass(frozen=True)
+class BuildOptions:
+    """The arguments every builder takes, checked once (``ValueError`` for what no builder accepts).
+
+    ``normalization`` reaches a builder already resolved by its architecture record (never ``"auto"``),
+    ``mean``/``std`` are the training split's statistics for normalisation ``dataset``.
+    """
+
+    image_size: int = 128
+    channels: int = 1
+    num_classes: int = 2
+    weights: str | Path | None = None
+    dropout: float = 0.5
+    normalization: str = "auto"
+    mean: float | Sequence[float] | None = None
+    std: float | Sequence[float] | None = None
+
+    def __post_init__(self) -> None:
+        image_size, num_classes, normalization = self.image_size, self.num_classes, self.normalization
+        if int(image_size) != image_size or image_size < MIN_IMAGE_SIZE:
+            raise ValueError(f"image_size must be an integer >= {MIN_IMAGE_SIZE}, got {image_size!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
+        if int(num_classes) != num_classes or num_classes < 2:
+            raise ValueError(
+                f"num_classes must be an integer >= 2 (binary tasks use 2 softmax outputs), got {num_classes!r}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if normalization != "auto" and normalization not in NORMALIZATION_KINDS:
+            choices = ", ".join(("auto", *NORMALIZATION_KINDS))
+            raise ValueError(f"unknown normalization {normalization!r}; choose one of {choices}")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std (the training split's statistics), or neither")
+        if self.mean is not None and normalization not in ("auto", "dataset"):
+            raise ValueError(f"mean/std are only used by normalization 'dataset', not {normalization!r}")
+
+    def stem(self, rgb: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+        """The input and normalisation layers of these options (see :func:`input_stem`)."""
+        return input_stem(image_size=self.image_size, channels=self.channels, normalization=self.normalization,
+                          mean=self.mean, std=self.std, rgb=rgb)
+
+    def head(self, features: keras.KerasTensor, dense_units: Sequence[int] = (128,)) -> keras.KerasTensor:
+        """The classification head of these options (see :func:`classification_head`)."""
+        return classification_head(features, num_classes=self.num_classes, dropout=self.dropout,
+                                   dense_units=dense_units)
 
 
 def input_stem(

@@ -15,19 +15,21 @@ import re
 
 import keras
 
-from covid_tf.models.registry import last_conv_layer_name
+from covid_tf.models.architectures import CNN_BLOCKS, RESNET_BLOCKS
+from covid_tf.models.registry import architecture_of, last_conv_layer_name
 
-_BLOCK_PATTERNS = (
-    re.compile(r"^(conv\d+_block\d+)_"),
-    re.compile(r"^(block\d+)_"),
-    re.compile(r"^(?:conv1|pool1)_()"),
-)
 STEM = "stem"
 
 
-def _block_of(layer_name: str) -> str | None:
-    for pattern in _BLOCK_PATTERNS:
-        match = pattern.match(layer_name)
+def block_patterns(model: keras.Model) -> tuple[str, ...]:
+    """The block patterns of the model's architecture record (every known pattern for other models)."""
+    architecture = architecture_of(model)
+    return architecture.block_patterns if architecture is not None else (*RESNET_BLOCKS, *CNN_BLOCKS)
+
+
+def _block_of(layer_name: str, patterns: tuple[str, ...]) -> str | None:
+    for pattern in patterns:
+        match = re.match(pattern, layer_name)
         if match:
             return match.group(1) or STEM
     return None
@@ -36,10 +38,11 @@ def _block_of(layer_name: str) -> str | None:
 def split_layers(model: keras.Model) -> tuple[list[keras.layers.Layer], list[keras.layers.Layer]]:
     """Return ``(backbone_layers, head_layers)``; input and normalisation layers are in neither."""
     layers = model.layers
+    patterns = block_patterns(model)
     last_conv = last_conv_layer_name(model)
     boundary = next(index for index, layer in enumerate(layers) if layer.name == last_conv)
     start = next(
-        (index for index, layer in enumerate(layers[: boundary + 1]) if _block_of(layer.name) is not None),
+        (index for index, layer in enumerate(layers[: boundary + 1]) if _block_of(layer.name, patterns) is not None),
         boundary,
     )
     return list(layers[start : boundary + 1]), list(layers[boundary + 1 :])
@@ -48,8 +51,9 @@ def split_layers(model: keras.Model) -> tuple[list[keras.layers.Layer], list[ker
 def backbone_blocks(model: keras.Model) -> list[tuple[str, list[keras.layers.Layer]]]:
     """The backbone's blocks from input to output, as ``(block name, layers)``."""
     blocks: list[tuple[str, list[keras.layers.Layer]]] = []
+    patterns = block_patterns(model)
     for layer in split_layers(model)[0]:
-        block = _block_of(layer.name)
+        block = _block_of(layer.name, patterns)
         if block is None or (blocks and blocks[-1][0] == block):
             if not blocks:
                 blocks.append((STEM, []))

@@ -6,7 +6,6 @@ Layer names follow ``keras.applications.ResNet50`` (``conv1_conv``, ``conv2_bloc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -79,38 +78,20 @@ def resnet18_backbone(
     return backbone
 
 
-def build_resnet18(
-    *,
-    image_size: int = 128,
-    channels: int = 1,
-    num_classes: int = 2,
-    weights: str | Path | None = None,
-    dropout: float = 0.5,
-    normalization: str = "auto",
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> keras.Model:
+def build_resnet18(options: common.BuildOptions) -> keras.Model:
     """ResNet18 (seeds 000 and 004) with GAP, dropout and a softmax over ``num_classes``.
 
     Grayscale images are repeated to 3 channels; ``normalization='auto'`` is ImageNet mean/std
     (as seed 004). ``weights``: None, or a ``.weights.h5`` file of ``resnet18_backbone`` at 3 channels;
     ``'imagenet'`` raises ``CovidTfError`` (Keras has no ResNet18 weights).
     """
-    common.check_arguments(
-        image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
-        normalization=normalization, mean=mean, std=std,
-    )
-    if weights == "imagenet":
+    if options.weights == "imagenet":
         raise CovidTfError(NO_IMAGENET_WEIGHTS)
-    weights_file = None if weights is None else common.local_weights_file(weights, "resnet18")
-    kind = "imagenet" if normalization == "auto" else normalization
-    inputs, x = common.input_stem(
-        image_size=image_size, channels=channels, normalization=kind, mean=mean, std=std, rgb=True
-    )
-    features = resnet18_features(x)
-    outputs = common.classification_head(features, num_classes=num_classes, dropout=dropout, dense_units=())
+    weights_file = None if options.weights is None else common.local_weights_file(options.weights, "resnet18")
+    inputs, x = options.stem(rgb=True)
+    outputs = options.head(resnet18_features(x), dense_units=())
     model = keras.Model(inputs, outputs, name=common.model_name("resnet18"))
     if weights_file is not None:
-        pretrained = resnet18_backbone((image_size, image_size, 3), weights=weights_file)
+        pretrained = resnet18_backbone((options.image_size, options.image_size, 3), weights=weights_file)
         common.copy_weights(pretrained, model)
     return model

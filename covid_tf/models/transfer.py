@@ -9,7 +9,7 @@ Keras' own ``*_notop.h5`` files and ``.weights.h5`` files saved from that backbo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +29,6 @@ class Backbone:
     weights_file: str
     weights_url: str
     weights_hash: str
-    last_conv_layer: str
-    normalization: str
 
 
 BACKBONES = {
@@ -39,16 +37,12 @@ BACKBONES = {
         weights_file="resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_url=_WEIGHTS_BASE_URL + "resnet/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="fac2f116257151a9d068a22e544a4917",
-        last_conv_layer="post_relu",
-        normalization="resnet_v2",
     ),
     "vgg16": Backbone(
         application=keras.applications.VGG16,
         weights_file="vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_url=_WEIGHTS_BASE_URL + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
         weights_hash="6d6bbae143d832006294945121d1f1fc",
-        last_conv_layer="block5_conv3",
-        normalization="vgg16",
     ),
 }
 
@@ -93,35 +87,17 @@ def _weights_file(architecture: str, weights: str | Path | None) -> Path | None:
     return common.local_weights_file(weights, architecture)
 
 
-def _build_transfer(
-    architecture: str,
-    *,
-    image_size: int,
-    channels: int,
-    num_classes: int,
-    weights: str | Path | None,
-    dropout: float,
-    normalization: str,
-    mean: float | Sequence[float] | None,
-    std: float | Sequence[float] | None,
-) -> keras.Model:
-    common.check_arguments(
-        image_size=image_size, channels=channels, num_classes=num_classes, dropout=dropout,
-        normalization=normalization, mean=mean, std=std,
-    )
+def _build_transfer(architecture: str, options: common.BuildOptions) -> keras.Model:
     backbone = BACKBONES[architecture]
-    weights_file = _weights_file(architecture, weights)
-    kind = backbone.normalization if normalization == "auto" else normalization
-    inputs, x = common.input_stem(
-        image_size=image_size, channels=channels, normalization=kind, mean=mean, std=std, rgb=True
-    )
+    weights_file = _weights_file(architecture, options.weights)
+    inputs, x = options.stem(rgb=True)
     base = backbone.application(include_top=False, weights=None, input_tensor=x)
-    outputs = common.classification_head(base.output, num_classes=num_classes, dropout=dropout)
+    outputs = options.head(base.output)
     model = keras.Model(inputs, outputs, name=common.model_name(architecture))
     if weights_file is not None:
         try:
             pretrained = backbone.application(
-                include_top=False, weights=str(weights_file), input_shape=(image_size, image_size, 3)
+                include_top=False, weights=str(weights_file), input_shape=(options.image_size, options.image_size, 3)
             )
         except (ValueError, OSError, KeyError) as error:
             raise CovidTfError(
@@ -131,44 +107,18 @@ def _build_transfer(
     return model
 
 
-def build_resnet50v2(
-    *,
-    image_size: int = 128,
-    channels: int = 1,
-    num_classes: int = 2,
-    weights: str | Path | None = None,
-    dropout: float = 0.5,
-    normalization: str = "auto",
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> keras.Model:
+def build_resnet50v2(options: common.BuildOptions) -> keras.Model:
     """ResNet50V2 backbone -> GAP -> Dense(128, relu) -> Dropout -> softmax (seed 001, two outputs).
 
     ``normalization='auto'`` scales to [-1, 1] as ResNet50V2 expects. ``weights``: None, 'imagenet'
     (downloaded once by Keras) or a local ``.h5`` / ``.weights.h5`` file of the backbone.
     """
-    return _build_transfer(
-        "resnet50v2", image_size=image_size, channels=channels, num_classes=num_classes, weights=weights,
-        dropout=dropout, normalization=normalization, mean=mean, std=std,
-    )
+    return _build_transfer("resnet50v2", options)
 
 
-def build_vgg16(
-    *,
-    image_size: int = 128,
-    channels: int = 1,
-    num_classes: int = 2,
-    weights: str | Path | None = None,
-    dropout: float = 0.5,
-    normalization: str = "auto",
-    mean: float | Sequence[float] | None = None,
-    std: float | Sequence[float] | None = None,
-) -> keras.Model:
+def build_vgg16(options: common.BuildOptions) -> keras.Model:
     """VGG16 backbone -> GAP -> Dense(128, relu) -> Dropout -> softmax; last conv layer ``block5_conv3``.
 
     ``normalization='auto'`` is the caffe convention VGG16's ImageNet weights expect.
     """
-    return _build_transfer(
-        "vgg16", image_size=image_size, channels=channels, num_classes=num_classes, weights=weights,
-        dropout=dropout, normalization=normalization, mean=mean, std=std,
-    )
+    return _build_transfer("vgg16", options)

@@ -30,13 +30,13 @@ from covid_tf.data.splits import load_split, make_split, save_split, split_leaks
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.models import build_model, freeze_backbone, unfreeze_top
+from covid_tf.models.architectures import get_architecture
+from covid_tf.models.freezing import freeze_backbone, unfreeze_top
+from covid_tf.models.registry import build_model
 from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm
 from covid_tf.training.distribute import get_strategy
 from covid_tf.training.losses import get_loss, get_optimizer
 
-# Models that have a backbone to freeze and then fine-tune.
-TRANSFER_MODELS = ("resnet50v2", "resnet18", "vgg16")
 RUN_FILES = ("config.json", "split.csv", "skipped.csv", "history.csv", "model.keras", "metrics.json")
 
 
@@ -54,7 +54,7 @@ class TrainConfig:
     weights: str | None = None
     loss: str = "ce"
     optimizer: str = "adam"
-    learning_rate: float | None = None
+    learning_rate: float | None = None  # None: the architecture record's learning_rate, filled in by __post_init__
     fine_tune_learning_rate: float | None = None
     batch_size: int = config.BATCH_SIZE
     dropout: float = 0.5
@@ -78,9 +78,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not str(self.data).lower().startswith(("gs://", "s3://")):
             self.data = str(Path(self.data).expanduser().resolve())
-        if self.learning_rate is None:
-            scratch = self.model in ("baseline", "small")
-            self.learning_rate = config.SCRATCH_CNN_LEARNING_RATE if scratch else config.LEARNING_RATE
+        if self.learning_rate is None:  # said where the field is declared: the model's own default
+            self.learning_rate = get_architecture(self.model).learning_rate
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -162,7 +161,8 @@ def _apply_split_file(index: DatasetIndex, split_file: Path) -> pd.DataFrame:
     return frame
 
 
-def _datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], cache_dir: Path | None):
+def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], cache_dir: Path | None):
+    """The training, validation and un-augmented statistics datasets of a split, and its (paths, labels)."""
     label_of = {name: i for i, name in enumerate(class_names)}
     parts = {}
     for name in config.SPLIT_NAMES:
@@ -183,10 +183,9 @@ def _datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
     return train, val, statistics, parts
 
 
-def _normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str]):
-    if cfg.normalization not in ("auto", "dataset") or cfg.model not in ("baseline", "small", "resnet18"):
-        return None, None
-    if cfg.model == "resnet18" and cfg.normalization == "auto" and cfg.weights:
+def normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str]):
+    """``(mean, std)`` of the training images when the model's normalisation uses them, else ``(None, None)``."""
+    if not get_architecture(cfg.model).needs_statistics(cfg.normalization):
         return None, None
     return pixel_statistics(train_paths, cfg.image_size, cfg.channels, seed=cfg.seed)
 
@@ -264,16 +263,16 @@ def _known_strategy_failures(strategy: str):
 def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_dir: Path | None,
          verbose: int | str, select_best: bool, strategy: tf.distribute.Strategy) -> tuple[keras.Model, pd.DataFrame]:
     cache_dir = run_dir / "checkpoints" / "cache" if run_dir else None
-    train, val, statistics, parts = _datasets(cfg, split, class_names, cache_dir)
+    train, val, statistics, parts = make_datasets(cfg, split, class_names, cache_dir)
     class_counts = np.bincount(parts["train"][1], minlength=len(class_names))
-    mean, std = _normalization_statistics(cfg, parts["train"][0])
+    mean, std = normalization_statistics(cfg, parts["train"][0])
     with strategy.scope():  # variables of the model and the optimizer are mirrored over the replicas
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,
                             normalization=cfg.normalization, mean=mean, std=std)
     best = BestModelCheckpoint(run_dir / "checkpoints" / "best.weights.h5" if run_dir else None,
                                restore_at_end=select_best)
-    two_phase = cfg.model in TRANSFER_MODELS and cfg.fine_tune_epochs > 0
+    two_phase = get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0
     if two_phase:
         freeze_backbone(model)
     with strategy.scope():

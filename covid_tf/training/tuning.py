@@ -33,7 +33,9 @@ from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.io_utils import atomic_write_text
-from covid_tf.models import build_model, freeze_backbone
+from covid_tf.models.architectures import get_architecture
+from covid_tf.models.freezing import freeze_backbone
+from covid_tf.models.registry import build_model
 from covid_tf.training import fit as train
 from covid_tf.training.distribute import get_strategy
 
@@ -110,7 +112,7 @@ class TrainConfigHyperModel(kt.HyperModel):
         train_rows = split[split["split"] == "train"]
         self.class_counts = np.bincount(train_rows["label"].map(label_of).to_numpy(), minlength=len(label_of))
         # Normalisation statistics depend on the training images only: computed once for all trials.
-        self.mean, self.std = train._normalization_statistics(cfg, train_rows["path"].tolist())
+        self.mean, self.std = train.normalization_statistics(cfg, train_rows["path"].tolist())
 
     def _choice(self, hp: kt.HyperParameters, name: str):
         return hp.Choice(name, self.grid[name], ordered=True)
@@ -122,7 +124,7 @@ class TrainConfigHyperModel(kt.HyperModel):
                             num_classes=len(self.class_names), weights=cfg.weights,
                             dropout=self._choice(hp, "dropout"), normalization=cfg.normalization,
                             mean=self.mean, std=self.std)
-        if cfg.model in train.TRANSFER_MODELS and cfg.fine_tune_epochs > 0:
+        if get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0:
             freeze_backbone(model)  # seed 001 tunes the head on the frozen backbone
         train.compile_model(model, cfg, self.class_counts, self._choice(hp, "learning_rate"))
         return model
@@ -131,7 +133,7 @@ class TrainConfigHyperModel(kt.HyperModel):
             verbose: int | str = 0, **kwargs) -> dict[str, float]:
         """Train with the trial's batch size and early stopping; return the metrics of the best epoch."""
         cfg = dataclasses.replace(self.cfg, batch_size=self._choice(hp, "batch_size"))
-        train_data, val_data, statistics, _ = train._datasets(cfg, self.split, self.class_names, cache_dir=None)
+        train_data, val_data, statistics, _ = train.make_datasets(cfg, self.split, self.class_names, cache_dir=None)
         stopping = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience)
         history = model.fit(train_data, validation_data=val_data, epochs=epochs, verbose=verbose, shuffle=False,
                             callbacks=[train.precise_batch_norm(cfg, statistics), *(callbacks or []), stopping])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
+from covid_tf.models.architectures import model_names
 
 HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
-MODELS = ("baseline", "small", "resnet50v2", "resnet18", "vgg16")
 
 
 def _numbers(text: str, kind, option: str) -> tuple:
@@ -33,7 +33,7 @@ def _devices(args: argparse.Namespace) -> list[str] | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
-    parser.add_argument("--model", choices=MODELS, default="baseline")
+    parser.add_argument("--model", choices=model_names(), default="baseline")
     parser.add_argument("--image-size", type=int, default=config.IMAGE_SIZE)
     parser.add_argument("--channels", type=int, choices=(1, 3), default=config.CHANNELS)
     parser.add_argument("--epochs", type=int, default=config.EPOCHS)
