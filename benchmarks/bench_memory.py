@@ -3,9 +3,9 @@
 Each measurement runs in its own Python process, which reports its own peak resident set size
 (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) at the end:
 
-- **train**: ``make_dataset`` exactly as ``covid_tf.train`` builds the training set (shuffle,
+- **train**: ``make_dataset`` exactly as ``covid_tf.training.fit`` builds the training set (shuffle,
   default augmentation, ``cache="auto"`` with a cache folder), one epoch of ``model.fit``;
-- **predict**: ``covid_tf.inference.predict_paths`` over the same files (no cache, streamed);
+- **predict**: ``covid_tf.evaluation.inference.predict_paths`` over the same files (no cache, streamed);
 - **idle**: TensorFlow imported and the model built, nothing else (the floor).
 
 The 1,000 images are distinct synthetic X-rays; the 10,000 are 10,000 files, hard links (or copies)

@@ -4,7 +4,7 @@ One shared baseline CNN (``build_model("baseline", image_size=128)``) is trained
 time on the same synthetic PNGs fed four ways (make_dataset and tensors alternating which goes
 first, so that any load from other processes falls on both alike):
 
-- **make_dataset**: ``covid_tf.pipeline.make_dataset`` with its defaults (decode with PIL in
+- **make_dataset**: ``covid_tf.data.pipeline.make_dataset`` with its defaults (decode with PIL in
   parallel, ``cache="auto"``, shuffle, batch, augmentation, prefetch). Epoch 1 decodes and fills
   the cache; later epochs read the cache.
 - **tensors**: the images decoded beforehand, ``tf.data.Dataset.from_tensor_slices(arrays)`` with

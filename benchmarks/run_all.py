@@ -36,17 +36,17 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 CHANGES = """\
 ## Changes made for these targets
 
-- `covid_tf/pipeline.py`: `cache="auto"` keeps decoded images in memory only up to 256 MiB
+- `covid_tf/data/pipeline.py`: `cache="auto"` keeps decoded images in memory only up to 256 MiB
   (`MEMORY_CACHE_LIMIT`, was 1 GiB), larger sets cache to a file in `cache_dir`. With 1 GiB,
   10,000 images at 128 px (625 MiB of float32) stayed in memory: peak RSS of a training epoch went
   from 886 MiB (1,000 images) to 1,498 MiB (10,000), 1.69x; with 256 MiB, about 1.15x (table above).
   What remains is TensorFlow's cache-file writer during epoch 1: in a one-off check, the same epoch
   on 10,000 images without a cache peaked at 927 MiB (908 MiB on 1,000), with the file cache 1,013 MiB.
-- `covid_tf/pipeline.py`: the cache file is named `tfdata-<hash>` from the files (in order), the labels,
+- `covid_tf/data/pipeline.py`: the cache file is named `tfdata-<hash>` from the files (in order), the labels,
   the image size, channels and classes, instead of `tfdata` for every dataset. Before, two datasets
-  with the same `cache_dir` (e.g. the train and validation sets of `covid_tf.tuning`, which both use
+  with the same `cache_dir` (e.g. the train and validation sets of `covid_tf.training.tuning`, which both use
   the default `.cache/`) shared one file, and a later run on other files would read a stale cache.
-- `covid_tf/pipeline.py`: the shuffle buffer is bounded in bytes as well (`SHUFFLE_BUFFER_BYTES`, 128 MiB),
+- `covid_tf/data/pipeline.py`: the shuffle buffer is bounded in bytes as well (`SHUFFLE_BUFFER_BYTES`, 128 MiB),
   not only in images (1,024 RGB images at 224 px would be 588 MiB).
 - `tests/test_startup.py` asserts that `--help` imports neither TensorFlow nor Keras.
 """

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+import pandas as pd
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -38,3 +43,34 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, data: object) -> Path:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def resolved_path(path: str | Path) -> str:
+    """The absolute, symlink-free form of ``path`` (``~`` expanded) as a string: the key paths are matched on."""
+    return str(Path(path).expanduser().resolve())
+
+
+def is_within(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies below it (both resolved)."""
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders numbers by value: ``slice2`` before ``slice10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
+def safe_name(text: str, default: str = "") -> str:
+    """``text`` with every run of characters other than letters, digits, ``.``, ``_``, ``-`` as one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or default
+
+
+def csv_rows(table: pd.DataFrame, header: bool) -> str:
+    """``table`` as CSV text with ``\\n`` line ends (rows appended to a file keep one format)."""
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, header=header, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    return buffer.getvalue()

@@ -16,9 +16,11 @@ from PIL import Image
 from covid_tf.cli import main
 from covid_tf.data.discover import discover
 from covid_tf.errors import CovidTfError
-from covid_tf.explain.run import SHORTCUT_COLUMNS, explain_images, find_mask, output_names, shortcut_study
+from covid_tf.explain.run import explain_images, find_mask, output_names
+from covid_tf.explain.studies import SHORTCUT_COLUMNS, shortcut_study
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.fit import TrainConfig, train_run
+from covid_tf.training.config import TrainConfig
+from covid_tf.training.run import train_run
 
 BROKEN_BYTES = b"\x89PNG\r\n\x1a\n this file is not really a PNG"
 MASK_COLUMNS = ["mask_path", "energy_in_mask", "mask_area_fraction", "pointing_hit", "iou"]

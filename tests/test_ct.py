@@ -163,21 +163,22 @@ def test_evaluate_ct_refuses_a_folder_without_a_run_and_unknown_rules(trained, t
 
 def test_figures(dicom_dir, trained, evaluation, tmp_path):
     from covid_tf import figures as plots
+    from covid_tf.figures import ct as ct_figures
 
     first = sorted(dicom_dir.rglob("*.dcm"))[0]
-    figure = ct.window_figure(first)
+    figure = ct_figures.window_figure(first)
     assert len(figure.axes) == 3
     # Lung and mediastinal windows show the same slice differently.
     lung, mediastinal = (axis.images[0].get_array() for axis in figure.axes[:2])
     assert lung.shape == (48, 48) and not np.array_equal(lung, mediastinal)
     assert plots.save_figure(figure, tmp_path / "windows.png").stat().st_size > 0
 
-    votes = ct.patient_votes_figure(evaluation.patients["majority"], CLASSES)
+    votes = ct_figures.patient_votes_figure(evaluation.patients["majority"], CLASSES)
     assert len(votes.axes[0].patches) == len(CLASSES) * PATIENTS_PER_CLASS
 
     result, _ = trained
     rows = evaluation.predictions.head(2)
-    cam = ct.gradcam_figure(result.model, rows["path"].tolist(), CLASSES, image_size=32,
+    cam = ct_figures.gradcam_figure(result.model, rows["path"].tolist(), CLASSES, image_size=32,
                             labels=rows["label"].tolist())
     assert len(cam.axes) == 4
     overlay = cam.axes[2].images[0].get_array()

@@ -15,7 +15,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from covid_tf.cli import main
-from covid_tf.ct import dicom
+from covid_tf.ct import convert, dicom
+from covid_tf.ct import series as ct_series
 from covid_tf.errors import CovidTfError
 
 
@@ -154,7 +155,7 @@ def test_monochrome1_is_inverted_after_windowing(tmp_path):
     assert item.inverted
     np.testing.assert_array_equal(item.hu, stored)  # HU themselves are not inverted
     np.testing.assert_array_equal(item.to_uint8("mediastinal"), [[127, 255], [0, 153]])
-    result = dicom.convert_to_png(tmp_path / "in", tmp_path / "out", window="mediastinal", progress=False)
+    result = convert.convert_to_png(tmp_path / "in", tmp_path / "out", window="mediastinal", progress=False)
     png = cv2.imread(str(tmp_path / "out" / result.index["png_path"][0]), cv2.IMREAD_UNCHANGED)
     np.testing.assert_array_equal(png, [[127, 255], [0, 153]])
 
@@ -171,14 +172,14 @@ def test_multi_frame_one_slice_per_frame_sorted_by_per_frame_position(tmp_path):
     assert [item.frame for item in slices] == [0, 1, 2]
     assert [float(item.hu[0, 0]) for item in slices] == [-970.0, -990.0, -980.0]
     assert dicom.read_slice(path, frame=2).position == 20.0
-    scan = dicom.read_series(tmp_path / "in")
+    scan = ct_series.read_series(tmp_path / "in")
     (series,) = scan.series
     assert series.sort_key == "position"
     assert [item.position for item in series.slices] == [10.0, 20.0, 30.0]
     np.testing.assert_array_equal(series.volume()[:, 0, 0], [-990, -980, -970])
     # Without per-frame positions the frames keep their order in the file.
     write_dicom(tmp_path / "classic" / "m.dcm", frames, position=(0, 0, 5.0), patient="Q")
-    (series,) = dicom.read_series(tmp_path / "classic").series
+    (series,) = ct_series.read_series(tmp_path / "classic").series
     assert [item.frame for item in series.slices] == [0, 1, 2]
     assert series.volume()[:, 0, 0].tolist() == [30.0, 10.0, 20.0]
 
@@ -192,7 +193,7 @@ def test_series_sorted_along_the_slice_normal_not_by_name_or_instance(tmp_path):
             tmp_path / name, np.full((2, 2), int(x), dtype=np.int16), position=(x, 0, 0),
             orientation=sagittal, instance=instance,
         )  # fmt: skip
-    (series,) = dicom.read_series(tmp_path).series
+    (series,) = ct_series.read_series(tmp_path).series
     assert series.sort_key == "position"
     assert [item.position for item in series.slices] == [-30.0, -20.0, -10.0]
     assert [item.path.name for item in series.slices] == ["b.dcm", "c.dcm", "a.dcm"]
@@ -203,13 +204,13 @@ def test_missing_position_falls_back_to_instance_number_then_file_name(tmp_path)
     by_instance = tmp_path / "instance"
     for name, instance in (("x1.dcm", 3), ("x2.dcm", 1), ("x3.dcm", 2)):
         write_dicom(by_instance / name, np.zeros((2, 2), np.int16), orientation=None, instance=instance)
-    (series,) = dicom.read_series(by_instance).series
+    (series,) = ct_series.read_series(by_instance).series
     assert series.sort_key == "instance_number"
     assert [item.path.name for item in series.slices] == ["x2.dcm", "x3.dcm", "x1.dcm"]
     by_name = tmp_path / "name"
     for name in ("s10.dcm", "s2.dcm", "s1.dcm"):
         write_dicom(by_name / name, np.zeros((2, 2), np.int16), orientation=None)
-    (series,) = dicom.read_series(by_name).series
+    (series,) = ct_series.read_series(by_name).series
     assert series.sort_key == "file_name"
     assert [item.path.name for item in series.slices] == ["s1.dcm", "s2.dcm", "s10.dcm"]
 
@@ -225,7 +226,7 @@ def test_grouped_by_patient_and_series(tmp_path):
             tmp_path / f"{patient}_{uid}_{z}.dcm", np.zeros((2, 2), np.int16), patient=patient,
             series_uid=uid, position=(0, 0, z),
         )  # fmt: skip
-    scan = dicom.read_series(tmp_path)
+    scan = ct_series.read_series(tmp_path)
     assert [(s.patient_id, s.series_uid, len(s)) for s in scan.series] == [
         ("A", "1.2.3.1", 2),
         ("A", "1.2.3.2", 1),
@@ -246,7 +247,7 @@ def test_non_dicom_and_no_pixel_data_are_skipped_and_reported(tmp_path):
     no_preamble.preamble = None  # still DICOM: read with force, converted
     (source / "sub").mkdir()
     no_preamble.save_as(source / "sub" / "IM1", enforce_file_format=False)
-    result = dicom.convert_to_png(source, tmp_path / "out", progress=False)
+    result = convert.convert_to_png(source, tmp_path / "out", progress=False)
     assert result.num_converted == 2
     reasons = dict(zip(result.skipped["path"].map(lambda p: Path(p).name), result.skipped["reason"]))
     assert set(reasons) == {"notes.dcm", "empty.dcm", "nopixels.dcm"}
@@ -277,9 +278,9 @@ def test_convert_index_png_values_labels_and_overwrite(tmp_path):
     pd.DataFrame({"patient_id": ["P/1", "P2"], "label": ["COVID", "Normal"]}).to_csv(source / "labels.csv", index=False)
     before = file_hashes(source)
     out = tmp_path / "out"
-    result = dicom.convert_to_png(source, out, window="lung", progress=False)
+    result = convert.convert_to_png(source, out, window="lung", progress=False)
     index = pd.read_csv(out / "index.csv", dtype={"patient_id": str})
-    assert set(dicom.INDEX_COLUMNS) <= set(index.columns)
+    assert set(convert.INDEX_COLUMNS) <= set(index.columns)
     assert len(index) == 5 and result.num_converted == 5 and result.num_skipped == 0
     p1 = index[index["patient_id"] == "P/1"]
     assert p1["position"].tolist() == [0.0, 10.0, 20.0]
@@ -295,7 +296,7 @@ def test_convert_index_png_values_labels_and_overwrite(tmp_path):
     assert [int(cv2.imread(str(out / p), cv2.IMREAD_UNCHANGED)[0, 0]) for p in p2["png_path"]] == [0, 255]
     assert (index["window_center"] == -600).all() and (index["window_width"] == 1500).all()
     with pytest.raises(CovidTfError, match="not empty"):
-        dicom.convert_to_png(source, out, progress=False)
+        convert.convert_to_png(source, out, progress=False)
     # A PNG listed in the previous index but not written again is removed; others are replaced.
     stale = out / "P2" / "old" / "slice_0009.png"
     stale.parent.mkdir(parents=True)
@@ -304,12 +305,12 @@ def test_convert_index_png_values_labels_and_overwrite(tmp_path):
     pd.concat([old_index, old_index.tail(1).assign(png_path="P2/old/slice_0009.png")]).to_csv(
         out / "index.csv", index=False
     )
-    result = dicom.convert_to_png(source, out, window=(40, 400), overwrite=True, progress=False)
+    result = convert.convert_to_png(source, out, window=(40, 400), overwrite=True, progress=False)
     assert (result.index["window_center"] == 40).all() and result.num_converted == 5
     assert not stale.exists()
     assert file_hashes(source) == before  # inputs untouched
     with pytest.raises(CovidTfError, match="outside the DICOM folder"):
-        dicom.convert_to_png(source, source / "png", progress=False)
+        convert.convert_to_png(source, source / "png", progress=False)
 
 
 def test_cli_dicom2png_on_generated_three_patient_series(tmp_path, capsys):

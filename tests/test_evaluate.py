@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from covid_tf.evaluation import bootstrap, calibration, metrics
+from covid_tf.evaluation import bootstrap, calibration, metrics, operating_point, patients
 from covid_tf.evaluation import summary as evaluate
 
 EXPECTED_KEYS = {
@@ -134,7 +134,7 @@ def test_threshold_is_applied_to_the_positive_class() -> None:
 def test_youden_threshold_separates_a_separable_toy() -> None:
     y_true = np.array([0, 0, 0, 1, 1, 1])
     p_positive = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
-    threshold = evaluate.choose_threshold(y_true, p_positive, method="youden")
+    threshold = operating_point.choose_threshold(y_true, p_positive, method="youden")
     assert threshold == pytest.approx(0.6)
     result = evaluate.compute_metrics(
         y_true, np.column_stack([1 - p_positive, p_positive]), ["Normal", "COVID"],
@@ -146,14 +146,14 @@ def test_youden_threshold_separates_a_separable_toy() -> None:
 def test_sensitivity_target_threshold() -> None:
     y_true = np.array([0, 0, 0, 1, 1, 1, 1])
     p_positive = np.array([0.1, 0.3, 0.5, 0.2, 0.6, 0.7, 0.9])
-    assert evaluate.choose_threshold(y_true, p_positive, "sensitivity", 0.95) == pytest.approx(0.2)
-    assert evaluate.choose_threshold(y_true, p_positive, "sensitivity", 0.75) == pytest.approx(0.6)
+    assert operating_point.choose_threshold(y_true, p_positive, "sensitivity", 0.95) == pytest.approx(0.2)
+    assert operating_point.choose_threshold(y_true, p_positive, "sensitivity", 0.75) == pytest.approx(0.6)
     # Class indices with another positive label.
-    assert evaluate.choose_threshold(1 - y_true, 1 - p_positive, "youden", positive_label=0) < 0.95
+    assert operating_point.choose_threshold(1 - y_true, 1 - p_positive, "youden", positive_label=0) < 0.95
     with pytest.raises(ValueError, match="both positive and negative"):
-        evaluate.choose_threshold(np.ones(3), np.array([0.1, 0.5, 0.9]))
+        operating_point.choose_threshold(np.ones(3), np.array([0.1, 0.5, 0.9]))
     with pytest.raises(ValueError, match="method"):
-        evaluate.choose_threshold(y_true, p_positive, method="f1")
+        operating_point.choose_threshold(y_true, p_positive, method="f1")
 
 
 def test_bootstrap_interval_contains_estimate_and_narrows_with_n() -> None:
@@ -289,7 +289,7 @@ def test_patient_label_is_the_majority_true_label() -> None:
     y_true = np.array([1, 1, 0, 0])
     probabilities = np.tile([0.4, 0.6], (4, 1))
     y_pred = np.ones(4, dtype=int)
-    labels, mean_probabilities, predicted, ids = evaluate.aggregate_patients(
+    labels, mean_probabilities, predicted, ids = patients.aggregate_patients(
         y_true, probabilities, y_pred, ["x", "x", "x", "y"], ["Normal", "COVID"], rule="majority"
     )
     assert ids.tolist() == ["x", "y"]

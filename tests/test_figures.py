@@ -10,7 +10,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from covid_tf import figures as plots
+from covid_tf.evaluation import calibration
 from covid_tf.evaluation import summary as evaluate
+from covid_tf.figures import grids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NAMES = ["Normal", "COVID", "Viral Pneumonia"]
@@ -67,7 +69,7 @@ def test_reliability_diagram_has_ece_in_title(tmp_path: Path, predictions: tuple
     _, y_true, probabilities = predictions
     fig = plots.plot_reliability_diagram(y_true, probabilities, NAMES, path=tmp_path / "rel.png")
     assert_png(tmp_path / "rel.png")
-    ece = evaluate.expected_calibration_error(y_true, probabilities, NAMES)
+    ece = calibration.expected_calibration_error(y_true, probabilities, NAMES)
     assert f"ECE = {ece:.3f}" in fig.axes[0].get_title()
 
 
@@ -93,7 +95,7 @@ def test_training_curves_mark_fine_tuning(tmp_path: Path) -> None:
 def test_sample_predictions_colour_titles(tmp_path: Path) -> None:
     images = np.zeros((3, 32, 32, 3), dtype=np.float32)
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
-    fig = plots.plot_sample_predictions(images, [0, 0, 0], probabilities, ["Normal", "COVID"],
+    fig = grids.plot_sample_predictions(images, [0, 0, 0], probabilities, ["Normal", "COVID"],
                                         path=tmp_path / "grid.png")
     assert_png(tmp_path / "grid.png")
     titled = [ax for ax in fig.axes if ax.get_title()]
@@ -101,18 +103,18 @@ def test_sample_predictions_colour_titles(tmp_path: Path) -> None:
     assert colours == [plots.RIGHT_COLOUR, plots.WRONG_COLOUR, plots.RIGHT_COLOUR]
     assert titled[1].get_title() == "true: Normal\npred: COVID (0.80)"
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        plots.plot_sample_predictions(images + 2, [0, 0, 0], probabilities, ["Normal", "COVID"])
+        grids.plot_sample_predictions(images + 2, [0, 0, 0], probabilities, ["Normal", "COVID"])
 
 
 def test_confident_mistakes_most_confident_first(tmp_path: Path) -> None:
     images = np.full((4, 32, 32, 1), 0.5, dtype=np.float32)
     probabilities = np.array([[0.4, 0.6], [0.1, 0.9], [0.9, 0.1], [0.3, 0.7]])
-    fig = plots.plot_confident_mistakes(images, [0, 0, 0, 1], probabilities, ["Normal", "COVID"],
+    fig = grids.plot_confident_mistakes(images, [0, 0, 0, 1], probabilities, ["Normal", "COVID"],
                                         path=tmp_path / "mistakes.png")
     assert_png(tmp_path / "mistakes.png")
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["true: Normal\npred: COVID (0.90)", "true: Normal\npred: COVID (0.60)"]
-    none = plots.plot_confident_mistakes(images, [1, 1, 0, 1], probabilities, ["Normal", "COVID"])
+    none = grids.plot_confident_mistakes(images, [1, 1, 0, 1], probabilities, ["Normal", "COVID"])
     assert "no mistakes" in [t.get_text() for t in none.axes[0].texts]
 
 

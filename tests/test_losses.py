@@ -15,10 +15,10 @@ Y_TRUE = np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
 Y_PRED = np.array([[0.8, 0.2], [0.3, 0.7]], dtype=np.float32)
 
 
-def test_seed000_class_weights():
-    weights = losses.class_weights_seed000({"Normal": 175, "Abnormal": 161})
+def test_complement_frequency_class_weights():
+    weights = losses.complement_frequency_class_weights({"Normal": 175, "Abnormal": 161})
     assert {name: round(value, 2) for name, value in weights.items()} == {"Normal": 0.48, "Abnormal": 0.52}
-    by_index = losses.class_weights_seed000([175, 161])
+    by_index = losses.complement_frequency_class_weights([175, 161])
     assert list(by_index) == [0, 1]
     assert by_index[0] == pytest.approx(1 - 175 / 336)
 
@@ -32,7 +32,7 @@ def test_balanced_class_weights_match_sklearn_formula():
 @pytest.mark.parametrize("counts", [[10], [10, 0], [10, -1], [10, 2.5], {"a": 3}])
 def test_invalid_class_counts(counts):
     with pytest.raises(CovidTfError):
-        losses.class_weights_seed000(counts)
+        losses.complement_frequency_class_weights(counts)
 
 
 def test_weighted_cross_entropy_by_hand():

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from covid_tf import config
-from covid_tf.data.preprocessing import AUGMENTATION_PRESETS, augmentation_layers, normalization_layer
+from covid_tf.data.preprocessing import (
+    AUGMENTATION_PRESETS,
+    augmentation_config,
+    augmentation_layers,
+    normalization_layer,
+)
 
 
 def test_dataset_normalization_uses_given_statistics():
@@ -46,8 +51,8 @@ def test_augmentation_is_identity_when_not_training(preset):
 
 def test_augmentation_changes_images_when_training_and_is_seeded():
     images = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
-    first = np.asarray(augmentation_layers("seed001", seed=5)(images, training=True))
-    again = np.asarray(augmentation_layers("seed001", seed=5)(images, training=True))
+    first = np.asarray(augmentation_layers("shift-rotate-zoom", seed=5)(images, training=True))
+    again = np.asarray(augmentation_layers("shift-rotate-zoom", seed=5)(images, training=True))
     assert np.abs(first - images).max() > 0.1
     np.testing.assert_allclose(first, again, atol=1e-6)
 
@@ -60,7 +65,9 @@ def test_rotation_by_180_degrees_of_a_known_image():
 
 
 def test_chest_xray_presets_do_not_flip():
-    assert not AUGMENTATION_PRESETS["seed001"].horizontal_flip
+    assert not AUGMENTATION_PRESETS["shift-rotate-zoom"].horizontal_flip
     assert not AUGMENTATION_PRESETS["default"].horizontal_flip
-    assert AUGMENTATION_PRESETS["seed004"].horizontal_flip
-    assert AUGMENTATION_PRESETS["seed001"].rotation_degrees == 15 and AUGMENTATION_PRESETS["seed001"].zoom == 0.2
+    assert AUGMENTATION_PRESETS["rotate-flip"].horizontal_flip
+    shift_rotate_zoom = AUGMENTATION_PRESETS["shift-rotate-zoom"]
+    assert shift_rotate_zoom.rotation_degrees == 15 and shift_rotate_zoom.zoom == 0.2
+    assert augmentation_config("seed001") == shift_rotate_zoom  # the old name still works

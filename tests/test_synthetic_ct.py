@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
-from covid_tf.ct import dicom
+from covid_tf.ct import series as ct_series
 from covid_tf.errors import CovidTfError
 from covid_tf.synthetic import ct as synthetic_ct
 
@@ -51,7 +51,7 @@ def test_file_names_are_shuffled_and_positions_give_the_order(dataset):
         shuffled += by_name != sorted(by_name)
         assert group.sort_values("slice_index")["position"].is_monotonic_increasing
     assert shuffled >= 4
-    scan = dicom.read_series(out)
+    scan = ct_series.read_series(out)
     assert len(scan.series) == 6 and scan.skipped.empty
     for series in scan.series:
         truth = slices[slices["patient_id"] == series.patient_id].sort_values("slice_index")
@@ -63,16 +63,18 @@ def test_phantom_hounsfield_units_and_lesions(dataset):
     out, slices = dataset
     lesions = slices.groupby("label")["lesion_pixels"].sum()
     assert lesions["Normal"] == 0 and lesions["COVID"] > 0 and lesions["CAP"] > 0
-    normal = dicom.read_series(out / "Normal" / "Normal001").series[0].volume()
+    normal = ct_series.read_series(out / "Normal" / "Normal001").series[0].volume()
     assert normal[:, 0, 0].max() <= -950  # air in the corner
     assert np.isclose(np.median(normal[:, 24, 12]), -850, atol=60)  # middle of the right lung
     assert normal.max() >= 600  # bone
     lung_like = (normal > -1000) & (normal < -700)
     assert lung_like.mean() > 0.1
     # Ground glass only in COVID, dense consolidation (0-40 HU inside the lung field) in CAP.
-    covid = np.concatenate([dicom.read_series(out / "COVID" / p).series[0].volume() for p in ("COVID001", "COVID002")])
+    covid = np.concatenate(
+        [ct_series.read_series(out / "COVID" / p).series[0].volume() for p in ("COVID001", "COVID002")]
+    )
     normal_all = np.concatenate(
-        [dicom.read_series(out / "Normal" / p).series[0].volume() for p in ("Normal001", "Normal002")]
+        [ct_series.read_series(out / "Normal" / p).series[0].volume() for p in ("Normal001", "Normal002")]
     )
     ground_glass = lambda v: ((v >= -560) & (v <= -240)).sum()  # noqa: E731
     assert ground_glass(covid) > 5 * max(ground_glass(normal_all), 1)

@@ -13,7 +13,8 @@ from covid_tf import explain
 from covid_tf.cli import build_parser
 from covid_tf.models import architectures, common
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.fit import TrainConfig, train_run
+from covid_tf.training.config import TrainConfig
+from covid_tf.training.run import train_run
 
 
 def build_toy(options: common.BuildOptions) -> keras.Model:

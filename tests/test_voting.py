@@ -7,7 +7,7 @@ import pytest
 
 from covid_tf.cli import main
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation import voting
+from covid_tf.evaluation import patients, tables
 
 CLASSES = ["COVID", "CAP", "Normal"]
 # (path, label, predicted, prob_COVID, prob_CAP, prob_Normal)
@@ -41,7 +41,7 @@ def by_patient(result: pd.DataFrame) -> dict[tuple[str, str], pd.Series]:
 
 
 def test_majority_with_both_tie_rules(predictions):
-    result = voting.vote(predictions, CLASSES, rule="majority")
+    result = patients.vote(predictions, CLASSES, rule="majority")
     rows = by_patient(result)
     assert list(rows) == [("Test1", "P1"), ("Test1", "P2"), ("Test1", "P3"), ("Test2", "P1"), ("Test2", "P4")]
     assert {key: row.predicted for key, row in rows.items()} == {
@@ -60,12 +60,12 @@ def test_majority_with_both_tie_rules(predictions):
     assert result["correct"].tolist() == [True, True, False, True, True]
     assert any("derived from the folder 1 level" in note for note in result.attrs["notes"])
     # Class order decides the last tie: with Normal first, Test1/P3 becomes Normal.
-    reordered = voting.vote(predictions, ["Normal", "CAP", "COVID"], rule="majority")
+    reordered = patients.vote(predictions, ["Normal", "CAP", "COVID"], rule="majority")
     assert by_patient(reordered)[("Test1", "P3")].predicted == "Normal"
 
 
 def test_mean_rule_and_its_tie(predictions):
-    rows = by_patient(voting.vote(predictions, CLASSES, rule="mean"))
+    rows = by_patient(patients.vote(predictions, CLASSES, rule="mean"))
     assert {key: row.predicted for key, row in rows.items()} == {
         ("Test1", "P1"): "COVID",
         ("Test1", "P2"): "CAP",
@@ -80,7 +80,7 @@ def test_argmax_votes_given_ids_and_folders(predictions):
     table = predictions.drop(columns=["predicted"]).assign(
         patient_id=["a"] * 3 + ["b"] * 2 + ["c"] * 2 + ["d"] * 3 + ["e"], folder="all"
     )
-    result = voting.vote(table)  # classes from the prob_ columns, votes from the arg-max
+    result = patients.vote(table)  # classes from the prob_ columns, votes from the arg-max
     assert result.attrs["class_names"] == CLASSES
     assert set(result["folder"]) == {"all"}
     assert result.set_index("patient_id")["votes_COVID"].to_dict() == {"a": 2, "b": 1, "c": 0, "d": 1, "e": 0}
@@ -88,30 +88,30 @@ def test_argmax_votes_given_ids_and_folders(predictions):
 
 
 def test_patient_and_folder_from_paths():
-    assert voting.patient_from_path("/data/Test1/P7/s1.png") == "P7"
-    assert voting.patient_from_path("out/P7/series/slice_0001.png", level=2) == "P7"
+    assert tables.patient_from_path("/data/Test1/P7/s1.png") == "P7"
+    assert tables.patient_from_path("out/P7/series/slice_0001.png", level=2) == "P7"
     with pytest.raises(CovidTfError, match="cannot derive"):
-        voting.patient_from_path("s1.png")
-    assert voting.derive_folders(["/d/Test1/P1/a.png", "/d/Test2/P1/b.png"]) == ["Test1", "Test2"]
-    assert voting.derive_folders(["/d/Test1/P1/a.png", "/d/Test1/P2/b.png"]) == ["Test1", "Test1"]
-    assert voting.derive_folders(["P1/a.png", "P2/b.png"]) == ["", ""]
-    assert voting.derive_folders(["t1/P1/S/a.png", "t2/P2/S/b.png"], patient_level=2) == ["t1", "t2"]
-    assert voting.derive_folders(["x\\Test1\\P1\\a.png", "x\\Test3\\P2\\b.png"]) == ["Test1", "Test3"]
+        tables.patient_from_path("s1.png")
+    assert tables.derive_folders(["/d/Test1/P1/a.png", "/d/Test2/P1/b.png"]) == ["Test1", "Test2"]
+    assert tables.derive_folders(["/d/Test1/P1/a.png", "/d/Test1/P2/b.png"]) == ["Test1", "Test1"]
+    assert tables.derive_folders(["P1/a.png", "P2/b.png"]) == ["", ""]
+    assert tables.derive_folders(["t1/P1/S/a.png", "t2/P2/S/b.png"], patient_level=2) == ["t1", "t2"]
+    assert tables.derive_folders(["x\\Test1\\P1\\a.png", "x\\Test3\\P2\\b.png"]) == ["Test1", "Test3"]
 
 
 def test_bad_input_names_the_reason(predictions):
     with pytest.raises(CovidTfError, match="prob_Normal"):
-        voting.vote(predictions.drop(columns=["prob_Normal"]), CLASSES)
+        patients.vote(predictions.drop(columns=["prob_Normal"]), CLASSES)
     with pytest.raises(CovidTfError, match="not classes"):
-        voting.vote(predictions.assign(predicted="Flu"), CLASSES)
+        patients.vote(predictions.assign(predicted="Flu"), CLASSES)
     with pytest.raises(CovidTfError, match="non-numeric"):
-        voting.vote(predictions.astype({"prob_CAP": object}).assign(prob_CAP="high"), CLASSES)
+        patients.vote(predictions.astype({"prob_CAP": object}).assign(prob_CAP="high"), CLASSES)
     with pytest.raises(CovidTfError, match="patient_id"):
-        voting.vote(predictions.drop(columns=["path"]), CLASSES)
+        patients.vote(predictions.drop(columns=["path"]), CLASSES)
     with pytest.raises(CovidTfError, match="unknown voting rule"):
-        voting.vote(predictions, CLASSES, rule="max")
+        patients.vote(predictions, CLASSES, rule="max")
     with pytest.raises(CovidTfError, match="rule 'mean' needs"):
-        voting.vote(predictions[["path", "predicted"]], CLASSES, rule="mean")
+        patients.vote(predictions[["path", "predicted"]], CLASSES, rule="mean")
 
 
 def test_cli_ct_vote_writes_patients_and_one_csv_per_folder(tmp_path, predictions, capsys):

@@ -110,16 +110,17 @@ class AugmentationConfig:
         return asdict(self)
 
 
-# Seed 001: shift, rotation 15 degrees, zoom 0.2, no flips. Seed 004: rotation and horizontal flip.
-# Seed 000: random rotation of 30 degrees. Horizontal flip is off by default for chest X-rays
-# (the heart is on one side), as seed 001 argues.
+# Named presets; README ("Augmentation presets") maps each to the paper it comes from.
+# Horizontal flip is off by default for chest X-rays (the heart is on one side).
 AUGMENTATION_PRESETS = {
     "none": AugmentationConfig(),
-    "seed000": AugmentationConfig(rotation_degrees=30.0),
-    "seed001": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2),
-    "seed004": AugmentationConfig(rotation_degrees=10.0, horizontal_flip=True),
+    "rotate": AugmentationConfig(rotation_degrees=30.0),
+    "shift-rotate-zoom": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2),
+    "rotate-flip": AugmentationConfig(rotation_degrees=10.0, horizontal_flip=True),
 }
-AUGMENTATION_PRESETS["default"] = AUGMENTATION_PRESETS["seed001"]
+AUGMENTATION_PRESETS["default"] = AUGMENTATION_PRESETS["shift-rotate-zoom"]
+# The names of the first versions (after the seed documents), still accepted but not listed.
+PRESET_ALIASES = {"seed000": "rotate", "seed001": "shift-rotate-zoom", "seed004": "rotate-flip"}
 
 
 def augmentation_config(preset: str | AugmentationConfig | dict | None) -> AugmentationConfig:
@@ -130,6 +131,7 @@ def augmentation_config(preset: str | AugmentationConfig | dict | None) -> Augme
         return preset
     if isinstance(preset, dict):
         return AugmentationConfig(**preset)
+    preset = PRESET_ALIASES.get(preset, preset)
     if preset not in AUGMENTATION_PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; choose one of {', '.join(AUGMENTATION_PRESETS)}")
     return AUGMENTATION_PRESETS[preset]

@@ -17,7 +17,7 @@ from scipy.sparse.csgraph import connected_components
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write_text
+from covid_tf.io_utils import atomic_write_text, resolved_path
 
 SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "split")
 
@@ -153,3 +153,20 @@ def load_split(path: str | Path) -> pd.DataFrame:
     if "patient_id" not in table:
         table["patient_id"] = [Path(p).stem for p in table["path"]]
     return table
+
+
+def apply_split_file(frame: pd.DataFrame, split_file: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The one split-file reader of train and evaluate: ``frame`` (a ``DatasetIndex.frame``) with the
+    ``split`` and ``patient_id`` that ``split_file`` gives each image, matched on resolved paths.
+
+    Images the file does not list get split ``""`` and keep their patient id. Returns the annotated
+    frame and the file's table, both with a ``key`` column (the resolved path).
+    """
+    table = load_split(split_file)
+    table["key"] = table["path"].map(resolved_path)
+    annotated = frame.copy()
+    annotated["key"] = annotated["path"].map(resolved_path)
+    annotated["split"] = annotated["key"].map(dict(zip(table["key"], table["split"].astype(str)))).fillna("")
+    patients = dict(zip(table["key"], table["patient_id"].astype(str)))
+    annotated["patient_id"] = annotated["key"].map(patients).fillna(annotated["patient_id"].astype(str))
+    return annotated, table

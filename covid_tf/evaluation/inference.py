@@ -1,17 +1,23 @@
-"""Loading a trained model safely, with its class names, and predicting on image files."""
+"""Loading a trained model safely with its class names; predicting image files (``predict_images``, for ``predict``)."""
 
 from __future__ import annotations
 
 import json
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from covid_tf import config
+from covid_tf.data.discover import SkippedFile, list_images
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.metrics import positive_class_index, predict_labels
+from covid_tf.evaluation.tables import PROB_PREFIX
+from covid_tf.io_utils import atomic_write, csv_rows
 
 RUN_CONFIG = "config.json"
 
@@ -91,3 +97,102 @@ def predict_paths(model: keras.Model, paths, image_size: int, channels: int, bat
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype="float32")
     dataset = make_dataset(paths, image_size=image_size, channels=channels, batch_size=batch_size, cache=False)
     return np.asarray(model.predict(dataset, verbose=0), dtype="float32")
+
+
+def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """Map label names onto the model's class indices; a clear error for a class the model does not know."""
+    index_of = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({str(label) for label in labels} - set(index_of))
+    if unknown:
+        raise CovidTfError(
+            f"the data has class(es) {', '.join(unknown)} that the model does not know (its classes: "
+            f"{', '.join(class_names)}); keep the model's classes with --classes or rename folders with --class-map"
+        )
+    return np.array([index_of[str(label)] for label in labels], dtype=np.int64)
+
+
+def predictions_table(
+    paths: Sequence[str], probabilities: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
+    *, labels: Sequence[str] | None = None, patient_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """``path[,label],predicted,probability|prob_<Class>...[,patient_id]`` as a DataFrame."""
+    names = np.asarray(class_names, dtype=object)
+    table = pd.DataFrame({"path": list(paths)})
+    if labels is not None:
+        table["label"] = list(labels)
+    table["predicted"] = names[y_pred] if len(y_pred) else []
+    if labels is None:
+        table["probability"] = probabilities[np.arange(len(y_pred)), y_pred] if len(y_pred) else []
+    for index, name in enumerate(class_names):
+        table[f"{PROB_PREFIX}{name}"] = probabilities[:, index]
+    if patient_ids is not None:
+        table["patient_id"] = list(patient_ids)
+    return table
+
+
+# Images predicted per chunk by ``predict_images`` (rows are written after each chunk).
+PREDICT_CHUNK = 2048
+
+
+@dataclass
+class PredictionResult:
+    """What :func:`predict_images` wrote and left out."""
+
+    out_path: Path
+    n_predicted: int
+    skipped: list[SkippedFile]
+    class_names: list[str]
+
+
+def predict_images(
+    model_path: str | Path,
+    inputs: Sequence[str | Path],
+    out_path: str | Path,
+    *,
+    batch_size: int = config.BATCH_SIZE,
+    allow_unsafe: bool = False,
+    overwrite: bool = False,
+    threshold: float | None = None,
+    on_skipped=None,
+) -> PredictionResult:
+    """Predict unlabelled images (files or folders) into a CSV ``path,predicted,probability,prob_<Class>...``.
+
+    Unreadable files are left out and returned (``on_skipped(skipped_file)`` is called for each as soon as
+    they are known). Images are predicted and written ``PREDICT_CHUNK`` at a time into a temporary file that
+    replaces ``out_path`` at the end. Raises ``CovidTfError`` when no image could be predicted.
+    """
+    out_path = Path(out_path)
+    if batch_size < 1:
+        raise CovidTfError(f"--batch-size must be at least 1, got {batch_size}")
+    if out_path.is_dir():
+        raise CovidTfError(f"{out_path}: is a folder; --out takes a CSV file name")
+    if out_path.exists() and not overwrite:
+        raise CovidTfError(f"{out_path}: already exists; choose another --out or pass --overwrite")
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
+        raise CovidTfError(f"--threshold must be a probability in [0, 1], got {threshold}")
+    loaded = load_model(model_path, allow_unsafe=allow_unsafe)
+    names = loaded.class_names
+    positive_index = None
+    if threshold is not None:
+        if len(names) != 2:
+            raise CovidTfError(f"--threshold applies only to binary models; this one has {len(names)} classes")
+        positive_index = positive_class_index(names)
+
+    paths, skipped = list_images(inputs)
+    if on_skipped is not None:
+        for item in skipped:
+            on_skipped(item)
+    if not paths:
+        raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
+                           "nothing predicted")
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            for start in range(0, len(paths), PREDICT_CHUNK):
+                chunk = paths[start:start + PREDICT_CHUNK]
+                probabilities = loaded.predict_paths(chunk, batch_size=batch_size)
+                y_pred = predict_labels(probabilities, threshold=threshold, positive_index=positive_index)
+                handle.write(csv_rows(predictions_table(chunk, probabilities, y_pred, names), header=start == 0))
+
+    atomic_write(out_path, write)
+    return PredictionResult(out_path, len(paths), skipped, names)

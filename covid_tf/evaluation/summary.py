@@ -1,9 +1,8 @@
 """Evaluation of a classifier's softmax outputs: metrics, bootstrap CIs, calibration, patient level.
 
 The main entry is :func:`compute_metrics`; it returns a JSON-ready dict (plain Python values, NaN as
-``None``) that ``metrics.json`` files and :mod:`covid_tf.report` use. The pieces live in
-:mod:`covid_tf.evaluation` (``metrics``, ``bootstrap``, ``calibration``, ``operating_point``,
-``patients``) and are re-exported here.
+``None``) that ``metrics.json`` files and :mod:`covid_tf.cli.report` use, from the pieces in
+:mod:`covid_tf.evaluation` (``metrics``, ``bootstrap``, ``calibration``, ``operating_point``, ``patients``).
 
 Inputs everywhere: ``y_true`` integer class indices ``(N,)``, ``probabilities`` softmax ``(N, K)``,
 ``class_names`` (K str), optional ``groups`` (patient ids, ``(N,)``). For binary tasks the positive
@@ -19,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from covid_tf.evaluation.bootstrap import bootstrap_confidence_intervals, bootstrap_weights, weighted_auc
-from covid_tf.evaluation.calibration import expected_calibration_error, reliability_curve
+from covid_tf.evaluation.bootstrap import bootstrap_confidence_intervals
+from covid_tf.evaluation.calibration import expected_calibration_error
 from covid_tf.evaluation.metrics import (
     accuracy,
     balanced_accuracy,
@@ -34,24 +33,8 @@ from covid_tf.evaluation.metrics import (
     to_jsonable,
     validate_inputs,
 )
-from covid_tf.evaluation.operating_point import choose_threshold
 from covid_tf.evaluation.patients import RULES as PATIENT_RULES
-from covid_tf.evaluation.patients import aggregate_patients, patient_level
-
-__all__ = [
-    "PATIENT_RULES",
-    "aggregate_patients",
-    "bootstrap_weights",
-    "choose_threshold",
-    "compute_metrics",
-    "expected_calibration_error",
-    "patient_level",
-    "positive_class_index",
-    "predict_labels",
-    "reliability_curve",
-    "to_jsonable",
-    "weighted_auc",
-]
+from covid_tf.evaluation.patients import patient_level
 
 DEFAULT_THRESHOLD = 0.5
 

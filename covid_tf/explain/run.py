@@ -1,4 +1,4 @@
-"""Explaining image files with a saved model, and the shortcut study.
+"""Explaining image files with a saved model: the ``explain`` command's back-end.
 
 The logic behind the ``explain`` command (which only parses options and prints):
 
@@ -9,15 +9,10 @@ The logic behind the ``explain`` command (which only parses options and prints):
   masks are found, ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou``.
 - :func:`find_mask` finds the mask of an image by file name: in a given folder, or beside ``images/`` as
   in the Radiography Database layout (``<Class>/masks/<name>`` lungs, ``<Class>/lesions/<name>`` lesions).
-- :func:`shortcut_study` asks whether a model looks at the lungs at all: per image, the share of the
-  heat inside the lung mask against the lungs' share of the image (the chance level), the hottest pixel
-  in the lungs / in a lesion (pointing game), and the same aggregated per class.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,7 +32,7 @@ from covid_tf.explain.base import BaseCAM
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
-from covid_tf.io_utils import atomic_write
+from covid_tf.io_utils import atomic_write, csv_rows, is_within
 
 CSV_NAME = "explanations.csv"
 # --mask-kind -> the folder beside ``images/`` in the Radiography Database layout.
@@ -46,18 +41,6 @@ MASK_COLUMNS = ("mask_path", "energy_in_mask", "mask_area_fraction", "pointing_h
 # Overlays are drawn on the original image, shrunk so that its longer side is at most this.
 MAX_DISPLAY_SIZE = 512
 PROB_PREFIX = "prob_"
-
-# The columns of a shortcut study, per image, after path / label / predicted / probability / explained.
-SHORTCUT_COLUMNS = (
-    "lung_energy",
-    "lung_area",
-    "energy_outside_lungs",
-    "pointing_lungs",
-    "lesion_energy",
-    "lesion_area",
-    "pointing_lesion",
-)
-
 
 @dataclass
 class ExplainResult:
@@ -73,13 +56,6 @@ class ExplainResult:
     notes: list[str]
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
-
 
 def _check_out_dir(out_dir: Path, inputs: Sequence[str | Path], masks_dir: Path | None, overwrite: bool) -> None:
     """Refuse an output folder inside an input folder (or the masks folder), the folder of an input file,
@@ -89,7 +65,7 @@ def _check_out_dir(out_dir: Path, inputs: Sequence[str | Path], masks_dir: Path 
     given = [Path(item).expanduser() for item in inputs]
     folders = [item for item in given if item.is_dir()] + ([masks_dir] if masks_dir is not None else [])
     for folder in folders:
-        if _is_within(out_dir, folder):
+        if is_within(out_dir, folder):
             raise CovidTfError(f"{out_dir}: is inside the input folder {folder.resolve()}; choose an --out "
                                "elsewhere (nothing is written into input folders)")
     for item in given:
@@ -192,10 +168,112 @@ def _class_index(class_name: str | None, class_names: Sequence[str]) -> int | No
     return list(class_names).index(class_name)
 
 
-def _csv_rows(table: pd.DataFrame, header: bool) -> str:
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False, header=header, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    return buffer.getvalue()
+
+def _check_options(batch_size: int, threshold: float, mask_kind: str, masks_dir: str | Path | None) -> Path | None:
+    """Refuse bad options of :func:`explain_images`; return the masks folder (or None)."""
+    if batch_size < 1:
+        raise CovidTfError(f"--batch-size must be at least 1, got {batch_size}")
+    if not 0.0 < threshold <= 1.0:
+        raise CovidTfError(f"--threshold must lie in (0, 1], got {threshold}")
+    if mask_kind not in MASK_KINDS:
+        raise CovidTfError(f"unknown --mask-kind {mask_kind!r}; choose one of {', '.join(MASK_KINDS)}")
+    masks_path = Path(masks_dir).expanduser() if masks_dir is not None else None
+    if masks_path is not None and not masks_path.is_dir():
+        raise CovidTfError(f"{masks_path}: --masks must be a folder of mask images")
+    return masks_path
+
+
+class _ExplainJob:
+    """One run of :func:`explain_images`: explains ``paths`` a batch at a time into ``explanations.csv`` rows
+    and one PNG per image; keeps the tables, the outputs, the skipped files and notes."""
+
+    def __init__(self, loaded, explainer: BaseCAM, paths: list[str], out_dir: Path, *, requested: int | None,
+                 masks_dir: Path | None, mask_kind: str, threshold: float, batch_size: int, panels: bool,
+                 skipped: list[SkippedFile], on_skipped: Callable[[SkippedFile], None] | None) -> None:
+        self.loaded, self.explainer, self.paths, self.out_dir = loaded, explainer, paths, out_dir
+        self.requested, self.threshold, self.batch_size, self.panels = requested, threshold, batch_size, panels
+        self.skipped, self.on_skipped = skipped, on_skipped
+        self.masks = [find_mask(path, masks_dir, mask_kind) for path in paths]
+        self.with_masks = masks_dir is not None or any(mask is not None for mask in self.masks)
+        self.file_names = output_names(paths)
+        self.tables: list[pd.DataFrame] = []
+        self.outputs: list[Path] = []
+        self.notes: list[str] = []
+
+    def write_csv(self, tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            for start in range(0, len(self.paths), self.batch_size):
+                chosen, images = self._read_batch(range(start, min(start + self.batch_size, len(self.paths))))
+                if not chosen:
+                    continue
+                heatmaps, classes, probabilities = self.explainer.explain(np.stack(images), self.requested)
+                table = self._table(chosen, classes, probabilities)
+                if self.with_masks:
+                    self._add_mask_numbers(table, chosen, heatmaps)
+                self._write_images(table, chosen, images, heatmaps)
+                handle.write(csv_rows(table, header=not self.tables))
+                self.tables.append(table)
+
+    def _read_batch(self, indices: range) -> tuple[list[int], list[np.ndarray]]:
+        chosen, images = [], []
+        for index in indices:
+            try:
+                images.append(load_image(self.paths[index], channels=self.loaded.channels,
+                                         size=self.loaded.image_size))
+            except ImageReadError as error:  # changed since it was listed
+                item = SkippedFile(error.path, error.reason)
+                self.skipped.append(item)
+                if self.on_skipped is not None:
+                    self.on_skipped(item)
+                continue
+            chosen.append(index)
+        return chosen, images
+
+    def _table(self, chosen: list[int], classes: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
+        names = self.loaded.class_names
+        predicted = np.argmax(probabilities, axis=-1)
+        table = pd.DataFrame({
+            "path": [self.paths[i] for i in chosen],
+            "predicted": [names[k] for k in predicted],
+            "probability": probabilities[np.arange(len(chosen)), predicted],
+            "explained": [names[k] for k in classes],
+        })
+        for k, name in enumerate(names):
+            table[f"{PROB_PREFIX}{name}"] = probabilities[:, k]
+        table["output"] = [self.file_names[i] for i in chosen]
+        return table
+
+    def _add_mask_numbers(self, table: pd.DataFrame, chosen: list[int], heatmaps: np.ndarray) -> None:
+        batch_masks = []
+        for i in chosen:
+            try:
+                batch_masks.append(load_mask(self.masks[i]) if self.masks[i] is not None else None)
+            except ImageReadError as error:
+                self.notes.append(f"mask {error.path}: {error.reason}; no mask numbers for {self.paths[i]}")
+                batch_masks.append(None)
+        numbers = pd.DataFrame(summarize(heatmaps, batch_masks, threshold=self.threshold))
+        table["mask_path"] = [str(self.masks[i]) if self.masks[i] is not None else "" for i in chosen]
+        table["energy_in_mask"] = numbers["energy_in_mask"].to_numpy()
+        table["mask_area_fraction"] = numbers["mask_area_fraction"].to_numpy()
+        table["pointing_hit"] = numbers["pointing_game"].to_numpy()
+        table["iou"] = numbers["iou"].to_numpy()
+
+    def _write_images(self, table: pd.DataFrame, chosen: list[int], images: list[np.ndarray],
+                      heatmaps: np.ndarray) -> None:
+        for row, i in enumerate(chosen):
+            target = self.out_dir / self.file_names[i]
+            try:
+                display = _display_image(self.paths[i], self.loaded.channels)
+            except ImageReadError:
+                display = images[row]
+            if self.panels:
+                title = (f"{Path(self.paths[i]).name}: predicted {table['predicted'].iloc[row]} "
+                         f"({table['probability'].iloc[row]:.2f}), {self.explainer.name} of "
+                         f"{table['explained'].iloc[row]}")
+                _write_panel(target, display, heatmaps[row], self.threshold, title)
+            else:
+                _write_png(target, overlay_heatmap(display, heatmaps[row]))
+            self.outputs.append(target)
 
 
 def explain_images(
@@ -235,24 +313,12 @@ def explain_images(
     Raises ``CovidTfError`` for bad options, a missing model and when no image could be explained.
     """
     out_dir = Path(out_dir).expanduser()
-    if batch_size < 1:
-        raise CovidTfError(f"--batch-size must be at least 1, got {batch_size}")
-    if not 0.0 < threshold <= 1.0:
-        raise CovidTfError(f"--threshold must lie in (0, 1], got {threshold}")
-    if mask_kind not in MASK_KINDS:
-        raise CovidTfError(f"unknown --mask-kind {mask_kind!r}; choose one of {', '.join(MASK_KINDS)}")
-    masks_path = Path(masks_dir).expanduser() if masks_dir is not None else None
-    if masks_path is not None and not masks_path.is_dir():
-        raise CovidTfError(f"{masks_path}: --masks must be a folder of mask images")
+    masks_path = _check_options(batch_size, threshold, mask_kind, masks_dir)
     _check_out_dir(out_dir, inputs, masks_path, overwrite)
 
     from covid_tf.evaluation.inference import load_model
 
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
-    names = loaded.class_names
-    requested = _class_index(class_name, names)
-    explainer = _make_explainer(method, loaded.model, layer_name, batch_size)
-
     paths, skipped = list_images(inputs)
     for item in skipped:
         if on_skipped is not None:
@@ -260,310 +326,16 @@ def explain_images(
     if not paths:
         raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
                            "nothing explained")
-    masks = [find_mask(path, masks_path, mask_kind) for path in paths]
-    with_masks = masks_path is not None or any(mask is not None for mask in masks)
-    file_names = output_names(paths)
+    job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size), paths, out_dir,
+                      requested=_class_index(class_name, loaded.class_names), masks_dir=masks_path,
+                      mask_kind=mask_kind, threshold=threshold, batch_size=batch_size, panels=panels,
+                      skipped=skipped, on_skipped=on_skipped)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables: list[pd.DataFrame] = []
-    outputs: list[Path] = []
-    notes: list[str] = []
-
-    def skip(path: str, reason: str) -> None:
-        item = SkippedFile(path, reason)
-        skipped.append(item)
-        if on_skipped is not None:
-            on_skipped(item)
-
-    def write(tmp: Path) -> None:
-        header = True
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
-            for start in range(0, len(paths), batch_size):
-                chosen, images = [], []
-                for index in range(start, min(start + batch_size, len(paths))):
-                    try:
-                        images.append(load_image(paths[index], channels=loaded.channels, size=loaded.image_size))
-                    except ImageReadError as error:  # changed since it was listed
-                        skip(error.path, error.reason)
-                        continue
-                    chosen.append(index)
-                if not chosen:
-                    continue
-                heatmaps, classes, probabilities = explainer.explain(np.stack(images), requested)
-                predicted = np.argmax(probabilities, axis=-1)
-                table = pd.DataFrame({
-                    "path": [paths[i] for i in chosen],
-                    "predicted": [names[k] for k in predicted],
-                    "probability": probabilities[np.arange(len(chosen)), predicted],
-                    "explained": [names[k] for k in classes],
-                })
-                for k, name in enumerate(names):
-                    table[f"{PROB_PREFIX}{name}"] = probabilities[:, k]
-                table["output"] = [file_names[i] for i in chosen]
-                if with_masks:
-                    batch_masks = []
-                    for i in chosen:
-                        try:
-                            batch_masks.append(load_mask(masks[i]) if masks[i] is not None else None)
-                        except ImageReadError as error:
-                            notes.append(f"mask {error.path}: {error.reason}; no mask numbers for {paths[i]}")
-                            batch_masks.append(None)
-                    numbers = pd.DataFrame(summarize(heatmaps, batch_masks, threshold=threshold))
-                    table["mask_path"] = [str(masks[i]) if masks[i] is not None else "" for i in chosen]
-                    table["energy_in_mask"] = numbers["energy_in_mask"].to_numpy()
-                    table["mask_area_fraction"] = numbers["mask_area_fraction"].to_numpy()
-                    table["pointing_hit"] = numbers["pointing_game"].to_numpy()
-                    table["iou"] = numbers["iou"].to_numpy()
-                for row, i in enumerate(chosen):
-                    target = out_dir / file_names[i]
-                    try:
-                        display = _display_image(paths[i], loaded.channels)
-                    except ImageReadError:
-                        display = images[row]
-                    if panels:
-                        title = (f"{Path(paths[i]).name}: predicted {table['predicted'].iloc[row]} "
-                                 f"({table['probability'].iloc[row]:.2f}), {explainer.name} of "
-                                 f"{table['explained'].iloc[row]}")
-                        _write_panel(target, display, heatmaps[row], threshold, title)
-                    else:
-                        _write_png(target, overlay_heatmap(display, heatmaps[row]))
-                    outputs.append(target)
-                handle.write(_csv_rows(table, header=header))
-                header = False
-                tables.append(table)
-
-    atomic_write(out_dir / CSV_NAME, write)
-    if not tables:
+    atomic_write(out_dir / CSV_NAME, job.write_csv)
+    if not job.tables:
         raise CovidTfError("none of the listed images could be read; nothing explained")
-    return ExplainResult(out_dir, pd.concat(tables, ignore_index=True), outputs, skipped, list(names),
-                         explainer.name, explainer.layer_name, notes)
+    return ExplainResult(out_dir, pd.concat(job.tables, ignore_index=True), job.outputs, job.skipped,
+                         list(loaded.class_names), job.explainer.name, job.explainer.layer_name, job.notes)
 
 
 # The shortcut study.
-
-
-@dataclass
-class ShortcutStudy:
-    """Per-image numbers (``images``) and their means per class and over all images (``summary``)."""
-
-    images: pd.DataFrame
-    summary: pd.DataFrame
-    method: str
-    layer_name: str
-
-
-def _mean_or_nan(values: pd.Series) -> float:
-    values = pd.to_numeric(values, errors="coerce").dropna()
-    return float(values.mean()) if len(values) else float("nan")
-
-
-def summarize_shortcut(images: pd.DataFrame, by: str = "label") -> pd.DataFrame:
-    """Means of the per-image numbers of a shortcut study per ``by`` group and over all rows ("all").
-
-    Columns: ``n``, ``accuracy`` (when labels are known), the means of :data:`SHORTCUT_COLUMNS`, and
-    ``lung_energy_over_area``: the mean energy in the lungs divided by the mean lung area (1 = chance,
-    above 1 = the heat concentrates on the lungs, below 1 = it avoids them).
-    """
-    groups = [("all", images)]
-    if by in images.columns:
-        groups += [(str(name), rows) for name, rows in images.groupby(by, sort=False)]
-    records = []
-    for name, rows in groups:
-        record: dict[str, object] = {"group": name, "n": len(rows)}
-        if "label" in rows and rows["label"].notna().all():
-            record["accuracy"] = float((rows["label"] == rows["predicted"]).mean()) if len(rows) else np.nan
-        for column in SHORTCUT_COLUMNS:
-            record[column] = _mean_or_nan(rows[column])
-        area = record["lung_area"]
-        record["lung_energy_over_area"] = record["lung_energy"] / area if area and area > 0 else np.nan
-        records.append(record)
-    return pd.DataFrame(records).set_index("group")
-
-
-def shortcut_study(
-    model: keras.Model,
-    frame: pd.DataFrame,
-    class_names: Sequence[str],
-    *,
-    method: str = "gradcam",
-    class_name: str | None = None,
-    layer_name: str | None = None,
-    image_size: int | None = None,
-    channels: int | None = None,
-    batch_size: int = 32,
-) -> ShortcutStudy:
-    """Where does the model look: inside the lungs, on the lesions, or elsewhere (a burned-in marker)?
-
-    Args:
-        model: a Keras model taking [0, 1] images.
-        frame: rows with ``path`` and ``mask_path`` (lungs), optionally ``lesion_path``, ``label`` and any
-            of ``split``, ``patient_id``, ``has_marker`` (kept in the result), as ``DatasetIndex.frame``.
-            Rows without a lung mask are left out.
-        class_names: the model's classes, in output order.
-        class_name: explain this class on every image (e.g. "COVID"); default the predicted class.
-        image_size, channels: of the model input (default: read from the model).
-
-    Returns a :class:`ShortcutStudy`. Per image (``images``): ``path``, ``label``, ``predicted``,
-    ``probability`` (of the predicted class), ``explained``, then :data:`SHORTCUT_COLUMNS`:
-    ``lung_energy`` (share of the heat inside the lungs) against ``lung_area`` (the lungs' share of the
-    image, the chance level), ``energy_outside_lungs``, ``pointing_lungs`` (1 when the hottest pixel lies
-    in the lungs), and the same for the lesion mask (NaN where an image has no lesion). ``summary``: see
-    :func:`summarize_shortcut`.
-    """
-    if "path" not in frame or "mask_path" not in frame:
-        raise ValueError("frame needs the columns 'path' and 'mask_path' (lung masks), as DatasetIndex.frame")
-    rows = frame[frame["mask_path"].fillna("").astype(str) != ""].reset_index(drop=True)
-    if rows.empty:
-        raise ValueError("no row of frame has a lung mask (mask_path): the study needs lung masks")
-    _, height, _, model_channels = model.inputs[0].shape
-    image_size = int(image_size or height)
-    channels = int(channels or model_channels)
-    requested = None
-    if class_name is not None:
-        if class_name not in class_names:
-            raise ValueError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
-        requested = list(class_names).index(class_name)
-    explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
-    has_lesions = "lesion_path" in rows
-    records = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows.iloc[start:start + batch_size]
-        images = np.stack([load_image(path, channels=channels, size=image_size) for path in chunk["path"]])
-        heatmaps, classes, probabilities = explainer.explain(images, requested)
-        lungs = [load_mask(path) for path in chunk["mask_path"]]
-        lesions = [load_mask(path) if has_lesions and str(path or "") else None
-                   for path in (chunk["lesion_path"] if has_lesions else [None] * len(chunk))]
-        lung_numbers = summarize(heatmaps, lungs)
-        lesion_numbers = summarize(heatmaps, lesions)
-        predicted = np.argmax(probabilities, axis=-1)
-        for row, (_, source) in enumerate(chunk.iterrows()):
-            lung, lesion = lung_numbers[row], lesion_numbers[row]
-            record = {"path": source["path"], "label": source.get("label", np.nan),
-                      "predicted": class_names[predicted[row]],
-                      "probability": float(probabilities[row, predicted[row]]),
-                      "explained": class_names[classes[row]],
-                      "lung_energy": lung["energy_in_mask"], "lung_area": lung["mask_area_fraction"],
-                      "energy_outside_lungs": 1.0 - lung["energy_in_mask"],
-                      "pointing_lungs": lung["pointing_game"],
-                      "lesion_energy": lesion["energy_in_mask"],
-                      "lesion_area": lesion["mask_area_fraction"] if lesion["mask_area_fraction"] > 0 else np.nan,
-                      "pointing_lesion": lesion["pointing_game"]}
-            for extra in ("split", "patient_id", "has_marker"):
-                if extra in source.index:
-                    record[extra] = source[extra]
-            records.append(record)
-    images_table = pd.DataFrame(records)
-    return ShortcutStudy(images_table, summarize_shortcut(images_table), explainer.name, explainer.layer_name)
-
-
-def compare_shortcut_studies(studies: dict[str, ShortcutStudy], group: str = "all") -> pd.DataFrame:
-    """One row per study (e.g. ``{"shortcut data": ..., "clean data": ...}``) of its ``group`` summary."""
-    rows = {}
-    for name, study in studies.items():
-        if group in study.summary.index:
-            rows[name] = study.summary.loc[group]
-    return pd.DataFrame(rows).T
-
-
-# Comparing methods.
-
-
-def _load_study_rows(frame: pd.DataFrame, image_size: int, channels: int):
-    images = np.stack([load_image(path, channels=channels, size=image_size) for path in frame["path"]])
-    lungs = [load_mask(path) if str(path or "") else None for path in frame.get("mask_path", [""] * len(frame))]
-    lesions = [load_mask(path) if str(path or "") else None
-               for path in frame.get("lesion_path", [""] * len(frame))]
-    return images, lungs, lesions
-
-
-def quality_table(
-    model: keras.Model,
-    frame: pd.DataFrame,
-    class_names: Sequence[str],
-    *,
-    methods: Sequence[str] = ("gradcam", "gradcam++", "scorecam", "cam"),
-    class_name: str | None = None,
-    layer_name: str | None = None,
-    threshold: float = DEFAULT_THRESHOLD,
-    sanity_images: int = 4,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """The explanation-quality numbers of several methods on the same images, one row per method.
-
-    ``frame`` as for :func:`shortcut_study` (``path``, ``mask_path``, ``lesion_path``). Columns: ``method``,
-    ``layer``, ``n``, ``lung_energy`` vs ``lung_area`` (chance), ``pointing_lesion``, ``lesion_iou`` (IoU of
-    ``heatmap >= threshold`` with the lesion mask), ``deletion_drop`` / ``random_drop`` /
-    ``drop_over_random`` (probability drop when the hottest 20% of pixels are removed, vs random regions),
-    ``sanity_correlation`` and ``sanity_passed`` (model-parameter randomisation on the first
-    ``sanity_images`` images; 0 skips it), ``seconds``. A method the model does not allow (CAM on a head
-    with a hidden Dense layer) gets a row with only ``note`` filled in.
-    """
-    import time
-
-    from covid_tf.explain.sanity import randomization_sanity_check
-
-    _, height, _, channels = model.inputs[0].shape
-    images, lungs, lesions = _load_study_rows(frame.reset_index(drop=True), int(height), int(channels))
-    requested = None if class_name is None else list(class_names).index(class_name)
-    rows = []
-    for method in methods:
-        began = time.perf_counter()
-        try:
-            explainer = get_explainer(method, model, layer_name=None if method == "cam" else layer_name,
-                                      batch_size=batch_size)
-        except ValueError as error:
-            rows.append({"method": method, "note": str(error).split(". ")[0]})
-            continue
-        heatmaps, classes, _ = explainer.explain(images, requested)
-        lung = pd.DataFrame(summarize(heatmaps, lungs, threshold=threshold))
-        lesion = pd.DataFrame(summarize(heatmaps, lesions, threshold=threshold, model=model, images=images,
-                                        class_indices=classes, seed=seed))
-        row = {"method": explainer.name, "layer": explainer.layer_name, "n": len(images),
-               "lung_energy": lung["energy_in_mask"].mean(), "lung_area": lung["mask_area_fraction"].mean(),
-               "pointing_lesion": lesion["pointing_game"].mean(), "lesion_iou": lesion["iou"].mean(),
-               "deletion_drop": lesion["drop"].mean(), "random_drop": lesion["random_drop"].mean(),
-               "drop_over_random": lesion["drop_over_random"].mean()}
-        if sanity_images > 0:
-            check = randomization_sanity_check(model, images[:sanity_images], method=explainer.name, seed=seed,
-                                               layer_name=explainer.layer_name, class_index=classes[:sanity_images],
-                                               batch_size=batch_size)
-            row.update(sanity_correlation=check["mean_correlation"], sanity_passed=check["passed"])
-        row.update(seconds=round(time.perf_counter() - began, 1), note="")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def overlay_grid(
-    images: np.ndarray,
-    heatmaps: dict[str, np.ndarray],
-    row_titles: Sequence[str] | None = None,
-    title: str | None = None,
-    alpha: float = 0.4,
-):
-    """A grid figure: one row per image, the image then one overlay per entry of ``heatmaps``.
-
-    ``heatmaps`` maps a column title (e.g. a method name) to maps (N, H, W) in [0, 1] for the N images.
-    """
-    from matplotlib.figure import Figure
-
-    images = np.asarray(images)
-    columns = ["image", *heatmaps]
-    count = len(images)
-    figure = Figure(figsize=(2.2 * len(columns), 2.3 * count + (0.4 if title else 0)), layout="constrained")
-    axes = np.atleast_2d(figure.subplots(count, len(columns), squeeze=False))
-    for row in range(count):
-        image = images[row]
-        gray = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
-        axes[row, 0].imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
-        for column, maps in enumerate(heatmaps.values(), start=1):
-            axes[row, column].imshow(overlay_heatmap(image, maps[row], alpha=alpha))
-        if row_titles is not None:
-            axes[row, 0].set_ylabel(row_titles[row], fontsize=8)
-        for column, name in enumerate(columns):
-            axes[row, column].set_xticks([])
-            axes[row, column].set_yticks([])
-            if row == 0:
-                axes[row, column].set_title(name, fontsize=9)
-    if title:
-        figure.suptitle(title)
-    return figure

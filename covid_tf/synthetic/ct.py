@@ -20,7 +20,6 @@ only ImagePositionPatient does. Everything, UIDs included, is deterministic for 
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write
+from covid_tf.io_utils import atomic_write, safe_name
 
 AIR_HU = -1000.0
 FAT_HU = -100.0
@@ -219,7 +218,7 @@ def _dicom_bytes(
 
 
 def _safe(text: str) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._")
+    cleaned = safe_name(text)
     if not cleaned:
         raise CovidTfError(f"bad class name {text!r}")
     return cleaned

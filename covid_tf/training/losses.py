@@ -39,8 +39,8 @@ def _keys_and_counts(counts: ClassCounts) -> tuple[list[Hashable], np.ndarray]:
     return keys, array.astype("int64")
 
 
-def class_weights_seed000(counts: ClassCounts) -> dict[Hashable, float]:
-    """Seed 000's weights, ``1 - n_class / n_total`` (175 normal / 161 abnormal -> 0.48 / 0.52)."""
+def complement_frequency_class_weights(counts: ClassCounts) -> dict[Hashable, float]:
+    """``1 - n_class / n_total`` per class (175 normal / 161 abnormal -> 0.48 / 0.52): ``--loss weighted``."""
     keys, array = _keys_and_counts(counts)
     weights = 1.0 - array / array.sum()
     return {key: float(weight) for key, weight in zip(keys, weights)}
@@ -126,7 +126,7 @@ def get_loss(
         return focal_loss(gamma=gamma, alpha=alpha)
     if class_counts is None:
         raise CovidTfError(f"loss {name!r} needs the number of training images per class (class_counts)")
-    weigh = class_weights_seed000 if name == "weighted" else balanced_class_weights
+    weigh = complement_frequency_class_weights if name == "weighted" else balanced_class_weights
     weights = weigh(class_counts)
     return weighted_categorical_crossentropy(weights, label_smoothing=label_smoothing)
 

@@ -1,7 +1,7 @@
 """Hyperparameter grid search (seed 001) with keras-tuner, and grouped k-fold cross-validation (seed 000).
 
 :func:`grid_search` tries every combination of batch size, learning rate and dropout with
-``keras_tuner.GridSearch``: each trial builds the model of the run's :class:`~covid_tf.train.TrainConfig`
+``keras_tuner.GridSearch``: each trial builds the model of the run's :class:`~covid_tf.TrainConfig`
 with the trial's dropout and learning rate, trains it on the split's training images with the trial's
 batch size, stops early on the validation loss (patience ``cfg.patience``, 5 by default) and is scored
 by its best validation accuracy. keras-tuner's own files (trials, checkpoints) stay under ``directory``.
@@ -37,6 +37,7 @@ from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
 from covid_tf.training import fit as train
+from covid_tf.training.config import TrainConfig
 from covid_tf.training.distribute import get_strategy
 
 # The hyperparameters of seed 001's grid, in the order of the table's columns.
@@ -70,7 +71,7 @@ class CrossValidationResult:
     predictions: pd.DataFrame
 
 
-def _check_grid(cfg: train.TrainConfig, grid: Mapping[str, Sequence[Any]]) -> dict[str, list]:
+def _check_grid(cfg: TrainConfig, grid: Mapping[str, Sequence[Any]]) -> dict[str, list]:
     """The grid with every hyperparameter (those not given take the config's value), typed and checked."""
     unknown = sorted(set(grid) - set(GRID_PARAMETERS))
     if unknown:
@@ -95,13 +96,13 @@ def _check_grid(cfg: train.TrainConfig, grid: Mapping[str, Sequence[Any]]) -> di
 
 
 class TrainConfigHyperModel(kt.HyperModel):
-    """The model of a :class:`~covid_tf.train.TrainConfig` with dropout, learning rate and batch size tuned.
+    """The model of a :class:`~covid_tf.TrainConfig` with dropout, learning rate and batch size tuned.
 
     A transfer model with ``fine_tune_epochs > 0`` is tuned with its backbone frozen, as in the first
     phase of :func:`covid_tf.train.fit`.
     """
 
-    def __init__(self, cfg: train.TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
+    def __init__(self, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
                  grid: Mapping[str, Sequence[Any]]):
         super().__init__(name="covid_tf_grid")
         self.cfg = cfg
@@ -155,7 +156,7 @@ def best_epoch_metrics(history: Mapping[str, Sequence[float]]) -> dict[str, floa
 
 
 def grid_search(
-    cfg: train.TrainConfig,
+    cfg: TrainConfig,
     split: pd.DataFrame,
     class_names: Sequence[str],
     grid: Mapping[str, Sequence[Any]],
@@ -273,7 +274,7 @@ def _grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: 
 
 
 def cross_validate(
-    cfg: train.TrainConfig,
+    cfg: TrainConfig,
     frame: pd.DataFrame,
     class_names: Sequence[str],
     k: int = 5,

@@ -98,7 +98,7 @@ figures.save_figure(figure, figures_dir / "01_intensity_histograms.png")
 from covid_tf.data.images import load_image
 
 example = load_image(index.frame["path"].iloc[0], channels=1, size=image_size)
-figure = exploration.augmentation_preview_figure(example, preset="seed001", n=7, seed=seed)
+figure = exploration.augmentation_preview_figure(example, preset="shift-rotate-zoom", n=7, seed=seed)
 figures.save_figure(figure, figures_dir / "01_augmentation_preview.png")
 
 # %% [markdown]

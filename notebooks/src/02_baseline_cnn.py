@@ -38,9 +38,11 @@ from covid_tf import figures
 from covid_tf.data import splits
 from covid_tf.data.images import load_image
 from covid_tf.evaluation.inference import predict_paths
+from covid_tf.figures import grids
 from covid_tf.io_utils import atomic_write, atomic_write_json
-from covid_tf.training import fit as train
+from covid_tf.training import run as train
 from covid_tf.training import tuning
+from covid_tf.training.config import TrainConfig
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ class_names = ["COVID", "Normal"]
 # and the final model all use exactly these training, validation and test images.
 
 # %%
-base_config = train.TrainConfig(data=data_dir, model="baseline", classes=class_names, image_size=image_size,
+base_config = TrainConfig(data=data_dir, model="baseline", classes=class_names, image_size=image_size,
                                 epochs=epochs, batch_size=batch_size, seed=seed,
                                 n_bootstrap=100 if smoke else 1000)
 split, class_names = train.prepare_split(base_config)
@@ -166,5 +168,5 @@ Image(filename=figures.save_figure(figure, figures_dir / "02_roc.png"))
 # %%
 shown = slice(0, 8 if smoke else 16)
 test_images = np.stack([load_image(path, channels=1, size=image_size) for path in test_rows["path"][shown]])
-figure = figures.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
+figure = grids.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
 Image(filename=figures.save_figure(figure, figures_dir / "02_sample_predictions.png"))

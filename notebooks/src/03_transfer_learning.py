@@ -46,7 +46,8 @@ from IPython.display import Image
 from covid_tf import figures
 from covid_tf.data import splits
 from covid_tf.evaluation.inference import predict_paths
-from covid_tf.training import fit as train
+from covid_tf.training import run as train
+from covid_tf.training.config import TrainConfig
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ class_names = ["COVID", "Normal"]
 # models are tested on the same images. The split is saved with the run.
 
 # %%
-transfer_config = train.TrainConfig(
+transfer_config = TrainConfig(
     data=data_dir, model="resnet50v2", weights=weights, classes=class_names, image_size=image_size,
     epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_blocks="all", learning_rate=learning_rate,
     fine_tune_learning_rate=fine_tune_learning_rate, batch_size=batch_size, seed=seed,
@@ -110,7 +111,7 @@ if (baseline_dir / "metrics.json").is_file() and (baseline_dir / "split.csv").is
         baseline_metrics = json.loads((baseline_dir / "metrics.json").read_text())["test"]
         print(f"using the baseline run {baseline_dir}")
 if baseline_metrics is None:
-    baseline_config = train.TrainConfig(data=data_dir, model="baseline", classes=class_names,
+    baseline_config = TrainConfig(data=data_dir, model="baseline", classes=class_names,
                                         image_size=image_size, epochs=epochs, batch_size=batch_size, seed=seed,
                                         split_file=transfer_config.split_file,
                                         n_bootstrap=transfer_config.n_bootstrap)

@@ -34,7 +34,6 @@ seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 # ## Setup
 
 # %%
-import json
 import tempfile
 from pathlib import Path
 
@@ -46,10 +45,11 @@ from IPython.display import Image, display
 from covid_tf import explain, figures
 from covid_tf.data.discover import discover
 from covid_tf.data.pipeline import load_images
-from covid_tf.evaluation.inference import load_model, predict_paths
-from covid_tf.explain import run as explain_run
+from covid_tf.evaluation.inference import predict_paths
+from covid_tf.explain import studies
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training import fit as train
+from covid_tf.training import run as train
+from covid_tf.training.config import TrainConfig
 
 # Keep TensorFlow's retracing notices (many small explainers, batches of several sizes) out of the output.
 tf.get_logger().setLevel("ERROR")
@@ -58,28 +58,6 @@ figures_dir.mkdir(parents=True, exist_ok=True)
 class_names = ["COVID", "Normal"]
 shown_per_kind = 2 if smoke else 4  # right and wrong predictions shown per model
 study_images = 6 if smoke else 24  # COVID test images in the method comparison
-
-
-def same_data(run_dir: Path, data: str) -> bool:
-    """Whether a finished run was trained on ``data`` with our classes."""
-    config_path = run_dir / "config.json"
-    if not ((run_dir / "model.keras").is_file() and (run_dir / "split.csv").is_file() and config_path.is_file()):
-        return False
-    saved = json.loads(config_path.read_text())
-    return (Path(saved.get("data", "")).resolve() == Path(data).resolve()
-            and saved.get("class_names") == class_names)
-
-
-def with_markers(frame: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
-    """Add the synthetic generator's ``has_marker`` column (from its metadata.csv) to an index frame."""
-    metadata = Path(folder) / "metadata.csv"
-    if not metadata.is_file():
-        return frame
-    table = pd.read_csv(metadata)
-    if "has_marker" not in table:
-        return frame
-    markers = dict(zip(table["path"].map(lambda path: str((Path(folder) / path).resolve())), table["has_marker"]))
-    return frame.assign(has_marker=frame["path"].map(markers).astype("boolean"))
 
 
 # %% [markdown]
@@ -98,23 +76,11 @@ for name, run_name, settings in (
                                        fine_tune_epochs=0 if smoke else 1)),
     ("baseline CNN", "02_baseline", dict(model="baseline", image_size=image_size, epochs=epochs)),
 ):
-    run_dir = config.RUNS_DIR / run_name
-    if same_data(run_dir, data_dir):
-        models[name] = load_model(run_dir / "model.keras").model
-        splits[name] = pd.read_csv(run_dir / "split.csv")
-        source = str(run_dir)
-    else:  # a quick model, kept in memory only
-        result = train.train_run(train.TrainConfig(**quick, **settings), None, verbose=0)
-        models[name], splits[name] = result.model, result.split
-        source = f"trained here, test accuracy {result.metrics['test']['accuracy']:.2f}"
+    models[name], splits[name], source = studies.train_or_reuse(config.RUNS_DIR / run_name,
+                                                                TrainConfig(**quick, **settings))
     print(f"{name}: {source}; Grad-CAM layer {explain.default_target_layer(models[name])!r}")
 
 index = discover(data_dir, classes=class_names).frame.set_index("path")
-
-
-def input_size(model) -> int:
-    """The image side a model takes."""
-    return int(model.inputs[0].shape[1])
 
 
 # %% [markdown]
@@ -128,19 +94,19 @@ def input_size(model) -> int:
 predictions = {}
 for name, model in models.items():
     test = splits[name][splits[name]["split"] == "test"].reset_index(drop=True)
-    probabilities = predict_paths(model, test["path"], input_size(model), 1)
+    probabilities = predict_paths(model, test["path"], studies.input_size(model), 1)
     test["predicted"] = np.asarray(class_names)[probabilities.argmax(axis=1)]
     test["confidence"] = probabilities.max(axis=1)
     predictions[name] = test
     right = test[test["predicted"] == test["label"]].nlargest(shown_per_kind, "confidence")
     wrong = test[test["predicted"] != test["label"]].nlargest(shown_per_kind, "confidence")
     chosen = pd.concat([right, wrong])
-    images = load_images(chosen["path"].tolist(), input_size(model), 1)
+    images = load_images(chosen["path"].tolist(), studies.input_size(model), 1)
     heatmaps, _, _ = explain.explain(model, images, method="gradcam")
     titles = [f"true {t}, pred {p} ({c:.2f})" for t, p, c in zip(chosen["label"], chosen["predicted"],
                                                                   chosen["confidence"])]
-    figure = explain_run.overlay_grid(images, {"Grad-CAM": heatmaps}, row_titles=titles,
-                                      title=f"{name}: {len(right)} right, {len(wrong)} wrong")
+    figure = studies.overlay_grid(images, {"Grad-CAM": heatmaps}, row_titles=titles,
+                                  title=f"{name}: {len(right)} right, {len(wrong)} wrong")
     slug = name.split()[0].lower()
     display(Image(filename=figures.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
 
@@ -171,14 +137,14 @@ def covid_test_rows(name: str, count: int) -> pd.DataFrame:
 
 for name, model in models.items():
     rows = covid_test_rows(name, 3)
-    images = load_images(rows["path"].tolist(), input_size(model), 1)
+    images = load_images(rows["path"].tolist(), studies.input_size(model), 1)
     maps = {}
     for method in ("gradcam", "gradcam++", "layercam", "scorecam", "cam"):
         try:
             maps[method] = explain.explain(model, images, method=method, class_index=0)[0]
         except ValueError as error:
             print(f"{name}, {method}: skipped ({str(error).split('. ')[0]})")
-    figure = explain_run.overlay_grid(images, maps, title=f"{name}: explanations of 'COVID'")
+    figure = studies.overlay_grid(images, maps, title=f"{name}: explanations of 'COVID'")
     slug = name.split()[0].lower()
     display(Image(filename=figures.save_figure(figure, figures_dir / f"04_methods_{slug}.png")))
 
@@ -203,9 +169,9 @@ tables = []
 for name, model in models.items():
     small = model.count_params() < 5e6
     methods = ["gradcam", "gradcam++", "layercam", "cam"] + (["scorecam"] if small else [])
-    table = explain_run.quality_table(model, covid_test_rows(name, study_images), class_names,
-                                      methods=methods, class_name="COVID",
-                                      sanity_images=4 if not smoke else (2 if small else 0), seed=seed)
+    table = studies.quality_table(model, covid_test_rows(name, study_images), class_names,
+                                  methods=methods, class_name="COVID",
+                                  sanity_images=4 if not smoke else (2 if small else 0), seed=seed)
     tables.append(table.assign(model=name))
 quality = pd.concat(tables, ignore_index=True).set_index(["model", "method"])
 quality.round(3)
@@ -222,18 +188,18 @@ quality.round(3)
 # images with the markers swapped (on 5% of the COVID images and 95% of the normal ones).
 
 # %%
-shortcut_result = train.train_run(train.TrainConfig(**{**quick, "data": shortcut_dir}, model="baseline",
+shortcut_result = train.train_run(TrainConfig(**{**quick, "data": shortcut_dir}, model="baseline",
                                                    image_size=image_size, epochs=epochs), None, verbose=0)
 shortcut_model, shortcut_split = shortcut_result.model, shortcut_result.split
-shortcut_index = with_markers(discover(shortcut_dir, classes=class_names).frame, shortcut_dir)
+shortcut_index = studies.with_markers(discover(shortcut_dir, classes=class_names).frame, shortcut_dir)
 shortcut_test = shortcut_index[shortcut_index["path"].isin(
     shortcut_split.loc[(shortcut_split["split"] == "test") & (shortcut_split["label"] == "COVID"), "path"])]
 clean_test = covid_test_rows("baseline CNN", len(index)).assign(label="COVID")
 
-studies = {
-    "shortcut model, shortcut data": explain_run.shortcut_study(
+shortcut_studies = {
+    "shortcut model, shortcut data": studies.shortcut_study(
         shortcut_model, shortcut_test, class_names, class_name="COVID"),
-    "clean model, clean data": explain_run.shortcut_study(
+    "clean model, clean data": studies.shortcut_study(
         models["baseline CNN"], clean_test, class_names, class_name="COVID"),
 }
 
@@ -241,11 +207,11 @@ with tempfile.TemporaryDirectory() as folder:
     counterfactual_dir = Path(folder) / "counterfactual"
     generate_dataset(counterfactual_dir, classes=class_names, per_class=12 if smoke else 60, size=128,
                      seed=seed + 2, shortcut_class="COVID", shortcut_probability=0.05)
-    counterfactual = with_markers(discover(counterfactual_dir, classes=class_names).frame, counterfactual_dir)
+    counterfactual = studies.with_markers(discover(counterfactual_dir, classes=class_names).frame, counterfactual_dir)
     for name, model in (("shortcut model", shortcut_model), ("clean model", models["baseline CNN"])):
-        studies[f"{name}, counterfactual data"] = explain_run.shortcut_study(
+        shortcut_studies[f"{name}, counterfactual data"] = studies.shortcut_study(
             model, counterfactual, class_names, class_name="COVID")
-comparison = explain_run.compare_shortcut_studies(studies)
+comparison = studies.compare_shortcut_studies(shortcut_studies)
 comparison[["n", "accuracy", "lung_energy", "lung_area", "lung_energy_over_area", "pointing_lungs",
             "pointing_lesion"]].round(3)
 
@@ -255,12 +221,12 @@ comparison[["n", "accuracy", "lung_energy", "lung_area", "lung_energy_over_area"
 # decisions: a model that learned the disease keeps its accuracy when the markers move.
 
 # %%
-marked = studies["shortcut model, shortcut data"].images
+marked = shortcut_studies["shortcut model, shortcut data"].images
 marked = marked[marked["has_marker"].fillna(False).astype(bool)].head(4)
-images = load_images(marked["path"].tolist(), input_size(shortcut_model), 1)
+images = load_images(marked["path"].tolist(), studies.input_size(shortcut_model), 1)
 maps = {
     "shortcut model": explain.explain(shortcut_model, images, class_index=0)[0],
     "clean model": explain.explain(models["baseline CNN"], images, class_index=0)[0],
 }
-figure = explain_run.overlay_grid(images, maps, title="Grad-CAM of 'COVID' on COVID test images of the shortcut data")
+figure = studies.overlay_grid(images, maps, title="Grad-CAM of 'COVID' on COVID test images of the shortcut data")
 Image(filename=figures.save_figure(figure, figures_dir / "04_shortcut.png"))

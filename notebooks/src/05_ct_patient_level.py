@@ -46,7 +46,8 @@ from IPython.display import Image, display
 
 from covid_tf import figures
 from covid_tf.ct import workflow as ct
-from covid_tf.training import fit as train
+from covid_tf.figures import ct as ct_figures
+from covid_tf.training import run as train
 
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +82,7 @@ else:
 # %%
 if slices is not None:
     middle = slices.table.iloc[len(slices.table) // 2]  # a slice from the middle of a series
-    figure = ct.window_figure(middle["source_path"], frame=int(middle["frame"]))
+    figure = ct_figures.window_figure(middle["source_path"], frame=int(middle["frame"]))
     display(Image(filename=figures.save_figure(figure, figures_dir / "05_windows.png")))
 
 # %% [markdown]
@@ -147,7 +148,8 @@ Image(filename=figures.save_figure(figure, figures_dir / "05_slice_confusion_mat
 
 # %%
 patients = evaluation.patients["majority"]
-figure = ct.patient_votes_figure(patients, evaluation.class_names, title="Test patients: slice votes (majority)")
+figure = ct_figures.patient_votes_figure(patients, evaluation.class_names,
+                                         title="Test patients: slice votes (majority)")
 display(Image(filename=figures.save_figure(figure, figures_dir / "05_patient_votes.png")))
 for path in evaluation.patient_csvs["majority"]:
     print(f"wrote {path}")
@@ -162,6 +164,6 @@ patients[["folder", "patient_id", "label", "predicted", "num_slices", "tie", "co
 
 # %%
 chosen = evaluation.predictions.groupby("label", sort=True).head(2 if smoke else 3)
-figure = ct.gradcam_figure(slices_run.model, chosen["path"].tolist(), evaluation.class_names,
+figure = ct_figures.gradcam_figure(slices_run.model, chosen["path"].tolist(), evaluation.class_names,
                            image_size=image_size, channels=slice_config.channels, labels=chosen["label"].tolist())
 Image(filename=figures.save_figure(figure, figures_dir / "05_gradcam.png"))

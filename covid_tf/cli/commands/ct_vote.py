@@ -32,18 +32,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Vote, write the patients CSV (and per-folder CSVs) and print a summary."""
-    from covid_tf.evaluation import voting
+    from covid_tf.evaluation import patients as patient_votes
+    from covid_tf.evaluation import tables
 
     classes = None
     if args.classes:
         classes = [name.strip() for name in str(args.classes).split(",") if name.strip()]
-    table = voting.load_predictions(args.predictions)
-    patients = voting.vote(
+    table = tables.load_predictions(args.predictions)
+    patients = patient_votes.vote(
         table, classes, rule=args.rule, patient_level=args.patient_level, source=str(args.predictions)
     )
     for note in patients.attrs.get("notes", []):
         print(f"note: {note}")
-    written = voting.write_patient_csvs(patients, args.out)
+    written = tables.write_patient_csvs(patients, args.out)
     counts = patients["predicted"].value_counts()
     summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in patients.attrs["class_names"])
     ties = int(patients["tie"].sum())

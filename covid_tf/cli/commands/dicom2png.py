@@ -28,11 +28,11 @@ def run(args: argparse.Namespace) -> int:
     """Convert and print the counts of converted and skipped files."""
     import time
 
-    from covid_tf.ct import dicom
+    from covid_tf.ct import convert, dicom
 
     window = dicom.parse_window(args.window)  # a bad spec fails before any work
     start = time.perf_counter()
-    result = dicom.convert_to_png(
+    result = convert.convert_to_png(
         args.dicom_dir,
         args.out,
         window=window,

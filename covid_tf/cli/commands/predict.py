@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.evaluation.evaluate import predict_images
+    from covid_tf.evaluation.inference import predict_images
 
     def report(item) -> None:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)

@@ -47,7 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-tune-lr", type=float, help="learning rate after unfreezing (default lr/10)")
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
     parser.add_argument("--dropout", type=float, default=0.5)
-    parser.add_argument("--augmentation", default="default", help="none, seed000, seed001 (default), seed004")
+    parser.add_argument("--augmentation", default="default",
+                        help="none, rotate, shift-rotate-zoom (default), rotate-flip (README: presets and papers)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions")
     split.add_argument("--split-counts", help="train,val,test image counts, e.g. 1600,400,200")
@@ -75,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Turn command-line options into a ``TrainConfig`` (validated)."""
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.training.fit import TrainConfig
+    from covid_tf.training.config import TrainConfig
 
     for option, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
                           ("--batch-size", args.batch_size)):
@@ -107,7 +108,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.training.fit import train_run
+    from covid_tf.training.run import train_run
 
     cfg = config_from_args(args)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)

@@ -1,0 +1,55 @@
+"""``TrainConfig``: everything that defines a training run, saved as the run's ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from covid_tf import config
+from covid_tf.models.architectures import get_architecture
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as ``config.json``)."""
+
+    data: str
+    model: str = "baseline"
+    image_size: int = config.IMAGE_SIZE
+    channels: int = config.CHANNELS
+    epochs: int = config.EPOCHS
+    fine_tune_epochs: int = 0
+    unfreeze_blocks: int | str = "all"
+    weights: str | None = None
+    loss: str = "ce"
+    optimizer: str = "adam"
+    learning_rate: float | None = None  # None: the architecture record's learning_rate, filled in by __post_init__
+    fine_tune_learning_rate: float | None = None
+    batch_size: int = config.BATCH_SIZE
+    dropout: float = 0.5
+    normalization: str = "auto"
+    augmentation: str = "default"
+    split_fractions: tuple[float, ...] = config.DEFAULT_SPLIT_FRACTIONS
+    split_counts: tuple[int, ...] | None = None
+    split_file: str | None = None
+    classes: list[str] | None = None
+    class_map: dict[str, str] = field(default_factory=dict)
+    seed: int = config.SEED
+    patience: int = config.EARLY_STOPPING_PATIENCE
+    allow_leakage: bool = False
+    n_bootstrap: int = 1000
+    strategy: str = "default"  # covid_tf.distribute.STRATEGIES
+    devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
+    mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
+    precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
+    class_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not str(self.data).lower().startswith(("gs://", "s3://")):
+            self.data = str(Path(self.data).expanduser().resolve())
+        if self.learning_rate is None:  # said where the field is declared: the model's own default
+            self.learning_rate = get_architecture(self.model).learning_rate
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)

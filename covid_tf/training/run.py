@@ -1,0 +1,163 @@
+"""Training runs as folders: split, fit, evaluation, figures, written atomically and refused when clashing.
+
+A run directory holds ``config.json``, ``split.csv``, ``skipped.csv``, ``history.csv``, ``model.keras``,
+``metrics.json`` (validation and test metrics of the final model, written last), ``figures/`` and ``logs/``
+(TensorBoard). Killing a run and starting the same command again resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import keras
+import pandas as pd
+
+from covid_tf.data.discover import DatasetIndex, discover
+from covid_tf.data.splits import apply_split_file, make_split, save_split, split_leaks
+from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.evaluate import evaluate_rows
+from covid_tf.evaluation.inference import predict_paths
+from covid_tf.figures.run import write_run_figures
+from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
+from covid_tf.training.config import TrainConfig
+from covid_tf.training.fit import fit
+
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "history.csv", "model.keras", "metrics.json")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced."""
+
+    model: keras.Model
+    history: pd.DataFrame
+    split: pd.DataFrame
+    class_names: list[str]
+    metrics: dict
+    run_dir: Path | None
+
+
+def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """Index the data and return (split frame, class names), refusing leaky user splits."""
+    index = index or discover(cfg.data, classes=cfg.classes, class_map=cfg.class_map)
+    if len(index.frame) == 0:
+        raise CovidTfError(f"{cfg.data}: no readable images found")
+    class_names = index.class_names
+    present = sorted(set(index.frame["label"]))
+    if len(present) < 2:
+        raise CovidTfError(f"{cfg.data}: training needs at least two classes, found {', '.join(present) or 'none'}")
+    if cfg.split_file:
+        split = _apply_split_file(index, Path(cfg.split_file))
+    elif (index.frame["split"] != "").any():
+        split = index.frame.copy()  # the layout's own train/val/test folders or CSV column
+    else:
+        split = make_split(index.frame, fractions=cfg.split_fractions, counts=cfg.split_counts, seed=cfg.seed)
+    leaks = split_leaks(split)
+    if leaks and not cfg.allow_leakage:
+        first = leaks[0]
+        raise CovidTfError(
+            f"{len(leaks)} patient(s) or duplicate image group(s) appear in more than one split, e.g. "
+            f"{', '.join(first['paths'][:3])} in {' and '.join(first['splits'])}; "
+            "fix the split or pass --allow-leakage"
+        )
+    for name in ("train", "val"):
+        if not (split["split"] == name).any():
+            raise CovidTfError(f"the split has no {name!r} images; give more data or other split fractions")
+    split.attrs["skipped"] = [(item.path, item.reason) for item in index.skipped]  # reported by the command
+    return split, class_names
+
+
+def _apply_split_file(index: DatasetIndex, split_file: Path) -> pd.DataFrame:
+    frame, table = apply_split_file(index.frame, split_file)
+    missing = sorted(set(table["key"]) - set(frame["key"]))
+    if missing:
+        raise CovidTfError(f"{split_file}: {len(missing)} listed file(s) are not readable images of the data, "
+                           f"e.g. {missing[0]}")
+    return frame.drop(columns="key")
+
+
+def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
+                    names: Sequence[str] = ("val", "test")) -> dict:
+    """Metrics of ``model`` on the named splits (absent splits are left out), by :func:`evaluate_rows`."""
+    predict = partial(predict_paths, model, image_size=cfg.image_size, channels=cfg.channels,
+                      batch_size=cfg.batch_size)
+    results = {}
+    for name in names:
+        rows = split[split["split"] == name]
+        if not rows.empty:
+            results[name] = evaluate_rows(predict, rows, class_names, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)[1]
+    return results
+
+
+def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
+    """Refuse to overwrite a finished run, and to resume a run with another configuration."""
+    if not run_dir.exists():
+        return
+    finished = (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file()
+    if finished and not overwrite:
+        raise CovidTfError(f"{run_dir}: a finished run is already there; choose another --out or pass --overwrite")
+    if overwrite:
+        for name in (*RUN_FILES, "checkpoints", "logs"):
+            target = run_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return
+    saved = run_dir / "config.json"
+    if saved.is_file():
+        previous = json.loads(saved.read_text())
+        # A run may resume on other hardware: the strategy and devices do not change the run.
+        changed = [k for k, v in cfg.to_dict().items()
+                   if k not in ("class_names", "strategy", "devices") and _jsonable(v) != previous.get(k)]
+        if changed:
+            raise CovidTfError(f"{run_dir}: holds an unfinished run with other settings ({', '.join(changed)}); "
+                               "use another --out, the same options, or --overwrite")
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,
+              verbose: int | str = "auto") -> TrainResult:
+    """Run a whole training: split, fit, save (atomically), evaluate on val and test."""
+    run_path = Path(run_dir) if run_dir is not None else None
+    if run_path is not None:
+        _check_run_dir(run_path, cfg, overwrite)
+    started = time.perf_counter()
+    split, class_names = prepare_split(cfg)
+    cfg.class_names = list(class_names)
+    if run_path is not None:
+        run_path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_path / "config.json", cfg.to_dict())
+        save_split(split, run_path / "split.csv")
+        skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
+        atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
+    model, history = fit(cfg, split, class_names, run_path, verbose=verbose)
+    metrics = evaluate_splits(model, cfg, split, class_names)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    if run_path is not None:
+        atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
+        atomic_write(run_path / "model.keras", model.save)
+        shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
+        write_run_figures(run_path, model=model)
+        atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
+    return TrainResult(model, history, split, list(class_names), metrics, run_path)
+
+
+def retrain_on_train_and_val(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], epochs: int,
+                             verbose: int | str = "auto") -> keras.Model:
+    """Seed 001's last step: train afresh on train+val for a fixed number of epochs (no early stopping)."""
+    merged = split[split["split"].isin(["train", "val"])].copy()
+    merged["split"] = "train"  # no validation data: nothing is selected or stopped early
+    fixed = dataclasses.replace(cfg, epochs=epochs)
+    model, _ = fit(fixed, merged, class_names, None, verbose=verbose, select_best=False)
+    return model
