@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from covid_tf import figures
 from covid_tf.data import discover as data
 from covid_tf.data.splits import make_split
 from covid_tf.synthetic.xray import generate_dataset
@@ -52,7 +53,7 @@ def test_grid_search_tries_every_combination_and_ranks_best_first(synthetic_inde
     saved = pd.read_csv(result.table_path)
     assert len(saved) == 4 and saved["val_accuracy"].tolist() == pytest.approx(table["val_accuracy"].tolist())
     assert (tmp_path / "tuner" / tuning.PROJECT_NAME / "oracle.json").is_file()
-    assert isinstance(tuning.grid_search_figure(table), Figure)
+    assert isinstance(figures.grid_search_figure(table), Figure)
 
 
 def test_grid_search_refuses_unknown_parameters(synthetic_index, tmp_path):
@@ -77,12 +78,12 @@ def test_grid_search_figure_frames_the_best_configuration():
         "batch_size": [16, 16, 32, 32], "learning_rate": [1e-3, 3e-4, 1e-3, 3e-4], "dropout": [0.5] * 4,
         "val_accuracy": [0.9, 0.7, 0.6, 0.5], "val_loss": [0.3, 0.5, 0.6, 0.7],
     })
-    fig = tuning.grid_search_figure(table)
+    fig = figures.grid_search_figure(table)
     heatmaps = [ax for ax in fig.axes if ax.get_title().startswith("batch size")]
     assert [ax.get_title() for ax in heatmaps] == ["batch size 16", "batch size 32"]
     assert len(heatmaps[0].patches) == 1 and not heatmaps[1].patches
     with pytest.raises(ValueError, match="dropout"):
-        tuning.grid_search_figure(table.drop(columns="dropout"))
+        figures.grid_search_figure(table.drop(columns="dropout"))
 
 
 def test_cross_validation_tests_every_image_once_and_keeps_groups_together(synthetic_index):

@@ -20,16 +20,13 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
+from covid_tf.explain.segmentation import DEFAULT_THRESHOLD, as_heatmap
 
 FILL_MODES = ("mean", "blur")
 
 
-def _check_heatmap(heatmap: np.ndarray) -> np.ndarray:
-    heatmap = np.asarray(heatmap, dtype=np.float64)
-    if heatmap.ndim != 2:
-        raise ValueError(f"heatmap must have shape (H, W), got {heatmap.shape}")
-    return np.nan_to_num(heatmap)
+def _finite_heatmap(heatmap: np.ndarray) -> np.ndarray:
+    return np.nan_to_num(as_heatmap(heatmap, np.float64))
 
 
 def _mask_for(mask: np.ndarray, shape: tuple[int, int], allow_empty: bool = False) -> np.ndarray:
@@ -59,7 +56,7 @@ def mask_area_fraction(mask: np.ndarray) -> float:
 
 def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
     """Share of the heatmap's sum that lies inside the mask, in [0, 1]; 0 for an all-zero heatmap."""
-    heatmap = _check_heatmap(heatmap)
+    heatmap = _finite_heatmap(heatmap)
     mask = _mask_for(mask, heatmap.shape)
     total = heatmap.sum()
     return float(heatmap[mask].sum() / total) if total > 0 else 0.0
@@ -70,7 +67,7 @@ def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> bool:
 
     An all-zero heatmap points nowhere and returns False.
     """
-    heatmap = _check_heatmap(heatmap)
+    heatmap = _finite_heatmap(heatmap)
     mask = _mask_for(mask, heatmap.shape)
     peak = heatmap.max()
     if peak <= 0:
@@ -82,7 +79,7 @@ def heatmap_iou(heatmap: np.ndarray, mask: np.ndarray, threshold: float = DEFAUL
     """Intersection over union of the region ``heatmap >= threshold`` with the mask."""
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold must lie in (0, 1], got {threshold}")
-    heatmap = _check_heatmap(heatmap)
+    heatmap = _finite_heatmap(heatmap)
     mask = _mask_for(mask, heatmap.shape)
     region = heatmap >= threshold
     return float(np.sum(region & mask) / np.sum(region | mask))
@@ -154,7 +151,7 @@ def deletion_score(
         heatmap = cv2.resize(
             heatmap.astype(np.float32), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR
         ).astype(np.float64)
-    heatmap = _check_heatmap(heatmap)
+    heatmap = _finite_heatmap(heatmap)
     filled = _fill_image(image, fill)
     rng = np.random.default_rng(seed)
     regions = [_hottest(heatmap, fraction)] + [
@@ -171,6 +168,16 @@ def deletion_score(
         "random_drop": random_drop,
         "drop_over_random": (original - deleted) - random_drop,
     }
+
+
+def _mask_measures(heatmap: np.ndarray, mask: np.ndarray | None, threshold: float) -> dict[str, float]:
+    """Energy in the mask, its area, the pointing game and the IoU; NaN without a (non-empty) mask."""
+    mask = None if mask is None else _mask_for(mask, heatmap.shape, allow_empty=True)
+    if mask is None or not mask.any():
+        return {"energy_in_mask": np.nan, "mask_area_fraction": np.nan if mask is None else 0.0,
+                "pointing_game": np.nan, "iou": np.nan}
+    return {"energy_in_mask": energy_in_mask(heatmap, mask), "mask_area_fraction": mask_area_fraction(mask),
+            "pointing_game": float(pointing_game(heatmap, mask)), "iou": heatmap_iou(heatmap, mask, threshold)}
 
 
 def summarize(
@@ -208,33 +215,9 @@ def summarize(
     for index, heatmap in enumerate(heatmaps):
         row: dict[str, float] = {"hot_area_fraction": float(np.mean(heatmap >= threshold))}
         if masks is not None:
-            mask = masks[index]
-            mask = None if mask is None else _mask_for(mask, heatmap.shape, allow_empty=True)
-            if mask is None or not mask.any():
-                row.update(
-                    energy_in_mask=np.nan,
-                    mask_area_fraction=np.nan if mask is None else 0.0,
-                    pointing_game=np.nan,
-                    iou=np.nan,
-                )
-            else:
-                row.update(
-                    energy_in_mask=energy_in_mask(heatmap, mask),
-                    mask_area_fraction=mask_area_fraction(mask),
-                    pointing_game=float(pointing_game(heatmap, mask)),
-                    iou=heatmap_iou(heatmap, mask, threshold),
-                )
+            row.update(_mask_measures(heatmap, masks[index], threshold))
         if with_deletion:
-            row.update(
-                deletion_score(
-                    model,
-                    images[index],
-                    heatmap,
-                    int(class_indices[index]),
-                    fraction=fraction,
-                    fill=fill,
-                    seed=seed,
-                )
-            )
+            row.update(deletion_score(model, images[index], heatmap, int(class_indices[index]),
+                                      fraction=fraction, fill=fill, seed=seed))
         rows.append(row)
     return rows

@@ -90,6 +90,30 @@ def _clone(model: keras.Model) -> keras.Model:
     return clone
 
 
+def _randomized_correlations(model: keras.Model, images: np.ndarray, class_indices: np.ndarray, explain,
+                             original: np.ndarray, mode: str, seed: int) -> tuple[list[float], list[dict]]:
+    """Rank correlations between the original maps and those of a randomised copy (all layers at once, or
+    layer by layer from the top for "cascading", with the mean after each layer)."""
+    rng = np.random.default_rng(seed)
+    randomized = _clone(model)
+
+    def correlations_now() -> list[float]:
+        maps = np.asarray(explain(randomized, images, class_indices))
+        return [rank_correlation(before, after) for before, after in zip(original, maps, strict=True)]
+
+    cascade = []
+    if mode == "full":
+        for layer in randomized.layers:
+            _randomize_layer(layer, rng)
+        return correlations_now(), cascade
+    correlations = [1.0] * len(images)
+    for layer in reversed(randomized.layers):
+        if _randomize_layer(layer, rng):
+            correlations = correlations_now()
+            cascade.append({"layer": layer.name, "mean_correlation": float(np.mean(correlations))})
+    return correlations, cascade
+
+
 def randomization_sanity_check(
     model: keras.Model,
     images: np.ndarray,
@@ -128,24 +152,7 @@ def randomization_sanity_check(
     else:
         class_indices = np.broadcast_to(np.asarray(class_index, dtype=np.int64), (len(images),)).copy()
     original = np.asarray(explain(model, images, class_indices))
-    rng = np.random.default_rng(seed)
-    randomized = _clone(model)
-
-    def correlations_now() -> list[float]:
-        maps = np.asarray(explain(randomized, images, class_indices))
-        return [rank_correlation(before, after) for before, after in zip(original, maps, strict=True)]
-
-    cascade = []
-    if mode == "full":
-        for layer in randomized.layers:
-            _randomize_layer(layer, rng)
-        correlations = correlations_now()
-    else:
-        correlations = [1.0] * len(images)
-        for layer in reversed(randomized.layers):
-            if _randomize_layer(layer, rng):
-                correlations = correlations_now()
-                cascade.append({"layer": layer.name, "mean_correlation": float(np.mean(correlations))})
+    correlations, cascade = _randomized_correlations(model, images, class_indices, explain, original, mode, seed)
     mean_correlation = float(np.mean(correlations))
     result = {
         "method": method if isinstance(method, str) else getattr(method, "__name__", repr(method)),

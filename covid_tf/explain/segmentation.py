@@ -12,8 +12,9 @@ import numpy as np
 DEFAULT_THRESHOLD = 0.85
 
 
-def _check_heatmap(heatmap: np.ndarray) -> np.ndarray:
-    heatmap = np.asarray(heatmap, dtype=np.float32)
+def as_heatmap(heatmap: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """``heatmap`` as an (H, W) array of ``dtype``; ``ValueError`` for any other shape."""
+    heatmap = np.asarray(heatmap, dtype=dtype)
     if heatmap.ndim != 2:
         raise ValueError(f"heatmap must have shape (H, W), got {heatmap.shape}")
     return heatmap
@@ -23,7 +24,7 @@ def threshold_heatmap(heatmap: np.ndarray, threshold: float = DEFAULT_THRESHOLD)
     """Return the bool mask ``heatmap >= threshold`` (H, W); an all-zero heatmap gives an empty mask."""
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must lie in [0, 1], got {threshold}")
-    heatmap = _check_heatmap(heatmap)
+    heatmap = as_heatmap(heatmap)
     mask = heatmap >= threshold
     if threshold == 0.0 or heatmap.max() <= 0.0:
         # ">= 0" would select the whole image even where there is no heat.

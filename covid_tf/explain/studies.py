@@ -75,6 +75,32 @@ def summarize_shortcut(images: pd.DataFrame, by: str = "label") -> pd.DataFrame:
     return pd.DataFrame(records).set_index("group")
 
 
+def _requested_class(class_name: str | None, class_names: Sequence[str]) -> int | None:
+    """The index of ``class_name`` among the model's classes (None: explain the predicted class)."""
+    if class_name is None:
+        return None
+    if class_name not in class_names:
+        raise ValueError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
+    return list(class_names).index(class_name)
+
+
+def _study_record(source: pd.Series, predicted: str, probability: float, explained: str, lung: dict,
+                  lesion: dict) -> dict:
+    """One image's row of a shortcut study (see :func:`shortcut_study`)."""
+    record = {"path": source["path"], "label": source.get("label", np.nan), "predicted": predicted,
+              "probability": probability, "explained": explained,
+              "lung_energy": lung["energy_in_mask"], "lung_area": lung["mask_area_fraction"],
+              "energy_outside_lungs": 1.0 - lung["energy_in_mask"],
+              "pointing_lungs": lung["pointing_game"],
+              "lesion_energy": lesion["energy_in_mask"],
+              "lesion_area": lesion["mask_area_fraction"] if lesion["mask_area_fraction"] > 0 else np.nan,
+              "pointing_lesion": lesion["pointing_game"]}
+    for extra in ("split", "patient_id", "has_marker"):
+        if extra in source.index:
+            record[extra] = source[extra]
+    return record
+
+
 def shortcut_study(
     model: keras.Model,
     frame: pd.DataFrame,
@@ -113,11 +139,7 @@ def shortcut_study(
     _, height, _, model_channels = model.inputs[0].shape
     image_size = int(image_size or height)
     channels = int(channels or model_channels)
-    requested = None
-    if class_name is not None:
-        if class_name not in class_names:
-            raise ValueError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
-        requested = list(class_names).index(class_name)
+    requested = _requested_class(class_name, class_names)
     explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
     has_lesions = "lesion_path" in rows
     records = []
@@ -132,21 +154,9 @@ def shortcut_study(
         lesion_numbers = summarize(heatmaps, lesions)
         predicted = np.argmax(probabilities, axis=-1)
         for row, (_, source) in enumerate(chunk.iterrows()):
-            lung, lesion = lung_numbers[row], lesion_numbers[row]
-            record = {"path": source["path"], "label": source.get("label", np.nan),
-                      "predicted": class_names[predicted[row]],
-                      "probability": float(probabilities[row, predicted[row]]),
-                      "explained": class_names[classes[row]],
-                      "lung_energy": lung["energy_in_mask"], "lung_area": lung["mask_area_fraction"],
-                      "energy_outside_lungs": 1.0 - lung["energy_in_mask"],
-                      "pointing_lungs": lung["pointing_game"],
-                      "lesion_energy": lesion["energy_in_mask"],
-                      "lesion_area": lesion["mask_area_fraction"] if lesion["mask_area_fraction"] > 0 else np.nan,
-                      "pointing_lesion": lesion["pointing_game"]}
-            for extra in ("split", "patient_id", "has_marker"):
-                if extra in source.index:
-                    record[extra] = source[extra]
-            records.append(record)
+            records.append(_study_record(source, class_names[predicted[row]],
+                                         float(probabilities[row, predicted[row]]), class_names[classes[row]],
+                                         lung_numbers[row], lesion_numbers[row]))
     images_table = pd.DataFrame(records)
     return ShortcutStudy(images_table, summarize_shortcut(images_table), explainer.name, explainer.layer_name)
 

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from sklearn import metrics as sk_metrics
 
@@ -264,3 +265,44 @@ def plot_run_comparison(
     shown_table.set_fontsize(8)
     fig.tight_layout()
     return finish(fig, path)
+
+
+def grid_search_figure(table: pd.DataFrame, *, metric: str = "val_accuracy", title: str | None = None) -> Figure:
+    """Heatmaps of ``metric`` over learning rate x dropout, one panel per batch size; the best cell is framed.
+
+    ``table`` is ``covid_tf.training.tuning.grid_search(...).table`` (best first).
+    """
+    missing = {"batch_size", "learning_rate", "dropout", metric} - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks the column(s) {', '.join(sorted(missing))}")
+    if table.empty:
+        raise ValueError("the grid search table is empty: nothing to plot")
+    batch_sizes = sorted(table["batch_size"].unique())
+    learning_rates = sorted(table["learning_rate"].unique(), reverse=True)
+    dropouts = sorted(table["dropout"].unique())
+    best = table.iloc[0]
+    width = 1.2 + 1.1 * len(dropouts)
+    fig = Figure(figsize=(max(4.5, width * len(batch_sizes) + 1.5), 1.4 + 0.8 * len(learning_rates)))
+    axes = np.atleast_1d(fig.subplots(1, len(batch_sizes), squeeze=False)).ravel()
+    values = pd.to_numeric(table[metric], errors="coerce")
+    vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
+    for ax, batch_size in zip(axes, batch_sizes):
+        rows = table[table["batch_size"] == batch_size]
+        grid = rows.pivot_table(index="learning_rate", columns="dropout", values=metric, aggfunc="first")
+        grid = grid.reindex(index=learning_rates, columns=dropouts)
+        sns.heatmap(grid.to_numpy(dtype=float), annot=True, fmt=".3f", cmap="viridis", vmin=vmin,
+                    vmax=max(vmax, vmin + 1e-9), cbar=ax is axes[-1], square=False, ax=ax,
+                    xticklabels=[f"{d:g}" for d in dropouts], yticklabels=[f"{r:g}" for r in learning_rates])
+        if batch_size == best["batch_size"]:
+            row = learning_rates.index(best["learning_rate"])
+            column = dropouts.index(best["dropout"])
+            ax.add_patch(_frame(column, row))
+        ax.set(xlabel="dropout", ylabel="learning rate" if ax is axes[0] else "", title=f"batch size {batch_size}")
+        ax.tick_params(axis="y", labelrotation=0)
+    fig.suptitle(title or f"Grid search: {metric.replace('_', ' ')} (best framed)")
+    fig.tight_layout()
+    return fig
+
+
+def _frame(column: int, row: int) -> Rectangle:
+    return Rectangle((column, row), 1, 1, fill=False, edgecolor="red", linewidth=3)

@@ -60,6 +60,17 @@ def _prediction_titles(
     ]
 
 
+def _checked(images: Any, y_true: Any, probabilities: Any, y_pred: Any):
+    """``(images, true labels, probabilities, predicted labels)`` as arrays of one length (argmax by default)."""
+    array = _check_images(images)
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    if not (array.shape[0] == labels.size == probs.shape[0]):
+        raise ValueError("images, y_true and probabilities must have the same length")
+    predicted = np.argmax(probs, axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    return array, labels, probs, predicted
+
+
 def plot_sample_predictions(
     images: Any,
     y_true: Any,
@@ -76,12 +87,7 @@ def plot_sample_predictions(
 
     Titles are green when the prediction is right, red when wrong. ``y_pred`` defaults to the argmax.
     """
-    array = _check_images(images)
-    labels = np.asarray(y_true, dtype=np.int64)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if not (array.shape[0] == labels.size == probs.shape[0]):
-        raise ValueError("images, y_true and probabilities must have the same length")
-    predicted = np.argmax(probs, axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    array, labels, probs, predicted = _checked(images, y_true, probabilities, y_pred)
     shown = slice(0, max_images)
     fig = _image_grid(
         array[shown],
@@ -106,12 +112,7 @@ def plot_confident_mistakes(
     path: str | Path | None = None,
 ) -> Figure:
     """Gallery of the wrong predictions with the highest predicted probability, most confident first."""
-    array = _check_images(images)
-    labels = np.asarray(y_true, dtype=np.int64)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    if not (array.shape[0] == labels.size == probs.shape[0]):
-        raise ValueError("images, y_true and probabilities must have the same length")
-    predicted = np.argmax(probs, axis=1) if y_pred is None else np.asarray(y_pred, dtype=np.int64)
+    array, labels, probs, predicted = _checked(images, y_true, probabilities, y_pred)
     wrong = np.flatnonzero(predicted != labels)
     confidence = probs[wrong, predicted[wrong]]
     chosen = wrong[np.argsort(-confidence, kind="stable")][:max_images]

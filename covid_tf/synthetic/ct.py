@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -152,23 +153,24 @@ class _Patient:
         return np.clip(hu, -1024.0, 3071.0), lesion
 
 
-def _dicom_bytes(
-    hu: np.ndarray,
-    *,
-    seed: int,
-    patient_id: str,
-    label: str,
-    intercept: float,
-    instance_number: int,
-    z: float,
-    num_slices: int,
-    series_uid: str,
-    study_uid: str,
-    frame_uid: str,
-) -> bytes:
-    size = hu.shape[0]
+@dataclass(frozen=True)
+class _SeriesInfo:
+    """What every slice file of one patient's series shares."""
+
+    seed: int
+    patient_id: str
+    label: str
+    intercept: float
+    num_slices: int
+    study_uid: str
+    series_uid: str
+    frame_uid: str
+
+
+def _header(info: _SeriesInfo, instance_number: int, z: float, size: int) -> Dataset:
+    """The file meta, patient, study, series and geometry tags of one slice."""
     spacing = FIELD_OF_VIEW_MM / size
-    sop_uid = _uid(seed, patient_id, "instance", instance_number)
+    sop_uid = _uid(info.seed, info.patient_id, "instance", instance_number)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid
@@ -178,13 +180,13 @@ def _dicom_bytes(
     ds.file_meta = meta
     ds.SOPClassUID = CTImageStorage
     ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
-    ds.FrameOfReferenceUID = frame_uid
+    ds.StudyInstanceUID = info.study_uid
+    ds.SeriesInstanceUID = info.series_uid
+    ds.FrameOfReferenceUID = info.frame_uid
     ds.Modality = "CT"
-    ds.PatientID = patient_id
-    ds.PatientName = f"Synthetic^{patient_id}"
-    ds.StudyDescription = f"covid_tf synthetic chest CT ({label})"
+    ds.PatientID = info.patient_id
+    ds.PatientName = f"Synthetic^{info.patient_id}"
+    ds.StudyDescription = f"covid_tf synthetic chest CT ({info.label})"
     ds.SeriesDescription = "axial lung"
     ds.StudyDate = ds.SeriesDate = "20200401"
     ds.StudyID = "1"
@@ -197,7 +199,14 @@ def _dicom_bytes(
     ds.PixelSpacing = [round(spacing, 6), round(spacing, 6)]
     ds.SliceThickness = SLICE_SPACING_MM
     ds.SpacingBetweenSlices = SLICE_SPACING_MM
-    ds.ImagesInAcquisition = num_slices
+    ds.ImagesInAcquisition = info.num_slices
+    return ds
+
+
+def _dicom_bytes(hu: np.ndarray, info: _SeriesInfo, instance_number: int, z: float) -> bytes:
+    """One slice as the bytes of a CT DICOM file (int16 stored values, HU through the rescale)."""
+    size = hu.shape[0]
+    ds = _header(info, instance_number, z, size)
     ds.Rows = ds.Columns = size
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
@@ -206,11 +215,11 @@ def _dicom_bytes(
     ds.HighBit = 15
     ds.PixelRepresentation = 1
     ds.RescaleSlope = 1
-    ds.RescaleIntercept = intercept
+    ds.RescaleIntercept = info.intercept
     ds.RescaleType = "HU"
     ds.WindowCenter = -600
     ds.WindowWidth = 1500
-    stored = np.rint(hu - intercept).astype(np.int16)
+    stored = np.rint(hu - info.intercept).astype(np.int16)
     ds.PixelData = stored.tobytes()
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
@@ -238,6 +247,43 @@ def _clear_previous(out_dir: Path, class_dirs: Sequence[str]) -> None:
                     patient_dir.rmdir()
 
 
+def _check_ct_options(classes: Sequence[str], patients_per_class: int, slices: int, size: int) -> list[str]:
+    classes = [str(name).strip() for name in classes if str(name).strip()]
+    if not classes:
+        raise CovidTfError("no class names given")
+    if len(set(classes)) != len(classes):
+        raise CovidTfError(f"duplicate class names in {classes}")
+    for name, value, low in (
+        ("patients_per_class", patients_per_class, 1),
+        ("slices", slices, 1),
+        ("size", size, 16),
+    ):
+        if int(value) != value or value < low:
+            raise CovidTfError(f"{name} must be an integer >= {low}, got {value}")
+    return classes
+
+
+def _write_series(out_dir: Path, info: _SeriesInfo, rng: np.random.Generator, patient: _Patient) -> list[dict]:
+    """Write one patient's slices (files numbered in a shuffled order); return their rows."""
+    slices = info.num_slices
+    z0 = float(rng.uniform(-200.0, -100.0))
+    file_numbers = rng.permutation(slices) + 1
+    rows = []
+    for slice_index in range(slices):  # 0 = most inferior
+        hu, lesion = patient.slice_hu(slice_index / max(slices - 1, 1))
+        z = round(z0 + slice_index * SLICE_SPACING_MM, 3)
+        instance_number = slices - slice_index  # 1 = most superior
+        data = _dicom_bytes(hu, info, instance_number, z)
+        path = out_dir / _safe(info.label) / info.patient_id / f"IM{file_numbers[slice_index]:04d}.dcm"
+        atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
+        rows.append({
+            "path": str(path.resolve()), "patient_id": info.patient_id, "label": info.label,
+            "slice_index": slice_index + 1, "instance_number": instance_number, "position": z,
+            "series_uid": info.series_uid, "lesion_pixels": int(lesion.sum()),
+        })
+    return rows
+
+
 def generate_ct_dataset(
     out_dir: str | Path,
     classes: Sequence[str] = ("COVID", "CAP", "Normal"),
@@ -253,18 +299,7 @@ def generate_ct_dataset(
     ``out_dir`` is refused unless ``overwrite=True`` (which first removes the ``.dcm`` files under
     ``OUT/<Class>/<Patient>/`` for the classes asked for).
     """
-    classes = [str(name).strip() for name in classes if str(name).strip()]
-    if not classes:
-        raise CovidTfError("no class names given")
-    if len(set(classes)) != len(classes):
-        raise CovidTfError(f"duplicate class names in {classes}")
-    for name, value, low in (
-        ("patients_per_class", patients_per_class, 1),
-        ("slices", slices, 1),
-        ("size", size, 16),
-    ):
-        if int(value) != value or value < low:
-            raise CovidTfError(f"{name} must be an integer >= {low}, got {value}")
+    classes = _check_ct_options(classes, patients_per_class, slices, size)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise CovidTfError(f"{out_dir}: exists and is not a folder")
@@ -280,44 +315,10 @@ def generate_ct_dataset(
             patient_id = f"{_safe(label)}{index + 1:03d}"
             labels.append({"patient_id": patient_id, "label": label})
             patient = _Patient(rng, label, size)
-            intercept = INTERCEPTS[patient_number % len(INTERCEPTS)]
+            info = _SeriesInfo(seed, patient_id, label, INTERCEPTS[patient_number % len(INTERCEPTS)], slices,
+                               study_uid=_uid(seed, patient_id, "study"), series_uid=_uid(seed, patient_id, "series"),
+                               frame_uid=_uid(seed, patient_id, "frame"))
             patient_number += 1
-            study_uid = _uid(seed, patient_id, "study")
-            series_uid = _uid(seed, patient_id, "series")
-            frame_uid = _uid(seed, patient_id, "frame")
-            z0 = float(rng.uniform(-200.0, -100.0))
-            file_numbers = rng.permutation(slices) + 1
-            for slice_index in range(slices):  # 0 = most inferior
-                t = slice_index / max(slices - 1, 1)
-                hu, lesion = patient.slice_hu(t)
-                z = round(z0 + slice_index * SLICE_SPACING_MM, 3)
-                instance_number = slices - slice_index  # 1 = most superior
-                data = _dicom_bytes(
-                    hu,
-                    seed=seed,
-                    patient_id=patient_id,
-                    label=label,
-                    intercept=intercept,
-                    instance_number=instance_number,
-                    z=z,
-                    num_slices=slices,
-                    series_uid=series_uid,
-                    study_uid=study_uid,
-                    frame_uid=frame_uid,
-                )
-                path = out_dir / _safe(label) / patient_id / f"IM{file_numbers[slice_index]:04d}.dcm"
-                atomic_write(path, lambda tmp, data=data: tmp.write_bytes(data))
-                rows.append(
-                    {
-                        "path": str(path.resolve()),
-                        "patient_id": patient_id,
-                        "label": label,
-                        "slice_index": slice_index + 1,
-                        "instance_number": instance_number,
-                        "position": z,
-                        "series_uid": series_uid,
-                        "lesion_pixels": int(lesion.sum()),
-                    }
-                )
+            rows += _write_series(out_dir, info, rng, patient)
     atomic_write(out_dir / "labels.csv", lambda tmp: pd.DataFrame(labels).to_csv(tmp, index=False))
     return pd.DataFrame(rows, columns=list(SLICE_COLUMNS))

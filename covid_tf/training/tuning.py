@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,11 @@ import keras
 import keras_tuner as kt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedGroupKFold
 
 from covid_tf.data.splits import assign_groups
+from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
-from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.io_utils import atomic_write_text
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
@@ -228,49 +227,26 @@ def _trials_table(trials) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def grid_search_figure(table: pd.DataFrame, *, metric: str = "val_accuracy", title: str | None = None) -> Figure:
-    """Heatmaps of ``metric`` over learning rate x dropout, one panel per batch size; the best cell is framed."""
-    missing = {*GRID_PARAMETERS, metric} - set(table.columns)
-    if missing:
-        raise ValueError(f"the table lacks the column(s) {', '.join(sorted(missing))}")
-    if table.empty:
-        raise ValueError("the grid search table is empty: nothing to plot")
-    batch_sizes = sorted(table["batch_size"].unique())
-    learning_rates = sorted(table["learning_rate"].unique(), reverse=True)
-    dropouts = sorted(table["dropout"].unique())
-    best = table.iloc[0]
-    width = 1.2 + 1.1 * len(dropouts)
-    fig = Figure(figsize=(max(4.5, width * len(batch_sizes) + 1.5), 1.4 + 0.8 * len(learning_rates)))
-    axes = np.atleast_1d(fig.subplots(1, len(batch_sizes), squeeze=False)).ravel()
-    values = pd.to_numeric(table[metric], errors="coerce")
-    vmin, vmax = float(np.nanmin(values)), float(np.nanmax(values))
-    for ax, batch_size in zip(axes, batch_sizes):
-        rows = table[table["batch_size"] == batch_size]
-        grid = rows.pivot_table(index="learning_rate", columns="dropout", values=metric, aggfunc="first")
-        grid = grid.reindex(index=learning_rates, columns=dropouts)
-        sns.heatmap(grid.to_numpy(dtype=float), annot=True, fmt=".3f", cmap="viridis", vmin=vmin,
-                    vmax=max(vmax, vmin + 1e-9), cbar=ax is axes[-1], square=False, ax=ax,
-                    xticklabels=[f"{d:g}" for d in dropouts], yticklabels=[f"{r:g}" for r in learning_rates])
-        if batch_size == best["batch_size"]:
-            row = learning_rates.index(best["learning_rate"])
-            column = dropouts.index(best["dropout"])
-            ax.add_patch(_frame(column, row))
-        ax.set(xlabel="dropout", ylabel="learning rate" if ax is axes[0] else "", title=f"batch size {batch_size}")
-        ax.tick_params(axis="y", labelrotation=0)
-    fig.suptitle(title or f"Grid search: {metric.replace('_', ' ')} (best framed)")
-    fig.tight_layout()
-    return fig
-
-
-def _frame(column: int, row: int):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((column, row), 1, 1, fill=False, edgecolor="red", linewidth=3)
-
-
 def _grouped_folds(labels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int):
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     return list(folds.split(np.zeros(len(labels)), labels, groups))
+
+
+def _check_cross_validation(frame: pd.DataFrame, class_names: Sequence[str], k: int,
+                            val_fraction: float) -> dict[str, int]:
+    """Refuse bad arguments of :func:`cross_validate`; return the class index of each label."""
+    if isinstance(k, bool) or int(k) != k or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    if not 0.0 < val_fraction < 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+    missing = {"path", "label", "patient_id"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"frame lacks the column(s) {', '.join(sorted(missing))}")
+    label_of = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(frame["label"]) - set(label_of))
+    if unknown:
+        raise ValueError(f"labels {unknown} are not among class_names {list(class_names)}")
+    return label_of
 
 
 def cross_validate(
@@ -291,17 +267,7 @@ def cross_validate(
     ``val_fraction``) into training and validation images for early stopping. ``summary`` holds the mean
     and the sample standard deviation (ddof=1) of each metric over the folds.
     """
-    if isinstance(k, bool) or int(k) != k or k < 2:
-        raise ValueError(f"k must be an integer >= 2, got {k!r}")
-    if not 0.0 < val_fraction < 0.5:
-        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
-    missing = {"path", "label", "patient_id"} - set(frame.columns)
-    if missing:
-        raise ValueError(f"frame lacks the column(s) {', '.join(sorted(missing))}")
-    label_of = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(frame["label"]) - set(label_of))
-    if unknown:
-        raise ValueError(f"labels {unknown} are not among class_names {list(class_names)}")
+    label_of = _check_cross_validation(frame, class_names, k, val_fraction)
     seed = cfg.seed if seed is None else seed
     data = frame.reset_index(drop=True).copy()
     data["group"] = assign_groups(data)
@@ -316,17 +282,17 @@ def cross_validate(
         if n_inner < 2:
             raise ValueError(f"fold {fold}: too few groups outside the test fold to hold out validation images")
         train_part, val_part = _grouped_folds(labels[rest], groups[rest], n_inner, seed + fold + 1)[0]
-        split = data.copy()
-        split["split"] = ""
+        split = data.assign(split="")
         split.loc[rest[train_part], "split"] = "train"
         split.loc[rest[val_part], "split"] = "val"
         split.loc[test, "split"] = "test"
         model, history = train.fit(cfg, split, class_names, None, verbose=verbose)
         test_rows = split.loc[test]
-        probabilities = predict_paths(model, test_rows["path"].tolist(), cfg.image_size, cfg.channels,
-                                      cfg.batch_size)
-        metrics = compute_metrics(labels[test], probabilities, list(class_names), n_bootstrap=n_bootstrap,
-                                  seed=seed)
+        predict = partial(predict_paths, model, image_size=cfg.image_size, channels=cfg.channels,
+                          batch_size=cfg.batch_size)
+        # Image-level metrics per fold (one "patient" per image), as the fold table reports them.
+        probabilities, metrics = evaluate_rows(predict, test_rows.assign(patient_id=test_rows["path"]),
+                                               class_names, n_bootstrap=n_bootstrap, seed=seed)
         fold_rows.append({
             "fold": fold, "n_train": len(train_part), "n_val": len(val_part), "n_test": len(test),
             "epochs_run": len(history), **{name: metrics[name] for name in CV_METRICS},

@@ -107,7 +107,7 @@ search = tuning.grid_search(base_config, split, class_names, grid, epochs=grid_e
 search.table
 
 # %%
-figure = tuning.grid_search_figure(search.table)
+figure = figures.grid_search_figure(search.table)
 Image(filename=figures.save_figure(figure, figures_dir / "02_grid_search.png"))
 
 # %% [markdown]
