@@ -64,10 +64,11 @@ def predict_masks(model, images: list[np.ndarray], size: int, batch_size: int = 
     if not images:
         return []
     batch = np.stack([resize_image(image, size) for image in images])
-    probabilities = model.predict_on_batch(batch) if len(batch) <= batch_size else model.predict(
-        batch, batch_size=batch_size, verbose=0
-    )
-    probabilities = np.asarray(probabilities)[..., 0]
+    # Direct calls, not model.predict: predict retraces with (None, None) spatial sizes after a
+    # size change, which Keras's bilinear UpSampling2D cannot handle; eager calls take any size.
+    starts = range(0, len(batch), batch_size)
+    chunks = [np.asarray(model(batch[start : start + batch_size], training=False)) for start in starts]
+    probabilities = np.concatenate(chunks)[..., 0]
     results = []
     for image, probability in zip(images, probabilities):
         height, width = image.shape[:2]
