@@ -4,6 +4,7 @@ the full original image.
     python -m covid_tf.lungs.roi_study derive DATA MASKS OUT --variant crop [--classes COVID,Normal]
     python -m covid_tf.lungs.roi_study split SPLIT_CSV DATA DERIVED OUT_CSV
     python -m covid_tf.lungs.roi_study energy RUN DERIVED MASKS OUT_CSV [--class COVID]
+    python -m covid_tf.lungs.roi_study figure LUNGS_CSV OUT_PNG [--classes COVID,Normal]
     python -m covid_tf.lungs.roi_study table OUT_MD NAME=RUN:ENERGY_CSV ...
 
 ``derive`` writes every image of ``DATA`` under ``OUT`` with the same relative path (so a split
@@ -106,6 +107,23 @@ def lung_energy(run: Path, derived: Path, source: Path, masks_root: Path, class_
     return table
 
 
+def mask_figure(lungs_csv: Path, out_png: Path, classes: Sequence[str], per_class: int = 20, seed: int = 0) -> Path:
+    """Outline overlays of ``per_class`` random images per class from a segment run's lungs.csv."""
+    from covid_tf.lungs import scoring
+
+    table = pd.read_csv(lungs_csv)
+    table["label"] = [Path(p).parent.parent.name for p in table["path"]]
+    chosen = pd.concat([table[table["label"] == c].sample(min(per_class, int((table["label"] == c).sum())),
+                                                          random_state=seed) for c in classes])
+    panels, titles = [], []
+    for row in chosen.itertuples(index=False):
+        image = load_image(row.path, channels=1)
+        panels.append(scoring.outline_overlay(image, lung_masks.binarize(load_image(row.mask_path, channels=1))))
+        verdict = "ok" if row.plausible else f"IMPLAUSIBLE: {row.reason}"
+        titles.append(f"{Path(row.path).name} {row.lung_area_fraction:.2f}\n{verdict}"[:70])
+    return scoring.save_overlay_grid(panels, titles, out_png, columns=8, title="shipped segmenter on adult dev images")
+
+
 def table_row(name: str, run: Path, energy_csv: Path) -> dict:
     """One line of the ROI table: test ROC-AUC with its CI, mean lung energy, area and their ratio."""
     metrics = json.loads((run / "metrics.json").read_text())
@@ -143,6 +161,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for name in ("run", "derived", "data", "masks", "out_csv"):
         energy.add_argument(name, type=Path)
     energy.add_argument("--class", dest="class_name", default="COVID")
+    figure = commands.add_parser("figure")
+    figure.add_argument("lungs_csv", type=Path)
+    figure.add_argument("out_png", type=Path)
+    figure.add_argument("--classes", default="COVID,Normal")
     table = commands.add_parser("table")
     table.add_argument("out_md", type=Path)
     table.add_argument("entries", nargs="+", help="NAME=RUN:ENERGY_CSV")
@@ -160,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out_csv.parent.mkdir(parents=True, exist_ok=True)
         table.to_csv(args.out_csv, index=False)
         print(f"energy in lungs {table['energy_in_lungs'].mean():.3f}, area {table['lung_area_fraction'].mean():.3f}")
+    elif args.command == "figure":
+        print(mask_figure(args.lungs_csv, args.out_png, args.classes.split(",")))
     else:
         rows = []
         for entry in args.entries:
