@@ -14,7 +14,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from covid_tf.images import resize_image
+from covid_tf.data.images import resize_image
 
 Box = tuple[int, int, int, int]
 VARIANTS = ("none", "crop", "masked", "masked-dilated", "soft", "lung-contrast", "crop-soft")

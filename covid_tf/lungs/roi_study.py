@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covid_tf.images import load_image, save_png
+from covid_tf.data.images import load_image, save_png
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
 from covid_tf.lungs.segment import mask_destination
@@ -79,8 +79,8 @@ def _original_of(derived_path: str, derived: Path, source: Path) -> Path:
 
 def lung_energy(run: Path, derived: Path, source: Path, masks_root: Path, class_name: str = "COVID") -> pd.DataFrame:
     """Grad-CAM share inside the lungs of the full original image, per test image of ``class_name``."""
+    from covid_tf.evaluation.inference import load_model
     from covid_tf.explain import get_explainer
-    from covid_tf.inference import load_model
 
     loaded = load_model(run / "model.keras")
     explainer = get_explainer("gradcam", loaded.model, batch_size=32)

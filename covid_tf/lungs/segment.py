@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covid_tf import data
-from covid_tf.images import load_image, resize_image, save_png
+from covid_tf.data import discover
+from covid_tf.data.images import load_image, resize_image, save_png
 from covid_tf.lungs import masks as lung_masks
 
 SHIPPED_MODEL = Path(__file__).with_name("lung_segmenter.keras")
@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
     check_output_folder(out, args.inputs)
-    paths, skipped = data.list_images(args.inputs)
+    paths, skipped = discover.list_images(args.inputs)
     for item in skipped:
         print(f"skipped {item.path}: {item.reason}")
     model = load_segmenter(args.model)

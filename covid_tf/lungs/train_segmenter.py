@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covid_tf import config, data, splits
-from covid_tf.images import load_image
+from covid_tf import config
+from covid_tf.data import discover, splits
+from covid_tf.data.images import load_image
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import scoring
 
@@ -30,7 +31,7 @@ DEFAULT_IMAGE_SIZE = 256
 
 def masked_images(root: str | Path, classes: Sequence[str] | None = None) -> pd.DataFrame:
     """The rows of a dataset that have a lung mask (columns of ``DatasetIndex.frame``)."""
-    index = data.discover(root, classes=classes)
+    index = discover.discover(root, classes=classes)
     frame = index.frame[index.frame["mask_path"].astype(str) != ""].reset_index(drop=True)
     if frame.empty:
         raise ValueError(f"{root}: no image has a lung mask (a masks/ folder beside images/)")
@@ -182,7 +183,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train the lung U-Net on the images that have lung masks.")
     parser.add_argument("data", help="dataset folder or label CSV (images with masks/ are used)")
     parser.add_argument("--out", required=True, help="run directory to write")
-    parser.add_argument("--classes", type=data.parse_class_list, default=None)
+    parser.add_argument("--classes", type=discover.parse_class_list, default=None)
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=16)
