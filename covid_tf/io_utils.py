@@ -8,10 +8,12 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
+
+from covid_tf.errors import CovidTfError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -57,6 +59,24 @@ def is_within(path: Path, folder: Path) -> bool:
     except ValueError:
         return False
     return True
+
+
+def refuse_output_inside_inputs(out: str | Path, inputs: Sequence[str | Path], option: str = "--out") -> None:
+    """Raise ``CovidTfError`` when ``out`` is, or lies inside, an input folder, or is the folder of an input file.
+
+    Input folders are never written into: a command checks its output with this before it writes anything.
+    """
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise CovidTfError(f"{out}: {option} exists and is not a folder")
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir() and is_within(out, path):
+            raise CovidTfError(f"{out}: {option} lies inside the input folder {path.resolve()}; choose another "
+                               "(nothing is written into input folders)")
+        if path.is_file() and out.resolve() == path.resolve().parent:
+            raise CovidTfError(f"{out}: {option} is the folder of the input {path}; choose another "
+                               "(nothing is written into input folders)")
 
 
 def natural_key(text: str) -> list:

@@ -32,6 +32,10 @@ COMMANDS = {
     "predict": ("predict", "Predict new images (files or folders) with a saved model into a CSV."),
     "report": ("report", "Write one self-contained HTML report comparing runs or evaluations."),
     "explain": ("explain", "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."),
+    "segment-train": ("segment_train", "Train a lung segmenter on the images that have masks: model.keras, "
+                      "history.csv, metrics.json, figures."),
+    "segment": ("segment", "Segment the lungs of images (files, folders or datasets): one mask PNG per image and "
+                "lungs.csv."),
 }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from covid_tf.evaluation.bootstrap import bootstrap_weights, percentile_interval
+from covid_tf.io_utils import atomic_write
 
 
 def dice_and_iou(predicted: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
@@ -72,6 +73,6 @@ def save_overlay_grid(
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=90))
     plt.close(figure)
     return path

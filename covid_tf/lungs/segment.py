@@ -1,21 +1,21 @@
-"""Lung masks for a list of images with a trained U-Net (the shipped one by default).
+"""Lung masks for a list of images with a trained U-Net (the shipped one by default): the ``segment`` back-end.
 
-    python -m covid_tf.lungs.segment IMAGES_OR_DIRS... --out DIR [--model M] [--size 256]
+    python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--model M] [--size 256]
 
 Images are read in threads, resized to ``--size`` for the network and segmented in batches; each
 probability map is resized back to the image's own size, post-processed (two largest components,
-holes filled) and written as a 0/255 PNG: ``DIR/<Class>/masks/<name>.png`` for an image in a
-Radiography-Database ``<Class>/images/`` folder, else ``DIR/masks/<name>.png``. ``DIR/lungs.csv``
-lists path, mask_path, lung_area_fraction, components, plausible and reason. Nothing is ever
-written into an input folder.
+holes filled) and written as a 0/255 PNG: ``DIR/<Class>/masks/<name>.png`` for an image of a dataset
+(in a Radiography-Database ``<Class>/images/`` folder, or in a class folder below a given folder),
+else ``DIR/masks/<name>.png``. ``DIR/lungs.csv`` lists path, mask_path, lung_area_fraction,
+components, plausible and reason. Nothing is ever written into an input folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,40 +23,66 @@ import pandas as pd
 
 from covid_tf.data import discover
 from covid_tf.data.images import load_image, resize_image, save_png
+from covid_tf.errors import CovidTfError
+from covid_tf.io_utils import atomic_write, atomic_write_text, refuse_output_inside_inputs
 from covid_tf.lungs import masks as lung_masks
+from covid_tf.lungs.unet import size_multiple
 
 SHIPPED_MODEL = Path(__file__).with_name("lung_segmenter.keras")
 DEFAULT_SIZE = 256
+DEFAULT_BATCH_SIZE = 32
+LUNGS_CSV = "lungs.csv"
 LUNGS_COLUMNS = ("path", "mask_path", "lung_area_fraction", "components", "plausible", "reason")
 
 
 def load_segmenter(path: str | Path | None = None):
-    """Load a segmenter ``.keras`` file (default: the one shipped with covid_tf)."""
-    import keras
+    """Load a segmenter ``.keras`` file in Keras safe mode (default: the one shipped with covid_tf)."""
+    from covid_tf.evaluation.inference import load_keras_model
 
-    path = Path(path) if path is not None else SHIPPED_MODEL
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no lung segmenter there")
-    return keras.models.load_model(path, compile=False)
+    model = load_keras_model(SHIPPED_MODEL if path is None else Path(path))
+    shape = tuple(model.inputs[0].shape)
+    if len(shape) != 4 or shape[-1] != 1 or tuple(model.outputs[0].shape)[-1] != 1:
+        raise CovidTfError(f"{path}: not a lung segmenter (expected a grayscale input and one output channel, "
+                           f"got {shape} -> {tuple(model.outputs[0].shape)})")
+    return model
 
 
-def mask_destination(image_path: str | Path, out: Path) -> Path:
-    """Where the mask of an image goes: the Radiography layout when the image sits in ``images/``."""
+def mask_destination(image_path: str | Path, out: Path, class_name: str = "") -> Path:
+    """Where the mask of an image goes: ``out/<Class>/masks/`` for an image of a class, else ``out/masks/``."""
     image_path = Path(image_path)
     name = image_path.with_suffix(".png").name
-    if image_path.parent.name == "images":
-        return out / image_path.parent.parent.name / "masks" / name
-    return out / "masks" / name
+    if not class_name and image_path.parent.name == "images":
+        class_name = image_path.parent.parent.name
+    return out / class_name / "masks" / name if class_name else out / "masks" / name
 
 
-def check_output_folder(out: Path, inputs: Sequence[str | Path]) -> None:
-    """Refuse an output folder that is, or lies inside, an input folder (never write there)."""
-    resolved = out.expanduser().resolve()
+def class_of(image_path: str | Path, inputs: Sequence[str | Path]) -> str:
+    """The class folder of an image found below a given folder (``DATA/<Class>/x.png``, ``DATA/<Class>/images/x.png``
+    or ``DATA/<split>/<Class>/...``); "" for an image given as a file or lying directly in a given folder."""
+    image_path = Path(image_path).resolve()
     for item in inputs:
         folder = Path(item).expanduser().resolve()
-        folder = folder if folder.is_dir() else folder.parent
-        if resolved == folder or folder in resolved.parents:
-            raise ValueError(f"{out}: the output folder lies inside the input folder {folder}; choose another")
+        if folder.is_dir() and image_path.is_relative_to(folder):
+            parents = list(image_path.relative_to(folder).parent.parts)
+            if parents and parents[-1] == "images":
+                parents.pop()
+            return parents[-1] if parents else ""
+    return ""
+
+
+def unique_destinations(paths: Sequence[str], inputs: Sequence[str | Path], out: Path) -> list[Path]:
+    """One mask file per image; images whose masks would share a name get ``-2``, ``-3``... appended."""
+    taken: set[Path] = set()
+    destinations = []
+    for path in paths:
+        destination = mask_destination(path, out, class_of(path, inputs))
+        stem, number = destination.stem, 1
+        while destination in taken:
+            number += 1
+            destination = destination.with_name(f"{stem}-{number}.png")
+        taken.add(destination)
+        destinations.append(destination)
+    return destinations
 
 
 def predict_masks(model, images: list[np.ndarray], size: int, batch_size: int = 32) -> list[np.ndarray]:
@@ -89,54 +115,66 @@ def _summary_row(path: str, mask_path: Path, mask: np.ndarray) -> dict:
     }
 
 
+def _write_mask(destination: Path, mask: np.ndarray) -> None:
+    atomic_write(destination, lambda tmp: save_png(mask.astype(np.uint8) * 255, tmp))
+
+
 def segment_paths(
-    model, paths: Sequence[str], out: str | Path, size: int = DEFAULT_SIZE, batch_size: int = 32, workers: int = 4
+    model, paths: Sequence[str], out: str | Path, size: int = DEFAULT_SIZE, batch_size: int = DEFAULT_BATCH_SIZE,
+    inputs: Sequence[str | Path] = (), workers: int = 4,
 ) -> pd.DataFrame:
-    """Segment ``paths``, write mask PNGs under ``out`` and return (and write) the lungs.csv table."""
+    """Segment ``paths``, write mask PNGs under ``out`` and return (and write) the lungs.csv table.
+
+    ``inputs`` (the folders the paths were found in) name each image's class folder for the mask's place.
+    """
     out = Path(out)
     rows: list[dict] = []
+    destinations = unique_destinations(paths, inputs, out)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for start in range(0, len(paths), batch_size):
             chunk = list(paths[start : start + batch_size])
+            chunk_destinations = destinations[start : start + batch_size]
             images = list(pool.map(lambda p: load_image(p, channels=1), chunk))
             predicted = predict_masks(model, images, size, batch_size)
-            destinations = [mask_destination(p, out) for p in chunk]
-            for destination in destinations:
-                destination.parent.mkdir(parents=True, exist_ok=True)
-            list(pool.map(lambda pair: save_png(pair[1].astype(np.uint8) * 255, pair[0]), zip(destinations, predicted)))
-            rows.extend(_summary_row(p, d, m) for p, d, m in zip(chunk, destinations, predicted))
+            list(pool.map(_write_mask, chunk_destinations, predicted))
+            rows.extend(_summary_row(p, d, m) for p, d, m in zip(chunk, chunk_destinations, predicted))
     table = pd.DataFrame(rows, columns=list(LUNGS_COLUMNS))
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "lungs.csv", index=False)
+    atomic_write_text(out / LUNGS_CSV, table.to_csv(index=False))
     return table
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write lung masks and lungs.csv for chest X-rays.")
-    parser.add_argument("inputs", nargs="+", help="image files and/or folders")
-    parser.add_argument("--out", required=True, help="folder for masks and lungs.csv (not an input folder)")
-    parser.add_argument("--model", default=None, help="segmenter .keras file (default: the shipped one)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE, help="network input size (divisible by 16)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    return parser.parse_args(argv)
+@dataclass
+class SegmentResult:
+    """What ``segment`` did: the lungs.csv table, where it went, skipped files and the speed."""
+
+    table: pd.DataFrame
+    csv_path: Path
+    skipped: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def implausible(self) -> int:
+        return int((~self.table["plausible"].astype(bool)).sum())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    out = Path(args.out)
-    check_output_folder(out, args.inputs)
-    paths, skipped = discover.list_images(args.inputs)
+def segment_images(
+    inputs: Sequence[str | Path], out: str | Path, model_path: str | Path | None = None, size: int = DEFAULT_SIZE,
+    batch_size: int = DEFAULT_BATCH_SIZE, on_skipped: Callable | None = None,
+) -> SegmentResult:
+    """The ``segment`` command: check the output folder, find the images, segment them, write masks and lungs.csv."""
+    out = Path(out).expanduser()
+    refuse_output_inside_inputs(out, inputs)
+    if size <= 0 or batch_size <= 0:
+        raise CovidTfError(f"--size and --batch-size must be positive, got {size} and {batch_size}")
+    paths, skipped = discover.list_images(inputs)
     for item in skipped:
-        print(f"skipped {item.path}: {item.reason}")
-    model = load_segmenter(args.model)
+        if on_skipped is not None:
+            on_skipped(item)
+    if not paths:
+        raise CovidTfError(f"no readable image in {', '.join(str(item) for item in inputs)}")
+    model = load_segmenter(model_path)
+    if size % size_multiple(model):
+        raise CovidTfError(f"--size must be a multiple of {size_multiple(model)} for this segmenter, got {size}")
     started = time.perf_counter()
-    table = segment_paths(model, paths, out, size=args.size, batch_size=args.batch_size)
-    seconds = time.perf_counter() - started
-    implausible = int((~table["plausible"].astype(bool)).sum())
-    print(f"segmented {len(table)} images in {seconds:.1f} s ({len(table) / max(seconds, 1e-9):.1f} images/s); "
-          f"{implausible} implausible mask(s); table: {out / 'lungs.csv'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    table = segment_paths(model, paths, out, size=size, batch_size=batch_size, inputs=inputs)
+    return SegmentResult(table, out / LUNGS_CSV, skipped, time.perf_counter() - started)

@@ -1,8 +1,8 @@
-"""Train the lung U-Net on every image of a dataset that has a lung mask.
+"""Train the lung U-Net on every image of a dataset that has a lung mask (the ``segment-train`` back-end).
 
-    python -m covid_tf.lungs.train_segmenter DATA --out RUN [--image-size 256] [--epochs 40]
+    python -m covid_tf segment-train DATA --out RUN [--image-size 256] [--epochs 40]
 
-Any layout :func:`covid_tf.data.discover` reads works; masks of any size are resized to the image
+Any layout :func:`covid_tf.data.discover.discover` reads works; masks of any size are resized to the image
 size. The split is grouped (patients and near-duplicate images never straddle two splits) with the
 project's split code. Writes ``model.keras`` (inference only, no optimizer state), ``history.csv``,
 ``split.csv``, ``metrics.json`` (Dice and IoU per split with bootstrap CIs, after post-processing)
@@ -11,10 +11,9 @@ and ``figures/test_worst.png`` / ``figures/test_best.png``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,10 +22,38 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data import discover, splits
 from covid_tf.data.images import load_image
+from covid_tf.errors import CovidTfError
+from covid_tf.io_utils import atomic_write, atomic_write_json, refuse_output_inside_inputs
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import scoring
 
 DEFAULT_IMAGE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class SegmenterOptions:
+    """Every setting of a segmenter run (saved in ``metrics.json``); checked once, at construction."""
+
+    image_size: int = DEFAULT_IMAGE_SIZE
+    epochs: int = 40
+    batch_size: int = 16
+    lr: float = 3e-3
+    levels: int = 3
+    base_filters: int = 16
+    stem: int = 2
+    seed: int = config.SEED
+    classes: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        multiple = 2**self.levels * max(self.stem, 1)
+        if self.image_size <= 0 or self.image_size % multiple:
+            raise CovidTfError(f"--image-size must be a positive multiple of {multiple} "
+                               f"(2 ** levels x stem), got {self.image_size}")
+        for name in ("epochs", "batch_size", "levels", "base_filters", "stem"):
+            if getattr(self, name) < 1:
+                raise CovidTfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise CovidTfError(f"--lr must be positive, got {self.lr}")
 
 
 def masked_images(root: str | Path, classes: Sequence[str] | None = None) -> pd.DataFrame:
@@ -34,7 +61,11 @@ def masked_images(root: str | Path, classes: Sequence[str] | None = None) -> pd.
     index = discover.discover(root, classes=classes)
     frame = index.frame[index.frame["mask_path"].astype(str) != ""].reset_index(drop=True)
     if frame.empty:
-        raise ValueError(f"{root}: no image has a lung mask (a masks/ folder beside images/)")
+        raise CovidTfError(f"{root}: no image has a lung mask (a <Class>/masks/ folder beside <Class>/images/ "
+                           "with the same file names, or a mask_path column in metadata.csv)")
+    if len(frame) < len(config.SPLIT_NAMES):
+        raise CovidTfError(f"{root}: only {len(frame)} image(s) have a lung mask; train, validation and test "
+                           "need at least one each")
     return frame
 
 
@@ -104,32 +135,32 @@ def _best_weights_callback(monitor: str = "val_dice_metric"):
     return KeepBest()
 
 
-def fit_unet(arrays: dict, args: argparse.Namespace, out: Path):
+def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
     """Build, train and return the U-Net (best validation epoch), logging ``history.csv``."""
     import keras
 
     from covid_tf.lungs.unet import build_unet
 
-    keras.utils.set_random_seed(args.seed)
-    model = build_unet(levels=args.levels, base_filters=args.base_filters, stem=args.stem)
-    steps = -(-len(arrays["train"][0]) // args.batch_size) * args.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=steps, alpha=0.02)
+    keras.utils.set_random_seed(options.seed)
+    model = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
+    steps = -(-len(arrays["train"][0]) // options.batch_size) * options.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(options.lr, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_metric])
-    train = make_dataset(*arrays["train"], args.batch_size, True, args.seed)
-    val = make_dataset(*arrays["val"], args.batch_size, False, args.seed)
+    train = make_dataset(*arrays["train"], options.batch_size, True, options.seed)
+    val = make_dataset(*arrays["val"], options.batch_size, False, options.seed) if len(arrays["val"][0]) else None
     callbacks = [keras.callbacks.CSVLogger(str(out / "history.csv")), _best_weights_callback()]
-    model.fit(train, validation_data=val, epochs=args.epochs, callbacks=callbacks, verbose=2)
+    # shuffle=False: the tf.data pipeline shuffles already (Keras warns otherwise).
+    model.fit(train, validation_data=val, epochs=options.epochs, callbacks=callbacks, shuffle=False, verbose=2)
     return model
 
 
-def save_inference_model(model, args: argparse.Namespace, path: Path) -> Path:
+def save_inference_model(model, options: SegmenterOptions, path: Path) -> Path:
     """Save the weights in a fresh, uncompiled copy: no optimizer state, no custom loss to import."""
     from covid_tf.lungs.unet import build_unet
 
-    copy = build_unet(levels=args.levels, base_filters=args.base_filters, stem=args.stem)
+    copy = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
     copy.set_weights(model.get_weights())
-    copy.save(path)
-    return path
+    return atomic_write(path, lambda tmp: copy.save(tmp))
 
 
 def score_split(model, images: np.ndarray, masks: np.ndarray, batch_size: int) -> tuple[list, list, list]:
@@ -149,61 +180,42 @@ def write_figures(frame: pd.DataFrame, images, masks, predicted, dice: list, out
         scoring.save_overlay_grid(panels, titles, out / "figures" / f"{name}.png", title=name.replace("_", " "))
 
 
-def evaluate_all(model, frame: pd.DataFrame, arrays: dict, args: argparse.Namespace, out: Path) -> dict:
+def evaluate_all(model, frame: pd.DataFrame, arrays: dict, options: SegmenterOptions, out: Path) -> dict:
     """Dice and IoU per split (with CIs), figures of the test split; returns the metrics."""
-    metrics: dict = {"image_size": args.image_size}
+    metrics: dict = {"image_size": options.image_size}
     for name, (images, masks) in arrays.items():
-        predicted, dice, iou = score_split(model, images, masks, args.batch_size)
+        predicted, dice, iou = score_split(model, images, masks, options.batch_size)
         metrics[name] = {"dice": scoring.summarize_scores(dice), "iou": scoring.summarize_scores(iou)}
         if name == "test" and len(dice):
             write_figures(frame[frame["split"] == "test"].reset_index(drop=True), images, masks, predicted, dice, out)
     return metrics
 
 
-def run(args: argparse.Namespace) -> dict:
+def check_output_folder(data: str | Path, out: Path, overwrite: bool) -> None:
+    """Refuse an output inside the data, and an earlier run unless ``overwrite``."""
+    refuse_output_inside_inputs(out, [data])
+    if (out / "model.keras").exists() and not overwrite:
+        raise CovidTfError(f"{out}: already holds a segmenter run (model.keras); choose another --out "
+                           "or pass --overwrite")
+
+
+def train_segmenter(data: str | Path, out: str | Path, options: SegmenterOptions, overwrite: bool = False) -> dict:
     """Train, evaluate and write every output of a segmenter run; return the metrics."""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    check_output_folder(data, out, overwrite)
     started = time.perf_counter()
-    frame = splits.make_split(masked_images(args.data, args.classes), seed=args.seed)
+    frame = splits.make_split(masked_images(data, options.classes), seed=options.seed)
+    out.mkdir(parents=True, exist_ok=True)
     splits.save_split(frame, out / "split.csv")
     arrays = {}
     for name in config.SPLIT_NAMES:
-        arrays[name] = load_pairs(frame[frame["split"] == name].reset_index(drop=True), args.image_size)
-    model = fit_unet(arrays, args, out)
-    save_inference_model(model, args, out / "model.keras")
-    metrics = evaluate_all(model, frame, arrays, args, out)
+        arrays[name] = load_pairs(frame[frame["split"] == name].reset_index(drop=True), options.image_size)
+    model = fit_unet(arrays, options, out)
+    save_inference_model(model, options, out / "model.keras")
+    metrics = evaluate_all(model, frame, arrays, options, out)
+    metrics["n_images"] = {name: len(arrays[name][0]) for name in config.SPLIT_NAMES}
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    metrics["command"] = vars(args)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=str))
+    metrics["data"] = str(data)
+    metrics["options"] = asdict(options)
+    atomic_write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train the lung U-Net on the images that have lung masks.")
-    parser.add_argument("data", help="dataset folder or label CSV (images with masks/ are used)")
-    parser.add_argument("--out", required=True, help="run directory to write")
-    parser.add_argument("--classes", type=discover.parse_class_list, default=None)
-    parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE)
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--levels", type=int, default=3)
-    parser.add_argument("--base-filters", type=int, default=16)
-    parser.add_argument("--stem", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=config.SEED)
-    args = parser.parse_args(argv)
-    if args.image_size % (2**args.levels * args.stem):
-        parser.error(f"--image-size must be divisible by {2**args.levels * args.stem}")
-    return args
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    metrics = run(parse_args(argv))
-    test = metrics["test"]
-    print(f"test Dice {test['dice']['mean']:.4f} {test['dice']['ci95']}, IoU {test['iou']['mean']:.4f}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

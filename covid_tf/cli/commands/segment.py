@@ -1,0 +1,42 @@
+"""``segment``: lung masks (PNG) and ``lungs.csv`` for chest X-rays, with the shipped segmenter by default."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
+
+DEFAULT_SIZE = 256  # covid_tf.lungs.segment.DEFAULT_SIZE (not imported: it loads TensorFlow)
+DEFAULT_BATCH_SIZE = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR",
+                        help="image files, folders of images or datasets (<Class>/images/ layout and others)")
+    parser.add_argument("--out", required=True, type=Path,
+                        help="folder for <Class>/masks/<name>.png (masks/<name>.png for loose images) and lungs.csv; "
+                        "never inside an input folder")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="segmenter .keras file, loaded in safe mode (default: the shipped "
+                        "covid_tf/lungs/lung_segmenter.keras)")
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                        help="side the images are resized to for the network; masks come back at each image's own "
+                        "size (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help="images per batch (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from covid_tf.lungs.segment import segment_images
+
+    def report(item) -> None:
+        print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
+
+    result = segment_images(args.inputs, args.out, model_path=args.model, size=args.size,
+                            batch_size=args.batch_size, on_skipped=report)
+    count = len(result.table)
+    print(f"segmented {count} image(s) in {result.seconds:.1f} s ({count / max(result.seconds, 1e-9):.1f} images/s); "
+          f"{result.implausible} implausible mask(s) (see the reason column); table: {result.csv_path}")
+    return 0
