@@ -1,0 +1,82 @@
+"""Benchmark: lung segmenter throughput (images per second) at 256 px, as ``python -m covid_tf segment`` runs it.
+
+The shipped segmenter (``covid_tf/lungs/lung_segmenter.keras``) segments synthetic 256 px X-rays
+written to disk. Two numbers, each the median of ``--repeats`` runs after one warm-up run:
+
+- *network*: the U-Net alone on a batch already in memory (``covid_tf.lungs.segment.predict_masks``
+  without the file reading and writing: resize, forward pass, resize back, clean-up);
+- *end to end*: ``covid_tf.lungs.segment.segment_paths``: read the PNGs, segment, post-process, write one
+  mask PNG per image and ``lungs.csv`` (what a user of ``segment`` gets).
+
+The target (>= 50 images/s on 2 cores) is on the end-to-end number.
+
+Usage: ``python benchmarks/bench_segmenter.py [--images 128] [--size 256] [--batch-size 32] [--repeats 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from common import median_seconds, quiet_tensorflow, synthetic_images, table, target, usable_cores, write_result
+
+quiet_tensorflow()
+
+from covid_tf.data.images import load_image  # noqa: E402
+from covid_tf.lungs import segment  # noqa: E402
+
+TARGET_IMAGES_PER_SECOND = 50.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=128, help="images to segment per run (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=segment.DEFAULT_SIZE, help="image side (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=segment.DEFAULT_BATCH_SIZE,
+                        help="images per batch (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs (default: %(default)s)")
+    parser.add_argument("--json", help="write the result here (for run_all.py)")
+    args = parser.parse_args()
+
+    model = segment.load_segmenter()
+    with tempfile.TemporaryDirectory(prefix="covid_tf_bench_seg_") as temp:
+        paths, _, _ = synthetic_images(Path(temp) / "data", args.images, args.size)
+        images = [load_image(path, channels=1) for path in paths]
+        out = Path(temp) / "masks"
+        network = median_seconds(lambda: segment.predict_masks(model, images, args.size, args.batch_size),
+                                 args.repeats)
+        cpu_started = time.process_time()
+        segment.predict_masks(model, images, args.size, args.batch_size)
+        network_cpu = time.process_time() - cpu_started
+        end_to_end = median_seconds(
+            lambda: segment.segment_paths(model, paths, out, size=args.size, batch_size=args.batch_size),
+            args.repeats)
+        plausible = int(segment.segment_paths(model, paths[:16], Path(temp) / "check")["plausible"].sum())
+    count = len(paths)
+    rows = [["network (in memory: resize, U-Net, resize back, clean-up)", f"{network * 1000:.0f}",
+             f"{count / network:.1f}"],
+            ["end to end (read PNG, segment, write mask PNG + lungs.csv)", f"{end_to_end * 1000:.0f}",
+             f"{count / end_to_end:.1f}"]]
+    cores = usable_cores()
+    for row in rows:
+        print("  ".join(row), flush=True)
+    result = {
+        "title": "Lung segmenter throughput",
+        "summary": (f"The shipped segmenter on {count} synthetic {args.size} px X-rays, batch {args.batch_size}, "
+                    f"{cores} usable core(s); median of {args.repeats} runs after one warm-up run."),
+        "targets": [target(f"segment images/s at {args.size} px, end to end", count / end_to_end,
+                           TARGET_IMAGES_PER_SECOND, ">=", unit=" images/s")],
+        "tables": [table("Segmentation speed", ["stage", f"ms for {count} images", "images/s"], rows)],
+        "notes": [f"{plausible} of 16 synthetic images got a plausible lung mask (the segmenter was trained on "
+                  "real children's X-rays, not on the phantoms: a sanity check, not an accuracy figure).",
+                  f"CPU time of the network stage: {network_cpu * 1000 / count:.1f} ms per image, so "
+                  f"{count * cores / network_cpu:.0f} images/s if all {cores} cores were ours; the wall-clock numbers "
+                  "above drop when other processes share the cores (check the load average)."],
+    }
+    write_result(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
