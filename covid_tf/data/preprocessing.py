@@ -2,7 +2,9 @@
 
 Normalisation layers go inside the model (so a saved model takes [0, 1] images); augmentation
 runs in the ``tf.data`` pipeline after the cache. Every random layer is the identity when
-``training=False``.
+``training=False``. Every normalisation is a built-in Keras layer, so a saved model loads with
+plain ``keras.saving.load_model`` in a process that never imports covid_tf; the two custom layers
+below are kept only to load models saved by earlier versions.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from covid_tf import config
 NORMALIZATION_KINDS = ("dataset", "imagenet", "per_image", "resnet_v2", "vgg16", "none")
 # Caffe-style means of the ImageNet training set, in BGR order and 0-255 units.
 VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
+# Variance floor of per-image standardisation: a std floor of 0.01 in [0, 1] units.
+PER_IMAGE_EPSILON = 1e-4
 
 
 @keras.saving.register_keras_serializable(package="covid_tf")
 class PerImageStandardization(layers.Layer):
-    """Scale each image to zero mean and unit variance (``tf.image.per_image_standardization``)."""
+    """Legacy (models saved before 0.1.1): per-image standardisation, now a ``LayerNormalization``."""
 
     def call(self, inputs):
         mean = ops.mean(inputs, axis=(1, 2, 3), keepdims=True)
@@ -34,7 +38,7 @@ class PerImageStandardization(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="covid_tf")
 class CaffeNormalization(layers.Layer):
-    """The VGG16 ImageNet convention: RGB to BGR, 0-255 range, minus the ImageNet BGR means."""
+    """Legacy (models saved before 0.1.1): the caffe convention, now :func:`caffe_normalization`."""
 
     def call(self, inputs):
         bgr = ops.flip(inputs, axis=-1) * 255.0
@@ -73,16 +77,34 @@ def normalization_layer(
     if kind == "imagenet":
         return _normalization(config.IMAGENET_MEAN, config.IMAGENET_STD, channels, name)
     if kind == "per_image":
-        return PerImageStandardization(name=name)
+        # Built-in LayerNormalization over (H, W, C) without scale or offset is (x - mean) / sqrt(var + eps);
+        # eps bounds the gain on a near-constant image as tf.image.per_image_standardization's std floor does.
+        return layers.LayerNormalization(axis=(1, 2, 3), epsilon=PER_IMAGE_EPSILON, center=False, scale=False,
+                                         name=name)
     if kind == "resnet_v2":
         return layers.Rescaling(scale=2.0, offset=-1.0, name=name)
     if kind == "vgg16":
         if channels != 3:
             raise ValueError("normalization 'vgg16' needs 3 channels")
-        return CaffeNormalization(name=name)
+        return caffe_normalization(name)
     if kind == "none":
         return layers.Identity(name=name)
     raise ValueError(f"unknown normalization {kind!r}; choose one of {', '.join(NORMALIZATION_KINDS)}")
+
+
+def caffe_normalization(name: str = "normalization") -> layers.Conv2D:
+    """VGG16's caffe convention as a fixed, non-trainable 1x1 ``Conv2D``: RGB to BGR, 0-255, minus the BGR means.
+
+    Output channel ``c`` is ``255 * x[2 - c] - VGG16_BGR_MEANS[c]``: the kernel is 255 times the channel
+    permutation and the bias the negated means (built here, saved with the model as any weights are).
+    """
+    layer = layers.Conv2D(3, 1, trainable=False, name=name)
+    layer.build((None, None, None, 3))
+    kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+    for output_channel in range(3):
+        kernel[0, 0, 2 - output_channel, output_channel] = 255.0
+    layer.set_weights([kernel, -np.asarray(VGG16_BGR_MEANS, dtype="float32")])
+    return layer
 
 
 def _normalization(mean, std, channels: int, name: str) -> layers.Layer:

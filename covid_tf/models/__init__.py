@@ -12,7 +12,7 @@ import importlib
 _EXPORTS = {
     "ARCHITECTURES": "architectures", "Architecture": "architectures", "get_architecture": "architectures",
     "model_names": "architectures", "register": "architectures", "unregister": "architectures",
-    "BuildOptions": "common",
+    "BuildOptions": "common", "save_model": "common",
     "build_model": "registry", "architecture_of": "registry", "last_conv_layer_name": "registry",
     "backbone_blocks": "freezing", "freeze_backbone": "freezing", "split_layers": "freezing",
     "unfreeze_top": "freezing",

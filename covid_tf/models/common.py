@@ -146,3 +146,14 @@ def copy_weights(source: keras.Model, target: keras.Model) -> None:
     for layer in source.layers:
         if layer.weights:
             target.get_layer(layer.name).set_weights(layer.get_weights())
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save ``model`` as a portable ``.keras`` file: layers and weights only, no optimizer, loss or metrics.
+
+    The file loads with plain ``keras.saving.load_model(path)`` in a process that never imports covid_tf
+    (every layer is built in); a run keeps its loss in ``config.json``. A functional twin that shares the
+    model's layers is saved, since Keras writes the compile configuration of a compiled model.
+    """
+    twin = keras.Model(model.inputs, model.outputs, name=model.name)
+    twin.save(path)

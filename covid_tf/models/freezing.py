@@ -16,6 +16,7 @@ import re
 import keras
 
 from covid_tf.models.architectures import CNN_BLOCKS, RESNET_BLOCKS
+from covid_tf.models.common import NORMALIZATION_NAME
 from covid_tf.models.registry import architecture_of, last_conv_layer_name
 
 STEM = "stem"
@@ -74,6 +75,9 @@ def unfreeze_top(model: keras.Model, n_blocks: int | str) -> keras.Model:
     count = len(blocks) if n_blocks == "all" else min(n_blocks, len(blocks))
     head = split_layers(model)[1]
     model.trainable = True
+    for layer in model.layers:
+        if layer.name == NORMALIZATION_NAME:  # fixed weights (VGG16's caffe 1x1 conv): never trained
+            layer.trainable = False
     for index, (_, block_layers) in enumerate(blocks):
         unfrozen = index >= len(blocks) - count
         for layer in block_layers:

@@ -26,6 +26,7 @@ from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
+from covid_tf.models.common import save_model
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
 
@@ -146,7 +147,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     if run_path is not None:
         atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
-        atomic_write(run_path / "model.keras", model.save)
+        atomic_write(run_path / "model.keras", partial(save_model, model))
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
         write_run_figures(run_path, model=model)
         atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
