@@ -21,6 +21,8 @@ from covid_tf import config
 from covid_tf.data.pipeline import make_dataset, pixel_statistics
 from covid_tf.data.preprocessing import augmentation_layers
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.metrics import positive_class_index
+from covid_tf.io_utils import safe_name
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.registry import build_model
@@ -29,6 +31,9 @@ from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.distribute import get_strategy
 from covid_tf.training.losses import get_loss, get_optimizer
+
+# Thresholds of the training AUC: scores 0.001 apart fall in different bins, so it matches scikit-learn's.
+AUC_THRESHOLDS = 1001
 
 
 @contextlib.contextmanager
@@ -79,12 +84,31 @@ def normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str]):
     return pixel_statistics(train_paths, cfg.image_size, cfg.channels, seed=cfg.seed)
 
 
-def compile_model(model: keras.Model, cfg: TrainConfig, class_counts: Sequence[int], learning_rate: float) -> None:
+def auc_metric(class_names: Sequence[str]) -> keras.metrics.AUC:
+    """The ROC AUC that ``metrics.json`` reports, as a built-in Keras metric (history and TensorBoard).
+
+    Binary tasks: the positive class's AUC, named ``auc_<class>`` (``auc_COVID``); ``label_weights`` keeps
+    only that column of the per-class AUCs. More classes: the macro one-vs-rest AUC, named ``macro_auc``.
+    A plain ``AUC()`` on one-hot targets is micro-averaged and disagrees with ``metrics.json``.
+    """
+    n_classes = len(class_names)
+    if n_classes == 2:
+        positive = positive_class_index(class_names)
+        weights = [1.0 if index == positive else 0.0 for index in range(n_classes)]
+        return keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, multi_label=True, num_labels=n_classes,
+                                 label_weights=weights, name=f"auc_{safe_name(class_names[positive], 'positive')}")
+    return keras.metrics.AUC(num_thresholds=AUC_THRESHOLDS, multi_label=True, num_labels=n_classes,
+                             name="macro_auc")
+
+
+def compile_model(model: keras.Model, cfg: TrainConfig, class_counts: Sequence[int], learning_rate: float,
+                  class_names: Sequence[str] | None = None) -> None:
     """Compile with the run's loss and optimizer; called again after every change of ``trainable``."""
+    names = list(class_names or cfg.class_names or [str(index) for index in range(len(class_counts))])
     model.compile(
         optimizer=get_optimizer(cfg.optimizer, learning_rate),
         loss=get_loss(cfg.loss, list(class_counts)),
-        metrics=["accuracy", keras.metrics.AUC(name="auc")],
+        metrics=["accuracy", auc_metric(names)],
     )
 
 
@@ -171,7 +195,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     if two_phase:
         freeze_backbone(model)
     with strategy.scope():
-        compile_model(model, cfg, class_counts, cfg.learning_rate)
+        compile_model(model, cfg, class_counts, cfg.learning_rate, class_names)
     marker = resume.head_marker(run_dir) if two_phase else None
     start = resume.load_finished_head(model, marker)  # a run killed while fine-tuning keeps its head phase
     frames = []
@@ -186,7 +210,8 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
         with strategy.scope():
-            compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10)
+            compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10,
+                          class_names)
         resume.forget_restored_epoch(model)
         history = model.fit(train, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
                             callbacks=callbacks("fine_tune"), **fit_options)
