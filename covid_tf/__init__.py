@@ -1,6 +1,49 @@
 """covid_tf: COVID-19 detection on chest X-rays and CT slices, with class activation maps.
 
-Importing the package is cheap: TensorFlow is imported only by the modules that need it.
+The Python API, next to the command line::
+
+    from covid_tf import TrainConfig, evaluate, explain, load_model, train_run
+
+    result = train_run(TrainConfig(data="data/radiography", model="baseline", epochs=5), "runs/baseline")
+    loaded = load_model("runs/baseline/model.keras")          # the model and its class names
+    evaluate("runs/baseline/model.keras", "data/radiography", "runs/baseline/eval")
+    heatmaps, classes, probabilities = explain(loaded.model, images, method="gradcam")
+
+Importing the package is cheap: these names load (with TensorFlow) on first use.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+# Public name -> (module, attribute); attribute None: the module itself (the callable ``covid_tf.explain``).
+_API: dict[str, tuple[str, str | None]] = {
+    "TrainConfig": ("covid_tf.training.config", "TrainConfig"),
+    "train_run": ("covid_tf.training.run", "train_run"),
+    "load_model": ("covid_tf.evaluation.inference", "load_model"),
+    "evaluate": ("covid_tf.evaluation.evaluate", "evaluate_model"),
+    "explain": ("covid_tf.explain", None),
+}
+__all__ = ["TrainConfig", "__version__", "evaluate", "explain", "load_model", "train_run"]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
+    from covid_tf import explain
+    from covid_tf.evaluation.evaluate import evaluate_model as evaluate
+    from covid_tf.evaluation.inference import load_model
+    from covid_tf.training.config import TrainConfig
+    from covid_tf.training.run import train_run
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'covid_tf' has no attribute {name!r}")
+    module_name, attribute = _API[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

@@ -6,12 +6,15 @@ Quick use::
     heatmaps, classes, probabilities = explain.explain(model, images, method="gradcam")
     figure = explain.explanation_panel(images[0], heatmaps[0], threshold=0.85)
 
+The package itself is callable as :func:`explain` (``from covid_tf import explain; explain(model, images)``).
 ``heatmaps`` are float32 (N, H, W) in [0, 1] at the input size. For repeated calls, build the
 explainer once with :func:`get_explainer` (it compiles its ``tf.function`` on the first batch).
 """
 
 from __future__ import annotations
 
+import sys
+import types
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -125,3 +128,13 @@ __all__ = [
     "summarize",
     "threshold_heatmap",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """The package is callable: ``from covid_tf import explain`` then ``explain(model, images)``."""
+
+    def __call__(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
