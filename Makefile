@@ -16,11 +16,12 @@ help:
 	@echo "make lint   - ruff"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install $(PIP_FLAGS) --upgrade pip
-	$(PYTHON) -m pip install $(PIP_FLAGS) -r requirements-dev.txt
+	$(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -r requirements-dev.txt
 	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -e .
+	$(PYTHON) -m pip check
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -1,8 +1,9 @@
 """Every path and default of the project in one place.
 
-Paths can be redirected with environment variables, so notebooks, tests and the command line
-never hard-code one: ``COVID_TF_DATA_DIR``, ``COVID_TF_REPORTS_DIR``, ``COVID_TF_MODELS_DIR``,
-``COVID_TF_CACHE_DIR``.
+Default folders (``data/``, ``reports/``, ``models/``, ``.cache/``) lie in the workspace: ``COVID_TF_HOME``
+when set; else the source checkout when covid_tf runs from one (``pip install -e .``, ``make``); else the
+working directory, so an installed wheel never writes into site-packages. Each folder can be redirected
+on its own: ``COVID_TF_DATA_DIR``, ``COVID_TF_REPORTS_DIR``, ``COVID_TF_MODELS_DIR``, ``COVID_TF_CACHE_DIR``.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout, or site-packages for a wheel
 
 
 def _env_path(name: str, default: Path) -> Path:
@@ -18,18 +19,25 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value).expanduser().resolve() if value else default
 
 
-DATA_DIR = _env_path("COVID_TF_DATA_DIR", PROJECT_ROOT / "data")
+def is_source_checkout(root: Path = PROJECT_ROOT) -> bool:
+    """Whether covid_tf runs from its source tree (a ``pyproject.toml`` beside the package), not a wheel."""
+    return (root / "pyproject.toml").is_file() and not {"site-packages", "dist-packages"} & set(root.parts)
+
+
+WORKSPACE = _env_path("COVID_TF_HOME", PROJECT_ROOT if is_source_checkout() else Path.cwd().resolve())
+
+DATA_DIR = _env_path("COVID_TF_DATA_DIR", WORKSPACE / "data")
 RAW_DATA_DIR = DATA_DIR / "raw"
 INTERIM_DATA_DIR = DATA_DIR / "interim"
 PROCESSED_DATA_DIR = DATA_DIR / "processed"
 SYNTHETIC_DIR = DATA_DIR / "synthetic"
 SYNTHETIC_CT_DIR = DATA_DIR / "synthetic_ct"
-REPORTS_DIR = _env_path("COVID_TF_REPORTS_DIR", PROJECT_ROOT / "reports")
+REPORTS_DIR = _env_path("COVID_TF_REPORTS_DIR", WORKSPACE / "reports")
 FIGURES_DIR = REPORTS_DIR / "figures"
 EXECUTED_NOTEBOOKS_DIR = REPORTS_DIR / "notebooks"
-MODELS_DIR = _env_path("COVID_TF_MODELS_DIR", PROJECT_ROOT / "models")
+MODELS_DIR = _env_path("COVID_TF_MODELS_DIR", WORKSPACE / "models")
 RUNS_DIR = MODELS_DIR / "runs"
-CACHE_DIR = _env_path("COVID_TF_CACHE_DIR", PROJECT_ROOT / ".cache")
+CACHE_DIR = _env_path("COVID_TF_CACHE_DIR", WORKSPACE / ".cache")
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
 # The real development data beside the checkout (absent on a user's fresh clone).
