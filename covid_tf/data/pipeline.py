@@ -27,15 +27,21 @@ SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER_BYTES = 128 << 20
 
 
-def decode_images(paths: tf.data.Dataset, image_size: int, channels: int) -> tf.data.Dataset:
-    """Map a dataset of file paths to decoded, resized float32 images, in parallel."""
+def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader=None) -> tf.data.Dataset:
+    """Map a dataset of file paths to decoded, resized float32 images, in parallel.
+
+    ``loader`` (``path -> (S, S, loader.channels) float32``, e.g. a lung ROI) replaces ``load_image``.
+    """
+    out_channels = getattr(loader, "channels", channels)
 
     def load(path: np.ndarray) -> np.ndarray:
+        if loader is not None:
+            return np.asarray(loader(path.decode("utf-8")), dtype=np.float32)
         return load_image(path.decode("utf-8"), channels=channels, size=image_size)
 
     def decode(path: tf.Tensor) -> tf.Tensor:
         image = tf.numpy_function(load, [path], tf.float32, stateful=False)
-        return tf.ensure_shape(image, (image_size, image_size, channels))
+        return tf.ensure_shape(image, (image_size, image_size, out_channels))
 
     return paths.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
 
@@ -79,20 +85,24 @@ def make_dataset(
     cache_dir: str | Path | None = None,
     seed: int = config.SEED,
     drop_remainder: bool = False,
+    loader=None,
+    batch_transform=None,
 ) -> tf.data.Dataset:
     """Build a batched dataset of ``(images, one-hot labels)`` (or images only without labels).
 
     With ``shuffle`` the file order is shuffled once with ``seed`` before decoding (so the cache
     holds a mixed order) and again each epoch in a bounded buffer (so memory stays flat).
     ``cache`` is ``"auto"`` (memory below ``MEMORY_CACHE_LIMIT``, else a file in ``cache_dir``),
-    ``True`` (memory), ``False`` or a file path.
+    ``True`` (memory), ``False`` or a file path. ``loader`` replaces the decoding (see :func:`decode_images`;
+    its ``key`` names its cache); ``batch_transform`` maps each batch of images after the cache, before
+    augmentation (e.g. random lung-mask jitter).
     """
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("make_dataset needs at least one image path")
     order = np.random.default_rng(seed).permutation(len(paths)) if shuffle else np.arange(len(paths))
     ordered_paths = np.asarray(paths)[order]
-    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels)
+    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels, loader)
     label_array = None
     if labels is not None:
         label_array = np.asarray(labels, dtype="int64")[order]
@@ -102,21 +112,26 @@ def make_dataset(
         dataset = tf.data.Dataset.zip((images, targets))
     else:
         dataset = images
-    image_bytes = image_size * image_size * channels * 4
-    name = _cache_name(ordered_paths, label_array, image_size, channels, num_classes) if cache == "auto" else ""
+    image_bytes = image_size * image_size * getattr(loader, "channels", channels) * 4
+    key = getattr(loader, "key", "")
+    name = _cache_name(ordered_paths, label_array, image_size, channels, num_classes, key) if cache == "auto" else ""
     dataset = _cache(dataset, cache, len(paths) * image_bytes, Path(cache_dir) if cache_dir else None, name)
     if shuffle:
         buffer = min(len(paths), SHUFFLE_BUFFER, max(1, SHUFFLE_BUFFER_BYTES // image_bytes))
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if batch_transform is not None:
+        dataset = _map_images(dataset, batch_transform, labels is not None)
     if augmentation is not None:
-        if labels is not None:
-            dataset = dataset.map(
-                lambda x, y: (augmentation(x, training=True), y), num_parallel_calls=AUTOTUNE, deterministic=True
-            )
-        else:
-            dataset = dataset.map(lambda x: augmentation(x, training=True), num_parallel_calls=AUTOTUNE)
+        dataset = _map_images(dataset, lambda x: augmentation(x, training=True), labels is not None)
     return dataset.prefetch(AUTOTUNE)
+
+
+def _map_images(dataset: tf.data.Dataset, function, labelled: bool) -> tf.data.Dataset:
+    """Apply ``function`` to the image batches of a dataset (of ``(images, labels)`` when ``labelled``)."""
+    if labelled:
+        return dataset.map(lambda x, y: (function(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+    return dataset.map(function, num_parallel_calls=AUTOTUNE, deterministic=True)
 
 
 def load_images(paths: Sequence[str], image_size: int, channels: int = config.CHANNELS) -> np.ndarray:
@@ -125,7 +140,8 @@ def load_images(paths: Sequence[str], image_size: int, channels: int = config.CH
 
 
 def pixel_statistics(
-    paths: Sequence[str], image_size: int, channels: int = config.CHANNELS, max_images: int = 2000, seed: int = 0
+    paths: Sequence[str], image_size: int, channels: int = config.CHANNELS, max_images: int = 2000, seed: int = 0,
+    loader=None,
 ) -> tuple[list[float], list[float]]:
     """Mean and standard deviation per channel over (a seeded sample of) the given images."""
     rng = np.random.default_rng(seed)
@@ -133,7 +149,8 @@ def pixel_statistics(
     total = np.zeros(channels)
     total_sq = np.zeros(channels)
     count = 0
-    for batch in make_dataset(chosen, image_size=image_size, channels=channels, batch_size=64, cache=False):
+    for batch in make_dataset(chosen, image_size=image_size, channels=channels, batch_size=64, cache=False,
+                              loader=loader):
         values = batch.numpy().reshape(-1, channels).astype("float64")
         total += values.sum(0)
         total_sq += (values**2).sum(0)

@@ -32,6 +32,7 @@ from covid_tf.evaluation.operating_point import choose_threshold
 from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.figures.run import FIGURE_NAMES, draw_figures, read_history
 from covid_tf.io_utils import atomic_write_json, atomic_write_text, is_within, resolved_path
+from covid_tf.lungs.roi_inputs import fallback_note
 
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "skipped.csv", RUN_CONFIG)
 
@@ -247,6 +248,7 @@ def evaluate_model(
     probabilities, metrics = evaluate_rows(partial(loaded.predict_paths, batch_size=batch_size), rows, names,
                                            threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
     metrics["threshold_source"] = threshold_source
+    notes.extend(filter(None, [fallback_note(loaded.roi_table)]))  # a --roi run: masks, images used whole
     used = metrics.get("threshold")
     y_pred = predict_labels(probabilities, threshold=used, positive_index=positive_index)
     table = predictions_table(paths, probabilities, y_pred, names, labels=rows["label"].tolist(),
@@ -257,7 +259,7 @@ def evaluate_model(
         "split_file": resolved_path(split_file) if split_file is not None else None, "split": chosen_split,
         "classes": list(classes) if classes else None, "class_map": dict(class_map or {}),
         "class_names": names, "image_size": loaded.image_size, "channels": loaded.channels,
-        "threshold": used, "threshold_source": threshold_source, "n_skipped": len(skipped),
+        "threshold": used, "threshold_source": threshold_source, "n_skipped": len(skipped), "roi": loaded.roi.mode,
     })
     figures = draw_figures(out_dir, y_true, probabilities, y_pred, names, paths=paths,
                            image_size=loaded.image_size, channels=loaded.channels,

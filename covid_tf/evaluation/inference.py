@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -18,6 +18,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.io_utils import atomic_write, csv_rows
+from covid_tf.lungs.roi_inputs import RoiLoader, RoiSpec, fallback_note, prepare_masks
 
 RUN_CONFIG = "config.json"
 
@@ -31,10 +32,20 @@ class LoadedModel:
     image_size: int
     channels: int
     path: Path
+    roi: RoiSpec = field(default_factory=RoiSpec)  # the run's lung ROI (config.json), applied to every input
+    roi_table: pd.DataFrame | None = None  # lung masks of the last predict_paths call (ROI runs)
 
-    def predict_paths(self, paths, batch_size: int = config.BATCH_SIZE) -> np.ndarray:
-        """Softmax probabilities (N, K) for image files, streamed from disk in batches."""
-        return predict_paths(self.model, paths, self.image_size, self.channels, batch_size)
+    def roi_loader(self, paths, mask_paths=None) -> tuple[RoiLoader | None, pd.DataFrame | None]:
+        """The ROI loader of ``paths`` and their mask table (both None without an ROI); masks are cached."""
+        if not self.roi.active:
+            return None, None
+        table = prepare_masks([str(p) for p in paths], mask_paths)
+        return RoiLoader(self.roi, table, self.image_size, self.channels), table
+
+    def predict_paths(self, paths, batch_size: int = config.BATCH_SIZE, mask_paths=None) -> np.ndarray:
+        """Softmax probabilities (N, K) for image files, streamed from disk in batches, through the run's ROI."""
+        loader, self.roi_table = self.roi_loader(paths, mask_paths)
+        return predict_paths(self.model, paths, self.image_size, self.channels, batch_size, loader=loader)
 
 
 def load_keras_model(path: str | Path, *, allow_unsafe: bool = False) -> keras.Model:
@@ -61,6 +72,16 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False) -> keras.M
         raise CovidTfError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from None
 
 
+def read_roi(model_path: Path) -> RoiSpec:
+    """The lung ROI recorded in the run's ``config.json`` beside the model (none when absent)."""
+    run_config = model_path.parent / RUN_CONFIG
+    try:
+        saved = json.loads(run_config.read_text()) if run_config.is_file() else {}
+        return RoiSpec.from_config(saved if isinstance(saved, dict) else {})
+    except (json.JSONDecodeError, ValueError, TypeError) as error:
+        raise CovidTfError(f"{run_config}: the run's lung ROI is not readable ({error})") from None
+
+
 def read_class_names(model_path: Path, num_classes: int) -> list[str]:
     """Class names from the run's ``config.json`` beside the model, else ``class_0``, ``class_1``..."""
     run_config = model_path.parent / RUN_CONFIG
@@ -85,17 +106,20 @@ def load_model(path: str | Path, *, class_names=None, allow_unsafe: bool = False
     names = list(class_names) if class_names is not None else read_class_names(path, num_classes)
     if height is None or height != width:
         raise CovidTfError(f"{path}: expected a model with a fixed square input, got {model.inputs[0].shape}")
-    return LoadedModel(model, names, int(height), int(channels), path)
+    return LoadedModel(model, names, int(height), int(channels), path, read_roi(path))
 
 
-def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32) -> np.ndarray:
-    """Softmax probabilities for image files, streamed from disk (memory does not grow with N)."""
+def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32,
+                  loader=None) -> np.ndarray:
+    """Softmax probabilities for image files, streamed from disk (memory does not grow with N);
+    ``loader``: a lung ROI (:class:`covid_tf.lungs.roi_inputs.RoiLoader`) instead of plain decoding."""
     from covid_tf.data.pipeline import make_dataset
 
     paths = [str(p) for p in paths]
     if not paths:
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype="float32")
-    dataset = make_dataset(paths, image_size=image_size, channels=channels, batch_size=batch_size, cache=False)
+    dataset = make_dataset(paths, image_size=image_size, channels=channels, batch_size=batch_size, cache=False,
+                           loader=loader)
     return np.asarray(model.predict(dataset, verbose=0), dtype="float32")
 
 
@@ -142,6 +166,7 @@ class PredictionResult:
     n_predicted: int
     skipped: list[SkippedFile]
     class_names: list[str]
+    roi_note: str = ""  # ROI runs: mask sources and images used whole for want of plausible lungs
 
 
 def predict_images(
@@ -186,13 +211,21 @@ def predict_images(
         raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
                            "nothing predicted")
 
+    tables = []
+
     def write(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             for start in range(0, len(paths), PREDICT_CHUNK):
                 chunk = paths[start:start + PREDICT_CHUNK]
                 probabilities = loaded.predict_paths(chunk, batch_size=batch_size)
                 y_pred = predict_labels(probabilities, threshold=threshold, positive_index=positive_index)
-                handle.write(csv_rows(predictions_table(chunk, probabilities, y_pred, names), header=start == 0))
+                table = predictions_table(chunk, probabilities, y_pred, names)
+                if loaded.roi_table is not None:  # flagged, and still classified on the full image
+                    tables.append(loaded.roi_table)
+                    table["lung_mask_source"] = loaded.roi_table["lung_mask_source"].to_numpy()
+                    table["roi_applied"] = loaded.roi_table["roi_applied"].to_numpy()
+                handle.write(csv_rows(table, header=start == 0))
 
     atomic_write(out_path, write)
-    return PredictionResult(out_path, len(paths), skipped, names)
+    note = fallback_note(pd.concat(tables, ignore_index=True)) if tables else ""
+    return PredictionResult(out_path, len(paths), skipped, names, note)

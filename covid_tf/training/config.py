@@ -43,6 +43,10 @@ class TrainConfig:
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
+    roi: str = "none"  # covid_tf.lungs.roi_inputs.ROI_MODES: none, lungs, lungs-masked, lungs-removed
+    roi_margin: float = 0.10  # of the lung box's height/width per side
+    roi_dilation: float = 0.03  # of the image's longer side, for lungs-masked and lungs-removed
+    roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

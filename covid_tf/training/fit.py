@@ -23,6 +23,7 @@ from covid_tf.data.preprocessing import augmentation_layers
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.io_utils import safe_name
+from covid_tf.lungs.roi_inputs import RoiInputs, run_inputs
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.registry import build_model
@@ -55,8 +56,13 @@ def set_seed(seed: int) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
-def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], cache_dir: Path | None):
-    """The training, validation and un-augmented statistics datasets of a split, and its (paths, labels)."""
+def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], cache_dir: Path | None,
+                  inputs: RoiInputs | None = None):
+    """The training, validation and un-augmented statistics datasets of a split, and its (paths, labels).
+
+    ``inputs`` (a lung ROI, :func:`covid_tf.lungs.roi_inputs.run_inputs`) replaces the decoding of images.
+    """
+    inputs = inputs or RoiInputs()
     label_of = {name: i for i, name in enumerate(class_names)}
     parts = {}
     for name in config.SPLIT_NAMES:
@@ -67,21 +73,22 @@ def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[s
                   batch_size=cfg.batch_size, seed=cfg.seed)
     train = make_dataset(train_paths, train_labels, shuffle=True,
                          augmentation=augmentation_layers(cfg.augmentation, seed=cfg.seed),
-                         cache_dir=cache_dir and cache_dir / "train", **common)
+                         cache_dir=cache_dir and cache_dir / "train", loader=inputs.train_loader,
+                         batch_transform=inputs.transform, **common)
     val = None
     if len(parts["val"][0]):
-        val = make_dataset(*parts["val"], cache_dir=cache_dir and cache_dir / "val", **common)
+        val = make_dataset(*parts["val"], cache_dir=cache_dir and cache_dir / "val", loader=inputs.loader, **common)
     # Un-augmented training images in a mixed order for PreciseBatchNorm; not cached, as it reads
     # at most precise_bn_images of them per epoch.
-    statistics = make_dataset(train_paths, shuffle=True, cache=False, **common)
+    statistics = make_dataset(train_paths, shuffle=True, cache=False, loader=inputs.loader, **common)
     return train, val, statistics, parts
 
 
-def normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str]):
+def normalization_statistics(cfg: TrainConfig, train_paths: Sequence[str], loader=None):
     """``(mean, std)`` of the training images when the model's normalisation uses them, else ``(None, None)``."""
     if not get_architecture(cfg.model).needs_statistics(cfg.normalization):
         return None, None
-    return pixel_statistics(train_paths, cfg.image_size, cfg.channels, seed=cfg.seed)
+    return pixel_statistics(train_paths, cfg.image_size, cfg.channels, seed=cfg.seed, loader=loader)
 
 
 def auc_metric(class_names: Sequence[str]) -> keras.metrics.AUC:
@@ -146,16 +153,19 @@ def fit(
     run_dir: Path | None = None,
     verbose: int | str = "auto",
     select_best: bool = True,
+    inputs: RoiInputs | None = None,
 ) -> tuple[keras.Model, pd.DataFrame]:
     """Build and train the model of ``cfg`` on the split; return the model and the history.
 
     With ``select_best`` the weights of the best epoch (validation accuracy, then training
-    accuracy) are kept; without, the weights of the last epoch.
+    accuracy) are kept; without, the weights of the last epoch. ``inputs``: the run's lung ROI
+    (default: prepared from ``cfg.roi``, masks cached).
     """
     strategy = get_strategy(cfg.strategy, cfg.devices)  # before any other TensorFlow work of the run
     set_seed(cfg.seed)
+    inputs = inputs or run_inputs(cfg, split)
     with precision_policy(cfg.mixed_precision), _known_strategy_failures(cfg.strategy):
-        return _fit(cfg, split, class_names, run_dir, verbose, select_best, strategy)
+        return _fit(cfg, split, class_names, run_dir, verbose, select_best, strategy, inputs)
 
 
 @contextlib.contextmanager
@@ -174,11 +184,12 @@ def _known_strategy_failures(strategy: str):
 
 
 def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_dir: Path | None,
-         verbose: int | str, select_best: bool, strategy: tf.distribute.Strategy) -> tuple[keras.Model, pd.DataFrame]:
+         verbose: int | str, select_best: bool, strategy: tf.distribute.Strategy,
+         inputs: RoiInputs) -> tuple[keras.Model, pd.DataFrame]:
     cache_dir = run_dir / "checkpoints" / "cache" if run_dir else None
-    train, val, statistics, parts = make_datasets(cfg, split, class_names, cache_dir)
+    train, val, statistics, parts = make_datasets(cfg, split, class_names, cache_dir, inputs)
     class_counts = np.bincount(parts["train"][1], minlength=len(class_names))
-    mean, std = normalization_statistics(cfg, parts["train"][0])
+    mean, std = normalization_statistics(cfg, parts["train"][0], inputs.loader)
     with strategy.scope():  # variables of the model and the optimizer are mirrored over the replicas
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,

@@ -1,6 +1,7 @@
 """Training runs as folders: split, fit, evaluation, figures, written atomically and refused when clashing.
 
-A run directory holds ``config.json``, ``split.csv``, ``skipped.csv``, ``history.csv``, ``model.keras``,
+A run directory holds ``config.json``, ``split.csv``, ``skipped.csv``, ``roi.csv`` (``--roi`` runs: each
+image's lung mask, its source and whether the ROI applied), ``history.csv``, ``model.keras``,
 ``metrics.json`` (validation and test metrics of the final model, written last), ``figures/`` and ``logs/``
 (TensorBoard). Killing a run and starting the same command again resumes from the last finished epoch.
 """
@@ -27,10 +28,11 @@ from covid_tf.evaluation.inference import predict_paths
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
 from covid_tf.models.common import save_model
+from covid_tf.lungs.roi_inputs import run_inputs
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
 
-RUN_FILES = ("config.json", "split.csv", "skipped.csv", "history.csv", "model.keras", "metrics.json")
+RUN_FILES = ("config.json", "split.csv", "skipped.csv", "roi.csv", "history.csv", "model.keras", "metrics.json")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TrainResult:
     class_names: list[str]
     metrics: dict
     run_dir: Path | None
+    roi_table: pd.DataFrame | None = None  # the lung masks of a --roi run (its roi.csv)
 
 
 def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -85,10 +88,11 @@ def _apply_split_file(index: DatasetIndex, split_file: Path) -> pd.DataFrame:
 
 
 def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
-                    names: Sequence[str] = ("val", "test")) -> dict:
-    """Metrics of ``model`` on the named splits (absent splits are left out), by :func:`evaluate_rows`."""
+                    names: Sequence[str] = ("val", "test"), loader=None) -> dict:
+    """Metrics of ``model`` on the named splits (absent splits are left out), by :func:`evaluate_rows`;
+    ``loader``: the run's lung ROI."""
     predict = partial(predict_paths, model, image_size=cfg.image_size, channels=cfg.channels,
-                      batch_size=cfg.batch_size)
+                      batch_size=cfg.batch_size, loader=loader)
     results = {}
     for name in names:
         rows = split[split["split"] == name]
@@ -142,8 +146,11 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
         save_split(split, run_path / "split.csv")
         skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
         atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
-    model, history = fit(cfg, split, class_names, run_path, verbose=verbose)
-    metrics = evaluate_splits(model, cfg, split, class_names)
+    inputs = run_inputs(cfg, split)  # lung masks once (cached), before any epoch
+    if run_path is not None and inputs.table is not None:
+        atomic_write_text(run_path / "roi.csv", inputs.table.to_csv(index=False))
+    model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
+    metrics = evaluate_splits(model, cfg, split, class_names, loader=inputs.loader)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     if run_path is not None:
         atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
@@ -151,7 +158,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
         write_run_figures(run_path, model=model)
         atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
-    return TrainResult(model, history, split, list(class_names), metrics, run_path)
+    return TrainResult(model, history, split, list(class_names), metrics, run_path, inputs.table)
 
 
 def retrain_on_train_and_val(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], epochs: int,

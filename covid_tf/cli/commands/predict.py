@@ -33,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
     result = predict_images(args.model, args.inputs, args.out, batch_size=args.batch_size,
                             allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, threshold=args.threshold,
                             on_skipped=report)
+    if result.roi_note:
+        print(result.roi_note)
     skipped = f", {len(result.skipped)} file(s) skipped" if result.skipped else ""
     print(f"{result.n_predicted} image(s) predicted into {result.out_path}{skipped}")
     return 0

@@ -10,6 +10,8 @@ from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.models.architectures import model_names
 
+# covid_tf.lungs.roi_inputs.ROI_MODES, spelled out here: the parser imports no TensorFlow or OpenCV.
+ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed")
 HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
 
 
@@ -70,6 +72,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
+    parser.add_argument("--roi", choices=ROI_MODES, default="none",
+                        help="lung region of interest: none (full image), lungs (lung box with a margin, resized), "
+                             "lungs-masked (the same, outside the dilated lungs set to black), lungs-removed "
+                             "(only what lies outside the lungs: for a shortcut audit, not for diagnosis). Masks "
+                             "from the dataset's masks/, else from the shipped segmenter, computed once and cached")
+    parser.add_argument("--roi-margin", type=float, default=0.10,
+                        help="margin around the lung box, as a share of its height/width per side (default 0.10)")
+    parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
+                        help="lungs-masked/lungs-removed: dilate or erode each training image's mask by a random "
+                             "radius up to PIXELS (at --image-size), so that the mask's outline stops being a cue")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
@@ -86,6 +98,10 @@ def config_from_args(args: argparse.Namespace):
                           ("--precise-bn-images", args.precise_bn_images)):
         if value < 0:
             raise CovidTfError(f"{option} must be 0 or more, got {value}")
+    if args.roi_jitter < 0 or args.roi_margin < 0:
+        raise CovidTfError("--roi-jitter and --roi-margin must be 0 or more")
+    if args.roi_jitter and args.roi not in ("lungs-masked", "lungs-removed"):
+        raise CovidTfError(f"--roi-jitter needs --roi lungs-masked or lungs-removed, not {args.roi}")
     if not 0.0 <= args.dropout < 1.0:
         raise CovidTfError(f"--dropout must be in [0, 1), got {args.dropout}")
     unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
@@ -104,6 +120,7 @@ def config_from_args(args: argparse.Namespace):
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
         patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
         devices=_devices(args), mixed_precision=args.mixed_precision, precise_bn_images=args.precise_bn_images,
+        roi=args.roi, roi_margin=args.roi_margin, roi_jitter=args.roi_jitter,
     )
 
 
@@ -120,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {path}: {reason}")
         if len(skipped) > 5:
             print(f"  ... and {len(skipped) - 5} more")
+    if result.roi_table is not None:
+        from covid_tf.lungs.roi_inputs import fallback_note
+
+        print(f"{fallback_note(result.roi_table)} (see {args.out / 'roi.csv'})")
     for name in ("val", "test"):
         if name in result.metrics:
             values = result.metrics[name]

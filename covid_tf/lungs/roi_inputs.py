@@ -1,0 +1,270 @@
+"""The lung ROI of a classifier run: its lung masks (dataset or segmenter, cached), and its input images.
+
+``train --roi`` modes (:data:`ROI_MODES`), applied again by ``evaluate``, ``predict`` and ``explain``:
+
+- ``none``: the full image.
+- ``lungs``: the lung box with a margin (:func:`covid_tf.lungs.roi.lung_box`), resized to the model's size.
+- ``lungs-masked``: the same crop with everything outside the dilated lungs set to a constant.
+- ``lungs-removed``: the full image with the dilated lungs set to a constant, i.e. only what lies
+  outside the lungs; for the shortcut audit (a model that still separates the classes from it has
+  learned shortcuts), not for diagnosis.
+
+Masks come from the dataset (``mask_path`` of the index, or ``<Class>/masks/<name>`` beside
+``images/``), else from the shipped segmenter, computed once and cached as PNGs under
+``config.CACHE_DIR / "lung_masks"``, named by a hash of the image's resolved path, modification time
+and size. An image whose segmenter mask is not plausible (:func:`covid_tf.lungs.masks.describe_mask`),
+or whose dataset mask is empty, falls back to the full image; :func:`prepare_masks` says so in its
+table (a run's ``roi.csv``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from covid_tf import config
+from covid_tf.data.images import load_image, resize_image, save_png
+from covid_tf.errors import ImageReadError
+from covid_tf.io_utils import atomic_write, resolved_path
+from covid_tf.lungs import masks as lung_masks
+from covid_tf.lungs import roi
+
+ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed")
+JITTER_MODES = ("lungs-masked", "lungs-removed")  # the modes whose mask outline is in the image
+MASK_CACHE = "lung_masks"
+ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
+DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
+
+
+@dataclass(frozen=True)
+class RoiSpec:
+    """How a run turns an image and its lung mask into the model's input (saved in its config.json)."""
+
+    mode: str = "none"
+    margin: float = roi.DEFAULT_MARGIN
+    dilation: float = DEFAULT_DILATION
+    fill: float = 0.0
+    jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
+
+    def __post_init__(self) -> None:
+        if self.mode not in ROI_MODES:
+            raise ValueError(f"unknown ROI {self.mode!r}; choose one of {', '.join(ROI_MODES)}")
+        if self.margin < 0 or self.dilation < 0 or self.jitter < 0:
+            raise ValueError("the ROI margin, dilation and jitter must be 0 or more")
+        if self.jitter and self.mode not in JITTER_MODES:
+            raise ValueError(f"ROI jitter applies to {' and '.join(JITTER_MODES)} only, not {self.mode!r}")
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none"
+
+    @classmethod
+    def from_config(cls, saved: Mapping) -> RoiSpec:
+        """The spec of a run's config.json (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``)."""
+        return cls(mode=saved.get("roi") or "none", margin=float(saved.get("roi_margin", roi.DEFAULT_MARGIN)),
+                   dilation=float(saved.get("roi_dilation", DEFAULT_DILATION)),
+                   jitter=int(saved.get("roi_jitter", 0) or 0))
+
+
+def dataset_mask_path(image_path: str | Path) -> Path | None:
+    """The Radiography Database's lung mask of an image (``<Class>/masks/<name>`` beside images/), or None."""
+    image_path = Path(image_path)
+    if image_path.parent.name != "images":
+        return None
+    folder = image_path.parent.parent / "masks"
+    for candidate in (folder / image_path.name, folder / image_path.with_suffix(".png").name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def cache_key(image_path: str | Path) -> str:
+    """Name of an image's cached mask: its resolved path, modification time and size, hashed."""
+    stat = Path(image_path).stat()
+    text = f"{resolved_path(image_path)}\0{stat.st_mtime_ns}\0{stat.st_size}"
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask file (any size, 0/255, 1 or 3 channels) as a bool (H, W) array."""
+    return lung_masks.binarize(load_image(path, channels=1))
+
+
+def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int) -> None:
+    from covid_tf.lungs.segment import load_segmenter, predict_masks
+
+    model = segmenter if segmenter is not None else load_segmenter()
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        images = [load_image(path, channels=1) for path, _ in chunk]
+        for (_, target), mask in zip(chunk, predict_masks(model, images, 256, batch_size)):
+            atomic_write(target, lambda tmp, m=mask: save_png(m.astype(np.uint8) * 255, tmp))
+
+
+def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *,
+                  cache_dir: str | Path | None = None, use_segmenter: bool = True, segmenter=None,
+                  batch_size: int = 16) -> pd.DataFrame:
+    """One row per image: its mask file, where it came from, and whether the ROI applies (``ROI_COLUMNS``).
+
+    ``mask_paths`` (e.g. the index's ``mask_path``; empty for none) win, then the dataset layout's mask,
+    then the segmenter's cached mask (segmented now when missing; never without ``use_segmenter``:
+    ``lung_mask_source`` is then ``none``). ``roi_applied`` is False, with the reason, when a segmenter's
+    mask is not a plausible pair of lungs (or a dataset's mask is empty): such an image is used whole.
+    """
+    cache = Path(cache_dir) if cache_dir is not None else Path(config.CACHE_DIR) / MASK_CACHE
+    rows, todo = [], []
+    for index, path in enumerate(paths):
+        given = mask_paths[index] if mask_paths is not None else None
+        found = Path(given) if given and Path(given).is_file() else dataset_mask_path(path)
+        if found is not None:
+            rows.append([str(path), str(found), "dataset"])
+        elif use_segmenter:
+            target = cache / f"{cache_key(path)}.png"
+            rows.append([str(path), str(target), "segmenter"])
+            if not target.is_file():
+                todo.append((str(path), target))
+        else:
+            rows.append([str(path), "", "none"])
+    if todo:
+        _segment_into_cache(todo, segmenter, batch_size)
+    for row in rows:
+        row.extend(_plausibility(row[1], trusted=row[2] == "dataset"))
+    return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
+
+
+def _plausibility(mask_path: str, trusted: bool) -> tuple[bool, str]:
+    """Whether the ROI applies: a dataset's own (``trusted``) mask unless empty; a segmenter's when plausible."""
+    if not mask_path:
+        return False, "no lung mask"
+    try:
+        mask = read_mask(mask_path)
+    except ImageReadError as error:
+        return False, f"mask unreadable: {error.reason}"
+    if trusted:
+        return (True, "") if mask.any() else (False, "the dataset's mask is empty")
+    summary = lung_masks.describe_mask(mask)
+    return summary.plausible, summary.reason
+
+
+def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: int,
+              mask_channel: bool = False) -> tuple[np.ndarray, roi.Box]:
+    """The model's input of one (H, W, C) image at ``size`` x ``size``, and its crop box in full-image pixels.
+
+    ``mask`` None (no plausible lungs) gives the full image. With ``mask_channel`` the constant is not
+    applied; the dilated mask is appended as a last channel instead, for :func:`jitter_transform`.
+    """
+    height, width = image.shape[:2]
+    full: roi.Box = (0, 0, height, width)
+    if not spec.active or mask is None:
+        resized = resize_image(image, size)
+        if mask_channel:
+            keep = 1.0 if spec.mode == "lungs-masked" else 0.0
+            resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
+        return resized.astype(np.float32), full
+    mask = lung_masks.resize_mask(mask, height, width)
+    box = full if spec.mode == "lungs-removed" else roi.lung_box(mask, spec.margin)
+    resized = roi.crop_and_resize(image, box, size).astype(np.float32)
+    if spec.mode == "lungs":
+        return resized, box
+    # The mask is applied at the model's size (as the training jitter does), so both agree exactly.
+    grown = roi.change_mask(mask, round(spec.dilation * max(height, width)))
+    small = lung_masks.resize_mask(roi.crop(grown, box), size, size)
+    if mask_channel:
+        return np.concatenate([resized, small[..., None].astype(np.float32)], axis=-1), box
+    return roi.apply_mask(resized, small if spec.mode == "lungs-masked" else ~small, spec.fill), box
+
+
+class RoiLoader:
+    """``path -> model input`` under a spec, for the tf.data pipeline; ``channels`` is what it returns."""
+
+    def __init__(self, spec: RoiSpec, table: pd.DataFrame, image_size: int, channels: int,
+                 mask_channel: bool = False) -> None:
+        self.spec, self.image_size, self.image_channels = spec, image_size, channels
+        self.mask_channel = mask_channel
+        self.channels = channels + (1 if mask_channel else 0)
+        self.masks = {str(p): (m if ok else None) for p, m, ok in
+                      zip(table["path"], table["mask_path"], table["roi_applied"].astype(bool))}
+        self.key = f"roi:{spec}:{mask_channel}"
+
+    def load(self, path: str) -> tuple[np.ndarray, roi.Box, tuple[int, int]]:
+        """The input of one image, its crop box and the full image's (H, W)."""
+        image = load_image(path, channels=self.image_channels)
+        mask_file = self.masks.get(str(path))
+        mask = read_mask(mask_file) if mask_file else None
+        if mask is not None and not mask.any():
+            mask = None
+        data, box = roi_image(image, mask, self.spec, self.image_size, self.mask_channel)
+        return data, box, image.shape[:2]
+
+    def __call__(self, path: str) -> np.ndarray:
+        return self.load(path)[0]
+
+
+def jitter_transform(spec: RoiSpec, seed: int = 0):
+    """A batch function for training: dilate or erode each image's mask channel by a random radius in
+    ``[-jitter, jitter]`` pixels, apply it (constant outside, or inside for ``lungs-removed``) and drop it."""
+    import tensorflow as tf
+
+    radius = int(spec.jitter)
+    generator = tf.random.Generator.from_seed(seed)
+
+    def morph(masks, step: int):
+        if step == 0:
+            return masks
+        pooled = tf.nn.max_pool2d(masks if step > 0 else -masks, 2 * abs(step) + 1, 1, "SAME")
+        return pooled if step > 0 else -pooled
+
+    def apply(batch):
+        images, masks = batch[..., :-1], batch[..., -1:]
+        variants = tf.stack([morph(masks, step) for step in range(-radius, radius + 1)], axis=1)
+        choice = generator.uniform([tf.shape(batch)[0]], 0, 2 * radius + 1, dtype=tf.int32)
+        chosen = tf.gather(variants, choice, axis=1, batch_dims=1)
+        keep = chosen if spec.mode == "lungs-masked" else 1.0 - chosen
+        return images * keep + spec.fill * (1.0 - keep)
+
+    return apply
+
+
+@dataclass
+class RoiInputs:
+    """What a run feeds its pipelines: the ROI loader (None: plain decoding), the training loader and batch
+    transform (the mask jitter), and the mask table (``ROI_COLUMNS``; the run's ``roi.csv``)."""
+
+    loader: RoiLoader | None = None
+    train_loader: RoiLoader | None = None
+    transform: Callable | None = None
+    table: pd.DataFrame | None = None
+
+
+def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
+    """The lung ROI of a training config (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``) on a split;
+    masks from the split's ``mask_path`` column, the dataset layout or the segmenter (cached)."""
+    spec = RoiSpec.from_config(vars(cfg))
+    if not spec.active:
+        return RoiInputs()
+    mask_paths = split["mask_path"].tolist() if "mask_path" in split else None
+    table = prepare_masks(split["path"].tolist(), mask_paths)
+    loader = RoiLoader(spec, table, cfg.image_size, cfg.channels)
+    if not spec.jitter:
+        return RoiInputs(loader, loader, None, table)
+    jittered = RoiLoader(spec, table, cfg.image_size, cfg.channels, mask_channel=True)
+    return RoiInputs(loader, jittered, jitter_transform(spec, cfg.seed), table)
+
+
+def fallback_note(table: pd.DataFrame | None) -> str:
+    """One line on how many images had no plausible lungs and were used whole ('' when none)."""
+    if table is None or table.empty:
+        return ""
+    fallen = table[~table["roi_applied"].astype(bool)]
+    sources = ", ".join(f"{count} {name}" for name, count in table["lung_mask_source"].value_counts().items())
+    text = f"lung ROI: masks from {sources}"
+    if fallen.empty:
+        return text + "; every image has plausible lungs"
+    first = fallen.iloc[0]
+    return (text + f"; {len(fallen)} image(s) without plausible lungs used whole (e.g. {first['path']}: "
+            f"{first['reason']})")

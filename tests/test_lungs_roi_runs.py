@@ -1,0 +1,168 @@
+"""Lung-ROI runs: the ROI images, cached masks, ``train --roi`` recorded in the run and applied by
+``evaluate``, ``predict`` and ``explain`` on their own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from covid_tf.data.images import load_image, resize_image
+from covid_tf.lungs import roi
+from covid_tf.lungs import roi_inputs as ri
+
+
+def _two_lungs(size: int = 40) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[10:30, 6:16] = True
+    mask[10:30, 24:34] = True
+    return mask
+
+
+def _image(size: int = 40) -> np.ndarray:
+    return (np.arange(size * size, dtype=np.float32).reshape(size, size, 1) / (size * size)).astype(np.float32)
+
+
+def test_roi_images_of_each_mode_are_known_exactly():
+    image, mask = _image(), _two_lungs()
+    full, box = ri.roi_image(image, mask, ri.RoiSpec("none"), 20)
+    assert box == (0, 0, 40, 40) and np.allclose(full, resize_image(image, 20))
+    cropped, box = ri.roi_image(image, mask, ri.RoiSpec("lungs", margin=0.1), 20)
+    assert box == roi.lung_box(mask, 0.1) == (8, 3, 32, 37)
+    np.testing.assert_allclose(cropped, roi.crop_and_resize(image, box, 20))
+    spec = ri.RoiSpec("lungs-masked", margin=0.0, dilation=0.0)
+    masked, box = ri.roi_image(image, mask, spec, 28)
+    assert box == (10, 6, 30, 34)
+    # Crop 20 x 28 resized to 28 x 28: the columns between the lungs (16..24 of the image) are black.
+    assert masked[:, 11:13].max() == 0.0 and masked[:, :9].min() > 0.0
+    removed, box = ri.roi_image(image, mask, ri.RoiSpec("lungs-removed", dilation=0.0), 40)
+    assert box == (0, 0, 40, 40)
+    assert removed[mask].max() == 0.0 and np.allclose(removed[~mask], image[~mask])
+    # No plausible lungs: the full image, whatever the mode.
+    whole, box = ri.roi_image(image, None, spec, 20)
+    assert box == (0, 0, 40, 40) and np.allclose(whole, resize_image(image, 20))
+
+
+def test_jitter_of_radius_zero_equals_the_masked_image():
+    image, mask = _image(), _two_lungs()
+    for mode in ri.JITTER_MODES:
+        spec = ri.RoiSpec(mode, jitter=1)
+        with_channel, _ = ri.roi_image(image, mask, spec, 32, mask_channel=True)
+        plain, _ = ri.roi_image(image, mask, ri.RoiSpec(mode), 32)
+        masks = with_channel[..., -1]
+        assert set(np.unique(masks)) <= {0.0, 1.0}
+        radius_zero = ri.jitter_transform(ri.RoiSpec(mode))(with_channel[None]).numpy()[0]
+        np.testing.assert_allclose(radius_zero, plain, atol=1e-6)
+        keep = masks if mode == "lungs-masked" else 1.0 - masks
+        np.testing.assert_allclose(with_channel[..., :1] * keep[..., None], plain, atol=1e-6)
+    # Jitter changes the masked area by at most the radius: some batch member differs from radius 0.
+    spec = ri.RoiSpec("lungs-masked", jitter=2)
+    with_channel, _ = ri.roi_image(np.ones((40, 40, 1), np.float32), mask, spec, 32, mask_channel=True)
+    batch = np.repeat(with_channel[None], 16, axis=0)
+    areas = ri.jitter_transform(spec, seed=1)(batch).numpy().sum(axis=(1, 2, 3))
+    assert len(set(np.round(areas, 3))) > 1
+    assert areas.min() >= with_channel[..., 1].sum() - 2 * 32 * 8 and areas.max() > with_channel[..., 1].sum()
+
+
+class CountingSegmenter:
+    """A stand-in segmenter: two lung rectangles on every image; counts the images it saw."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, batch, training=False):
+        self.seen += len(batch)
+        out = np.zeros((*batch.shape[:3], 1), np.float32)
+        size = batch.shape[1]
+        out[:, size // 4: 3 * size // 4, size // 8: 3 * size // 8] = 1.0
+        out[:, size // 4: 3 * size // 4, 5 * size // 8: 7 * size // 8] = 1.0
+        return out
+
+
+def test_masks_come_from_the_dataset_else_the_segmenter_once(tmp_path, synthetic_data):
+    paths = sorted(str(p) for p in (synthetic_data / "COVID" / "images").glob("*.png"))[:3]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    copies = [str(shutil.copy(p, loose / f"x{i}.png")) for i, p in enumerate(paths)]
+    segmenter, cache = CountingSegmenter(), tmp_path / "cache"
+    table = ri.prepare_masks(paths + copies, cache_dir=cache, segmenter=segmenter)
+    assert table["lung_mask_source"].tolist() == ["dataset"] * 3 + ["segmenter"] * 3
+    assert segmenter.seen == 3 and table["roi_applied"].all()
+    again = ri.prepare_masks(copies, cache_dir=cache, segmenter=segmenter)
+    assert segmenter.seen == 3  # cached on disk: not segmented again
+    assert again["mask_path"].tolist() == table["mask_path"].tolist()[3:]
+    # Another modification time is another image: segmented afresh.
+    shutil.copy(paths[1], copies[0])
+    ri.prepare_masks(copies[:1], cache_dir=cache, segmenter=segmenter)
+    assert segmenter.seen == 4
+    none = ri.prepare_masks(copies, use_segmenter=False)
+    assert (none["lung_mask_source"] == "none").all() and not none["roi_applied"].any()
+    assert "used whole" in ri.fallback_note(none)
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory):
+    from covid_tf.synthetic.xray import generate_dataset
+
+    root = tmp_path_factory.mktemp("roi_data") / "data"
+    generate_dataset(root, classes=["COVID", "Normal"], per_class=6, size=48, seed=3, overwrite=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def roi_run(synthetic_data, tmp_path_factory):
+    from covid_tf.training.config import TrainConfig
+    from covid_tf.training.run import train_run
+
+    run_dir = tmp_path_factory.mktemp("roi_run") / "run"
+    cfg = TrainConfig(data=str(synthetic_data), image_size=32, epochs=1, batch_size=4, n_bootstrap=20,
+                      precise_bn_images=0, roi="lungs-masked", roi_jitter=1)
+    result = train_run(cfg, run_dir, verbose=0)
+    return run_dir, result
+
+
+def test_train_records_the_roi_and_its_masks(roi_run):
+    run_dir, result = roi_run
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["roi"], saved["roi_jitter"], saved["roi_margin"]) == ("lungs-masked", 1, 0.1)
+    table = pd.read_csv(run_dir / "roi.csv")
+    assert list(table.columns) == list(ri.ROI_COLUMNS) and len(table) == 12
+    assert (table["lung_mask_source"] == "dataset").all() and table["roi_applied"].all()
+    assert result.roi_table is not None
+
+
+def test_predict_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
+    from covid_tf.evaluation.inference import load_model, predict_images
+
+    run_dir, _ = roi_run
+    loaded = load_model(run_dir / "model.keras")
+    assert loaded.roi == ri.RoiSpec("lungs-masked", jitter=1)
+    paths = sorted(str(p) for p in (synthetic_data / "Normal" / "images").glob("*.png"))[:4]
+    result = predict_images(run_dir / "model.keras", paths, tmp_path / "p.csv")
+    table = pd.read_csv(result.out_path)
+    by_hand = []
+    for path in paths:  # the ROI image computed by hand from the dataset's mask
+        mask = ri.read_mask(ri.dataset_mask_path(path))
+        image, _ = ri.roi_image(load_image(path), mask, ri.RoiSpec("lungs-masked"), 32)
+        by_hand.append(image)
+    expected = np.asarray(loaded.model(np.stack(by_hand), training=False))
+    np.testing.assert_allclose(table[["prob_COVID", "prob_Normal"]].to_numpy(), expected, atol=1e-5)
+    full = np.asarray(loaded.model(np.stack([load_image(p, size=32) for p in paths]), training=False))
+    assert not np.allclose(full, expected, atol=1e-5)  # the ROI made a difference
+    assert table["roi_applied"].all() and "masks from 4 dataset" in result.roi_note
+
+
+def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
+    from covid_tf.evaluation.evaluate import evaluate_model
+
+    run_dir, result = roi_run
+    evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval",
+                                split_file=run_dir / "split.csv", n_bootstrap=20)
+    assert json.loads((tmp_path / "eval" / "config.json").read_text())["roi"] == "lungs-masked"
+    # The same test metrics as the run's own evaluation, which fed the ROI images.
+    assert evaluation.metrics["roc_auc"] == pytest.approx(result.metrics["test"]["roc_auc"])
+    assert evaluation.metrics["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
+    assert any(note.startswith("lung ROI: masks from") for note in evaluation.notes)
