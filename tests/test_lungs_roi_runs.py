@@ -166,3 +166,76 @@ def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
     assert evaluation.metrics["roc_auc"] == pytest.approx(result.metrics["test"]["roc_auc"])
     assert evaluation.metrics["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
     assert any(note.startswith("lung ROI: masks from") for note in evaluation.notes)
+
+
+def test_crop_heatmaps_map_back_onto_the_full_image_exactly():
+    from covid_tf.lungs.energy import LungInputs
+
+    class Loaded:  # what LungInputs reads of a loaded model
+        image_size, channels, roi = 40, 1, ri.RoiSpec("none")
+
+    inputs = LungInputs(Loaded(), [], use_segmenter=False)
+    box = roi.lung_box(_two_lungs(), 0.1)  # (8, 3, 32, 37)
+    mapped = inputs.on_full_image(np.ones((40, 40), np.float32), box, (40, 40))
+    expected = np.zeros((40, 40), np.float32)
+    expected[8:32, 3:37] = 1.0
+    np.testing.assert_array_equal(mapped, expected)
+    # The full box (no crop, or lungs-removed) leaves the heatmap as it is.
+    heat = np.random.default_rng(0).random((40, 40)).astype(np.float32)
+    assert inputs.on_full_image(heat, (0, 0, 40, 40), (40, 40)) is heat
+
+
+def test_explain_applies_the_roi_and_reports_lung_energy(roi_run, synthetic_data, tmp_path):
+    from covid_tf.evaluation.inference import load_model
+    from covid_tf.explain.run import explain_images
+    from covid_tf.lungs.energy import LUNG_COLUMNS, class_lung_energy, summarize, summary_line
+
+    run_dir, _ = roi_run
+    folder = synthetic_data / "COVID" / "images"
+    result = explain_images(run_dir / "model.keras", [folder], tmp_path / "x", class_name="COVID")
+    table = result.table
+    assert set(LUNG_COLUMNS) <= set(table.columns) and (table["lung_mask_source"] == "dataset").all()
+    ratio = table["energy_in_lungs"] / table["lung_area_fraction"]
+    np.testing.assert_allclose(table["lung_energy_ratio"], ratio)
+    # The same numbers as Grad-CAM on the ROI images by hand, mapped back onto the full image.
+    loaded = load_model(run_dir / "model.keras")
+    by_hand = class_lung_energy(loaded, table["path"].tolist(), 0, use_segmenter=False)
+    np.testing.assert_allclose(table["energy_in_lungs"], by_hand["energy_in_lungs"], atol=1e-5)
+    # Heat never lies outside the crop box: its share outside the lungs is bounded by the box.
+    assert (table["energy_in_lungs"] > 0).all()
+    line = summary_line(summarize(table))
+    assert "nan" not in line.lower() and "ratio" in line
+
+
+def test_mismatched_mask_folder_warns_and_never_gives_nan(roi_run, synthetic_data, tmp_path):
+    from covid_tf.explain.run import explain_images
+    from covid_tf.lungs.energy import summarize, summary_line
+
+    run_dir, _ = roi_run
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    shutil.copy(next((synthetic_data / "COVID" / "masks").glob("*.png")), masks / "other-name.png")
+    result = explain_images(run_dir / "model.keras", [synthetic_data / "COVID" / "images"], tmp_path / "x",
+                            masks_dir=masks)
+    assert any("no file in" in note and "named like the images" in note for note in result.notes)
+    summary = summarize(result.table)
+    assert summary["n"] == len(result.table)  # lung energy still measured: the images' own masks/
+    assert "nan" not in summary_line(summary).lower()
+    empty = summarize(result.table.assign(energy_in_lungs=np.nan, lung_mask_source="none"))
+    assert empty["lung_energy_ratio"] is None and "not measured" in summary_line(empty)
+
+
+def test_lung_energy_words_and_evaluate_summary(roi_run, synthetic_data, tmp_path):
+    from covid_tf.evaluation.evaluate import evaluate_model
+    from covid_tf.lungs.energy import evaluate_lung_energy, verdict
+
+    assert verdict(1.05).startswith("no better than chance: the heat is not concentrated on the lungs")
+    assert verdict(2.5) == "the heat is concentrated on the lungs"
+    run_dir, _ = roi_run
+    evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval", n_bootstrap=10)
+    summary = evaluate_lung_energy(run_dir / "model.keras", tmp_path / "eval", evaluation.predictions,
+                                   use_segmenter=False)
+    assert summary["class"] == "COVID" and summary["n"] == 6 and summary["lung_energy_ratio"] > 0
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["lung_energy"]["lung_energy_ratio"] == summary["lung_energy_ratio"]
+    assert len(pd.read_csv(tmp_path / "eval" / "lung_energy.csv")) == 6

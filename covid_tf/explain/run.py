@@ -6,7 +6,9 @@ The logic behind the ``explain`` command (which only parses options and prints):
   images a batch at a time (one explainer call per batch, nothing held beyond the batch). It writes one
   overlay PNG per image (or the four-panel figure image | heatmap | overlay | thresholded region) and
   ``explanations.csv`` with ``path, predicted, probability, explained, prob_<Class>..., output`` and, when
-  masks are found, ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou``.
+  masks are found, ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou``, and always the lung energy
+  (``covid_tf.lungs.energy.LUNG_COLUMNS``). A lung-ROI run's inputs are its ROI images; heatmaps are
+  mapped back, drawn and measured on the full original image.
 - :func:`find_mask` finds the mask of an image by file name: in a given folder, or beside ``images/`` as
   in the Radiography Database layout (``<Class>/masks/<name>`` lungs, ``<Class>/lesions/<name>`` lesions).
 """
@@ -33,6 +35,7 @@ from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
 from covid_tf.io_utils import atomic_write, csv_rows, is_within
+from covid_tf.lungs.energy import LungInputs, mask_folder_notes
 
 CSV_NAME = "explanations.csv"
 # --mask-kind -> the folder beside ``images/`` in the Radiography Database layout.
@@ -41,6 +44,7 @@ MASK_COLUMNS = ("mask_path", "energy_in_mask", "mask_area_fraction", "pointing_h
 # Overlays are drawn on the original image, shrunk so that its longer side is at most this.
 MAX_DISPLAY_SIZE = 512
 PROB_PREFIX = "prob_"
+
 
 @dataclass
 class ExplainResult:
@@ -54,7 +58,6 @@ class ExplainResult:
     method: str
     layer_name: str
     notes: list[str]
-
 
 
 def _check_out_dir(out_dir: Path, inputs: Sequence[str | Path], masks_dir: Path | None, overwrite: bool) -> None:
@@ -168,7 +171,6 @@ def _class_index(class_name: str | None, class_names: Sequence[str]) -> int | No
     return list(class_names).index(class_name)
 
 
-
 def _check_options(batch_size: int, threshold: float, mask_kind: str, masks_dir: str | Path | None) -> Path | None:
     """Refuse bad options of :func:`explain_images`; return the masks folder (or None)."""
     if batch_size < 1:
@@ -195,31 +197,36 @@ class _ExplainJob:
         self.skipped, self.on_skipped = skipped, on_skipped
         self.masks = [find_mask(path, masks_dir, mask_kind) for path in paths]
         self.with_masks = masks_dir is not None or any(mask is not None for mask in self.masks)
+        # Lung energy for every image (the lung masks found, else the segmenter's) and the run's lung ROI.
+        self.lungs = LungInputs(loaded, paths, [str(m) if m and mask_kind == "lungs" else None for m in self.masks])
         self.file_names = output_names(paths)
         self.tables: list[pd.DataFrame] = []
         self.outputs: list[Path] = []
-        self.notes: list[str] = []
+        self.notes: list[str] = mask_folder_notes(masks_dir, paths, self.masks)
 
     def write_csv(self, tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             for start in range(0, len(self.paths), self.batch_size):
-                chosen, images = self._read_batch(range(start, min(start + self.batch_size, len(self.paths))))
+                chosen, inputs = self._read_batch(range(start, min(start + self.batch_size, len(self.paths))))
                 if not chosen:
                     continue
+                images = [item[0] for item in inputs]
                 heatmaps, classes, probabilities = self.explainer.explain(np.stack(images), self.requested)
+                # Shown and measured on the full original image (a crop's heatmap mapped back onto it).
+                heatmaps = np.stack([self.lungs.on_full_image(h, *item[1:]) for h, item in zip(heatmaps, inputs)])
                 table = self._table(chosen, classes, probabilities)
                 if self.with_masks:
                     self._add_mask_numbers(table, chosen, heatmaps)
+                table = pd.concat([table, self.lungs.columns(chosen, heatmaps)], axis=1)
                 self._write_images(table, chosen, images, heatmaps)
                 handle.write(csv_rows(table, header=not self.tables))
                 self.tables.append(table)
 
-    def _read_batch(self, indices: range) -> tuple[list[int], list[np.ndarray]]:
+    def _read_batch(self, indices: range) -> tuple[list[int], list[tuple]]:
         chosen, images = [], []
         for index in indices:
             try:
-                images.append(load_image(self.paths[index], channels=self.loaded.channels,
-                                         size=self.loaded.image_size))
+                images.append(self.lungs.model_input(self.paths[index]))  # (input, crop box, full shape)
             except ImageReadError as error:  # changed since it was listed
                 item = SkippedFile(error.path, error.reason)
                 self.skipped.append(item)
@@ -265,7 +272,7 @@ class _ExplainJob:
             try:
                 display = _display_image(self.paths[i], self.loaded.channels)
             except ImageReadError:
-                display = images[row]
+                display = images[row][0]
             if self.panels:
                 title = (f"{Path(self.paths[i]).name}: predicted {table['predicted'].iloc[row]} "
                          f"({table['probability'].iloc[row]:.2f}), {self.explainer.name} of "

@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="binary models: choose the threshold on the split file's val rows (Youden)")
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    parser.add_argument("--lungs", action="store_true",
+                        help="report the Grad-CAM lung energy of the positive class's images with lung masks from "
+                             "the lung segmenter where the data has none (without it: only when the data has masks)")
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="load models with Lambda layers (runs their code: only for models you trust)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
@@ -59,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
     for rule, values in (metrics.get("patients") or {}).items():
         print(f"patients ({rule}): accuracy {_number(values['accuracy'])}, ROC-AUC {_number(values['roc_auc'])} "
               f"(n={values['n']})")
+    from covid_tf.lungs.energy import evaluate_lung_energy, summary_line
+
+    energy = evaluate_lung_energy(args.model, result.out_dir, result.predictions, use_segmenter=args.lungs,
+                                  batch_size=args.batch_size, allow_unsafe=args.allow_unsafe)
+    if energy is not None:
+        print(summary_line(energy, f" of {energy['class']} (Grad-CAM)"))
     skipped_note = f", {len(result.skipped)} skipped (skipped.csv)" if result.skipped else ""
     print(f"evaluation written to {result.out_dir} ({len(result.figures)} figures{skipped_note})")
     return 0

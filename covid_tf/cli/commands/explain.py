@@ -8,7 +8,8 @@ from pathlib import Path
 
 from covid_tf import config
 
-HELP = "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."
+HELP = ("Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv with the lung "
+        "energy of each image (a lung-ROI run's heatmaps mapped back onto the full image).")
 METHODS = ("gradcam", "gradcam++", "scorecam", "cam", "layercam")
 MASK_KINDS = ("lungs", "lesions")
 
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.explain.run import explain_images
+    from covid_tf.lungs.energy import summarize, summary_line
 
     def report(item) -> None:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
@@ -54,9 +56,14 @@ def run(args: argparse.Namespace) -> int:
     skipped = f", {len(result.skipped)} file(s) skipped" if result.skipped else ""
     print(f"{len(result.table)} image(s) explained with {result.method} on layer {result.layer_name!r} "
           f"into {result.out_dir}{skipped}")
-    if "pointing_hit" in result.table:
-        table = result.table
-        print(f"with masks: mean energy in mask {table['energy_in_mask'].mean():.3f} "
-              f"(mask area {table['mask_area_fraction'].mean():.3f}), pointing game "
-              f"{table['pointing_hit'].mean():.0%}, IoU {table['iou'].mean():.3f}")
+    table = result.table
+    if "pointing_hit" in table:
+        measured = table[table["energy_in_mask"].notna()]
+        if measured.empty:
+            print("with masks: no image has a usable mask, so no mask measures (see the warnings above)")
+        else:
+            print(f"with masks (n={len(measured)}): mean energy in mask {measured['energy_in_mask'].mean():.3f} "
+                  f"(mask area {measured['mask_area_fraction'].mean():.3f}), pointing game "
+                  f"{measured['pointing_hit'].mean():.0%}, IoU {measured['iou'].mean():.3f}")
+    print(summary_line(summarize(table)))
     return 0
