@@ -27,8 +27,8 @@ from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.models.common import save_model
 from covid_tf.lungs.roi_inputs import run_inputs
+from covid_tf.models.common import save_model
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
 
