@@ -36,6 +36,8 @@ COMMANDS = {
                       "history.csv, metrics.json, figures."),
     "segment": ("segment", "Segment the lungs of images (files, folders or datasets): one mask PNG per image and "
                 "lungs.csv."),
+    "audit": ("audit", "Shortcut audit: one quick model on the full image, the lungs only and the lungs removed "
+              "(same split); audit.json, audit.png and a verdict."),
 }
 
 

@@ -1,0 +1,89 @@
+"""Lung figures: the shortcut audit's ROC-AUCs with their CIs, and image panels of lungs and ROIs
+(outlines of lung masks, the model inputs of each ROI, heatmaps side by side), on matplotlib's object API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from covid_tf.figures import RIGHT_COLOUR, WRONG_COLOUR, finish
+
+NEUTRAL_COLOUR = "#4c72b0"
+SOURCE_COLOUR = "#8250df"
+
+
+def _bar(ax, y: int, auc, low, high, colour: str) -> None:
+    if auc is None or pd.isna(auc):
+        ax.text(0.02, y, "undefined", va="center", fontsize="small")
+        return
+    error = None
+    if low is not None and not pd.isna(low):
+        error = [[max(0.0, auc - low)], [max(0.0, high - auc)]]
+    ax.barh(y, auc, color=colour, xerr=error, capsize=4, height=0.6)
+    ax.text(min(auc, 0.98), y + 0.36, f"{auc:.3f}", ha="right", va="bottom", fontsize="small")
+
+
+def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | None = None,
+               title: str = "Shortcut audit: test ROC-AUC with 95% CI", path: str | Path | None = None) -> Figure:
+    """Horizontal bars of the audit's test ROC-AUCs (``variant``, ``roi``, ``roc_auc``, ``ci_low``, ``ci_high``).
+
+    The lungs-removed bar is red when it reaches ``threshold`` (shortcuts outside the lungs), green below;
+    the source probe (an ``available`` dict with ``roc_auc``, ``ci_low``, ``ci_high``) adds a purple bar.
+    """
+    rows = table.to_dict("records")
+    labels = [f"{row['variant']}\n(--roi {row['roi']})" for row in rows]
+    has_source = bool(source and source.get("available"))
+    fig = Figure(figsize=(7, 1.2 + 0.75 * (len(rows) + has_source)))
+    ax = fig.subplots()
+    for y, row in enumerate(rows):
+        colour = NEUTRAL_COLOUR
+        if row["roi"] == "lungs-removed" and row["roc_auc"] is not None and not pd.isna(row["roc_auc"]):
+            colour = WRONG_COLOUR if row["roc_auc"] >= threshold else RIGHT_COLOUR
+        _bar(ax, y, row["roc_auc"], row["ci_low"], row["ci_high"], colour)
+    if has_source:
+        labels.append("image source\n(simple features)")
+        _bar(ax, len(rows), source["roc_auc"], source["ci_low"], source["ci_high"], SOURCE_COLOUR)
+    ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.axvline(threshold, color=WRONG_COLOUR, linestyle=":", linewidth=1.5, label=f"shortcut threshold {threshold:.2f}")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1.0), xlabel="test ROC-AUC", title=title)
+    ax.legend(loc="lower left", fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return finish(fig, path)
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image, dtype=np.float32)
+    return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+
+
+def plot_image_panels(rows: Sequence[Sequence[np.ndarray]], *, row_titles: Sequence[str] = (),
+                      column_titles: Sequence[str] = (), title: str | None = None,
+                      path: str | Path | None = None) -> Figure:
+    """A grid of images: one list of panels per row (grayscale [0, 1] or RGB), titles for rows and columns."""
+    if not rows or not rows[0]:
+        raise ValueError("plot_image_panels needs at least one row with one panel")
+    n_rows, n_columns = len(rows), max(len(row) for row in rows)
+    fig = Figure(figsize=(2.3 * n_columns, 2.4 * n_rows))
+    axes = np.asarray(fig.subplots(n_rows, n_columns, squeeze=False))
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            shown = _gray(panel)
+            axes[r, c].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0)
+            if r == 0 and c < len(column_titles):
+                axes[r, c].set_title(column_titles[c], fontsize="small")
+        if r < len(row_titles):
+            axes[r, 0].text(-0.05, 0.5, row_titles[r], transform=axes[r, 0].transAxes, rotation=90,
+                            ha="right", va="center", fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return finish(fig, path)
