@@ -37,6 +37,20 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ lo
     from covid_tf.training.run import train_run
 
 
+def software_versions() -> dict[str, str]:
+    """The versions of covid_tf, TensorFlow, Keras and Python, as a run's ``config.json`` records them.
+
+    Imports TensorFlow (a training run has it loaded already), so that these are the versions that ran.
+    """
+    import platform
+
+    import keras
+    import tensorflow
+
+    return {"covid_tf": __version__, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
 def __getattr__(name: str):
     if name not in _API:
         raise AttributeError(f"module 'covid_tf' has no attribute {name!r}")

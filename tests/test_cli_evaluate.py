@@ -18,8 +18,8 @@ from covid_tf.synthetic.xray import generate_dataset
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.run import train_run
 
-METRIC_KEYS = ("n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "per_class", "ci95", "ece",
-               "confusion_matrix", "threshold", "patients")
+METRIC_KEYS = ("n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "average_precision", "per_class",
+               "ci95", "ece", "confusion_matrix", "threshold", "patients")
 BROKEN_BYTES = b"\x89PNG\r\n\x1a\n this file is not really a PNG"
 
 
@@ -106,7 +106,7 @@ def test_write_run_figures(trained) -> None:
     written = write_run_figures(trained["run"])
     names = sorted(path.name for path in written)
     assert names == sorted(FIGURE_NAMES[key] for key in ("training_curves", "confusion_matrix", "roc_curves",
-                                                         "reliability"))
+                                                         "pr_curves", "reliability"))
     assert all(path.parent == trained["run"] / "figures" and path.stat().st_size > 1000 for path in written)
 
 
@@ -164,9 +164,15 @@ def test_report_on_two_runs_embeds_every_figure(trained, evaluation, tmp_path: P
     text = out.read_text(encoding="utf-8")
     # Every figure of both runs, plus the comparison chart.
     assert text.count("data:image/png;base64") == n_figures + 1
-    assert n_figures == 4 + len(FIGURE_NAMES)
+    assert n_figures == 5 + len(FIGURE_NAMES)
     assert f">{trained['run'].name} <small>" in text and f">{eval_dir.name} <small>" in text
     assert "<script" not in text
+    # The software versions recorded at train and evaluate time; paths relative to the report, none absolute.
+    for folder in (trained["run"], eval_dir):
+        versions = json.loads((folder / "config.json").read_text())["versions"]
+        assert set(versions) >= {"covid_tf", "tensorflow", "keras"} and f"keras {versions['keras']}" in text
+    assert str(trained["root"]) not in text and str(tmp_path) not in text
+    assert "<td>../" in text and "pr_curves.png" in text
     # Asked again without --overwrite: refused.
     assert main(["report", str(trained["run"]), "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

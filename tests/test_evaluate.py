@@ -13,8 +13,8 @@ from covid_tf.evaluation import bootstrap, calibration, metrics, operating_point
 from covid_tf.evaluation import summary as evaluate
 
 EXPECTED_KEYS = {
-    "n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "per_class", "ci95", "ece", "brier",
-    "confusion_matrix", "threshold", "notes",
+    "n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "average_precision", "per_class", "ci95", "ece",
+    "brier", "confusion_matrix", "threshold", "notes",
 }
 
 
@@ -105,6 +105,15 @@ def test_macro_auc_matches_sklearn_ovr() -> None:
     expected = sk_metrics.roc_auc_score(y_true, probabilities, multi_class="ovr", average="macro")
     assert result["roc_auc"] == pytest.approx(expected)
     assert result["brier"] == pytest.approx(np.mean(np.sum((probabilities - np.eye(4)[y_true]) ** 2, axis=1)))
+    assert result["average_precision"] == pytest.approx(
+        sk_metrics.average_precision_score(np.eye(4)[y_true], probabilities, average="macro"))
+
+
+def test_average_precision_of_the_positive_class_by_hand() -> None:
+    # COVID is the positive class (index 0). Ranked by p(COVID): hit, miss, hit -> AP = (1 + 2/3) / 2.
+    probabilities = [[0.9, 0.1], [0.7, 0.3], [0.6, 0.4], [0.2, 0.8]]
+    result = evaluate.compute_metrics([0, 1, 0, 1], probabilities, ["COVID", "Normal"], n_bootstrap=0)
+    assert result["average_precision"] == pytest.approx((1 + 2 / 3) / 2)
 
 
 def test_positive_class_is_covid_when_present_else_index_one() -> None:

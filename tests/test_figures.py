@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.figure import Figure
+from sklearn import metrics as sk_metrics
 
 from covid_tf import figures as plots
 from covid_tf.evaluation import calibration
@@ -63,6 +64,17 @@ def test_roc_curves_show_auc_in_legend(tmp_path: Path, predictions: tuple) -> No
     binary = plots.plot_roc_curves([0, 1, 0, 1], np.array([[0.8, 0.2], [0.3, 0.7]] * 2), ["Normal", "COVID"])
     legend = [t.get_text() for t in binary.axes[0].get_legend().get_texts()]
     assert legend[0] == "COVID (AUC = 1.000)"
+
+
+def test_pr_curves_show_average_precision_in_legend(tmp_path: Path, predictions: tuple) -> None:
+    _, y_true, probabilities = predictions
+    fig = plots.plot_pr_curves(y_true, probabilities, NAMES, path=tmp_path / "pr.png")
+    assert_png(tmp_path / "pr.png")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    expected = sk_metrics.average_precision_score(np.asarray(y_true) == 0, np.asarray(probabilities)[:, 0])
+    assert legend[0] == f"{NAMES[0]} (AP = {expected:.3f})" and len(legend) == 3
+    binary = plots.plot_pr_curves([0, 0], np.array([[0.8, 0.2], [0.3, 0.7]]), ["Normal", "COVID"])
+    assert [t.get_text() for t in binary.axes[0].get_legend().get_texts()] == ["COVID (AP undefined: no positives)"]
 
 
 def test_reliability_diagram_has_ece_in_title(tmp_path: Path, predictions: tuple) -> None:

@@ -2,22 +2,28 @@
 
 Each run folder holds ``metrics.json`` (either ``{"val": {...}, "test": {...}}`` with
 :func:`covid_tf.evaluate.compute_metrics` dicts, or one flat such dict), ``config.json`` (at least
-``model``) and PNG figures at its top level or under ``figures/``. The page has a table of the runs,
-a comparison chart, a patient-level table when the metrics have one, and then every figure of every
-run. It loads nothing from outside: no scripts, fonts or remote images.
+``model``) and PNG figures at its top level or under ``figures/``. The page has the date and the covid_tf
+version that wrote it, warnings where a number needs care (a confidence interval that collapsed to one value,
+fewer than 30 images or patients), a table of the runs, a comparison chart, a patient-level table when the
+metrics have one, and then each run's configuration (model, image size, epochs, learning rate, ROI, data,
+software versions) and figures (ROC and precision-recall curves side by side). Paths are written relative to
+the report's folder, never absolute. It loads nothing from outside: no scripts, fonts or remote images.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import html
 import io
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from covid_tf import __version__
 from covid_tf.errors import CovidTfError
 from covid_tf.figures import plot_run_comparison
 from covid_tf.io_utils import atomic_write_text
@@ -34,9 +40,15 @@ tr:nth-child(even) td { background: #fbfcfd; }
 .ci { color: #59636e; font-size: .85em; }
 .note { color: #59636e; font-size: .9rem; }
 figure { display: inline-block; margin: .6rem; vertical-align: top; max-width: 100%; }
-figure img { max-width: 100%; max-height: 520px; border: 1px solid #d0d7de; }
+figure img { max-width: 100%; max-height: 440px; border: 1px solid #d0d7de; }
 figcaption { font-size: .85rem; color: #59636e; text-align: center; }
+.warning { background: #fff8c5; border: 1px solid #d4a72c; border-left: 6px solid #bf8700; padding: .5rem 1rem;
+           margin: 1rem 0; } .warning li { margin: .2rem 0; }
+.warn { color: #9a6700; font-weight: 600; }
+table.config td { text-align: left; }
 """
+SMALL_N = 30  # below this many images (or patients), point estimates and bootstrap intervals are unstable
+FIGURE_ORDER = ("training_curves", "confusion_matrix", "roc_curves", "pr_curves", "reliability_diagram")
 
 
 @dataclass
@@ -49,6 +61,8 @@ class RunSummary:
     split: str | None
     metrics: dict[str, Any] | None
     figures: list[Path] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    date: str | None = None
 
 
 def _read_json(path: Path) -> Any:
@@ -70,6 +84,11 @@ def select_split(metrics: Mapping[str, Any], split: str = "test") -> tuple[str |
     return None, None
 
 
+def _figure_rank(figure: Path) -> int:
+    """Known figures in pipeline order (ROC beside precision-recall), any others after them."""
+    return FIGURE_ORDER.index(figure.stem) if figure.stem in FIGURE_ORDER else len(FIGURE_ORDER)
+
+
 def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
     """Read one run folder's metrics, model name and figure paths."""
     path = Path(run_dir)
@@ -82,17 +101,27 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
         if not isinstance(data, Mapping):
             raise CovidTfError(f"{metrics_file}: expected a JSON object")
         chosen_split, metrics = select_split(data, split)
-    model = "?"
+    config: dict[str, Any] = {}
     if config_file.is_file():
-        config = _read_json(config_file)
-        if isinstance(config, Mapping) and "model" in config:
-            model = str(config["model"])
+        data = _read_json(config_file)
+        config = dict(data) if isinstance(data, Mapping) else {}
+    model = str(config.get("model", "?"))
     figures = sorted(path.glob("*.png")) + sorted((path / "figures").glob("*.png"))
-    return RunSummary(path.name, path, model, chosen_split, metrics, figures)
+    figures.sort(key=_figure_rank)
+    finished = next((f for f in (metrics_file, config_file) if f.is_file()), None)
+    date = (datetime.datetime.fromtimestamp(finished.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+            if finished is not None else None)
+    return RunSummary(path.name, path, model, chosen_split, metrics, figures, config, date)
 
 
 def _number(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{float(value):.{digits}f}"
+
+
+def _degenerate(metrics: Mapping[str, Any], name: str) -> bool:
+    """Whether the 95% interval of ``name`` collapsed to one value (too few images or patients to vary)."""
+    low, high = ((metrics.get("ci95") or {}).get(name) or [None, None])[:2]
+    return low is not None and high is not None and float(low) == float(high)
 
 
 def _with_ci(metrics: Mapping[str, Any], name: str) -> str:
@@ -101,18 +130,48 @@ def _with_ci(metrics: Mapping[str, Any], name: str) -> str:
     text = html.escape(_number(value))
     if value is not None and interval[0] is not None and interval[1] is not None:
         text += f' <span class="ci">[{_number(interval[0])}, {_number(interval[1])}]</span>'
+        if _degenerate(metrics, name):
+            text += ' <span class="warn" title="the bootstrap interval is one value: too few samples">&#9888;</span>'
     return text
 
 
+def _n_cell(metrics: Mapping[str, Any]) -> str:
+    n = metrics.get("n")
+    small = isinstance(n, int) and n < SMALL_N
+    flag = ' <span class="warn">&#9888; small</span>' if small else ""
+    return html.escape(str(n if n is not None else "n/a")) + flag
+
+
+def _warnings(runs: list[RunSummary]) -> str:
+    """A visible box listing every degenerate interval and every small sample of the report's tables."""
+    items = []
+    for run in runs:
+        levels = [("images", run.metrics or {})] + [(f"patients, {rule} vote", m) for rule, m in
+                                                    ((run.metrics or {}).get("patients") or {}).items()]
+        for level, metrics in levels:
+            n = metrics.get("n")
+            if isinstance(n, int) and n < SMALL_N:
+                items.append(f"{run.name}: only n = {n} ({level}); the numbers and their intervals are unstable")
+            for name in (metrics.get("ci95") or {}):
+                if _degenerate(metrics, name):
+                    low = metrics["ci95"][name][0]
+                    items.append(f"{run.name}: the 95% interval of {name} ({level}) is "
+                                 f"[{_number(low)}, {_number(low)}], one value because too few samples let the "
+                                 "bootstrap vary: not certainty")
+    if not items:
+        return ""
+    listed = "".join(f"<li>{html.escape(item)}</li>" for item in items)
+    return f'<div class="warning"><strong>&#9888; Read with care</strong><ul>{listed}</ul></div>'
+
+
 def _summary_table(runs: list[RunSummary]) -> str:
-    header = ["run", "model", "split", "n", "accuracy", "balanced accuracy", "ROC-AUC", "ECE"]
+    header = ["run", "model", "split", "n", "accuracy", "balanced accuracy", "ROC-AUC", "average precision", "ECE"]
     lines = ["<table>", "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for run in runs:
         metrics = run.metrics or {}
-        cells = [html.escape(run.name), html.escape(run.model), html.escape(run.split or "-"),
-                 html.escape(str(metrics.get("n", "n/a"))), _with_ci(metrics, "accuracy"),
-                 _with_ci(metrics, "balanced_accuracy"), _with_ci(metrics, "roc_auc"),
-                 html.escape(_number(metrics.get("ece")))]
+        cells = [html.escape(run.name), html.escape(run.model), html.escape(run.split or "-"), _n_cell(metrics),
+                 _with_ci(metrics, "accuracy"), _with_ci(metrics, "balanced_accuracy"), _with_ci(metrics, "roc_auc"),
+                 html.escape(_number(metrics.get("average_precision"))), html.escape(_number(metrics.get("ece")))]
         lines.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     lines.append("</table>")
     return "\n".join(lines)
@@ -122,9 +181,9 @@ def _patient_table(runs: list[RunSummary]) -> str:
     rows = []
     for run in runs:
         for rule, metrics in ((run.metrics or {}).get("patients") or {}).items():
-            cells = [html.escape(run.name), html.escape(run.model), html.escape(rule),
-                     html.escape(str(metrics.get("n", "n/a"))), _with_ci(metrics, "accuracy"),
-                     _with_ci(metrics, "balanced_accuracy"), _with_ci(metrics, "roc_auc")]
+            cells = [html.escape(run.name), html.escape(run.model), html.escape(rule), _n_cell(metrics),
+                     _with_ci(metrics, "accuracy"), _with_ci(metrics, "balanced_accuracy"),
+                     _with_ci(metrics, "roc_auc")]
             rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
     if not rows:
         return ""
@@ -133,6 +192,37 @@ def _patient_table(runs: list[RunSummary]) -> str:
         ["<h2>Patient level</h2>", "<table>",
          "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>", *rows, "</table>"]
     )
+
+
+def relative_path(path: str | Path, start: Path) -> str:
+    """``path`` relative to the folder ``start`` (POSIX separators); URLs such as ``gs://`` stay as they are."""
+    text = str(path)
+    if "://" in text:
+        return text
+    return Path(os.path.relpath(Path(text).expanduser().resolve(), start.resolve())).as_posix()
+
+
+def _config_table(run: RunSummary, out_dir: Path) -> str:
+    """The run's configuration (what config.json holds of it), with paths relative to the report."""
+    config = run.config
+    epochs = config.get("epochs")
+    if epochs is not None and config.get("fine_tune_epochs"):
+        epochs = f"{epochs} + {config['fine_tune_epochs']} fine-tuning"
+    roi = config.get("roi")
+    if roi and roi != "none" and config.get("roi_margin") is not None:
+        roi = f"{roi} (margin {config['roi_margin']})"
+    versions = config.get("versions") or {}
+    rows = [("folder", relative_path(run.path, out_dir)), ("model", config.get("model")),
+            ("image size", config.get("image_size")), ("epochs", epochs),
+            ("learning rate", config.get("learning_rate")), ("ROI", roi),
+            ("data", relative_path(config["data"], out_dir) if config.get("data") else None),
+            ("model file", relative_path(config["model_path"], out_dir) if config.get("model_path") else None),
+            ("versions", ", ".join(f"{name} {versions[name]}" for name in ("covid_tf", "tensorflow", "keras")
+                                   if name in versions) or "not recorded"),
+            ("date", run.date)]
+    cells = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
+                    for name, value in rows if value is not None)
+    return f'<table class="config">{cells}</table>'
 
 
 def _img_tag(png_bytes: bytes, alt: str) -> str:
@@ -156,32 +246,37 @@ def _comparison_figure(runs: list[RunSummary]) -> str:
     return f"<figure>{_img_tag(buffer.getvalue(), 'comparison of runs')}</figure>"
 
 
-def render_html(runs: list[RunSummary], *, title: str = "covid_tf report") -> str:
-    """The report page as a string."""
+def _run_section(run: RunSummary, out_dir: Path) -> list[str]:
+    parts = [f"<h2>{html.escape(run.name)} <small>({html.escape(run.model)})</small></h2>", _config_table(run, out_dir)]
+    for note in (run.metrics or {}).get("notes") or []:
+        parts.append(f'<p class="note">{html.escape(str(note))}</p>')
+    if not run.figures:
+        parts.append('<p class="note">No figures.</p>')
+    for figure_path in run.figures:
+        caption = figure_path.relative_to(run.path).as_posix()
+        try:
+            png_bytes = figure_path.read_bytes()
+        except OSError as error:
+            raise CovidTfError(f"{figure_path}: cannot read figure ({error})") from error
+        parts.append(f"<figure>{_img_tag(png_bytes, caption)}<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return parts
+
+
+def render_html(runs: list[RunSummary], *, title: str = "covid_tf report", out_dir: str | Path = ".") -> str:
+    """The report page as a string; paths are written relative to ``out_dir`` (the report's folder)."""
+    written = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>",
-        '<p class="note">Metrics with 95% bootstrap confidence intervals in brackets; '
+        f'<p class="note">Written {written} by covid_tf {html.escape(__version__)}. Metrics with 95% bootstrap '
+        "confidence intervals in brackets; average precision = area under the precision-recall curve; "
         "ECE = expected calibration error.</p>",
-        "<h2>Runs</h2>", _summary_table(runs), _comparison_figure(runs), _patient_table(runs),
+        _warnings(runs), "<h2>Runs</h2>", _summary_table(runs), _comparison_figure(runs), _patient_table(runs),
     ]
     for run in runs:
-        parts.append(f"<h2>{html.escape(run.name)} <small>({html.escape(run.model)})</small></h2>")
-        parts.append(f'<p class="note">{html.escape(str(run.path))}</p>')
-        for note in (run.metrics or {}).get("notes") or []:
-            parts.append(f'<p class="note">{html.escape(str(note))}</p>')
-        if not run.figures:
-            parts.append('<p class="note">No figures.</p>')
-        for figure_path in run.figures:
-            caption = figure_path.relative_to(run.path).as_posix()
-            try:
-                png_bytes = figure_path.read_bytes()
-            except OSError as error:
-                raise CovidTfError(f"{figure_path}: cannot read figure ({error})") from error
-            image = _img_tag(png_bytes, caption)
-            parts.append(f"<figure>{image}<figcaption>{html.escape(caption)}</figcaption></figure>")
+        parts += _run_section(run, Path(out_dir))
     parts += ["</body>", "</html>"]
     return "\n".join(part for part in parts if part) + "\n"
 
@@ -197,4 +292,5 @@ def write_html_report(
     runs = [load_run(run_dir, split=split) for run_dir in run_dirs]
     if not runs:
         raise CovidTfError("no run folders given for the report")
-    return atomic_write_text(out_path, render_html(runs, title=title))
+    out_dir = Path(out_path).expanduser().resolve().parent
+    return atomic_write_text(out_path, render_html(runs, title=title, out_dir=out_dir))

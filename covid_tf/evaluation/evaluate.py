@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from covid_tf import config
+from covid_tf import config, software_versions
 from covid_tf.data.discover import DatasetIndex, SkippedFile, discover
 from covid_tf.data.splits import apply_split_file
 from covid_tf.errors import CovidTfError
@@ -260,6 +260,7 @@ def evaluate_model(
         "classes": list(classes) if classes else None, "class_map": dict(class_map or {}),
         "class_names": names, "image_size": loaded.image_size, "channels": loaded.channels,
         "threshold": used, "threshold_source": threshold_source, "n_skipped": len(skipped), "roi": loaded.roi.mode,
+        "versions": software_versions(),
     })
     figures = draw_figures(out_dir, y_true, probabilities, y_pred, names, paths=paths,
                            image_size=loaded.image_size, channels=loaded.channels,

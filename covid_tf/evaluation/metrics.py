@@ -1,4 +1,4 @@
-"""Point metrics on one set of predictions: accuracy, per-class rates, ROC-AUC, Brier score.
+"""Point metrics on one set of predictions: accuracy, per-class rates, ROC-AUC, average precision, Brier score.
 
 Every function takes the project's common inputs: ``y_true`` integer class indices ``(N,)``,
 ``probabilities`` softmax outputs ``(N, K)`` and ``class_names`` (K str). scikit-learn computes
@@ -118,6 +118,17 @@ def macro_auc(per_class_auc: Sequence[float | None]) -> float | None:
     """Unweighted mean of the defined one-vs-rest AUCs (sklearn's ``multi_class="ovr"``, macro)."""
     defined = [value for value in per_class_auc if value is not None]
     return float(np.mean(defined)) if defined else None
+
+
+def average_precision(
+    y_true: np.ndarray, probabilities: np.ndarray, positive_index: int | None = None
+) -> float | None:
+    """Area under the precision-recall curve (scikit-learn's average precision): of the positive class for binary
+    tasks (``positive_index``), else the unweighted mean over the classes present in ``y_true``."""
+    indices = [positive_index] if positive_index is not None else range(probabilities.shape[1])
+    values = [sk_metrics.average_precision_score((y_true == index).astype(int), probabilities[:, index])
+              for index in indices if (y_true == index).any()]
+    return float(np.mean(values)) if values else None
 
 
 def per_class_metrics(

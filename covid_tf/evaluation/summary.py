@@ -22,6 +22,7 @@ from covid_tf.evaluation.bootstrap import bootstrap_confidence_intervals
 from covid_tf.evaluation.calibration import expected_calibration_error
 from covid_tf.evaluation.metrics import (
     accuracy,
+    average_precision,
     balanced_accuracy,
     brier_score,
     confusion,
@@ -86,6 +87,7 @@ def _metrics_dict(
         "accuracy": accuracy(y_true, y_pred),
         "balanced_accuracy": balanced_accuracy(y_true, y_pred),
         "roc_auc": roc_auc,
+        "average_precision": average_precision(y_true, probabilities, positive_index),
         "per_class": per_class,
         "ci95": ci95,
         "ece": expected_calibration_error(
@@ -113,7 +115,8 @@ def compute_metrics(
     """All metrics of a classifier's outputs as a JSON-ready dict.
 
     Keys: ``n``, ``class_names``, ``accuracy``, ``balanced_accuracy``, ``roc_auc`` (binary: of the
-    positive class; otherwise macro one-vs-rest), ``per_class`` ({class: sensitivity, specificity,
+    positive class; otherwise macro one-vs-rest), ``average_precision`` (the area under the precision-recall
+    curve, of the positive class or the macro mean, like ``roc_auc``), ``per_class`` ({class: sensitivity, specificity,
     precision, f1, roc_auc, support}), ``ci95`` ({metric: [low, high]}: accuracy, balanced_accuracy,
     roc_auc, and for binary tasks the positive class's sensitivity and specificity), ``ece``
     (``n_bins`` equal-width bins, see :mod:`covid_tf.evaluation.calibration`), ``brier``,

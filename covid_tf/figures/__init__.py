@@ -74,6 +74,13 @@ def plot_confusion_matrix(
     return finish(fig, path)
 
 
+def _shown_classes(class_names: Sequence[str], positive_class: str | int | None) -> list[int]:
+    """The classes a one-vs-rest curve figure draws: the positive class of a binary task, else every class."""
+    if len(class_names) == 2:
+        return [positive_class_index(class_names, positive_class)]
+    return list(range(len(class_names)))
+
+
 def plot_roc_curves(
     y_true: Any,
     probabilities: Any,
@@ -86,13 +93,9 @@ def plot_roc_curves(
     """One-vs-rest ROC curve of each class with its AUC in the legend (binary: the positive class only)."""
     labels = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probabilities, dtype=np.float64)
-    if len(class_names) == 2:
-        shown = [positive_class_index(class_names, positive_class)]
-    else:
-        shown = list(range(len(class_names)))
     fig = Figure(figsize=(5.5, 5))
     ax = fig.subplots()
-    for index in shown:
+    for index in _shown_classes(class_names, positive_class):
         is_class = (labels == index).astype(int)
         name = class_names[index]
         if is_class.min() == is_class.max():
@@ -105,6 +108,39 @@ def plot_roc_curves(
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="False positive rate (1 - specificity)",
            ylabel="True positive rate (sensitivity)", title=title)
     ax.legend(loc="lower right", fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return finish(fig, path)
+
+
+def plot_pr_curves(
+    y_true: Any,
+    probabilities: Any,
+    class_names: Sequence[str],
+    *,
+    positive_class: str | int | None = None,
+    title: str = "Precision-recall curves (one-vs-rest)",
+    path: str | Path | None = None,
+) -> Figure:
+    """One-vs-rest precision-recall curve of each class with its average precision (AP) in the legend and the
+    class's prevalence (a classifier without skill) dotted (binary: the positive class only)."""
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    fig = Figure(figsize=(5.5, 5))
+    ax = fig.subplots()
+    for index in _shown_classes(class_names, positive_class):
+        is_class = (labels == index).astype(int)
+        name = class_names[index]
+        if not is_class.any():
+            ax.plot([], [], label=f"{name} (AP undefined: no positives)")
+            continue
+        precision, recall, _ = sk_metrics.precision_recall_curve(is_class, probs[:, index])
+        average = sk_metrics.average_precision_score(is_class, probs[:, index])
+        line = ax.step(recall, precision, where="post", linewidth=2, label=f"{name} (AP = {average:.3f})")[0]
+        ax.axhline(is_class.mean(), linestyle=":", linewidth=1, color=line.get_color())
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall (sensitivity)", ylabel="Precision (positive predictive value)",
+           title=title)
+    ax.legend(loc="lower left", fontsize="small")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return finish(fig, path)

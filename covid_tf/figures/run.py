@@ -20,6 +20,7 @@ FIGURE_NAMES = {
     "training_curves": "training_curves.png",
     "confusion_matrix": "confusion_matrix.png",
     "roc_curves": "roc_curves.png",
+    "pr_curves": "pr_curves.png",
     "reliability": "reliability_diagram.png",
     "samples": "sample_predictions.png",
     "mistakes": "confident_mistakes.png",
@@ -55,8 +56,9 @@ def draw_figures(
     label: str = "",
     seed: int = config.SEED,
 ) -> list[Path]:
-    """Confusion matrix, ROC curves, reliability diagram (and training curves with ``history``; a sample
-    grid and the most confident mistakes with ``paths``) as PNGs in ``out_dir``; return their paths."""
+    """Confusion matrix, ROC and precision-recall curves, reliability diagram (and training curves with
+    ``history``; a sample grid and the most confident mistakes with ``paths``) as PNGs in ``out_dir``; return
+    their paths."""
     from covid_tf.data.pipeline import load_images
 
     suffix = f" ({label})" if label else ""
@@ -71,6 +73,9 @@ def draw_figures(
     written.append(figures.save_figure(figures.plot_roc_curves(y_true, probabilities, names,
                                                            title=f"ROC curves{suffix}"),
                                      out_dir / FIGURE_NAMES["roc_curves"]))
+    written.append(figures.save_figure(figures.plot_pr_curves(y_true, probabilities, names,
+                                                          title=f"Precision-recall curves{suffix}"),
+                                     out_dir / FIGURE_NAMES["pr_curves"]))
     written.append(figures.save_figure(figures.plot_reliability_diagram(y_true, probabilities, names,
                                                                     title=f"Reliability diagram{suffix}"),
                                      out_dir / FIGURE_NAMES["reliability"]))
@@ -93,9 +98,9 @@ def draw_figures(
 def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -> list[Path]:
     """Draw a finished training run's figures into ``run_dir/figures/`` and return their paths.
 
-    Training curves from ``history.csv``; confusion matrix, ROC curves and reliability diagram of the
-    ``split`` rows of ``split.csv`` (``val`` when the split has no test rows), predicted by ``model`` (a
-    Keras model already in memory) or by ``run_dir/model.keras``. Binary predictions use the 0.5
+    Training curves from ``history.csv``; confusion matrix, ROC and precision-recall curves and reliability
+    diagram of the ``split`` rows of ``split.csv`` (``val`` when the split has no test rows), predicted by
+    ``model`` (a Keras model already in memory) or by ``run_dir/model.keras``. Binary predictions use the 0.5
     threshold, as the run's ``metrics.json`` does.
     """
     run_dir = Path(run_dir)

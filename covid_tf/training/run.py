@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
+from covid_tf import software_versions
 from covid_tf.data.discover import DatasetIndex, discover
 from covid_tf.data.splits import apply_split_file, make_split, save_split, split_leaks
 from covid_tf.errors import CovidTfError
@@ -142,7 +143,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     cfg.class_names = list(class_names)
     if run_path is not None:
         run_path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_path / "config.json", cfg.to_dict())
+        atomic_write_json(run_path / "config.json", {**cfg.to_dict(), "versions": software_versions()})
         save_split(split, run_path / "split.csv")
         skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
         atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
