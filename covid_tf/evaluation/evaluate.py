@@ -186,14 +186,15 @@ def _decision_threshold(loaded: LoadedModel, frame: pd.DataFrame, threshold: flo
 
 def _write_tables(out_dir: Path, table: pd.DataFrame, skipped: Sequence[SkippedFile], overwrite: bool,
                   run_config: dict) -> None:
-    """``predictions.csv``, ``skipped.csv`` and the evaluation's ``config.json`` (stale figures removed first)."""
+    """``predictions.csv``, ``skipped.csv`` and the evaluation's ``config.json`` with the software versions (stale
+    figures removed first)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for name in FIGURE_NAMES.values():
             (out_dir / name).unlink(missing_ok=True)
     atomic_write_text(out_dir / "predictions.csv", table.to_csv(index=False))
     atomic_write_text(out_dir / "skipped.csv", _skipped_csv(skipped))
-    atomic_write_json(out_dir / RUN_CONFIG, run_config)
+    atomic_write_json(out_dir / RUN_CONFIG, {**run_config, "versions": software_versions()})
 
 
 def _check_evaluate_options(batch_size: int, threshold: float | None, threshold_from_val: bool,
@@ -260,7 +261,6 @@ def evaluate_model(
         "classes": list(classes) if classes else None, "class_map": dict(class_map or {}),
         "class_names": names, "image_size": loaded.image_size, "channels": loaded.channels,
         "threshold": used, "threshold_source": threshold_source, "n_skipped": len(skipped), "roi": loaded.roi.mode,
-        "versions": software_versions(),
     })
     figures = draw_figures(out_dir, y_true, probabilities, y_pred, names, paths=paths,
                            image_size=loaded.image_size, channels=loaded.channels,
