@@ -59,7 +59,8 @@ def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | N
 
 
 def _gray(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float32)
+    """A (H, W, 1) image as (H, W); RGB (uint8 or [0, 1] floats) as it is."""
+    image = np.asarray(image)
     return image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
 
 
@@ -77,7 +78,10 @@ def plot_image_panels(rows: Sequence[Sequence[np.ndarray]], *, row_titles: Seque
     for r, row in enumerate(rows):
         for c, panel in enumerate(row):
             shown = _gray(panel)
-            axes[r, c].imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0)
+            if shown.ndim == 2:
+                axes[r, c].imshow(shown, cmap="gray", vmin=0.0, vmax=1.0)
+            else:
+                axes[r, c].imshow(shown)
             if r == 0 and c < len(column_titles):
                 axes[r, c].set_title(column_titles[c], fontsize="small")
         if r < len(row_titles):
