@@ -58,6 +58,9 @@ def test_report_embeds_every_figure(tmp_path: Path) -> None:
 def test_report_tolerates_missing_metrics_and_rejects_missing_folder(tmp_path: Path) -> None:
     empty = tmp_path / "empty_run"
     empty.mkdir()
+    with pytest.raises(CovidTfError, match="not a run folder"):  # issue 14, case 17
+        report.write_html_report([empty], tmp_path / "r.html")
+    (empty / "config.json").write_text(json.dumps({"model": "cnn"}))  # an unfinished run: no metrics yet
     text = report.write_html_report([empty], tmp_path / "r.html").read_text(encoding="utf-8")
     assert "empty_run" in text and "No figures." in text
     assert "data:image/png;base64," not in text

@@ -8,6 +8,11 @@ fewer than 30 images or patients), a table of the runs, a comparison chart, a pa
 metrics have one, and then each run's configuration (model, image size, epochs, learning rate, ROI, data,
 software versions) and figures (ROC and precision-recall curves side by side). Paths are written relative to
 the report's folder, never absolute. It loads nothing from outside: no scripts, fonts or remote images.
+
+Only real PNG files that lie inside the run folder are embedded: a symbolic link (say
+``figures/x.png -> /etc/passwd``), a file reached through a linked folder, or a file named ``.png`` that
+is not a PNG is left out and named in a note on the page. A folder with neither ``metrics.json`` nor
+``config.json`` is not a run, and the report refuses it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,10 @@ from covid_tf import __version__
 from covid_tf.errors import CovidTfError
 from covid_tf.figures import plot_run_comparison
 from covid_tf.io_utils import atomic_write_text
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A figure larger than this is not one of ours (they are a few hundred KB); it is left out, not embedded.
+MAX_FIGURE_BYTES = 20 * 1024 * 1024
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto;
@@ -63,6 +72,7 @@ class RunSummary:
     figures: list[Path] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     date: str | None = None
+    left_out: list[str] = field(default_factory=list)  # "file: reason" of PNG names that are not embedded
 
 
 def _read_json(path: Path) -> Any:
@@ -95,6 +105,9 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
     if not path.is_dir():
         raise CovidTfError(f"{path}: run folder not found")
     metrics_file, config_file = path / "metrics.json", path / "config.json"
+    if not metrics_file.is_file() and not config_file.is_file():
+        raise CovidTfError(f"{path}: not a run folder (no metrics.json or config.json); give a train or "
+                           "evaluate --out folder")
     chosen_split, metrics = (None, None)
     if metrics_file.is_file():
         data = _read_json(metrics_file)
@@ -106,12 +119,44 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
         data = _read_json(config_file)
         config = dict(data) if isinstance(data, Mapping) else {}
     model = str(config.get("model", "?"))
-    figures = sorted(path.glob("*.png")) + sorted((path / "figures").glob("*.png"))
+    figures, left_out = _figure_files(path)
     figures.sort(key=_figure_rank)
     finished = next((f for f in (metrics_file, config_file) if f.is_file()), None)
     date = (datetime.datetime.fromtimestamp(finished.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
             if finished is not None else None)
-    return RunSummary(path.name, path, model, chosen_split, metrics, figures, config, date)
+    return RunSummary(path.name, path, model, chosen_split, metrics, figures, config, date, left_out)
+
+
+def _figure_problem(candidate: Path, run_root: Path) -> str | None:
+    """Why ``candidate`` must not be embedded (None when it is a real PNG file inside the run folder)."""
+    if candidate.is_symlink():
+        return "a symbolic link"
+    try:
+        candidate.resolve(strict=True).relative_to(run_root)
+        if not candidate.is_file():
+            return "not a regular file"
+        size = candidate.stat().st_size
+        with candidate.open("rb") as handle:
+            head = handle.read(len(PNG_SIGNATURE))
+    except ValueError:
+        return "outside the run folder"
+    except OSError as error:
+        return f"cannot read ({error.strerror or error})"
+    if head != PNG_SIGNATURE:
+        return "not a PNG image"
+    return f"{size / 2**20:.0f} MiB, larger than a figure" if size > MAX_FIGURE_BYTES else None
+
+
+def _figure_files(run_dir: Path) -> tuple[list[Path], list[str]]:
+    """The PNG figures of a run (top level and ``figures/``) that may be embedded, and those left out."""
+    figures, left_out = [], []
+    for candidate in sorted(run_dir.glob("*.png")) + sorted((run_dir / "figures").glob("*.png")):
+        problem = _figure_problem(candidate, run_dir.resolve())
+        if problem is None:
+            figures.append(candidate)
+        else:
+            left_out.append(f"{candidate.relative_to(run_dir).as_posix()}: {problem}")
+    return figures, left_out
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -252,8 +297,14 @@ def _run_section(run: RunSummary, out_dir: Path) -> list[str]:
         parts.append(f'<p class="note">{html.escape(str(note))}</p>')
     if not run.figures:
         parts.append('<p class="note">No figures.</p>')
+    parts += [f'<p class="note">Not embedded: {html.escape(item)}</p>' for item in run.left_out]
     for figure_path in run.figures:
         caption = figure_path.relative_to(run.path).as_posix()
+        # Checked again as it is read: nothing may have replaced the file by a link meanwhile.
+        problem = _figure_problem(figure_path, run.path.resolve())
+        if problem is not None:
+            parts.append(f'<p class="note">Not embedded: {html.escape(caption)}: {html.escape(problem)}</p>')
+            continue
         try:
             png_bytes = figure_path.read_bytes()
         except OSError as error:

@@ -27,6 +27,8 @@ from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, natural_key, safe_name
 
 PROB_PREFIX = "prob_"
+# Probabilities written as text may round a little outside [0, 1]; anything further out is an error.
+PROBABILITY_TOLERANCE = 1e-6
 
 
 def class_names_from_columns(columns: Sequence[str]) -> list[str]:
@@ -75,7 +77,6 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     return table
 
 
-
 def _class_names(table: pd.DataFrame, class_names: Sequence[str] | None, source: str,
                  notes: list[str]) -> list[str]:
     prob_classes = class_names_from_columns(table.columns)
@@ -104,9 +105,40 @@ def _float_probabilities(table: pd.DataFrame, class_names: list[str], source: st
         values = pd.to_numeric(table[column], errors="coerce")
         if values.isna().any():
             row = int(np.flatnonzero(values.isna().to_numpy())[0])
-            raise CovidTfError(f"{source}: column {column} has a missing or non-numeric value (row {row + 1})")
+            raise CovidTfError(f"{source}: column {column} has a missing or non-numeric value "
+                               f"(row {file_row(row)}: {table[column].iloc[row]!r})")
+        numbers = values.to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            outside = ~np.isfinite(numbers) | (numbers < -PROBABILITY_TOLERANCE) | (numbers > 1 + PROBABILITY_TOLERANCE)
+        if outside.any():
+            row = int(np.flatnonzero(outside)[0])
+            raise CovidTfError(f"{source}: column {column} holds {table[column].iloc[row]!r} in row "
+                               f"{file_row(row)}, not a probability in [0, 1] ({int(outside.sum())} such row(s))")
         table[column] = values.astype(float)
     return True
+
+
+def file_row(index: int) -> int:
+    """The row of a CSV file as a spreadsheet numbers it (the header is row 1) from a 0-based data index."""
+    return index + 2
+
+
+def _drop_duplicate_slices(table: pd.DataFrame, source: str, notes: list[str]) -> pd.DataFrame:
+    """Count a slice listed several times once; refuse one listed with different predictions."""
+    if "path" not in table.columns:
+        return table
+    paths = table["path"].astype(str)
+    repeated = paths.duplicated(keep=False)
+    if not repeated.any():
+        return table
+    compared = [column for column in table.columns if column == "predicted" or column.startswith(PROB_PREFIX)]
+    for path, rows in table[repeated].groupby(paths[repeated], sort=False):
+        numbers = ", ".join(str(file_row(int(i))) for i in np.flatnonzero(paths.to_numpy() == path))
+        if compared and len(rows[compared].astype(str).drop_duplicates()) > 1:
+            raise CovidTfError(f"{source}: slice {path} is listed {len(rows)} times with different predictions "
+                               f"(rows {numbers}); keep one row per slice")
+        notes.append(f"duplicate slice {path} listed {len(rows)} times (rows {numbers}): counted once")
+    return table[~paths.duplicated(keep="first")].reset_index(drop=True)
 
 
 def _slice_votes(table: pd.DataFrame, class_names: list[str], has_probs: bool, source: str,
@@ -165,6 +197,7 @@ def prepare_predictions(
     notes: list[str] = []
     class_names = _class_names(table, class_names, source, notes)
     has_probs = _float_probabilities(table, class_names, source)
+    table = _drop_duplicate_slices(table, source, notes)
     table["slice_vote"] = _slice_votes(table, class_names, has_probs, source, notes)
     _patients_and_folders(table, patient_col, patient_level, source, notes)
     return table, class_names, notes
