@@ -262,9 +262,10 @@ def test_4_output_inside_an_input_folder_is_refused(server, data, finished_run, 
 
 def test_5_split_file_without_patients_still_checks_the_datasets_patient_ids(server, tmp_path):
     root = make_class_folders(tmp_path / "data", {"COVID": 6, "Normal": 6}, size=32)
-    paths = sorted(root.rglob("*.png"))
+    # File stems unique over the classes: a stem shared by two classes would be a (false) leak of its own.
+    paths = sorted(p.rename(p.with_name(f"{p.parent.name}_{p.name}")) for p in sorted(root.rglob("*.png")))
     patients = {p: f"{p.parent.name}-{p.stem}" for p in paths}
-    shared = [root / "COVID" / "img_0.png", root / "COVID" / "img_1.png"]
+    shared = [root / "COVID" / "COVID_img_0.png", root / "COVID" / "COVID_img_1.png"]
     for path in shared:
         patients[path] = "P7"  # one patient, two images
     rows = [f"{p.relative_to(root)},{p.parent.name},{patients[p]}" for p in paths]
