@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -148,3 +150,80 @@ class PreciseBatchNorm(keras.callbacks.Callback):
                 layer.moving_mean.assign(mean / count)
                 layer.moving_variance.assign(variance / count)
         self.updates += 1
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that survives a kill at any instant (issue 14, case 1).
+
+    Keras writes ``latest.weights.h5`` in place: a SIGKILL during that write leaves a truncated file that
+    every later run fails to open. Here each backup is written to a temporary file and renamed over
+    ``latest.weights.h5`` (so it is whole or absent), the backup before it is kept as
+    ``previous.weights.h5``, and each file carries its own epoch (an HDF5 attribute), so weights and epoch
+    never disagree. On resume the latest readable backup is used; when the latest is unreadable the
+    callback says so and falls back to the previous one, or to the start of the phase.
+    ``training_metadata.json`` is still written (atomically) after each backup, as Keras does.
+    """
+
+    EPOCH_ATTRIBUTE = "covid_tf_epoch"
+
+    def __init__(self, backup_dir: str | Path, report=print) -> None:
+        super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
+        self.backup_path = Path(backup_dir)
+        self.previous_path = self.backup_path / "previous.weights.h5"
+        self.report = report
+        self.restored_epoch: int | None = None
+
+    def _saved_epoch(self, path: Path) -> int:
+        import h5py
+
+        with h5py.File(path, "r") as handle:
+            if self.EPOCH_ATTRIBUTE in handle.attrs:
+                return int(handle.attrs[self.EPOCH_ATTRIBUTE])
+        # A backup written by Keras itself (a run started before this callback): its epoch is in the metadata.
+        return int(json.loads(Path(self._training_metadata_path).read_text())["epoch"])
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._load_model()
+
+    def _load_model(self) -> None:
+        candidates = [path for path in (Path(self._weights_path), self.previous_path) if path.is_file()]
+        if not candidates:
+            return
+        if self.model.optimizer is not None and not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)  # its variables must exist to be loaded
+        failures = []
+        for path in candidates:
+            try:
+                epoch = self._saved_epoch(path)
+                self.model.load_weights(path)
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                failures.append(f"{path} is unreadable ({reason})")
+                continue
+            if failures:
+                self.report(f"warning: {'; '.join(failures)}; resuming from {path.name} (epoch {epoch})")
+            self.model._initial_epoch = epoch
+            self.restored_epoch = epoch
+            return
+        self.report(f"warning: {'; '.join(failures)}; no readable backup is left, so this training phase "
+                    "starts again from its first epoch")
+
+    def _save_model(self) -> None:
+        import h5py
+
+        self.backup_path.mkdir(parents=True, exist_ok=True)
+        epoch = self._current_epoch
+
+        def write(tmp: Path) -> None:
+            self.model.save_weights(tmp, overwrite=True)
+            with h5py.File(tmp, "a") as handle:
+                handle.attrs[self.EPOCH_ATTRIBUTE] = epoch
+
+        latest = Path(self._weights_path)
+        if latest.is_file():
+            os.replace(latest, self.previous_path)  # one rename: the previous backup stays whole
+        atomic_write(latest, write)
+        atomic_write_json(self._training_metadata_path, {"epoch": epoch, "batch": self._last_batch_seen})
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        shutil.rmtree(self.backup_path, ignore_errors=True)

@@ -28,7 +28,7 @@ from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.registry import build_model
 from covid_tf.training import resume
-from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm
+from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm, SafeBackupAndRestore
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.distribute import get_strategy
 from covid_tf.training.losses import get_loss, get_optimizer
@@ -140,7 +140,7 @@ def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint
             # Always appending: a resumed run keeps the epochs logged before it was killed (the
             # checkpoints folder of a fresh run is new or emptied by --overwrite).
             keras.callbacks.CSVLogger(str(run_dir / "checkpoints" / "history.partial.csv"), append=True),
-            keras.callbacks.BackupAndRestore(str(run_dir / "checkpoints" / f"backup_{phase}")),
+            SafeBackupAndRestore(run_dir / "checkpoints" / f"backup_{phase}"),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         ]
     return callbacks
