@@ -24,7 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SERVER = r"""
-import json, os, runpy, sys, traceback
+import ctypes, json, os, runpy, signal, sys, traceback
+
+def die_with_parent():
+    # Linux prctl(PR_SET_PDEATHSIG, SIGKILL): a test process that dies takes the server and its children along.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+die_with_parent()
 import tensorflow, keras, pandas, scipy.sparse.csgraph, h5py, PIL.Image  # noqa: F401
 import matplotlib
 matplotlib.use("Agg")
@@ -50,6 +59,7 @@ for line in requests:
         continue
     code = 1
     try:
+        die_with_parent()
         os.dup2(devnull, 0)
         for fd, name in ((1, "stdout"), (2, "stderr")):
             target = os.open(request[name], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -11,6 +11,7 @@ input folders are byte-for-byte unchanged afterwards.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -100,32 +101,47 @@ KILLS = 20
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 2, 2
 
 
+def _progress(run: Path) -> int:
+    """Epochs the run has safely behind it: its BackupAndRestore metadata, or the finished head phase."""
+    done = 0
+    for metadata in (run / "checkpoints").glob("backup_*/training_metadata.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            done = max(done, int(json.loads(metadata.read_text())["epoch"]))
+    return max(done, HEAD_EPOCHS if (run / "checkpoints" / "head_done.json").exists() else 0)
+
+
 def _kill_chain(server: ForkServer, data: Path, run: Path, rng: random.Random, log: list[tuple[str, str]]):
     """Start the same command again and again, killing it at chosen instants, until it finishes.
 
-    Half of the kills come right after an epoch is logged (history.partial.csv grew: Keras is writing
-    the BackupAndRestore checkpoint then), the others at a random instant after the start. Yields after
-    each kill; returns once a run finished. Any exit other than the kill or success fails the test.
+    Kills come (a) just after an epoch is logged (history.partial.csv grew: the backup of that epoch is
+    being written then), (b) at a random instant up to about one epoch's time after the start, or (c) just
+    after a backup was completed, which is chosen whenever two cycles in a row made no progress, so the
+    chain always ends. Yields after each kill; any exit other than the kill or success fails the test.
     """
     argv = ["train", data, "--out", run, "--model", "resnet18", "--image-size", "32", "--batch-size", "4",
             "--patience", "100", "--precise-bn-images", "0", "--quiet", "--epochs", str(HEAD_EPOCHS),
             "--fine-tune-epochs", str(FINE_TUNE_EPOCHS)]
+    stalled, epoch_seconds = 0, 10.0
     while True:
         child = server.start(argv)
-        after_epoch = rng.random() < 0.5
-        rows, started = partial_rows(run), time.monotonic()
-        delay = rng.uniform(0.0, 12.0)
+        mode = "after a backup" if stalled >= 2 else rng.choice(["after an epoch is logged", "at random"])
+        rows, progress, started = partial_rows(run), _progress(run), time.monotonic()
+        delay = rng.uniform(0.0, 1.2 * epoch_seconds)
         while server.poll(child) is None:
-            if after_epoch and partial_rows(run) > rows:
+            if mode == "after an epoch is logged" and partial_rows(run) > rows:
+                epoch_seconds = time.monotonic() - started
                 time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the end-of-epoch writes
                 break
-            if not after_epoch and time.monotonic() - started > delay:
+            if mode == "after a backup" and _progress(run) > progress:
+                break
+            if mode == "at random" and time.monotonic() - started > delay:
                 break
             time.sleep(0.005)
         phase = "fine_tune" if (run / "checkpoints" / "head_done.json").exists() else "head"
         code = server.kill(child)
         if code == -9:
-            log.append((phase, "after an epoch" if after_epoch else f"at {delay:.1f} s"))
+            stalled = 0 if _progress(run) > progress else stalled + 1
+            log.append((phase, mode if mode != "at random" else f"at {delay:.1f} s"))
             yield
             continue
         assert code == 0, (f"a rerun after {len(log)} kill(s) ({log[-3:]}) failed with exit {code}:\n"
@@ -151,7 +167,7 @@ def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, da
                     chains.remove(chain)
     phases = [phase for phase, _ in log]
     assert phases.count("head") >= 3 and phases.count("fine_tune") >= 3, log
-    assert sum(how == "after an epoch" for _, how in log) >= 5, log
+    assert sum(how == "after an epoch is logged" for _, how in log) >= 3, log
     for run in runs:
         history = pd.read_csv(run / "history.csv")
         assert history["epoch"].tolist() == list(range(HEAD_EPOCHS + FINE_TUNE_EPOCHS)), (run, log)
