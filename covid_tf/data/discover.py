@@ -60,6 +60,7 @@ class DatasetIndex:
     class_names: list[str]
     skipped: list[SkippedFile] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the reader repaired or left out, to show as warnings
 
     @property
     def labels(self) -> np.ndarray:
@@ -92,10 +93,17 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(config.IMAGE_EXTENSIONS)
 
 
-def _walk_files(folder: Path, skip_dirs: Iterable[str] = ()) -> Iterable[Path]:
-    """Yield regular files below ``folder`` without following directory links (no loops)."""
+def _walk_files(folder: Path, skip_dirs: Iterable[str] = (),
+                skipped: list[SkippedFile] | None = None) -> Iterable[Path]:
+    """Yield regular files below ``folder`` without following directory links (no loops); folders that
+    cannot be listed become ``skipped`` entries."""
     skip = set(skip_dirs)
-    for current, dirs, files in os.walk(folder, followlinks=False):
+
+    def unreadable(error: OSError) -> None:
+        if skipped is not None:
+            skipped.append(SkippedFile(str(error.filename or folder), f"cannot list the folder ({error.strerror})"))
+
+    for current, dirs, files in os.walk(folder, onerror=unreadable, followlinks=False):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)
         for name in sorted(files):
             if not name.startswith("."):
@@ -128,15 +136,21 @@ def detect_layout(root: Path) -> str:
 
 def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[SkippedFile]) -> list[dict]:
     images_dir = folder / "images"
-    radiography = images_dir.is_dir()
+    try:
+        radiography = images_dir.is_dir()
+    except OSError as error:  # the class folder itself cannot be entered
+        skipped.append(SkippedFile(str(folder), f"cannot list the folder ({error.strerror})"))
+        return []
     source = images_dir if radiography else folder
     rows = []
-    for path in _walk_files(source, skip_dirs=MASK_FOLDERS):
+    for path in _walk_files(source, skip_dirs=MASK_FOLDERS, skipped=skipped):
         if not _is_image_name(path.name):
             skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
             continue
         relative = path.relative_to(source)
-        patient = relative.parts[0] if len(relative.parts) > 1 else path.stem
+        # Without a patient folder each image is its own patient: named with its class folder, so that
+        # COVID/img_0.png and Normal/img_0.png are not taken for one patient.
+        patient = relative.parts[0] if len(relative.parts) > 1 else f"{folder.name}/{path.stem}"
         row = {"path": str(path), "label": label, "patient_id": patient, "split": split}
         for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
             candidate = folder / mask_folder / relative
@@ -149,13 +163,20 @@ def _rows_from_folders(root: Path, split: str, skipped: list[SkippedFile]) -> li
     rows = []
     for folder in _subdirs(root):
         found = _rows_from_class_folder(folder, folder.name, split, skipped)
-        if not found:
+        if not found and not any(item.path == str(folder) for item in skipped):
             skipped.append(SkippedFile(str(folder), "class folder holds no image files"))
         rows.extend(found)
     return rows
 
 
-def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile]) -> list[dict]:
+def _csv_path(base: Path, given: str) -> Path:
+    return (base / given).resolve() if not Path(given).is_absolute() else Path(given)
+
+
+def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile], notes: list[str]) -> list[dict]:
+    """The rows of a label CSV, checked by row number (the header is row 1): an empty label or one path with
+    two labels is an error; a path listed twice counts once; a label that contradicts the class folder the
+    image lies in is reported."""
     try:
         table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as error:
@@ -163,26 +184,44 @@ def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile]) -> list[dict]:
     missing = {"path", "label"} - set(table.columns)
     if missing:
         raise CovidTfError(f"{csv_path}: the label CSV lacks the column(s) {', '.join(sorted(missing))}")
-    base = csv_path.parent
-    rows = []
-    for record in table.to_dict("records"):
-        path = (base / record["path"]).resolve() if not Path(record["path"]).is_absolute() else Path(record["path"])
+    base, rows, first = csv_path.parent, [], {}
+    for number, record in enumerate(table.to_dict("records"), start=2):
+        label, path = record["label"].strip(), _csv_path(base, record["path"])
+        if not label:
+            raise CovidTfError(f"{csv_path}: row {number}: empty label for {record['path']!r}")
+        if str(path) in first:
+            earlier, earlier_label = first[str(path)]
+            if earlier_label != label:
+                raise CovidTfError(f"{csv_path}: {record['path']} has two labels, {earlier_label!r} in row {earlier} "
+                                   f"and {label!r} in row {number}; keep one")
+            notes.append(f"{csv_path}: {record['path']} is listed in row {earlier} and again in row {number}: "
+                         "counted once")
+            continue
+        first[str(path)] = (number, label)
         if not path.is_file():
             skipped.append(SkippedFile(str(path), f"listed in {csv_path.name} but missing"))
             continue
         folder = path.parent.parent if path.parent.name == "images" else None
-        row = {
-            "path": str(path),
-            "label": record["label"],
-            "patient_id": record.get("patient_id") or path.stem,
-            "split": SPLIT_ALIASES.get(record.get("split", "").lower(), ""),
-        }
+        row = {"path": str(path), "label": label, "patient_id": record.get("patient_id") or record["path"],
+               "split": SPLIT_ALIASES.get(record.get("split", "").lower(), ""), "csv_row": number}
         for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
             given = record.get(column, "")
             candidate = (base / given) if given else (folder / mask_folder / path.name if folder else None)
             row[column] = str(candidate) if candidate is not None and candidate.is_file() else ""
         rows.append(row)
+    _report_folder_conflicts(csv_path, rows, notes)
     return rows
+
+
+def _report_folder_conflicts(csv_path: Path, rows: list[dict], notes: list[str]) -> None:
+    """Report a label that is no class of the CSV's own folders while the image lies in a class's folder."""
+    labels = {row["label"] for row in rows}
+    for row in rows:
+        path = Path(row["path"])
+        holder = path.parent.parent if path.parent.name == "images" else path.parent
+        if holder.name in labels and row["label"] != holder.name:
+            notes.append(f"{csv_path}: row {row['csv_row']}: label {row['label']!r} for {path}, which lies in the "
+                         f"folder of class {holder.name!r}")
 
 
 def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[list[dict], np.ndarray]:
@@ -204,8 +243,9 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
         kept.append({**row, "width": info.width, "height": info.height, "mode": info.mode})
         hashes.append(difference_hash(thumbnail))
         thumbnails.append(thumbnail.astype(np.float16))
-    hash_array = np.array(hashes, dtype=bool).reshape(len(hashes), -1)
-    return kept, hash_array, np.array(thumbnails, dtype=np.float16).reshape(len(thumbnails), 32, 32)
+    if not kept:
+        return kept, np.zeros((0, 0), dtype=bool), np.zeros((0, 32, 32), dtype=np.float16)
+    return kept, np.array(hashes, dtype=bool), np.array(thumbnails, dtype=np.float16)
 
 
 def discover(
@@ -224,16 +264,8 @@ def discover(
     root = Path(root).expanduser().resolve()
     layout = detect_layout(root)
     skipped: list[SkippedFile] = []
-    if layout == "csv":
-        csv_path = root if root.is_file() else next(root / n for n in CSV_NAMES if (root / n).is_file())
-        rows = _rows_from_csv(csv_path, skipped)
-    elif layout == "splits":
-        rows = []
-        for split_dir in _subdirs(root):
-            rows.extend(_rows_from_folders(split_dir, SPLIT_ALIASES[split_dir.name.lower()], skipped))
-    else:
-        rows = _rows_from_folders(root, "", skipped)
-
+    notes: list[str] = []
+    rows = _layout_rows(root, layout, skipped, notes)
     mapping = {**config.DEFAULT_CLASS_MAP, **(class_map or {})}
     for row in rows:
         row["label"] = mapping.get(row["label"], row["label"])
@@ -244,20 +276,39 @@ def discover(
             raise CovidTfError(
                 f"{root}: class(es) {', '.join(unknown)} not found; the data has {', '.join(found) or 'no classes'}"
             )
+        left_out = sorted({row["label"] for row in rows} - set(classes))
+        if left_out:
+            notes.append(f"{root}: images labelled {', '.join(map(repr, left_out))} are left out (not in --classes)")
         rows = [row for row in rows if row["label"] in classes]
         class_names = list(classes)
     else:
         class_names = found
 
     rows, hashes, thumbnails = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
+    if not rows:
+        reasons = f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
+        raise CovidTfError(f"no readable images in {root}{reasons}")
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "width", "height", "mode"])
     group_ids = duplicate_group_ids(hashes, duplicate_distance, thumbnails)
     frame["duplicate_group"] = group_ids
     groups = duplicate_groups(frame["path"].tolist(), group_ids)
     empty = [name for name in class_names if not (frame["label"] == name).any()]
-    if empty:
-        skipped.extend(SkippedFile(str(root / name), "class has no readable images") for name in empty)
-    return DatasetIndex(root, layout, frame.reset_index(drop=True), class_names, skipped, groups)
+    if empty and classes:
+        raise CovidTfError(f"{root}: class(es) {', '.join(empty)} named in --classes have no readable image")
+    skipped.extend(SkippedFile(str(root / name), "class has no readable images") for name in empty)
+    return DatasetIndex(root, layout, frame.reset_index(drop=True), class_names, skipped, groups, notes)
+
+
+def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: list[str]) -> list[dict]:
+    if layout == "csv":
+        csv_path = root if root.is_file() else next(root / n for n in CSV_NAMES if (root / n).is_file())
+        return _rows_from_csv(csv_path, skipped, notes)
+    if layout == "splits":
+        rows = []
+        for split_dir in _subdirs(root):
+            rows.extend(_rows_from_folders(split_dir, SPLIT_ALIASES[split_dir.name.lower()], skipped))
+        return rows
+    return _rows_from_folders(root, "", skipped)
 
 
 def list_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[SkippedFile]]:
@@ -267,7 +318,7 @@ def list_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[SkippedFi
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDERS))
+            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDERS, skipped=skipped))
         elif path.exists() or path.is_symlink():
             candidates.append(path)
         else:

@@ -16,22 +16,27 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from covid_tf import config
+from covid_tf.data.discover import SPLIT_ALIASES
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write_text, resolved_path
 
 SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "split")
 
 
+# Columns that name a patient: the dataset's own ids, and those a split file gives (when it gives any).
+PATIENT_KEYS = ("patient_id", "listed_patient_id")
+
+
 def assign_groups(frame: pd.DataFrame) -> np.ndarray:
-    """Return a group id per row joining rows that share a patient or a duplicate group."""
+    """Return a group id per row joining rows that share a patient (by any patient column) or a duplicate group."""
     count = len(frame)
     if count == 0:
         return np.zeros(0, dtype=int)
-    keys = [("patient", frame["patient_id"].astype(str).to_numpy())]
+    keys = [frame[column].astype(str).to_numpy() for column in PATIENT_KEYS if column in frame]
     if "duplicate_group" in frame:
-        keys.append(("duplicate", frame["duplicate_group"].astype(str).to_numpy()))
+        keys.append(frame["duplicate_group"].astype(str).to_numpy())
     rows, cols = [], []
-    for _, values in keys:
+    for values in keys:
         _, first = np.unique(values, return_inverse=True)
         # Link every row to the first row with the same key.
         order = np.argsort(first, kind="stable")
@@ -141,7 +146,12 @@ def save_split(frame: pd.DataFrame, path: str | Path) -> Path:
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
-    """Read a split CSV written by ``save_split`` (or by hand: ``path,label,split`` at least)."""
+    """Read a split CSV written by ``save_split`` (or by hand: ``path,label,split`` at least).
+
+    Split names are checked by row (the header is row 1): ``train``, ``val``, ``test`` and their usual
+    spellings, or empty for an image left out; anything else is refused rather than silently dropped.
+    No patient ids are made up: ``patient_id`` is there only when the file has it.
+    """
     path = Path(path)
     try:
         table = pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=False)
@@ -150,23 +160,32 @@ def load_split(path: str | Path) -> pd.DataFrame:
     missing = {"path", "label", "split"} - set(table.columns)
     if missing:
         raise CovidTfError(f"{path}: the split CSV lacks the column(s) {', '.join(sorted(missing))}")
-    if "patient_id" not in table:
-        table["patient_id"] = [Path(p).stem for p in table["path"]]
+    names = table["split"].astype(str).str.strip()
+    canonical = names.str.lower().map(lambda name: SPLIT_ALIASES.get(name, "" if name == "" else None))
+    unknown = canonical.isna().to_numpy().nonzero()[0]
+    if len(unknown):
+        row = int(unknown[0])
+        raise CovidTfError(f"{path}: row {row + 2}: unknown split {names.iloc[row]!r} ({len(unknown)} such row(s)); "
+                           f"use {', '.join(config.SPLIT_NAMES)}, or leave it empty to leave the image out")
+    table["split"] = canonical.astype(str)
     return table
 
 
 def apply_split_file(frame: pd.DataFrame, split_file: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The one split-file reader of train and evaluate: ``frame`` (a ``DatasetIndex.frame``) with the
-    ``split`` and ``patient_id`` that ``split_file`` gives each image, matched on resolved paths.
+    ``split`` that ``split_file`` gives each image, matched on resolved paths.
 
-    Images the file does not list get split ``""`` and keep their patient id. Returns the annotated
-    frame and the file's table, both with a ``key`` column (the resolved path).
+    The dataset's own patient ids (and duplicate groups) stay, whatever the file carries, so the leak
+    check sees them; patient ids the file gives are added as ``listed_patient_id`` and join groups too.
+    Images the file does not list get split ``""``. Returns the annotated frame and the file's table,
+    both with a ``key`` column (the resolved path).
     """
     table = load_split(split_file)
     table["key"] = table["path"].map(resolved_path)
     annotated = frame.copy()
     annotated["key"] = annotated["path"].map(resolved_path)
-    annotated["split"] = annotated["key"].map(dict(zip(table["key"], table["split"].astype(str)))).fillna("")
-    patients = dict(zip(table["key"], table["patient_id"].astype(str)))
-    annotated["patient_id"] = annotated["key"].map(patients).fillna(annotated["patient_id"].astype(str))
+    annotated["split"] = annotated["key"].map(dict(zip(table["key"], table["split"]))).fillna("")
+    if "patient_id" in table:
+        listed = annotated["key"].map(dict(zip(table["key"], table["patient_id"].astype(str))))
+        annotated["listed_patient_id"] = listed.fillna(annotated["patient_id"].astype(str))
     return annotated, table

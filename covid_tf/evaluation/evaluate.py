@@ -241,7 +241,7 @@ def evaluate_model(
     rows, skipped, frame = select_rows(index, split_file=split_file, split=split)
     y_true = label_indices(rows["label"], names)
     chosen_split = (split or "test") if split_file is not None else split
-    notes: list[str] = []
+    notes: list[str] = list(index.notes)
     positive_index = positive_class_index(names) if binary else None
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 

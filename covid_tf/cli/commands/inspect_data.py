@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections import Counter
 
 HELP = "Summarise a dataset: class counts, image sizes and modes, skipped files, duplicate groups."
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import discover, parse_class_list, parse_class_map
 
     index = discover(args.data, classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map))
+    for note in index.notes:
+        print(f"warning: {note}", file=sys.stderr)
     summary = summarize(index)
     if args.json:
         print(json.dumps(summary, indent=2))
