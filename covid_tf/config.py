@@ -72,6 +72,8 @@ DEFAULT_CLASS_MAP = {
 }
 
 SPLIT_NAMES = ("train", "val", "test")
+# The smallest image side every architecture accepts (ResNet50V2 and VGG16 need 32).
+MIN_IMAGE_SIZE = 32
 DEFAULT_SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

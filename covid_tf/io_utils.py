@@ -8,7 +8,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -61,22 +61,46 @@ def is_within(path: Path, folder: Path) -> bool:
     return True
 
 
-def refuse_output_inside_inputs(out: str | Path, inputs: Sequence[str | Path], option: str = "--out") -> None:
-    """Raise ``CovidTfError`` when ``out`` is, or lies inside, an input folder, or is the folder of an input file.
+def refuse_output_inside_inputs(out: str | Path, inputs: Iterable[str | Path], option: str = "--out", *,
+                                folder: bool = True) -> None:
+    """Raise ``CovidTfError`` when ``out`` is an input file or lies inside an input folder, and, for an output
+    folder (``folder``), when it is the folder of an input file or an existing file.
 
-    Input folders are never written into: a command checks its output with this before it writes anything.
+    Input folders are never written into: every command checks its output with this before it writes anything.
     """
     out = Path(out).expanduser()
-    if out.exists() and not out.is_dir():
+    if folder and out.exists() and not out.is_dir():
         raise CovidTfError(f"{out}: {option} exists and is not a folder")
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir() and is_within(out, path):
             raise CovidTfError(f"{out}: {option} lies inside the input folder {path.resolve()}; choose another "
                                "(nothing is written into input folders)")
-        if path.is_file() and out.resolve() == path.resolve().parent:
+        if path.is_file() and out.resolve() == path.resolve():
+            raise CovidTfError(f"{out}: {option} is the input file {path} itself; choose another")
+        if folder and path.is_file() and out.resolve() == path.resolve().parent:
             raise CovidTfError(f"{out}: {option} is the folder of the input {path}; choose another "
                                "(nothing is written into input folders)")
+
+
+def check_writable_output(out: str | Path, *, folder: bool, option: str = "--out") -> None:
+    """Check up front that ``out`` (a folder, or a file when not ``folder``) can be created or replaced.
+
+    A command then stops with one line before any work instead of a traceback at its first write: ``out``
+    naming a file where a folder is wanted (or the reverse), a file on the way to it, or a read-only folder.
+    """
+    out = Path(out).expanduser()
+    if folder and out.exists() and not out.is_dir():
+        raise CovidTfError(f"{out}: {option} names an existing file, not a folder")
+    if not folder and out.is_dir():
+        raise CovidTfError(f"{out}: {option} names an existing folder, not a file")
+    nearest = out if folder and out.is_dir() else out.parent
+    while not nearest.exists() and nearest != nearest.parent:
+        nearest = nearest.parent
+    if not nearest.is_dir():
+        raise CovidTfError(f"{nearest}: is a file, so {option} {out} cannot be created below it")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise CovidTfError(f"{nearest}: not writable (permission denied), so {option} {out} cannot be written")
 
 
 def natural_key(text: str) -> list:

@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from covid_tf import config
 from covid_tf.data.preprocessing import NORMALIZATION_KINDS, normalization_layer
 from covid_tf.errors import CovidTfError
 
@@ -28,8 +29,7 @@ REPEAT_NAME = "grayscale_to_rgb"
 NORMALIZATION_NAME = "normalization"
 HEAD_PREFIX = "head_"
 OUTPUT_NAME = "predictions"
-# The smallest image side every architecture here accepts (ResNet50V2 and VGG16 need 32).
-MIN_IMAGE_SIZE = 32
+MIN_IMAGE_SIZE = config.MIN_IMAGE_SIZE
 
 
 @dataclass(frozen=True)

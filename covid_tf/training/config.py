@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.errors import CovidTfError
 from covid_tf.models.architectures import get_architecture
+
+# Split fractions may be written with rounding (0.33,0.33,0.34 or 0.7,0.15,0.15); further off is a mistake.
+FRACTION_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -54,6 +59,37 @@ class TrainConfig:
             self.data = str(Path(self.data).expanduser().resolve())
         if self.learning_rate is None:  # said where the field is declared: the model's own default
             self.learning_rate = get_architecture(self.model).learning_rate
+        self.validate()
+
+    def validate(self) -> None:
+        """Refuse settings no run can use, before anything is read or written (``CovidTfError``, one line each)."""
+        for option, value in (("--lr", self.learning_rate), ("--fine-tune-lr", self.fine_tune_learning_rate)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise CovidTfError(f"{option} (learning rate) must be a finite number above 0, got {value}")
+        for option, value, least in (("--image-size", self.image_size, config.MIN_IMAGE_SIZE),
+                                     ("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
+                                     ("--fine-tune-epochs", self.fine_tune_epochs, 0), ("--patience", self.patience, 0),
+                                     ("--precise-bn-images", self.precise_bn_images, 0)):
+            if int(value) != value or value < least:
+                raise CovidTfError(f"{option} must be a whole number of at least {least}, got {value}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
+        self._validate_split()
+
+    def _validate_split(self) -> None:
+        names = "/".join(config.SPLIT_NAMES)
+        if self.split_counts is not None:
+            if len(self.split_counts) != len(config.SPLIT_NAMES) or min(self.split_counts) < 0:
+                raise CovidTfError(f"--split-counts must be {len(config.SPLIT_NAMES)} counts ({names}) of 0 or more, "
+                                   f"got {','.join(map(str, self.split_counts))}")
+            return
+        fractions = tuple(self.split_fractions)
+        text = ",".join(f"{value:g}" for value in fractions)
+        if len(fractions) != len(config.SPLIT_NAMES) or not all(math.isfinite(f) and f >= 0 for f in fractions):
+            raise CovidTfError(f"--split must be {len(config.SPLIT_NAMES)} fractions ({names}) of 0 or more, "
+                               f"got {text}")
+        if abs(sum(fractions) - 1.0) > FRACTION_TOLERANCE:
+            raise CovidTfError(f"--split fractions must add up to 1, got {text} (sum {sum(fractions):g})")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -139,7 +139,7 @@ def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint
         callbacks += [
             # Always appending: a resumed run keeps the epochs logged before it was killed (the
             # checkpoints folder of a fresh run is new or emptied by --overwrite).
-            keras.callbacks.CSVLogger(str(run_dir / "checkpoints" / "history.partial.csv"), append=True),
+            keras.callbacks.CSVLogger(str(run_dir / "checkpoints" / resume.PARTIAL_LOG), append=True),
             SafeBackupAndRestore(run_dir / "checkpoints" / f"backup_{phase}"),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False, profile_batch=0),
         ]
@@ -229,7 +229,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         frames.append(_history_frame(history, "fine_tune", offset=start))
     history_frame = pd.concat(frames, ignore_index=True)
     if run_dir is not None:
-        history_frame = resume.complete_history(history_frame, run_dir / "checkpoints" / "history.partial.csv",
+        history_frame = resume.complete_history(history_frame, run_dir / "checkpoints" / resume.PARTIAL_LOG,
                                                 head_epochs=start if two_phase else None)
     history_frame["best"] = history_frame["epoch"] == (best.best_epoch if best.best_epoch is not None else -1)
     return model, history_frame

@@ -8,7 +8,10 @@ a fine-tuning run killed after its head phase keeps that phase (``checkpoints/he
 
 from __future__ import annotations
 
+import csv
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -18,6 +21,7 @@ from covid_tf.io_utils import atomic_write, atomic_write_json
 
 HEAD_MARKER = "head_done.json"
 HEAD_WEIGHTS = "head.weights.h5"
+PARTIAL_LOG = "history.partial.csv"  # Keras's CSVLogger, appended to by every (resumed) run
 
 
 def head_marker(run_dir: Path | None) -> Path | None:
@@ -51,17 +55,74 @@ def forget_restored_epoch(model: keras.Model) -> None:
     model._initial_epoch = None
 
 
+def _epoch_of(text: str) -> int | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return int(value) if value.is_integer() and value >= 0 else None
+
+
+def read_partial_log(partial_log: Path) -> tuple[pd.DataFrame | None, list[str]]:
+    """The epochs a killed run logged (one row per epoch, the last logged wins) and what was wrong in the file.
+
+    Two runs appending to one log (before the run folder had a lock), a kill in the middle of a line or a
+    hand edit leave a second header, rows of the wrong length or epochs that are not numbers: those lines are
+    left out and named, never a crash.
+    """
+    try:
+        lines = partial_log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None, []
+    if not lines:
+        return None, []
+    header = next(csv.reader([lines[0]]), [])
+    if "epoch" not in header:
+        return None, [f"line 1 is not a header with an 'epoch' column ({lines[0][:60]!r})"]
+    records: dict[int, list[str]] = {}
+    problems = []
+    for number, line in enumerate(lines[1:], start=2):
+        fields = next(csv.reader([line]), [])
+        if not fields:
+            continue
+        epoch = _epoch_of(fields[header.index("epoch")]) if len(fields) == len(header) else None
+        if fields == header:
+            problems.append(f"line {number} repeats the header")
+        elif len(fields) != len(header):
+            problems.append(f"line {number} has {len(fields)} fields, not {len(header)}")
+        elif epoch is None:
+            problems.append(f"line {number}: epoch {fields[header.index('epoch')]!r} is not an epoch number")
+        else:  # an epoch logged again (a run killed before its backup redid it) is no damage: the last wins
+            records[epoch] = fields
+    frame = pd.DataFrame([records[epoch] for epoch in sorted(records)], columns=header)
+    for column in header:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    frame["epoch"] = frame["epoch"].astype(int)
+    return frame, problems
+
+
+def repair_partial_log(partial_log: Path, report: Callable[[str], None]) -> None:
+    """Rewrite a damaged partial history with its good rows only (saying what was left out), before resuming."""
+    frame, problems = read_partial_log(partial_log)
+    if not problems:
+        return
+    shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+    if frame is None:
+        os.replace(partial_log, partial_log.with_name(partial_log.name + ".damaged"))
+        report(f"{partial_log}: damaged ({shown}); moved to {partial_log.name}.damaged, and the epochs logged "
+               "before this run are left out of history.csv")
+        return
+    atomic_write(partial_log, lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n"))
+    report(f"{partial_log}: damaged lines left out ({shown}); {len(frame)} logged epoch(s) kept")
+
+
 def complete_history(history: pd.DataFrame, partial_log: Path, head_epochs: int | None) -> pd.DataFrame:
     """Add the epochs that a killed run logged before this (resumed) run, one row per epoch."""
-    if not partial_log.is_file() or partial_log.stat().st_size == 0:
+    logged, _ = read_partial_log(partial_log)
+    history = history.astype({"epoch": int})
+    if logged is None:
         return history
-    try:
-        logged = pd.read_csv(partial_log)
-    except (OSError, ValueError, pd.errors.ParserError):
-        return history
-    if "epoch" not in logged:
-        return history
-    earlier = logged[~logged["epoch"].isin(history["epoch"])].drop_duplicates("epoch", keep="last")
+    earlier = logged[~logged["epoch"].isin(history["epoch"])]
     if earlier.empty:
         return history
     earlier = earlier.copy()
@@ -72,4 +133,5 @@ def complete_history(history: pd.DataFrame, partial_log: Path, head_epochs: int 
     ])
     merged = pd.concat([earlier, history], ignore_index=True)
     columns = [*history.columns, *(c for c in merged.columns if c not in history.columns)]
-    return merged.sort_values("epoch", kind="stable").reset_index(drop=True).reindex(columns=columns)
+    merged = merged.sort_values("epoch", kind="stable").reset_index(drop=True).reindex(columns=columns)
+    return merged.astype({"epoch": int})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 import keras
 import pandas as pd
 
-from covid_tf import software_versions
+from covid_tf import config, software_versions
 from covid_tf.data.discover import DatasetIndex, discover
 from covid_tf.data.splits import apply_split_file, make_split, save_split, split_leaks
 from covid_tf.errors import CovidTfError
@@ -30,10 +31,10 @@ from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
 from covid_tf.lungs.roi_inputs import run_inputs
 from covid_tf.models.common import save_model
+from covid_tf.training import resume, run_folder
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
-
-RUN_FILES = ("config.json", "split.csv", "skipped.csv", "roi.csv", "history.csv", "model.keras", "metrics.json")
+from covid_tf.training.resume import PARTIAL_LOG
 
 
 @dataclass
@@ -50,10 +51,8 @@ class TrainResult:
 
 
 def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """Index the data and return (split frame, class names), refusing leaky user splits."""
+    """Index the data and return (split frame, class names), refusing leaky user splits and empty classes."""
     index = index or discover(cfg.data, classes=cfg.classes, class_map=cfg.class_map)
-    if len(index.frame) == 0:
-        raise CovidTfError(f"{cfg.data}: no readable images found")
     class_names = index.class_names
     present = sorted(set(index.frame["label"]))
     if len(present) < 2:
@@ -72,11 +71,26 @@ def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[
             f"{', '.join(first['paths'][:3])} in {' and '.join(first['splits'])}; "
             "fix the split or pass --allow-leakage"
         )
-    for name in ("train", "val"):
+    _check_every_class_in_every_split(split, class_names)
+    split.attrs["skipped"] = [(item.path, item.reason) for item in index.skipped]  # reported by the command
+    split.attrs["notes"] = list(index.notes)
+    return split, class_names
+
+
+def _check_every_class_in_every_split(split: pd.DataFrame, class_names: Sequence[str]) -> None:
+    """Every class needs images in train and val, and in test unless the test split is empty on purpose."""
+    counts = split[split["split"] != ""].groupby(["split", "label"]).size()
+    needed = ["train", "val"] + (["test"] if (split["split"] == "test").any() else [])
+    for name in needed:
         if not (split["split"] == name).any():
             raise CovidTfError(f"the split has no {name!r} images; give more data or other split fractions")
-    split.attrs["skipped"] = [(item.path, item.reason) for item in index.skipped]  # reported by the command
-    return split, class_names
+    for label in class_names:
+        missing = [name for name in needed if counts.get((name, label), 0) == 0]
+        if missing:
+            have = {name: int(counts.get((name, label), 0)) for name in config.SPLIT_NAMES}
+            raise CovidTfError(f"class {label!r} has no images in the {' and '.join(missing)} split(s) (it has "
+                               f"{', '.join(f'{k} {v}' for k, v in have.items())}); every class needs images in "
+                               "train, val and test: add images, change the split, or choose classes with --classes")
 
 
 def _apply_split_file(index: DatasetIndex, split_file: Path) -> pd.DataFrame:
@@ -103,23 +117,20 @@ def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, c
 
 
 def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
-    """Refuse to overwrite a finished run, and to resume a run with another configuration."""
-    if not run_dir.exists():
+    """Refuse to replace a finished run without ``overwrite``, and to resume a run with another configuration.
+
+    Nothing is changed here: ``--overwrite`` moves the old run aside only once the new one is ready to start.
+    """
+    if not run_dir.is_dir() or overwrite:
         return
-    finished = (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file()
-    if finished and not overwrite:
+    if (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file():
         raise CovidTfError(f"{run_dir}: a finished run is already there; choose another --out or pass --overwrite")
-    if overwrite:
-        for name in (*RUN_FILES, "checkpoints", "logs"):
-            target = run_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        return
     saved = run_dir / "config.json"
     if saved.is_file():
-        previous = json.loads(saved.read_text())
+        try:
+            previous = json.loads(saved.read_text())
+        except (OSError, ValueError):
+            raise CovidTfError(f"{saved}: unreadable; pass --overwrite to start this run again") from None
         # A run may resume on other hardware: the strategy and devices do not change the run.
         changed = [k for k, v in cfg.to_dict().items()
                    if k not in ("class_names", "strategy", "devices") and _jsonable(v) != previous.get(k)]
@@ -132,17 +143,45 @@ def _jsonable(value):
     return json.loads(json.dumps(value))
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,
               verbose: int | str = "auto") -> TrainResult:
-    """Run a whole training: split, fit, save (atomically), evaluate on val and test."""
+    """Run a whole training: split, fit, save (atomically), evaluate on val and test.
+
+    Every check that can fail (settings, data, split) runs before the run folder is touched; the folder is
+    then locked for the run (:mod:`covid_tf.training.run_folder`), and with ``overwrite`` the old run is
+    kept aside until the new one has finished (put back if it fails).
+    """
+    cfg.validate()
     run_path = Path(run_dir) if run_dir is not None else None
     if run_path is not None:
         _check_run_dir(run_path, cfg, overwrite)
     started = time.perf_counter()
     split, class_names = prepare_split(cfg)
     cfg.class_names = list(class_names)
+    if run_path is None:
+        return _train(cfg, split, class_names, None, verbose, started)
+    with run_folder.locked(run_path):
+        _check_run_dir(run_path, cfg, overwrite)  # again: another run may have finished meanwhile
+        aside = run_folder.move_aside(run_path) if overwrite else run_folder.pending_aside(run_path)
+        run_folder.remove_stale_temporaries(run_path, _warn)
+        resume.repair_partial_log(run_path / "checkpoints" / PARTIAL_LOG, _warn)
+        try:
+            result = _train(cfg, split, class_names, run_path, verbose, started)
+        except BaseException:
+            if overwrite and aside is not None:
+                run_folder.restore_aside(run_path, aside)
+            raise
+        run_folder.discard_aside(aside)
+    return result
+
+
+def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_path: Path | None,
+           verbose: int | str, started: float) -> TrainResult:
     if run_path is not None:
-        run_path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_path / "config.json", {**cfg.to_dict(), "versions": software_versions()})
         save_split(split, run_path / "split.csv")
         skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])

@@ -86,25 +86,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """Turn command-line options into a ``TrainConfig`` (validated)."""
+    """Turn command-line options into a ``TrainConfig`` (validated by ``TrainConfig.validate``)."""
     from covid_tf.data.discover import parse_class_list, parse_class_map
     from covid_tf.training.config import TrainConfig
 
-    for option, value in (("--epochs", args.epochs), ("--image-size", args.image_size),
-                          ("--batch-size", args.batch_size)):
-        if value < 1:
-            raise CovidTfError(f"{option} must be at least 1, got {value}")
-    for option, value in (("--fine-tune-epochs", args.fine_tune_epochs),
-                          ("--precise-bn-images", args.precise_bn_images)):
-        if value < 0:
-            raise CovidTfError(f"{option} must be 0 or more, got {value}")
     if args.roi_jitter < 0 or args.roi_margin < 0:
         raise CovidTfError("--roi-jitter and --roi-margin must be 0 or more")
     if args.roi_jitter and args.roi not in ("lungs-masked", "lungs-removed"):
         raise CovidTfError(f"--roi-jitter needs --roi lungs-masked or lungs-removed, not {args.roi}")
-    if not 0.0 <= args.dropout < 1.0:
-        raise CovidTfError(f"--dropout must be in [0, 1), got {args.dropout}")
-    unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
+    try:
+        unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
+    except ValueError:
+        raise CovidTfError(f"--unfreeze expects a number of blocks or 'all', got {args.unfreeze!r}") from None
     weights = None if args.weights.lower() == "none" else args.weights
     if weights not in (None, "imagenet") and not Path(weights).is_file():
         raise CovidTfError(f"{weights}: weights file not found (use none, imagenet or a path)")
@@ -125,11 +118,17 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+
+    cfg = config_from_args(args)  # every setting checked (TrainConfig.validate) before anything is read or written
+    refuse_output_inside_inputs(args.out, [args.data])
+    check_writable_output(args.out, folder=True)
     from covid_tf.training.run import train_run
 
-    cfg = config_from_args(args)
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)
+    for note in result.split.attrs.get("notes", []):
+        print(f"warning: {note}", file=sys.stderr)
     skipped = result.split.attrs.get("skipped", [])
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not readable images (see {args.out / 'skipped.csv'}):")
