@@ -58,6 +58,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_text(error: OSError) -> str:
+    """``<file>: <reason>`` of an ``OSError`` (both files of a failed rename)."""
+    reason = error.strerror or str(error) or type(error).__name__
+    files = [str(name) for name in (error.filename, error.filename2) if name is not None]
+    return f"{' -> '.join(files)}: {reason}" if files else reason
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the output users need.
@@ -69,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except CovidTfError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file system refusal the command did not foresee: still one line
+        print(f"error: {os_error_text(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -34,6 +34,10 @@ def run(args: argparse.Namespace) -> int:
     """Vote, write the patients CSV (and per-folder CSVs) and print a summary."""
     from covid_tf.evaluation import patients as patient_votes
     from covid_tf.evaluation import tables
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+
+    refuse_output_inside_inputs(args.out, [args.predictions])
+    check_writable_output(args.out, folder=False)
 
     classes = None
     if args.classes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 HELP = "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."
 
@@ -29,8 +30,11 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from covid_tf.ct import convert, dicom
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     window = dicom.parse_window(args.window)  # a bad spec fails before any work
+    refuse_output_inside_inputs(args.out, [args.dicom_dir])
+    check_writable_output(args.out, folder=True, option="the output folder")
     start = time.perf_counter()
     result = convert.convert_to_png(
         args.dicom_dir,
@@ -41,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
     )
     seconds = time.perf_counter() - start
+    if result.num_converted == 0:
+        found = f" ({result.num_skipped} file(s) skipped)" if result.num_skipped else " (the folder holds no files)"
+        print(f"warning: no DICOM image converted from {args.dicom_dir}{found}", file=sys.stderr)
     index = result.index
     patients = index["patient_id"].nunique() if len(index) else 0
     series = index["series_uid"].nunique() if len(index) else 0

@@ -22,8 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.cli.report import write_html_report
+    from covid_tf.io_utils import check_writable_output
 
     out = args.out
+    check_writable_output(out, folder=False)
     if out.is_dir():
         raise CovidTfError(f"{out}: is a folder; --out takes an HTML file name")
     if out.exists() and not args.overwrite:

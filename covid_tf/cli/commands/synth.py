@@ -53,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     """Generate the dataset and print a short summary."""
     import time
 
+    from covid_tf.io_utils import check_writable_output
     from covid_tf.synthetic import xray
+
+    check_writable_output(args.out, folder=True, option="the output folder")
 
     classes = [name.strip() for name in str(args.classes).split(",") if name.strip()]
     if not classes:

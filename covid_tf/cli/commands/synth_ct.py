@@ -33,7 +33,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate the series and print a short summary."""
+    from covid_tf.io_utils import check_writable_output
     from covid_tf.synthetic import ct as synthetic_ct
+
+    check_writable_output(args.out, folder=True, option="the output folder")
 
     classes = [name.strip() for name in str(args.classes).split(",") if name.strip()]
     if not classes:
