@@ -124,7 +124,8 @@ def _check_entry_sizes(path: Path, entries: list[zipfile.ZipInfo]) -> None:
     total = sum(entry.file_size for entry in entries)
     if total > limit:
         raise CovidTfError(f"{path}: the archive inflates to {total / 2**20:.0f} MiB, more than the "
-                           f"{limit / 2**20:.0f} MiB allowed for a model (set COVID_TF_MAX_MODEL_MB to raise the limit)")
+                           f"{limit / 2**20:.0f} MiB allowed for a model (set COVID_TF_MAX_MODEL_MB to raise "
+                           "the limit)")
     for entry in entries:
         ratio = entry.file_size / max(entry.compress_size, 1)
         if entry.file_size > SUSPICIOUS_ENTRY_BYTES and ratio > MAX_COMPRESSION_RATIO:
