@@ -2,7 +2,8 @@
 
 The commands run as children of a ``ForkServer`` (``tests/forkserver.py``): the same ``python -m covid_tf``
 that a user types, started in a fraction of a second because TensorFlow is imported once. Nothing here
-imports ``covid_tf`` modules, so the tests hold whatever the package's layout.
+imports ``covid_tf`` modules (only the kill test's child script registers a tiny model), so the tests hold
+whatever the package's layout.
 
 Every command either succeeds or stops with exit 2 and exactly one ``error:`` line (no traceback), and the
 input folders are byte-for-byte unchanged afterwards.
@@ -99,6 +100,31 @@ def partial_rows(run: Path) -> int:
 
 KILLS = 20
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 2, 2
+# The smallest two-phase model: one convolution on a "backbone" that is frozen for the head phase, then
+# fine-tuned (transfer=True). It compiles in a fraction of a second where resnet18 took 15-30 s per restart
+# and as long again to recompile for fine-tuning, so twenty kills cost about two minutes, not twenty.
+TINY_TRANSFER_SCRIPT = '''
+import sys
+
+import keras
+from keras import layers
+
+from covid_tf.cli import main
+from covid_tf.models import architectures, common
+
+
+def build_tiny(options):
+    inputs, x = options.stem(rgb=False)
+    x = layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
+    x = layers.ReLU(name="block1_relu")(x)
+    return keras.Model(inputs, options.head(x, dense_units=()), name=common.model_name("tiny"))
+
+
+architectures.register(architectures.Architecture(
+    name="tiny", builder=build_tiny, last_conv_layer="block1_relu", transfer=True, learning_rate=3e-3,
+    auto_normalization="dataset", block_patterns=architectures.CNN_BLOCKS))
+sys.exit(main(sys.argv[1:]))
+'''
 
 
 def _progress(run: Path) -> int:
@@ -110,7 +136,8 @@ def _progress(run: Path) -> int:
     return max(done, HEAD_EPOCHS if (run / "checkpoints" / "head_done.json").exists() else 0)
 
 
-def _kill_chain(server: ForkServer, data: Path, run: Path, rng: random.Random, log: list[tuple[str, str]]):
+def _kill_chain(server: ForkServer, script: Path, data: Path, run: Path, rng: random.Random,
+                log: list[tuple[str, str]]):
     """Start the same command again and again, killing it at chosen instants, until it finishes.
 
     Kills come (a) just after an epoch is logged (history.partial.csv grew: the backup of that epoch is
@@ -118,25 +145,25 @@ def _kill_chain(server: ForkServer, data: Path, run: Path, rng: random.Random, l
     after a backup was completed, which is chosen whenever two cycles in a row made no progress, so the
     chain always ends. Yields after each kill; any exit other than the kill or success fails the test.
     """
-    argv = ["train", data, "--out", run, "--model", "resnet18", "--image-size", "32", "--batch-size", "4",
+    argv = ["train", data, "--out", run, "--model", "tiny", "--image-size", "32", "--batch-size", "4",
             "--patience", "100", "--precise-bn-images", "0", "--quiet", "--epochs", str(HEAD_EPOCHS),
             "--fine-tune-epochs", str(FINE_TUNE_EPOCHS)]
-    stalled, epoch_seconds = 0, 10.0
+    stalled, epoch_seconds = 0, 3.0
     while True:
-        child = server.start(argv)
+        child = server.start(argv, script=script)
         mode = "after a backup" if stalled >= 2 else rng.choice(["after an epoch is logged", "at random"])
         rows, progress, started = partial_rows(run), _progress(run), time.monotonic()
         delay = rng.uniform(0.0, 1.2 * epoch_seconds)
         while server.poll(child) is None:
             if mode == "after an epoch is logged" and partial_rows(run) > rows:
                 epoch_seconds = time.monotonic() - started
-                time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the end-of-epoch writes
+                time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the end-of-epoch writes
                 break
             if mode == "after a backup" and _progress(run) > progress:
                 break
             if mode == "at random" and time.monotonic() - started > delay:
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
         phase = "fine_tune" if (run / "checkpoints" / "head_done.json").exists() else "head"
         code = server.kill(child)
         if code == -9:
@@ -150,7 +177,11 @@ def _kill_chain(server: ForkServer, data: Path, run: Path, rng: random.Random, l
 
 
 @pytest.mark.slow
-def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, data, tmp_path):
+def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, tmp_path):
+    data = tmp_path / "data"  # 2 classes x 6 images: 4 train, 1 val, 1 test each
+    assert server.run(["synth", data, "--per-class", "6", "--size", "32", "--seed", "2"]).code == 0
+    script = tmp_path / "tiny_transfer.py"
+    script.write_text(TINY_TRANSFER_SCRIPT)
     rng = random.Random(14)
     log: list[tuple[str, str]] = []
     runs = []
@@ -158,7 +189,7 @@ def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, da
     while len(log) < KILLS:
         pair = [tmp_path / f"run{len(runs) + i}" for i in range(2)]
         runs += pair
-        chains = [_kill_chain(server, data, run, random.Random(rng.random()), log) for run in pair]
+        chains = [_kill_chain(server, script, data, run, random.Random(rng.random()), log) for run in pair]
         while chains:
             for chain in list(chains):
                 try:
