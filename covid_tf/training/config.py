@@ -70,8 +70,11 @@ class TrainConfig:
                                      ("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 1),
                                      ("--fine-tune-epochs", self.fine_tune_epochs, 0), ("--patience", self.patience, 0),
                                      ("--precise-bn-images", self.precise_bn_images, 0)):
-            if int(value) != value or value < least:
-                raise CovidTfError(f"{option} must be a whole number of at least {least}, got {value}")
+            if int(value) != value:
+                raise CovidTfError(f"{option} must be a whole number, got {value}")
+            if value < least:
+                bound = "0 or more" if least == 0 else f"at least {least}"
+                raise CovidTfError(f"{option} must be {bound}, got {value}")
         if not 0.0 <= self.dropout < 1.0:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()
