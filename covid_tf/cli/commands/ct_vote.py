@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.evaluation import tables
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
-    refuse_output_inside_inputs(args.out, [args.predictions])
+    refuse_output_inside_inputs(args.out, [args.predictions], folder=False)
     check_writable_output(args.out, folder=False)
 
     classes = None

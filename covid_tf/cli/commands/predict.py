@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.evaluation.inference import predict_images
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
-    refuse_output_inside_inputs(args.out, [*args.inputs, args.model])
+    refuse_output_inside_inputs(args.out, [*args.inputs, args.model], folder=False)
     check_writable_output(args.out, folder=False)
 
     def report(item) -> None:
