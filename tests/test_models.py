@@ -133,6 +133,29 @@ def test_last_conv_layer_name_of_other_models():
         models.last_conv_layer_name(dense_only)
 
 
+def test_grad_cam_and_fine_tuning_share_one_last_conv_layer_search():
+    from covid_tf.explain import base
+
+    inputs = keras.Input((SIZE, SIZE, 1))
+    x = keras.layers.Rescaling(2.0, name="scale")(inputs)
+    x = keras.layers.Conv2D(4, 3, name="c1")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Reshape((1, 1, 4), name="back_to_4d")(x)  # after pooling: not a feature map
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs, name="custom")
+    assert base.find_target_layer(model) == base.default_target_layer(model) == models.last_conv_layer_name(model)
+    assert models.last_conv_layer_name(model) == "c1"
+    registered = models.build_model("small", image_size=SIZE)
+    assert base.find_target_layer(registered) == models.get_architecture("small").last_conv_layer
+    # Only a preprocessing layer is 4-D: both refuse, with the same message.
+    flat = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Rescaling(1.0)(inputs))))
+    with pytest.raises(CovidTfError, match="no layer with a 4-D output") as from_models:
+        models.last_conv_layer_name(flat)
+    with pytest.raises(ValueError, match="no layer with a 4-D output") as from_explain:
+        base.find_target_layer(flat)
+    assert str(from_models.value) == str(from_explain.value)
+
+
 @pytest.mark.parametrize("name", ["resnet50v2", "vgg16"])
 def test_offline_imagenet_download_names_the_file_to_fetch(name, monkeypatch, tmp_path):
     def offline(*args, **kwargs):

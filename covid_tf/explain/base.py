@@ -34,61 +34,20 @@ import numpy as np
 import tensorflow as tf
 
 from covid_tf.errors import CovidTfError
+from covid_tf.models.registry import last_conv_layer_name
 
 EPSILON = 1e-7
 
-# Layers that never make a useful target: inputs, normalisation and augmentation.
-_SKIPPED_LAYER_TYPES = frozenset(
-    {"InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandAugment", "AutoContrast"}
-)
-
-
-def _is_preprocessing_layer(layer: keras.layers.Layer) -> bool:
-    """Whether a layer only prepares the input (normalisation, resizing, augmentation)."""
-    class_name = type(layer).__name__
-    return (
-        class_name in _SKIPPED_LAYER_TYPES
-        or class_name.startswith("Random")
-        or ".preprocessing" in type(layer).__module__
-    )
-
-
 def find_target_layer(model: keras.Model) -> str:
-    """Return the name of the last layer with a 4-D output (N, h, w, K), the usual Grad-CAM target.
-
-    Input, normalisation, resizing and augmentation layers are skipped. Raises ``ValueError`` when
-    the model has no such layer.
-    """
-    for layer in reversed(model.layers):
-        if _is_preprocessing_layer(layer):
-            continue
-        try:
-            shape = layer.output.shape
-        except (AttributeError, ValueError):
-            # A layer that was never called, or is shared between several calls.
-            continue
-        if len(shape) == 4:
-            return layer.name
-    raise ValueError(
-        f"model {model.name!r} has no layer with a 4-D output (N, H, W, C) to explain; "
-        "pass layer_name= explicitly"
-    )
-
-
-def default_target_layer(model: keras.Model) -> str:
-    """The default target layer: ``covid_tf.models.last_conv_layer_name`` when it gives a feature layer,
-    else :func:`find_target_layer`."""
+    """The default Grad-CAM target: :func:`covid_tf.models.registry.last_conv_layer_name` (the record's last
+    conv layer, else the last 4-D feature map before pooling). Raises ``ValueError`` when there is none."""
     try:
-        from covid_tf.models.registry import last_conv_layer_name
-    except ImportError:
-        return find_target_layer(model)
-    try:
-        name = str(last_conv_layer_name(model))
-    except (ValueError, CovidTfError):
-        return find_target_layer(model)
-    if _is_preprocessing_layer(model.get_layer(name)):
-        return find_target_layer(model)
-    return name
+        return last_conv_layer_name(model)
+    except CovidTfError as error:
+        raise ValueError(str(error)) from None
+
+
+default_target_layer = find_target_layer  # the name the explainers and notebooks use
 
 
 def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import keras
 import numpy as np
+from scipy import stats
 
 from covid_tf.explain.base import BaseCAM, as_image_batch
 
@@ -41,14 +42,7 @@ def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
     first_constant, second_constant = np.ptp(first) == 0, np.ptp(second) == 0
     if first_constant or second_constant:
         return 1.0 if first_constant and second_constant and np.array_equal(first, second) else 0.0
-    return float(np.corrcoef(_ranks(first), _ranks(second))[0, 1])
-
-
-def _ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing their average rank (as ``scipy.stats.rankdata``)."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    return (ends - (counts - 1) / 2.0)[inverse]
+    return float(np.corrcoef(stats.rankdata(first), stats.rankdata(second))[0, 1])
 
 
 def _as_heatmap_function(

@@ -32,6 +32,19 @@ def architecture_of(model: keras.Model) -> Architecture | None:
     return None
 
 
+# Layers that never make a useful Grad-CAM target: inputs, normalisation and augmentation.
+PREPROCESSING_LAYER_TYPES = frozenset(
+    {"InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandAugment", "AutoContrast"}
+)
+
+
+def is_preprocessing_layer(layer: keras.layers.Layer) -> bool:
+    """Whether a layer only prepares the input (normalisation, resizing, augmentation)."""
+    class_name = type(layer).__name__
+    return (class_name in PREPROCESSING_LAYER_TYPES or class_name.startswith("Random")
+            or ".preprocessing" in type(layer).__module__)
+
+
 def _output_rank(layer: keras.layers.Layer) -> int | None:
     try:
         return len(layer.output.shape)
@@ -42,16 +55,17 @@ def _output_rank(layer: keras.layers.Layer) -> int | None:
 def last_conv_layer_name(model: keras.Model) -> str:
     """Name of the layer Grad-CAM should use: the last convolutional feature map before pooling.
 
-    Models of a registered architecture answer their record's ``last_conv_layer``; any other model
-    answers the last layer with a 4-D output that comes before the first layer that drops to rank 2
-    (global pooling or flatten).
+    The one search of the toolkit (fine-tuning, Grad-CAM and the ``explain`` command all use it). Models of a
+    registered architecture answer their record's ``last_conv_layer``; any other model answers the last layer
+    with a 4-D output (not an input, normalisation or augmentation layer) that comes before the first layer
+    that drops to rank 2 (global pooling or flatten).
     """
     architecture = architecture_of(model)
     if architecture is not None and architecture.last_conv_layer in {layer.name for layer in model.layers}:
         return architecture.last_conv_layer
     candidate = None
     for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+        if is_preprocessing_layer(layer):
             continue
         rank = _output_rank(layer)
         if rank == 4:
@@ -59,5 +73,6 @@ def last_conv_layer_name(model: keras.Model) -> str:
         elif candidate is not None and rank is not None and rank < 4:
             break
     if candidate is None:
-        raise CovidTfError(f"model {model.name!r} has no layer with a 4-D (convolutional) output")
+        raise CovidTfError(f"model {model.name!r} has no layer with a 4-D output (N, H, W, C), a convolutional "
+                           "feature map, to explain; pass the layer name explicitly")
     return candidate

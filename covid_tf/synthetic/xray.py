@@ -60,6 +60,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
+from covid_tf.io_utils import atomic_write
 from covid_tf.synthetic.anatomy import Anatomy, draw_anatomy, sample_anatomy
 from covid_tf.synthetic.lesions import (
     DIFFICULTY_SLOPE,
@@ -165,14 +166,6 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
-
-
 def _encode_png(image: np.ndarray) -> bytes:
     ok, buffer = cv2.imencode(".png", image)
     if not ok:  # pragma: no cover - OpenCV failing on a plain uint8 array
@@ -203,7 +196,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> set[str]:
         except (OSError, ValueError, KeyError, pd.errors.ParserError):
             previous = set()
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / MARKER_FILE, b"written by covid_tf.synthetic.generate_dataset\n")
+    atomic_write(out_dir / MARKER_FILE, lambda tmp: tmp.write_text("written by covid_tf.synthetic.generate_dataset\n"))
     return previous
 
 
@@ -257,7 +250,8 @@ def _write_case(out_dir: Path, name: str, file_name: str, image: np.ndarray, lun
     written = set()
     for kind, array in (("images", image), ("masks", lung), ("lesions", lesion)):
         data = array if array.dtype == np.uint8 else array.astype(np.uint8) * np.uint8(255)
-        _atomic_write(out_dir / name / kind / file_name, _encode_png(data))
+        png = _encode_png(data)
+        atomic_write(out_dir / name / kind / file_name, lambda tmp, png=png: tmp.write_bytes(png))
         written.add(str(Path(name, kind, file_name)))
     return written
 
@@ -320,7 +314,7 @@ def generate_dataset(
         if stale.is_file():
             stale.unlink()
     metadata = pd.DataFrame(rows, columns=list(METADATA_COLUMNS))
-    _atomic_write(out_dir / "metadata.csv", metadata.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+    atomic_write(out_dir / "metadata.csv", lambda tmp: metadata.to_csv(tmp, index=False, lineterminator="\n"))
     return metadata
 
 
