@@ -91,8 +91,16 @@ class TrainConfig:
         if len(fractions) != len(config.SPLIT_NAMES) or not all(math.isfinite(f) and f >= 0 for f in fractions):
             raise CovidTfError(f"--split must be {len(config.SPLIT_NAMES)} fractions ({names}) of 0 or more, "
                                f"got {text}")
-        if abs(sum(fractions) - 1.0) > FRACTION_TOLERANCE:
-            raise CovidTfError(f"--split fractions must add up to 1, got {text} (sum {sum(fractions):g})")
+        if sum(fractions) <= 0:  # weights (1, 1, 1 = thirds) for library callers; the command line wants 1
+            raise CovidTfError(f"--split fractions must not all be 0, got {text}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_fractions_add_up(fractions: tuple[float, ...], option: str = "--split") -> tuple[float, ...]:
+    """Refuse fractions typed on a command line that do not add up to 1 (nothing is silently renormalised)."""
+    if abs(sum(fractions) - 1.0) > FRACTION_TOLERANCE:
+        text = ",".join(f"{value:g}" for value in fractions)
+        raise CovidTfError(f"{option} fractions must add up to 1, got {text} (sum {sum(fractions):g})")
+    return fractions

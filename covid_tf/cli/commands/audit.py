@@ -47,7 +47,9 @@ def _fractions(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3 or min(values) < 0 or values[0] <= 0 or values[2] <= 0:
         raise CovidTfError(f"--split expects three fractions train,val,test (train and test above 0), got {text!r}")
-    return values
+    from covid_tf.training.config import check_fractions_add_up
+
+    return check_fractions_add_up(values)
 
 
 def run(args: argparse.Namespace) -> int:

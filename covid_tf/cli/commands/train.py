@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Turn command-line options into a ``TrainConfig`` (validated by ``TrainConfig.validate``)."""
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.training.config import TrainConfig
+    from covid_tf.training.config import TrainConfig, check_fractions_add_up
 
     if args.roi_jitter < 0 or args.roi_margin < 0:
         raise CovidTfError("--roi-jitter and --roi-margin must be 0 or more")
@@ -107,7 +107,7 @@ def config_from_args(args: argparse.Namespace):
         unfreeze_blocks=unfreeze, weights=weights, loss=args.loss, optimizer=args.optimizer,
         learning_rate=args.lr, fine_tune_learning_rate=args.fine_tune_lr, batch_size=args.batch_size,
         dropout=args.dropout, augmentation=args.augmentation,
-        split_fractions=_numbers(args.split, float, "--split"),
+        split_fractions=check_fractions_add_up(_numbers(args.split, float, "--split")),
         split_counts=_numbers(args.split_counts, int, "--split-counts") if args.split_counts else None,
         split_file=str(Path(args.split_file).resolve()) if args.split_file else None,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
