@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -41,20 +42,61 @@ COMMANDS = {
 }
 
 
+def help_with_default(action: argparse.Action) -> str:
+    """An option's help text that says its default: as written when it mentions one, else with ``(default: X)``
+    (``off`` for a flag, ``none`` when unset, ``required`` for a required option) appended."""
+    text = action.help or ""
+    if "default" in text.lower() or argparse.SUPPRESS in (action.help, action.default):  # also --help, --version
+        return text
+    if action.required:
+        said = "required"
+    elif isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        said = "default: off" if isinstance(action, argparse._StoreTrueAction) else "default: on"
+    elif action.default is None:
+        said = "default: none"
+    else:
+        said = "default: %(default)s"
+    return f"{text} ({said})".strip()
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Every option's help says its default (:func:`help_with_default`)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return help_with_default(action) if action.option_strings else super()._get_help_string(action)
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.option_strings and not action.help:
+            action.help = help_with_default(action)  # argparse prints no help line for an option without help
+        return super()._format_action(action)
+
+
+def program_name() -> str:
+    """``covid-tf`` when run as the installed ``covid-tf`` script, else ``python -m covid_tf``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "covid-tf" if name.startswith("covid-tf") else "python -m covid_tf"
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """Build the argument parser; the options of ``command`` (or of all commands when None) are added."""
+    """Build the argument parser; the options of ``command`` (or of all commands when None) are added.
+
+    Every command also takes ``-q/--quiet``: the ``covid_tf`` logger shows warnings and errors only, and a
+    command with a progress display (``train``, ``audit``) turns it off.
+    """
     parser = argparse.ArgumentParser(
-        prog="python -m covid_tf",
+        prog=program_name(), formatter_class=DefaultsHelpFormatter,
         description="COVID-19 detection on chest X-rays and CT, explained with class activation maps.",
     )
     parser.add_argument("--version", action="version", version=f"covid_tf {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
-        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)
         if command is None or command == name:
             module = importlib.import_module(f"covid_tf.cli.commands.{module_name}")
             module.add_arguments(sub)
             sub.set_defaults(handler=module.run)
+        sub.add_argument("-q", "--quiet", action="store_true",
+                         help="less output: no progress display, covid_tf log messages below warnings hidden")
     return parser
 
 
@@ -72,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
+    if args.quiet:
+        logging.getLogger("covid_tf").setLevel(logging.WARNING)
     try:
         return int(args.handler(args) or 0)
     except CovidTfError as error:

@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help="epochs per run (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
                         help="side of the model's input in pixels (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--split", default="0.7,0.15,0.15",
                         help="train,val,test fractions of the one grouped split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the split and the runs")
@@ -37,7 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the lungs (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
                         help="train the three runs again (default: reuse finished runs with the same settings)")
-    parser.add_argument("--quiet", action="store_true", help="no progress display while training")
 
 
 def _fractions(text: str) -> tuple[float, float, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 HELP = "Vote slice predictions into one label per patient (and per test folder)."
 
@@ -13,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "predictions",
         help="CSV with path,predicted and prob_<Class> columns (patient_id, label, folder optional)",
     )
-    parser.add_argument("--out", required=True, help="patients CSV to write (one row per patient)")
+    parser.add_argument("--out", required=True, type=Path, help="patients CSV to write (one row per patient)")
     parser.add_argument(
         "--rule", choices=("majority", "mean"), default="majority",
         help="majority: most slice votes, ties to the highest mean probability, then class order; "

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            help="binary models: predict positive iff p(positive) >= this (default 0.5)")
     threshold.add_argument("--threshold-from-val", action="store_true",
                            help="binary models: choose the threshold on the split file's val rows (Youden)")
-    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     parser.add_argument("--lungs", action="store_true",
                         help="report the Grad-CAM lung energy of the positive class's images with lung masks from "

@@ -28,12 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "beside images/, as in the Radiography Database layout)")
     parser.add_argument("--mask-kind", choices=MASK_KINDS, default="lungs",
                         help="without --masks: lungs (masks/) or lesions (lesions/) beside images/")
-    parser.add_argument("--threshold", type=float, default=0.85,
+    parser.add_argument("--heat-threshold", type=float, default=0.85,
                         help="heatmap threshold of the segmented region and its IoU with the mask (default 0.85)")
+    # The old name, kept working: --threshold means a decision threshold in every other command.
+    parser.add_argument("--threshold", type=float, dest="heat_threshold", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
     parser.add_argument("--panels", action="store_true",
                         help="write the 4-panel figure image | heatmap | overlay | thresholded region "
                              "instead of the overlay alone")
-    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="load models with Lambda layers (runs their code: only for models you trust)")
     parser.add_argument("--overwrite", action="store_true", help="replace the explanations of an earlier run in --out")
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = explain_images(
         args.model, args.inputs, args.out, method=args.method, class_name=args.class_name, layer_name=args.layer,
-        masks_dir=args.masks, mask_kind=args.mask_kind, threshold=args.threshold, batch_size=args.batch_size,
+        masks_dir=args.masks, mask_kind=args.mask_kind, threshold=args.heat_threshold, batch_size=args.batch_size,
         panels=args.panels, allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, on_skipped=report,
     )
     for note in result.notes:

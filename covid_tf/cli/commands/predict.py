@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     parser.add_argument("--out", required=True, type=Path,
                         help="CSV to write: path,predicted,probability,prob_<Class>...")
-    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--threshold", type=float,
                         help="binary models: predict positive iff p(positive) >= this (default: the argmax)")
     parser.add_argument("--allow-unsafe", action="store_true",

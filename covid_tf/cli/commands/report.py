@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="run folders: train --out folders or evaluate --out folders")
     parser.add_argument("--out", required=True, type=Path, help="HTML file to write")
-    parser.add_argument("--title", default="covid_tf report")
+    parser.add_argument("--title", default="covid_tf report", help="the page's title")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="which split of train runs to show (evaluate folders hold one)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -35,20 +35,22 @@ def _devices(args: argparse.Namespace) -> list[str] | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
-    parser.add_argument("--model", choices=model_names(), default="baseline")
-    parser.add_argument("--image-size", type=int, default=config.IMAGE_SIZE)
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=config.CHANNELS)
-    parser.add_argument("--epochs", type=int, default=config.EPOCHS)
+    parser.add_argument("--model", choices=model_names(), default="baseline", help="architecture")
+    parser.add_argument("--image-size", type=int, default=config.IMAGE_SIZE, help="image side in pixels")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=config.CHANNELS,
+                        help="1 (grayscale) or 3 (RGB) input channels")
+    parser.add_argument("--epochs", type=int, default=config.EPOCHS, help="epochs (of the head, with a backbone)")
     parser.add_argument("--fine-tune-epochs", type=int, default=0,
                         help="after training the head on a frozen backbone, unfreeze and train this many epochs")
     parser.add_argument("--unfreeze", default="all", help="backbone blocks to unfreeze: a number or 'all'")
     parser.add_argument("--weights", default="none", help="none, imagenet, or a local weights file")
-    parser.add_argument("--loss", choices=("ce", "weighted", "balanced", "focal"), default="ce")
-    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam")
+    parser.add_argument("--loss", choices=("ce", "weighted", "balanced", "focal"), default="ce",
+                        help="cross-entropy, class-weighted, balanced batches, or focal loss")
+    parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser")
     parser.add_argument("--lr", type=float, help="learning rate (default 1e-3 for baseline/small, else 1e-4)")
     parser.add_argument("--fine-tune-lr", type=float, help="learning rate after unfreezing (default lr/10)")
-    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE)
-    parser.add_argument("--dropout", type=float, default=0.5)
+    parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate of the classification head")
     parser.add_argument("--augmentation", default="default",
                         help="none, rotate, shift-rotate-zoom (default), rotate-flip (README: presets and papers)")
     split = parser.add_mutually_exclusive_group()
@@ -57,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--split-file", help="a split.csv to reuse (path,label,split[,patient_id])")
     parser.add_argument("--classes", help="classes to use, comma-separated, e.g. COVID,Normal")
     parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
-    parser.add_argument("--seed", type=int, default=config.SEED)
-    parser.add_argument("--patience", type=int, default=config.EARLY_STOPPING_PATIENCE)
+    parser.add_argument("--seed", type=int, default=config.SEED, help="random seed of the split and the training")
+    parser.add_argument("--patience", type=int, default=config.EARLY_STOPPING_PATIENCE,
+                        help="epochs without improvement before early stopping")
     parser.add_argument("--allow-leakage", action="store_true",
                         help="train even when a patient or duplicate image is in two splits of --split-file")
     parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
@@ -82,7 +85,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
                         help="lungs-masked/lungs-removed: dilate or erode each training image's mask by a random "
                              "radius up to PIXELS (at --image-size), so that the mask's outline stops being a cue")
-    parser.add_argument("--quiet", action="store_true", help="no progress display")
 
 
 def config_from_args(args: argparse.Namespace):
