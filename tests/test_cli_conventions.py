@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,34 @@ def test_explain_heat_threshold_keeps_the_old_name_working() -> None:
 def test_usage_names_the_program_as_it_was_run(monkeypatch, argv0: str, expected: str) -> None:
     monkeypatch.setattr(sys, "argv", [argv0])
     assert cli.build_parser("report").format_usage().startswith(expected)
+
+
+@pytest.mark.parametrize("command", ["synth", "synth-ct", "dicom2png"])
+def test_out_is_an_option_and_the_old_positional_a_deprecated_alias(command, capsys) -> None:
+    inputs = ["dicom_dir"] if command == "dicom2png" else []
+    parser = cli.build_parser(command)
+    args = parser.parse_args([command, *inputs, "--out", "new"])
+    cli.resolve_out(args)
+    assert args.out == Path("new") and capsys.readouterr().err == ""
+    args = parser.parse_args([command, *inputs, "old"])
+    cli.resolve_out(args)
+    assert args.out == Path("old")
+    assert capsys.readouterr().err.count("deprecated, use --out old") == 1
+    args = parser.parse_args([command, *inputs, "same", "--out", "same"])
+    cli.resolve_out(args)
+    assert args.out == Path("same")
+    assert "OUT" not in commands()[command].format_usage().replace("--out OUT", "")
+
+
+def test_out_and_a_different_positional_out_are_refused(tmp_path, capsys) -> None:
+    assert cli.main(["synth", str(tmp_path / "a"), "--out", str(tmp_path / "b")]) == 2
+    assert "differ: give --out only" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert cli.main(["dicom2png", str(tmp_path)]) == 2
+    assert "--out is required" in capsys.readouterr().err
+
+
+def test_synth_defaults_its_out_folder() -> None:
+    args = cli.build_parser("synth").parse_args(["synth"])
+    cli.resolve_out(args)
+    assert args.out == Path(str(cli.importlib.import_module("covid_tf.config").SYNTHETIC_DIR))

@@ -16,7 +16,7 @@ TRAIN = ["--image-size", "32", "--epochs", "2", "--batch-size", "8", "--quiet"]
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "data"
-    assert main(["synth", str(out), "--per-class", "12", "--size", "32", "--seed", "3"]) == 0
+    assert main(["synth", "--out", str(out), "--per-class", "12", "--size", "32", "--seed", "3"]) == 0
     return out
 
 

@@ -317,7 +317,7 @@ def test_cli_dicom2png_on_generated_three_patient_series(tmp_path, capsys):
     from covid_tf.synthetic.ct import generate_ct_dataset
 
     slices = generate_ct_dataset(tmp_path / "ct", patients_per_class=1, slices=5, size=32, seed=3)
-    assert main(["dicom2png", str(tmp_path / "ct"), str(tmp_path / "png"), "--window=-600,1500"]) == 0
+    assert main(["dicom2png", str(tmp_path / "ct"), "--out", str(tmp_path / "png"), "--window=-600,1500"]) == 0
     output = capsys.readouterr().out
     assert "converted 15 slices (3 patients, 3 series" in output and "skipped 0 files" in output
     index = pd.read_csv(tmp_path / "png" / "index.csv")
@@ -330,5 +330,5 @@ def test_cli_dicom2png_on_generated_three_patient_series(tmp_path, capsys):
         truth = slices[slices["patient_id"] == patient].sort_values("slice_index")
         assert [Path(p).resolve() for p in group["source_path"]] == [Path(p) for p in truth["path"]]
         assert set(group["label"]) == set(truth["label"])
-    assert main(["dicom2png", str(tmp_path / "ct"), str(tmp_path / "png2"), "--window", "wide"]) == 2
+    assert main(["dicom2png", str(tmp_path / "ct"), "--out", str(tmp_path / "png2"), "--window", "wide"]) == 2
     assert "bad window" in capsys.readouterr().err

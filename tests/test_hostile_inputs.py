@@ -166,7 +166,7 @@ def test_train_bad_options_and_missing_data_exit_2(corpus, capfd, tmp_path):
 
 
 def test_dicom2png_skips_and_reports_the_file_without_pixel_data(corpus, capfd, tmp_path):
-    code, out, _ = run_cli(["dicom2png", str(corpus.dicom), str(tmp_path / "png"), "--no-progress"], capfd)
+    code, out, _ = run_cli(["dicom2png", str(corpus.dicom), "--out", str(tmp_path / "png"), "--no-progress"], capfd)
     assert code == 0
     assert "converted 1 slices" in out and "skipped 2 files" in out
     assert f"{corpus.dicom_no_pixels}: no pixel data" in out
@@ -177,7 +177,7 @@ def test_dicom2png_skips_and_reports_the_file_without_pixel_data(corpus, capfd, 
 
 
 def test_dicom2png_on_the_xray_folder_passes_over_images_and_loops(corpus, capfd, tmp_path):
-    code, out, _ = run_cli(["dicom2png", str(corpus.xray), str(tmp_path / "png"), "--no-progress"], capfd)
+    code, out, _ = run_cli(["dicom2png", str(corpus.xray), "--out", str(tmp_path / "png"), "--no-progress"], capfd)
     assert code == 0
     assert "converted 0 slices" in out and "no pixel data" in out
     assert_untouched(corpus)

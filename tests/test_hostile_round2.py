@@ -66,7 +66,7 @@ def server(tmp_path_factory):
 def data(server, tmp_path_factory) -> Path:
     """Synthetic X-rays (Radiography layout with metadata.csv), 8 per class, 32 px."""
     out = tmp_path_factory.mktemp("synth") / "data"
-    child = server.run(["synth", out, "--per-class", "8", "--size", "32", "--seed", "1"])
+    child = server.run(["synth", "--out", out, "--per-class", "8", "--size", "32", "--seed", "1"])
     assert child.code == 0, child.stderr[-3000:]
     return out
 
@@ -194,7 +194,7 @@ def _kill_chain(server: ForkServer, script: Path, data: Path, run: Path, rng: ra
 @pytest.mark.slow
 def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, tmp_path):
     data = tmp_path / "data"  # 2 classes x 6 images: 4 train, 1 val, 1 test each
-    assert server.run(["synth", data, "--per-class", "6", "--size", "32", "--seed", "2"]).code == 0
+    assert server.run(["synth", "--out", data, "--per-class", "6", "--size", "32", "--seed", "2"]).code == 0
     script = tmp_path / "tiny_transfer.py"
     script.write_text(TINY_TRANSFER_SCRIPT)
     rng = random.Random(14)
@@ -459,10 +459,10 @@ def _writing_commands(data: Path, run: Path, tmp_path: Path, out: Path) -> dict[
         "evaluate": ["evaluate", model, data, "--out", out / "eval", "--n-bootstrap", "0"],
         "explain": ["explain", model, image_dir, "--out", out / "explained"],
         "report": ["report", run, "--out", out / "report.html"],
-        "dicom2png": ["dicom2png", dicom_dir, out / "png", "--no-progress"],
+        "dicom2png": ["dicom2png", dicom_dir, "--out", out / "png", "--no-progress"],
         "ct-vote": ["ct-vote", predictions, "--out", out / "patients.csv"],
-        "synth": ["synth", out / "synth", "--per-class", "2", "--size", "32"],
-        "synth-ct": ["synth-ct", out / "ct"],
+        "synth": ["synth", "--out", out / "synth", "--per-class", "2", "--size", "32"],
+        "synth-ct": ["synth-ct", "--out", out / "ct"],
     }
 
 
@@ -683,6 +683,6 @@ def test_17_report_on_a_folder_that_is_not_a_run_is_refused(server, tmp_path, co
 def test_17_dicom2png_on_an_empty_folder_warns(server, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    child = cli(server, "dicom2png", empty, tmp_path / "png", "--no-progress")
+    child = cli(server, "dicom2png", empty, "--out", tmp_path / "png", "--no-progress")
     assert child.code == 0, child.stderr
     assert re.search(r"warning: .*no DICOM", child.stderr, re.IGNORECASE), child.stderr

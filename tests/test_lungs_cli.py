@@ -22,7 +22,7 @@ SIZE = 64
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("lungs_synth") / "data"
-    assert main(["synth", str(root), "--per-class", "12", "--size", str(SIZE)]) == 0
+    assert main(["synth", "--out", str(root), "--per-class", "12", "--size", str(SIZE)]) == 0
     return root
 
 

@@ -29,7 +29,7 @@ TRACEBACK = "Traceback (most recent call last)"
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth") / "data"
-    assert main(["synth", str(out), "--per-class", "12", "--size", "32", "--seed", "1"]) == 0
+    assert main(["synth", "--out", str(out), "--per-class", "12", "--size", "32", "--seed", "1"]) == 0
     return out
 
 

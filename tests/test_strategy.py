@@ -61,7 +61,7 @@ print("RESULT " + json.dumps({"codes": codes, "replicas": replicas, "probabiliti
 def test_mirrored_on_two_cpu_devices_matches_one_device(tmp_path):
     data = tmp_path / "data"
     # 12 per class -> 16 training images (70/15/15): one batch of 16 per epoch.
-    assert main(["synth", str(data), "--per-class", "12", "--size", "32", "--seed", "2"]) == 0
+    assert main(["synth", "--out", str(data), "--per-class", "12", "--size", "32", "--seed", "2"]) == 0
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
     result = subprocess.run([sys.executable, "-c", STRATEGY_SCRIPT, str(data), str(tmp_path / "runs")],
                             capture_output=True, text=True, env=env, timeout=400)
@@ -113,7 +113,7 @@ def test_unknown_mirrored_device_is_a_clear_error(tmp_path, capsys):
 def test_cli_multiworker_without_tf_config_exits_2(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     data = tmp_path / "data"
-    assert main(["synth", str(data), "--per-class", "6", "--size", "32"]) == 0
+    assert main(["synth", "--out", str(data), "--per-class", "6", "--size", "32"]) == 0
     capsys.readouterr()
     code = main(["train", str(data), "--out", str(tmp_path / "run"), "--image-size", "32", "--epochs", "1",
                  "--strategy", "multiworker", "--quiet"])
@@ -139,7 +139,7 @@ def _free_port() -> int:
 def test_two_local_workers_train_or_fail_with_one_clear_error(tmp_path):
     """Two worker processes on this machine: each either trains or names the Keras limitation, never a traceback."""
     data = tmp_path / "data"
-    assert main(["synth", str(data), "--per-class", "12", "--size", "32", "--seed", "2"]) == 0
+    assert main(["synth", "--out", str(data), "--per-class", "12", "--size", "32", "--seed", "2"]) == 0
     workers = [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]
     processes = []
     for index in range(2):

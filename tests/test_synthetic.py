@@ -177,7 +177,7 @@ def test_bad_options_raise(tmp_path, kwargs):
 def test_cli_writes_files(tmp_path, capsys):
     out = tmp_path / "synth"
     code = cli.main([
-        "synth", str(out), "--classes", "COVID,Normal", "--per-class", "2", "--size", "32",
+        "synth", "--out", str(out), "--classes", "COVID,Normal", "--per-class", "2", "--size", "32",
         "--patients-per-class", "1", "--seed", "3", "--shortcut-class", "COVID",
     ])
     assert code == 0
@@ -185,5 +185,5 @@ def test_cli_writes_files(tmp_path, capsys):
     metadata = pd.read_csv(out / "metadata.csv")
     assert len(metadata) == 4 and metadata["patient_id"].nunique() == 2
     assert (out / "Normal/lesions/Normal-0002.png").is_file()
-    assert cli.main(["synth", str(out), "--difficulty", "2"]) == 2
+    assert cli.main(["synth", "--out", str(out), "--difficulty", "2"]) == 2
     assert "difficulty" in capsys.readouterr().err

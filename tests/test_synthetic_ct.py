@@ -130,6 +130,7 @@ def test_cli_synth_ct(tmp_path, capsys):
     code = main(
         [
             "synth-ct",
+            "--out",
             str(tmp_path / "ct"),
             "--classes",
             "COVID,Normal",

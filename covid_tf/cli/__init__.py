@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from covid_tf import __version__
 from covid_tf.errors import CovidTfError
@@ -71,6 +72,41 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         return super()._format_action(action)
 
 
+def add_out_argument(parser: argparse.ArgumentParser, help: str, default: object = None) -> None:
+    """``--out`` (a Path), plus the positional ``OUT`` it replaces, hidden and deprecated (see :func:`resolve_out`)."""
+    parser.add_argument("deprecated_out", nargs="?", default=None, metavar="OUT", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=None, help=help)
+    parser.set_defaults(out_default=default)
+
+
+def resolve_out(args: argparse.Namespace) -> None:
+    """Fill ``args.out`` from the deprecated positional ``OUT`` (one warning; it must agree with ``--out``)
+    or the command's default; no default means ``--out`` is required."""
+    if "deprecated_out" not in vars(args):
+        return
+    old, default = vars(args).pop("deprecated_out"), vars(args).pop("out_default")
+    if old is not None:
+        print(f"warning: the positional OUT is deprecated, use --out {old}", file=sys.stderr)
+        if args.out is not None and Path(old) != args.out:
+            raise CovidTfError(f"OUT {old} and --out {args.out} differ: give --out only")
+        args.out = Path(old)
+    if args.out is None:
+        if default is None:
+            raise CovidTfError(f"{args.command}: --out is required")
+        args.out = Path(str(default))
+
+
+class Renamed(argparse.Action):
+    """A hidden old option name that is refused with a hint at its new name (``help`` holds the hint)."""
+
+    def __init__(self, option_strings: list[str], dest: str, hint: str = "", **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.hint = hint
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        parser.error(f"{option_string} is not an option of this command: {self.hint}")
+
+
 def program_name() -> str:
     """``covid-tf`` when run as the installed ``covid-tf`` script, else ``python -m covid_tf``."""
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
@@ -117,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quiet:
         logging.getLogger("covid_tf").setLevel(logging.WARNING)
     try:
+        resolve_out(args)
         return int(args.handler(args) or 0)
     except CovidTfError as error:
         print(f"error: {error}", file=sys.stderr)

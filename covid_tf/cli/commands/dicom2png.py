@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from covid_tf.cli import add_out_argument
+
 HELP = "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``dicom2png`` command."""
     parser.add_argument("dicom_dir", help="folder with DICOM files (searched recursively; never modified)")
-    parser.add_argument("out", help="output folder for PNGs, index.csv and skipped.csv")
+    add_out_argument(parser, "output folder for PNGs, index.csv and skipped.csv (no default: required)")
     parser.add_argument(
         "--window", default="lung",
         help="lung (-600,1500), mediastinal (40,400) or CENTER,WIDTH in HU, e.g. --window=-600,1500 "

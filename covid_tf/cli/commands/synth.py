@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from covid_tf import config
+from covid_tf.cli import add_out_argument
 from covid_tf.errors import CovidTfError
 
 HELP = "Write synthetic chest X-rays (images, lung and lesion masks, metadata.csv) in the Radiography layout."
@@ -12,10 +13,7 @@ HELP = "Write synthetic chest X-rays (images, lung and lesion masks, metadata.cs
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``synth`` command."""
-    parser.add_argument(
-        "out", nargs="?", default=str(config.SYNTHETIC_DIR),
-        help=f"output folder (default: {config.SYNTHETIC_DIR})",
-    )
+    add_out_argument(parser, f"output folder (default: {config.SYNTHETIC_DIR})", default=config.SYNTHETIC_DIR)
     parser.add_argument(
         "--classes", default=",".join(config.BINARY_CLASSES),
         help="comma-separated class names; COVID, Normal, Viral Pneumonia and Lung Opacity have their own "

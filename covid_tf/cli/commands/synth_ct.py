@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from covid_tf import config
+from covid_tf.cli import add_out_argument
 from covid_tf.errors import CovidTfError
 
 HELP = "Generate synthetic chest CT series as DICOM files."
@@ -12,10 +13,7 @@ HELP = "Generate synthetic chest CT series as DICOM files."
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of the ``synth-ct`` command."""
-    parser.add_argument(
-        "out", nargs="?", default=str(config.SYNTHETIC_CT_DIR),
-        help=f"output folder (default: {config.SYNTHETIC_CT_DIR})",
-    )  # fmt: skip
+    add_out_argument(parser, f"output folder (default: {config.SYNTHETIC_CT_DIR})", default=config.SYNTHETIC_CT_DIR)
     parser.add_argument(
         "--classes", default=",".join(config.CT_CLASSES),
         help="comma-separated classes; COVID gets ground-glass opacities, CAP a consolidation, "
