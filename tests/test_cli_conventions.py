@@ -11,11 +11,9 @@ import pytest
 
 from covid_tf import cli
 
-# Flags that still mean different things in different commands: issue 16 item 4 renames one of each.
-NOT_YET_ONE_MEANING = {
-    "--split": "train/audit: train,val,test fractions; evaluate: a split name; report: test or val",
-    "--model": "train/audit: an architecture name; segment: a model file",
-}
+# Flags that still mean different things in different commands (none left: --split is fractions, --subset a
+# split name, --model an architecture, --segmenter a segmenter file).
+NOT_YET_ONE_MEANING: dict[str, str] = {}
 
 
 def commands() -> dict[str, argparse.ArgumentParser]:
@@ -99,3 +97,29 @@ def test_synth_defaults_its_out_folder() -> None:
     args = cli.build_parser("synth").parse_args(["synth"])
     cli.resolve_out(args)
     assert args.out == Path(str(cli.importlib.import_module("covid_tf.config").SYNTHETIC_DIR))
+
+
+@pytest.mark.parametrize(("argv", "hint"), [
+    (["evaluate", "m.keras", "data", "--out", "o", "--split", "test"], "--subset NAME"),
+    (["report", "run", "--out", "r.html", "--split", "val"], "--subset test|val"),
+    (["segment", "x.png", "--out", "o", "--model", "seg.keras"], "--segmenter FILE"),
+])
+def test_old_option_names_are_refused_with_a_hint_at_the_new_one(argv, hint, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli.build_parser(argv[0]).parse_args(argv)
+    assert exit_.value.code == 2
+    assert hint in capsys.readouterr().err
+    assert argv[-2] not in commands()[argv[0]].format_help().replace("--split-file", "")
+
+
+def test_subset_and_segmenter_parse() -> None:
+    evaluate = ["evaluate", "m", "d", "--out", "o", "--subset", "val"]
+    assert cli.build_parser("evaluate").parse_args(evaluate).subset == "val"
+    assert cli.build_parser("report").parse_args(["report", "r", "--out", "o"]).subset == "test"
+    args = cli.build_parser("segment").parse_args(["segment", "x.png", "--out", "o", "--segmenter", "s.keras"])
+    assert args.segmenter == Path("s.keras")
+
+
+def test_report_refuses_a_subset_it_does_not_hold(tmp_path, capsys) -> None:
+    assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r.html"), "--subset", "train"]) == 2
+    assert "--subset: test or val" in capsys.readouterr().err

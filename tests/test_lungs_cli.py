@@ -116,7 +116,7 @@ def test_segment_writes_masks_in_the_dataset_layout_and_flags_implausible_images
 def test_segment_with_a_trained_run_model(segmenter_run, synthetic, tmp_path):
     out = tmp_path / "masks"
     assert main(["segment", str(synthetic / "Normal" / "images"), "--out", str(out),
-                 "--model", str(segmenter_run / "model.keras"), "--size", str(SIZE)]) == 0
+                 "--segmenter", str(segmenter_run / "model.keras"), "--size", str(SIZE)]) == 0
     table = pd.read_csv(out / "lungs.csv")
     assert len(table) == 12 and (out / "Normal" / "masks" / "Normal-0001.png").is_file()
     assert table["lung_area_fraction"].between(0.0, 1.0).all()
@@ -135,7 +135,7 @@ def test_segment_refuses_the_folder_of_an_input_file_and_a_bad_model(synthetic, 
     image = synthetic / "COVID" / "images" / "COVID-0001.png"
     assert main(["segment", str(image), "--out", str(image.parent)]) == 2
     assert "folder of the input" in capsys.readouterr().err
-    assert main(["segment", str(image), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "none.keras")]) == 2
+    assert main(["segment", str(image), "--out", str(tmp_path / "o"), "--segmenter", str(tmp_path / "none.keras")]) == 2
     assert capsys.readouterr().err.startswith("error:")
 
 
@@ -147,6 +147,6 @@ def test_segment_refuses_a_model_with_a_lambda_layer(synthetic, tmp_path, capsys
     keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
     out = tmp_path / "out"
     assert main(["segment", str(synthetic / "COVID" / "images"), "--out", str(out),
-                 "--model", str(tmp_path / "lambda.keras")]) == 2
+                 "--segmenter", str(tmp_path / "lambda.keras")]) == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "Lambda" in error[0] and not (out / "lungs.csv").exists()

@@ -1,6 +1,6 @@
 """Lung masks for a list of images with a trained U-Net (the shipped one by default): the ``segment`` back-end.
 
-    python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--model M] [--size 256]
+    python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--segmenter FILE] [--size 256]
 
 Images are read in threads, resized to ``--size`` for the network and segmented in batches; each
 probability map is resized back to the image's own size, post-processed (two largest components,

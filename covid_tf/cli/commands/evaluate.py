@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.cli import Renamed
 from covid_tf.errors import CovidTfError
 
 HELP = "Evaluate a saved model on labelled images: metrics.json, predictions.csv and figures."
@@ -15,8 +16,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="a .keras model file (its run's config.json names the classes)")
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="folder to write the evaluation into")
-    parser.add_argument("--split-file", help="a run's split.csv: evaluate only the rows of --split")
-    parser.add_argument("--split", help="split to evaluate (default: test with --split-file, else every image)")
+    parser.add_argument("--split-file", help="a run's split.csv: evaluate only the rows of --subset")
+    parser.add_argument("--subset", metavar="NAME",
+                        help="split of --split-file to evaluate: train, val or test (default: test with --split-file, "
+                        "else every image)")
+    parser.add_argument("--split", action=Renamed, hint="the split to evaluate is --subset NAME "
+                        "(--split is train,val,test fractions in train and audit)")
     parser.add_argument("--classes", help="keep only these classes of the data, comma-separated, e.g. COVID,Normal")
     parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
     threshold = parser.add_mutually_exclusive_group()
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_bootstrap < 0:
         raise CovidTfError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")
     result = evaluate_model(
-        args.model, args.data, args.out, split_file=args.split_file, split=args.split,
+        args.model, args.data, args.out, split_file=args.split_file, split=args.subset,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         threshold=args.threshold, threshold_from_val=args.threshold_from_val, batch_size=args.batch_size,
         allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, n_bootstrap=args.n_bootstrap,

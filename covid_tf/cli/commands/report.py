@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from covid_tf.cli import Renamed
 from covid_tf.errors import CovidTfError
 
 HELP = "Write a self-contained HTML report comparing run folders (train runs or evaluate outputs)."
@@ -15,8 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run folders: train --out folders or evaluate --out folders")
     parser.add_argument("--out", required=True, type=Path, help="HTML file to write")
     parser.add_argument("--title", default="covid_tf report", help="the page's title")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="which split of train runs to show (evaluate folders hold one)")
+    parser.add_argument("--subset", metavar="NAME", default="test",
+                        help="which split of train runs to show, test or val (evaluate folders hold one) "
+                        "(default: %(default)s)")
+    parser.add_argument("--split", action=Renamed, hint="the split to show is --subset test|val "
+                        "(--split is train,val,test fractions in train and audit)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
@@ -25,11 +29,13 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.io_utils import check_writable_output
 
     out = args.out
+    if args.subset not in ("test", "val"):
+        raise CovidTfError(f"--subset: test or val, got {args.subset!r}")
     check_writable_output(out, folder=False)
     if out.is_dir():
         raise CovidTfError(f"{out}: is a folder; --out takes an HTML file name")
     if out.exists() and not args.overwrite:
         raise CovidTfError(f"{out}: already exists; choose another --out or pass --overwrite")
-    path = write_html_report(args.runs, out, title=args.title, split=args.split)
+    path = write_html_report(args.runs, out, title=args.title, split=args.subset)
     print(f"report on {len(args.runs)} run(s) written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from covid_tf.cli import Renamed
+
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
 
 DEFAULT_SIZE = 256  # covid_tf.lungs.segment.DEFAULT_SIZE (not imported: it loads TensorFlow)
@@ -18,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="folder for <Class>/masks/<name>.png (masks/<name>.png for loose images) and lungs.csv; "
                         "never inside an input folder")
-    parser.add_argument("--model", type=Path, default=None,
+    parser.add_argument("--segmenter", type=Path, default=None, metavar="FILE",
                         help="segmenter .keras file, loaded in safe mode (default: the shipped "
                         "covid_tf/lungs/lung_segmenter.keras)")
+    parser.add_argument("--model", action=Renamed, hint="the segmenter file is --segmenter FILE "
+                        "(--model is an architecture name in train and audit)")
     parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
                         help="side the images are resized to for the network; masks come back at each image's own "
                         "size (default: %(default)s)")
@@ -34,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     def report(item) -> None:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
 
-    result = segment_images(args.inputs, args.out, model_path=args.model, size=args.size,
+    result = segment_images(args.inputs, args.out, model_path=args.segmenter, size=args.size,
                             batch_size=args.batch_size, on_skipped=report)
     count = len(result.table)
     print(f"segmented {count} image(s) in {result.seconds:.1f} s ({count / max(result.seconds, 1e-9):.1f} images/s); "
