@@ -6,6 +6,7 @@ import cv2
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 
 from covid_tf import explain as cam
@@ -157,7 +158,11 @@ def test_constant_model_gives_zero_maps_not_nan(method: str) -> None:
     model = small_cnn()
     head = model.get_layer("head")
     head.set_weights([np.zeros_like(weight) for weight in head.get_weights()])
-    heatmaps, _, probabilities = cam.explain(model, random_images(2), method=method)
+    # Score-CAM without a baseline weighs every channel 1/3 here (the paper's maps are then the summed
+    # activations); its "increase of confidence" over a black image is 0 for every channel.
+    explainer = (cam.ScoreCAM(model, subtract_baseline=True) if method == "scorecam"
+                 else cam.get_explainer(method, model))
+    heatmaps, _, probabilities = explainer.explain(random_images(2))
     np.testing.assert_allclose(probabilities, 1.0 / 3.0, atol=1e-6)
     check_maps(heatmaps, 2, 32)
     assert not heatmaps.any()
@@ -366,3 +371,87 @@ def test_project_models_explain_with_their_own_layer(architecture: str) -> None:
     heatmaps, classes, probabilities = explainer.explain(random_images(2))
     check_maps(heatmaps, 2, 32)
     assert probabilities.shape == (2, 3) and classes.shape == (2,)
+
+
+def softmax_layer_model(size: int = 32, seed: int = 1) -> keras.Model:
+    """``small_cnn`` with its softmax as a separate layer: the logits are the output Dense's output."""
+    fused = small_cnn(size, seed=seed)
+    features = fused.get_layer("conv2").output
+    x = layers.GlobalAveragePooling2D()(features)
+    logits = layers.Dense(3, name="logits")(x)
+    model = keras.Model(fused.inputs, layers.Softmax()(logits), name="separate_softmax")
+    model.get_layer("logits").set_weights(fused.get_layer("head").get_weights())
+    return model
+
+
+@pytest.mark.parametrize("class_index", [0, 1, 2])
+def test_gradcam_equals_cam_on_a_pooling_head(class_index: int) -> None:
+    """On GAP -> Dense the logit gradient of channel k is W[k, c] / (h w) everywhere: Grad-CAM is CAM.
+
+    (With the probability as the score this identity fails: the gradient also subtracts the other
+    classes' weights.)"""
+    model, images = small_cnn(), random_images(4)
+    cam_maps = cam.explain(model, images, "cam", class_index=class_index)[0]
+    assert cam_maps.max() > 0.99  # a non-trivial map for every image
+    np.testing.assert_allclose(cam.explain(model, images, "gradcam", class_index=class_index)[0], cam_maps,
+                               atol=1e-5)
+    probability_maps = cam.explain(model, images, "gradcam", class_index=class_index, score="probability")[0]
+    assert np.abs(probability_maps - cam_maps).max() > 0.05
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam++", "layercam"])
+def test_gradient_methods_differentiate_the_logit(tmp_path, method: str) -> None:
+    """A softmax fused into the Dense (replayed to get the logit), a separate Softmax layer (the
+    logit is a layer output) and the fused model loaded back from .keras give the same maps."""
+    fused, separate, images = small_cnn(), softmax_layer_model(), random_images(3)
+    assert cam.find_logit_layer(fused).name == "head" and cam.find_logit_layer(separate).name == "logits"
+    expected = cam.get_explainer(method, separate, layer_name="conv2")(images, 1)
+    np.testing.assert_allclose(cam.get_explainer(method, fused)(images, 1), expected, atol=1e-5)
+    fused.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(cam.get_explainer(method, loaded)(images, 1), expected, atol=1e-5)
+    explainer = cam.get_explainer(method, fused, score="probability")
+    assert explainer.score == "probability"
+    assert not np.allclose(explainer(images, 1), expected, atol=1e-3)
+
+
+def test_logit_needs_a_dense_output_and_a_known_score() -> None:
+    inputs = keras.Input((16, 16, 1))
+    features = layers.Conv2D(2, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, layers.Softmax()(layers.GlobalAveragePooling2D()(features)))
+    with pytest.raises(ValueError, match="score='probability'"):
+        cam.get_explainer("gradcam", model)
+    check_maps(cam.get_explainer("gradcam", model, score="probability")(random_images(2, 16)), 2, 16)
+    check_maps(cam.get_explainer("scorecam", model)(random_images(2, 16)), 2, 16)  # needs no logit
+    with pytest.raises(ValueError, match="score must be one of"):
+        cam.get_explainer("gradcam", small_cnn(), score="logits")
+
+
+def reference_score_cam(model: keras.Model, layer_name: str, image: np.ndarray, class_index: int,
+                        subtract_baseline: bool = False) -> np.ndarray:
+    """Score-CAM written out as in Wang et al.'s official code: one masked forward pass per channel."""
+    feature_maps = keras.Model(model.inputs, model.get_layer(layer_name).output)(image[np.newaxis]).numpy()[0]
+    height, width = image.shape[:2]
+    baseline = float(model(np.zeros_like(image)[np.newaxis])[0, class_index]) if subtract_baseline else 0.0
+    saliency = np.zeros((height, width), np.float64)
+    for channel in range(feature_maps.shape[-1]):
+        upsampled = tf.image.resize(feature_maps[np.newaxis, :, :, channel, np.newaxis], (height, width),
+                                    method="bilinear").numpy()[0, :, :, 0]
+        if upsampled.max() == upsampled.min():
+            continue
+        mask = (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min())
+        probability = float(model(image[np.newaxis] * mask[np.newaxis, :, :, np.newaxis])[0, class_index])
+        saliency += (probability - baseline) * upsampled
+    saliency = np.maximum(saliency, 0.0)
+    return (saliency - saliency.min()) / (saliency.max() - saliency.min() + 1e-12)
+
+
+@pytest.mark.parametrize("subtract_baseline", [False, True])
+def test_score_cam_matches_the_official_definition(subtract_baseline: bool) -> None:
+    model, images = small_cnn(), random_images(3, seed=5)
+    explainer = cam.ScoreCAM(model, layer_name="conv2", batch_size=5, subtract_baseline=subtract_baseline)
+    heatmaps, classes, _ = explainer.explain(images)
+    for heatmap, image, class_index in zip(heatmaps, images, classes):
+        reference = reference_score_cam(model, "conv2", image, int(class_index), subtract_baseline)
+        assert reference.max() > 0.99
+        assert np.corrcoef(heatmap.ravel(), reference.ravel())[0, 1] > 0.99

@@ -25,6 +25,7 @@ from covid_tf.explain.base import (
     BaseCAM,
     build_activation_model,
     default_target_layer,
+    find_logit_layer,
     find_target_layer,
 )
 from covid_tf.explain.methods import CAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, find_cam_head
@@ -55,20 +56,21 @@ _recent_explainers: OrderedDict[tuple, BaseCAM] = OrderedDict()
 
 
 def get_explainer(
-    name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32
+    name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
 ) -> BaseCAM:
     """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam",
     "layercam").
 
     ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
-    GlobalAveragePooling2D). Raises ``ValueError`` for an unknown name or a model the method cannot
-    explain (e.g. "cam" on a head with a hidden Dense layer).
+    GlobalAveragePooling2D). ``score`` is what gradient methods differentiate: "logit" (the pre-softmax
+    class score, default) or "probability". Raises ``ValueError`` for an unknown name or a model the
+    method cannot explain (e.g. "cam" on a head with a hidden Dense layer).
     """
     key = str(name).strip().lower().replace("_", "").replace("-", "")
     key = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
     if key not in METHODS:
         raise ValueError(f"unknown explanation method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[key](model, layer_name=layer_name, batch_size=batch_size)
+    return METHODS[key](model, layer_name=layer_name, batch_size=batch_size, score=score)
 
 
 def explain(
@@ -78,8 +80,9 @@ def explain(
     class_index: int | Sequence[int] | None = None,
     layer_name: str | None = None,
     batch_size: int = 32,
+    score: str = "logit",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Explain images with one method.
+    """Explain images with one method (``score``: see :func:`get_explainer`).
 
     Returns ``(heatmaps, class_indices, probabilities)``: float32 (N, H, W) in [0, 1], the explained
     class per image int64 (N,) (the predicted one unless ``class_index`` is given), and the model's
@@ -87,10 +90,10 @@ def explain(
 
     The last few explainers are reused when the same model, method, layer and batch size come again.
     """
-    key = (id(model), str(method).lower(), layer_name, int(batch_size))
+    key = (id(model), str(method).lower(), layer_name, int(batch_size), score)
     explainer = _recent_explainers.get(key)
     if explainer is None or explainer.model is not model:
-        explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
+        explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score)
         _recent_explainers[key] = explainer
         while len(_recent_explainers) > _CACHE_SIZE:
             _recent_explainers.popitem(last=False)
@@ -116,6 +119,7 @@ __all__ = [
     "explain",
     "explanation_panel",
     "find_cam_head",
+    "find_logit_layer",
     "find_target_layer",
     "get_explainer",
     "heatmap_iou",

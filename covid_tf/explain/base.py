@@ -2,24 +2,31 @@
 
 One base class owns the whole pipeline, as in pytorch-grad-cam's ``BaseCAM``:
 
-1. a forward pass through a model that returns the target layer's activations ``A`` (N, h, w, K)
-   and the class probabilities (N, C);
+1. a forward pass through a model that returns the target layer's activations ``A`` (N, h, w, K),
+   the class probabilities (N, C) and, for gradient methods, the input of the output Dense layer;
 2. when the method needs them, the gradients of the target-class score with respect to ``A``,
    taken with ``tf.GradientTape`` for the whole batch in one pass (the class may differ per image:
-   the score of row ``n`` is ``probabilities[n, class_indices[n]]``);
+   the score of row ``n`` is ``scores[n, class_indices[n]]``);
 3. one weight per channel, ``weights`` (N, K): the only step that differs between methods
    (:meth:`BaseCAM.compute_weights`); a method may instead return one weight per activation,
    ``weights`` (N, h, w, K) (LayerCAM), which is multiplied element-wise with ``A``;
 4. the weighted sum over channels, a ReLU, a bilinear upsampling to the input size, and a
-   normalisation of every map to [0, 1] that adds a small epsilon, so an all-zero map stays zeros
-   instead of turning into NaN.
+   min-max normalisation of every map to [0, 1] by ``divide_no_nan``, so an all-zero map stays zeros
+   instead of turning into NaN. (pytorch-grad-cam adds an epsilon of 1e-7 to the maximum instead; that
+   shrinks maps whose raw values are small, such as the gradients of a saturated probability, and
+   breaks the scale invariance that makes Grad-CAM equal CAM.)
 
-**Target score.** The score that is differentiated is the model's *output probability* of the
-target class (the softmax output), as in the keras-io Grad-CAM example; the models of this project
-end in a softmax and the pre-softmax logit is not always reachable as a layer output. The softmax
-scales every gradient of a row by the same positive factor ``p_c``, which the normalisation removes,
-but it also subtracts the evidence for the other classes (``dp_c/dA = p_c (dz_c/dA - sum_j p_j dz_j/dA)``),
-so a saturated prediction (``p_c`` close to 1) gives small, noisier gradients than the logit would.
+**Target score.** Gradient methods differentiate the *class logit* ``z_c``, the pre-softmax score,
+by default (``score="logit"``), as Selvaraju et al., the keras-io Grad-CAM example and
+pytorch-grad-cam do. The models of this project end in ``Dense(classes, activation="softmax",
+dtype="float32")``, so the logit is no layer's output: :func:`find_logit_layer` finds that last
+Dense (behind any Softmax, Activation or Dropout layers) and the pipeline replays it, ``z = x W + b``
+from its input ``x``, inside the tape. This works the same on a model loaded back from ``.keras``.
+On a ``GlobalAveragePooling -> Dense`` head the logit gradient of channel ``k`` is ``W[k, c] / (h w)``
+at every position, so Grad-CAM equals CAM. ``score="probability"`` differentiates the softmax output
+``p_c`` instead: ``dp_c/dA = p_c (dz_c/dA - sum_j p_j dz_j/dA)`` subtracts the evidence for the other
+classes (with two classes the map becomes "this class minus the other") and vanishes as ``p_c``
+saturates.
 
 Steps 1-4 run inside one ``tf.function`` (``reduce_retracing=True``) for methods whose weights are
 tensor operations, so a batch costs about one forward pass plus a backward pass through the head.
@@ -36,7 +43,69 @@ import tensorflow as tf
 from covid_tf.errors import CovidTfError
 from covid_tf.models.registry import last_conv_layer_name
 
-EPSILON = 1e-7
+#: The scores a gradient method can differentiate: the pre-softmax class logit or the probability.
+SCORES = ("logit", "probability")
+
+# Layers between the output Dense and the model output that do not change the logit at inference.
+PASS_THROUGH_TYPES = frozenset(
+    {"Activation", "Softmax", "Dropout", "GaussianDropout", "GaussianNoise", "AlphaDropout", "Identity"}
+)
+
+
+def producer(tensor: keras.KerasTensor) -> keras.layers.Layer:
+    """The layer that produced a symbolic tensor of a functional graph."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        raise ValueError("cannot walk the model graph: the tensor has no Keras history")
+    return history.operation
+
+
+def skip_pass_through(layer: keras.layers.Layer) -> keras.layers.Layer:
+    """The first layer at or before ``layer`` that is not a Softmax, Activation or Dropout layer."""
+    while type(layer).__name__ in PASS_THROUGH_TYPES:
+        layer = producer(layer.input)
+    return layer
+
+
+def find_logit_layer(model: keras.Model) -> keras.layers.Dense:
+    """Return the Dense layer whose pre-activation output is the model's class logits.
+
+    The output may come from the Dense itself (``activation="softmax"`` fused into it) or from
+    Softmax, Activation and Dropout layers behind it. Raises ``ValueError`` for any other output
+    (pass ``score="probability"`` to explain such a model).
+    """
+    try:
+        layer = skip_pass_through(producer(model.outputs[0]))
+    except (ValueError, AttributeError) as error:
+        raise ValueError(f"cannot find the output layer of model {model.name!r}: {error}") from error
+    if not isinstance(layer, keras.layers.Dense):
+        raise ValueError(
+            f"cannot find the class logits of model {model.name!r}: its output comes from "
+            f"{type(layer).__name__} {layer.name!r}, not from a Dense layer; pass score='probability'"
+        )
+    if int(layer.units) != int(model.outputs[0].shape[-1]):
+        raise ValueError(
+            f"the last Dense layer {layer.name!r} of model {model.name!r} has {layer.units} units for "
+            f"{model.outputs[0].shape[-1]} outputs; pass score='probability'"
+        )
+    return layer
+
+
+def dense_logits(dense: keras.layers.Dense, inputs: tf.Tensor) -> tf.Tensor:
+    """Replay a Dense layer without its activation: ``inputs @ kernel + bias`` in float32."""
+    kernel = tf.cast(tf.convert_to_tensor(dense.kernel), tf.float32)
+    logits = tf.tensordot(tf.cast(inputs, tf.float32), kernel, axes=1)
+    if dense.use_bias:
+        logits = logits + tf.cast(tf.convert_to_tensor(dense.bias), tf.float32)
+    return logits
+
+
+def check_score(score: str) -> str:
+    """Return ``score`` if it is one of :data:`SCORES`, else raise ``ValueError``."""
+    if score not in SCORES:
+        raise ValueError(f"score must be one of {SCORES}, got {score!r}")
+    return score
+
 
 def find_target_layer(model: keras.Model) -> str:
     """The default Grad-CAM target: :func:`covid_tf.models.registry.last_conv_layer_name` (the record's last
@@ -50,8 +119,13 @@ def find_target_layer(model: keras.Model) -> str:
 default_target_layer = find_target_layer  # the name the explainers and notebooks use
 
 
-def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:
+def build_activation_model(
+    model: keras.Model, layer_name: str, logit_layer: keras.layers.Dense | None = None
+) -> keras.Model:
     """Build ``keras.Model(model.inputs, [target layer output, model output])``.
+
+    With ``logit_layer`` (see :func:`find_logit_layer`) the outputs are ``[target layer output,
+    logit_layer's input, model output]``, from which :func:`dense_logits` computes the logits.
 
     Works for flat functional models, Sequential models and models loaded from ``.keras``. A layer
     inside a nested base model cannot be reached (Keras 3 raises "not connected to inputs"): build
@@ -72,7 +146,8 @@ def build_activation_model(model: keras.Model, layer_name: str) -> keras.Model:
             "(N, H, W, C) feature map"
         )
     try:
-        return keras.Model(model.inputs, [layer.output, model.outputs[0]], name=f"{model.name}_cam")
+        extra = [] if logit_layer is None else [logit_layer.input]
+        return keras.Model(model.inputs, [layer.output, *extra, model.outputs[0]], name=f"{model.name}_cam")
     except (ValueError, AttributeError, KeyError) as error:
         raise ValueError(
             f"cannot connect layer {layer_name!r} to the inputs of model {model.name!r} ({error}); "
@@ -127,6 +202,8 @@ class BaseCAM:
             probabilities (N, C).
         layer_name: the target layer (a 4-D output); default :func:`default_target_layer`.
         batch_size: images per forward/backward pass (for Score-CAM: masked images per pass).
+        score: what gradient methods differentiate: ``"logit"`` (default, the pre-softmax class
+            score) or ``"probability"`` (the softmax output); see the module docstring.
 
     Call :meth:`explain` (or the instance itself) with a batch of images.
     """
@@ -138,20 +215,28 @@ class BaseCAM:
     #: Whether :meth:`compute_weights` is made of tensor operations that can run inside the graph.
     weights_in_graph = True
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
+    ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.model = model
+        self.score = check_score(score)
         self.layer_name = layer_name if layer_name is not None else default_target_layer(model)
-        self.activation_model = build_activation_model(model, self.layer_name)
+        # Only gradient methods need the logits; the others read probabilities (Score-CAM) or weights.
+        self._logit_layer = find_logit_layer(model) if self.uses_gradients and score == "logit" else None
+        self.activation_model = build_activation_model(model, self.layer_name, self._logit_layer)
         self.batch_size = int(batch_size)
-        self.num_classes = int(self.activation_model.outputs[1].shape[-1])
+        self.num_classes = int(self.activation_model.outputs[-1].shape[-1])
         self._explain_graph = tf.function(self._explain_batch, reduce_retracing=True)
         self._forward_graph = tf.function(self._forward_batch, reduce_retracing=True)
         self._combine_graph = tf.function(self._combine, reduce_retracing=True)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model.name!r}, layer_name={self.layer_name!r})"
+        return (
+            f"{type(self).__name__}(model={self.model.name!r}, layer_name={self.layer_name!r}, "
+            f"score={self.score!r})"
+        )
 
     # The one method a subclass writes.
     def compute_weights(
@@ -173,11 +258,14 @@ class BaseCAM:
             # Watching the input records every operation after it, also in a model whose weights are
             # all frozen (watching trainable variables would miss those).
             tape.watch(images)
-            activations, probabilities = self.activation_model(images, training=False)
+            outputs = self.activation_model(images, training=False)
+            activations, probabilities = outputs[0], outputs[-1]
             predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
             class_indices = tf.where(requested < 0, predicted, requested)
-            # Row n's score is the probability of its own target class.
-            scores = tf.gather(probabilities, class_indices, axis=1, batch_dims=1)
+            # The logits are the output Dense replayed without its softmax (see the module docstring).
+            targets = probabilities if self._logit_layer is None else dense_logits(self._logit_layer, outputs[1])
+            # Row n's score is the logit (or probability) of its own target class.
+            scores = tf.gather(targets, class_indices, axis=1, batch_dims=1)
         gradients = tape.gradient(scores, activations) if self.uses_gradients else None
         if gradients is not None:
             gradients = tf.cast(gradients, tf.float32)
@@ -201,7 +289,7 @@ class BaseCAM:
         cam = tf.nn.relu(cam)
         cam = tf.image.resize(cam[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")[..., 0]
         cam = cam - tf.reduce_min(cam, axis=[1, 2], keepdims=True)
-        return cam / (tf.reduce_max(cam, axis=[1, 2], keepdims=True) + EPSILON)
+        return tf.math.divide_no_nan(cam, tf.reduce_max(cam, axis=[1, 2], keepdims=True))
 
     def _explain_batch(
         self, images: tf.Tensor, requested: tf.Tensor

@@ -3,12 +3,13 @@
 | method | channel weight ``w[n, k]`` | reference |
 | --- | --- | --- |
 | :class:`CAM` | the output Dense kernel ``W[k, c]`` read after GlobalAveragePooling | Zhou et al. 2016 |
-| :class:`GradCAM` | spatial mean of ``d p_c / d A_k`` | Selvaraju et al. 2017, keras-io example |
-| :class:`GradCAMPlusPlus` | ``sum_ij alpha_ij relu(d p_c / d A_k)`` | Chattopadhay et al. 2018 |
-| :class:`ScoreCAM` | ``p_c(x * mask_k)`` minus its mean over channels | Wang et al. 2020 |
-| :class:`LayerCAM` | per pixel: ``relu(d p_c / d A_k[i, j])`` (no spatial pooling) | Jiang et al. 2021 |
+| :class:`GradCAM` | spatial mean of ``d z_c / d A_k`` | Selvaraju et al. 2017, keras-io example |
+| :class:`GradCAMPlusPlus` | ``sum_ij alpha_ij relu(d z_c / d A_k)`` | Chattopadhay et al. 2018 |
+| :class:`ScoreCAM` | ``p_c(x * mask_k)``, the softmax probability of the masked image | Wang et al. 2020 |
+| :class:`LayerCAM` | per pixel: ``relu(d z_c / d A_k[i, j])`` (no spatial pooling) | Jiang et al. 2021 |
 
-``p_c`` is the output probability of the target class (see :mod:`covid_tf.explain.base`).
+``z_c`` is the class logit (or, with ``score="probability"``, the softmax output ``p_c``; see
+:mod:`covid_tf.explain.base`).
 """
 
 from __future__ import annotations
@@ -17,20 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_tf.explain.base import BaseCAM
-
-# Layers between the pooling and the output that do not change what CAM computes at inference.
-_PASS_THROUGH_TYPES = frozenset(
-    {"Activation", "Softmax", "Dropout", "GaussianDropout", "GaussianNoise", "AlphaDropout", "Identity"}
-)
-
-
-def _producer(tensor: keras.KerasTensor) -> keras.layers.Layer:
-    """The layer that produced a symbolic tensor of a functional graph."""
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
-        raise ValueError("cannot walk the model graph: the tensor has no Keras history")
-    return history.operation
+from covid_tf.explain.base import BaseCAM, producer, skip_pass_through
 
 
 def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
@@ -40,18 +28,14 @@ def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
     in particular for one with an extra hidden Dense layer (e.g. Dense(128) + Dropout): CAM is only
     defined exactly when the class score is linear in the pooled features.
     """
-    layer = _producer(model.outputs[0])
-    while type(layer).__name__ in _PASS_THROUGH_TYPES:
-        layer = _producer(layer.input)
+    layer = skip_pass_through(producer(model.outputs[0]))
     if not isinstance(layer, keras.layers.Dense):
         raise ValueError(
             f"CAM needs a model ending in GlobalAveragePooling2D -> Dense; the output of {model.name!r} "
             f"comes from {type(layer).__name__} {layer.name!r}. Use 'gradcam' instead."
         )
     dense = layer
-    layer = _producer(dense.input)
-    while type(layer).__name__ in _PASS_THROUGH_TYPES:
-        layer = _producer(layer.input)
+    layer = skip_pass_through(producer(dense.input))
     if isinstance(layer, keras.layers.Dense):
         raise ValueError(
             f"CAM is not defined for model {model.name!r}: its head has the hidden Dense layer "
@@ -64,7 +48,7 @@ def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
             f"CAM needs GlobalAveragePooling2D before the output Dense {dense.name!r}; model {model.name!r} "
             f"has {type(layer).__name__} {layer.name!r}. Use 'gradcam' instead."
         )
-    return _producer(layer.input).name, dense
+    return producer(layer.input).name, dense
 
 
 class CAM(BaseCAM):
@@ -79,13 +63,15 @@ class CAM(BaseCAM):
     name = "cam"
     uses_gradients = False
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32) -> None:
+    def __init__(
+        self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
+    ) -> None:
         feature_layer, self._dense = find_cam_head(model)
         if layer_name is not None and layer_name != feature_layer:
             raise ValueError(
                 f"CAM reads the layer that feeds the pooling ({feature_layer!r}), not {layer_name!r}"
             )
-        super().__init__(model, feature_layer, batch_size)
+        super().__init__(model, feature_layer, batch_size, score)
 
     def compute_weights(self, activations, gradients, images, class_indices):
         kernel = tf.cast(tf.convert_to_tensor(self._dense.kernel), tf.float32)  # (K, C)
@@ -93,7 +79,11 @@ class CAM(BaseCAM):
 
 
 class GradCAM(BaseCAM):
-    """Grad-CAM (keras-io recipe): each channel weighted by the spatial mean of its gradient."""
+    """Grad-CAM (keras-io recipe): each channel weighted by the spatial mean of its logit gradient.
+
+    On a ``GlobalAveragePooling -> Dense`` head this is CAM (the gradient of ``z_c`` with respect to
+    ``A_k`` is ``W[k, c] / (h w)`` everywhere).
+    """
 
     name = "gradcam"
 
@@ -104,9 +94,9 @@ class GradCAM(BaseCAM):
 class GradCAMPlusPlus(BaseCAM):
     """Grad-CAM++: positive gradients weighted per pixel by ``alpha``.
 
-    Uses the closed form of Chattopadhay et al. (as pytorch-grad-cam does), which assumes an
-    exponential score, so second and third derivatives are powers of the first; with the softmax
-    probability as the score this is the usual approximation.
+    Uses the closed form of Chattopadhay et al. (as pytorch-grad-cam does): the score is taken to be
+    ``exp(z_c)``, so its second and third derivatives are powers of the logit gradient; with
+    ``score="probability"`` the same formula is applied to the probability gradient.
     """
 
     name = "gradcam++"
@@ -123,7 +113,7 @@ class GradCAMPlusPlus(BaseCAM):
 class LayerCAM(BaseCAM):
     """LayerCAM (Jiang et al., IEEE TIP 2021): each activation weighted by its own positive gradient.
 
-    ``map[i, j] = relu(sum_k relu(d p_c / d A_k[i, j]) * A_k[i, j])``. The weights are per pixel
+    ``map[i, j] = relu(sum_k relu(d z_c / d A_k[i, j]) * A_k[i, j])``. The weights are per pixel
     (N, h, w, K), not per channel: Grad-CAM averages a channel's gradient over space, which loses
     *where* the evidence is when the head gives each position its own weights (a Flatten -> Dense
     head); LayerCAM keeps it. On a GlobalAveragePooling head the gradient of a
@@ -137,49 +127,60 @@ class LayerCAM(BaseCAM):
 
 
 class ScoreCAM(BaseCAM):
-    """Score-CAM: a channel's weight is how much the target probability rises when the image is
+    """Score-CAM (Wang et al., CVPR-W 2020): a channel's weight is the target probability of the image
     masked by that channel's upsampled, min-max normalised activation map.
 
-    Weight ``w[n, k] = p_c(x_n * mask_k) - b_n``: the target probability of the masked image minus a
-    baseline (Wang et al. 2020 "increase of confidence"). The paper's baseline is the score of a
-    black image, which wrongly penalises every channel for a class whose evidence is darkness; here
-    ``b_n`` is the mean of ``p_c(x_n * mask_k)`` over the image's channels, so a channel counts when
-    it raises the probability more than the average channel does, and a model that ignores its input
-    gives an all-zero map. (Any baseline is one constant subtracted from all weights of an image.)
-    Needs no gradients but one forward pass per image and channel: the masked images go through the
-    model ``batch_size`` at a time. Channels whose activation map is constant give an all-zero mask
-    and are skipped (weight 0).
+    ``w[n, k] = p_c(x_n * mask_k)``, the softmax probability (not the logit) of the masked image, as in
+    the paper and its official code; the map is ``relu(sum_k w[n, k] A_k)``, upsampled and normalised
+    like every other method. ``subtract_baseline=True`` uses the paper's "increase of confidence"
+    ``p_c(x_n * mask_k) - p_c(0)``, the score of a black image subtracted (the official code omits it;
+    it removes ``p_c(0)`` times the summed activations from the map). Needs no gradients but one forward
+    pass per image and channel: the masked images go through the model ``batch_size`` at a time.
+    Channels whose activation map is constant give no mask and weight 0. ``score`` is not used.
     """
 
     name = "scorecam"
     uses_gradients = False
     weights_in_graph = False
 
-    def __init__(self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32) -> None:
-        super().__init__(model, layer_name, batch_size)
+    def __init__(
+        self,
+        model: keras.Model,
+        layer_name: str | None = None,
+        batch_size: int = 32,
+        score: str = "logit",
+        subtract_baseline: bool = False,
+    ) -> None:
+        super().__init__(model, layer_name, batch_size, score)
+        self.subtract_baseline = bool(subtract_baseline)
         self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+
+    def _masks(self, maps: np.ndarray, size: tf.Tensor) -> tf.Tensor:
+        """Activation maps (h, w, k) -> masks (k, H, W, 1): upsampled bilinearly, then each scaled to [0, 1]."""
+        masks = tf.image.resize(np.transpose(maps, (2, 0, 1))[..., np.newaxis], size, method="bilinear")
+        masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
+        return masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
+
+    def _image_weights(self, image: tf.Tensor, maps: np.ndarray, class_index: int) -> np.ndarray:
+        """The weights (k,) of one image (1, H, W, C) with activation maps (h, w, k)."""
+        weights = np.zeros(maps.shape[-1], dtype=np.float32)
+        spread = maps.max(axis=(0, 1)) - maps.min(axis=(0, 1))
+        live = np.flatnonzero(spread > 0)
+        for start in range(0, len(live), self.batch_size):
+            chosen = live[start : start + self.batch_size]
+            probabilities = np.asarray(self._predict(image * self._masks(maps[:, :, chosen], tf.shape(image)[1:3])))
+            weights[chosen] = probabilities[:, class_index]
+        if self.subtract_baseline and len(live):
+            weights[live] -= float(np.asarray(self._predict(tf.zeros_like(image)))[0, class_index])
+        return weights
 
     def compute_weights(self, activations, gradients, images, class_indices):
         activations = np.asarray(activations)
         images = tf.convert_to_tensor(images)
         class_indices = np.asarray(class_indices)
-        count, _, _, channels = activations.shape
-        size = tf.shape(images)[1:3]
-        weights = np.zeros((count, channels), dtype=np.float32)
-        for row in range(count):
-            maps = activations[row]
-            spread = maps.max(axis=(0, 1)) - maps.min(axis=(0, 1))
-            live = np.flatnonzero(spread > 0)
-            for start in range(0, len(live), self.batch_size):
-                chosen = live[start : start + self.batch_size]
-                # (k, h, w, 1) -> upsampled (k, H, W, 1), each normalised to [0, 1].
-                masks = tf.image.resize(
-                    np.transpose(maps[:, :, chosen], (2, 0, 1))[..., np.newaxis], size, method="bilinear"
-                )
-                masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
-                masks = masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
-                probabilities = np.asarray(self._predict(images[row : row + 1] * masks))
-                weights[row, chosen] = probabilities[:, class_indices[row]]
-            if len(live):
-                weights[row, live] -= weights[row, live].mean()
-        return weights
+        return np.stack(
+            [
+                self._image_weights(images[row : row + 1], activations[row], int(class_indices[row]))
+                for row in range(len(activations))
+            ]
+        )
