@@ -8,13 +8,15 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 export MPLBACKEND := Agg
 export PYTHONWARNINGS := ignore::DeprecationWarning
 
-.PHONY: help install demo test test-fast lint bench clean
+.PHONY: help install demo test test-fast lint bench clean notebooks lab
 
 help:
 	@echo "make demo   - install, generate synthetic data, run every notebook, write reports/"
 	@echo "make test   - install, run the unit tests and every notebook with smoke parameters"
 	@echo "make lint   - ruff"
 	@echo "make bench  - run the benchmarks and rewrite BENCHMARKS.md"
+	@echo "make lab    - install, then open the notebooks in JupyterLab (kernel covid_tf)"
+	@echo "make notebooks - regenerate notebooks/*.ipynb from notebooks/src/*.py (jupytext)"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON_SYSTEM) -m venv $(VENV)
@@ -22,6 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -r requirements-dev.txt
 	$(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -e .
 	$(PYTHON) -m pip check
+	$(PYTHON) -m ipykernel install --sys-prefix --name covid_tf --display-name "covid_tf"
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -40,6 +43,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PYTHON) benchmarks/run_all.py
+
+notebooks: $(STAMP)
+	$(PYTHON) tools/notebooks.py
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf reports/figures reports/notebooks .cache .pytest_cache

@@ -11,8 +11,7 @@
 # %% [markdown]
 # ## Configurable parameters
 
-# %%
-# parameters
+# %% tags=["parameters"]
 import os
 
 from covid_tf import config

@@ -16,8 +16,7 @@
 # %% [markdown]
 # ## Configurable parameters
 
-# %%
-# parameters
+# %% tags=["parameters"]
 import os
 
 from covid_tf import config
