@@ -24,6 +24,20 @@ PROFILES: dict[str, dict[str, object]] = {
 # Synthetic datasets per profile: (images per class, size).
 SYNTHETIC_SIZES = {"demo": (150, 128), "smoke": (24, 64)}
 SYNTHETIC_CLASSES = ("COVID", "Normal", "Viral Pneumonia", "Lung Opacity")
+# The Jupyter kernel `make install` registers in .venv (python -m ipykernel install --sys-prefix --name covid_tf).
+PROJECT_KERNEL = "covid_tf"
+FALLBACK_KERNEL = "python3"
+
+
+def kernel_name() -> str:
+    """``covid_tf`` when that kernel is registered and its Python exists, else ``python3``."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(PROJECT_KERNEL)
+    except NoSuchKernel:
+        return FALLBACK_KERNEL
+    return PROJECT_KERNEL if spec.argv and Path(spec.argv[0]).is_file() else FALLBACK_KERNEL
 
 
 def list_notebooks(folder: Path = config.NOTEBOOKS_DIR) -> list[Path]:
@@ -62,7 +76,8 @@ def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
 def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, object], cwd: Path | None = None) -> Path:
     """Execute one notebook with papermill and return the path of the executed copy.
 
-    Only the parameters the notebook declares in its ``parameters`` cell are passed.
+    Only the parameters the notebook declares in its ``parameters`` cell are passed; the kernel is
+    :func:`kernel_name`.
     """
     import papermill
 
@@ -72,7 +87,7 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, object]
     passed = {name: value for name, value in parameters.items() if name in declared}
     papermill.execute_notebook(
         str(notebook), str(output), parameters=passed, cwd=str(cwd or notebook.parent),
-        kernel_name="python3", progress_bar=False, log_output=False,
+        kernel_name=kernel_name(), progress_bar=False, log_output=False,
     )
     return output
 
