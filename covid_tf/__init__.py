@@ -9,13 +9,16 @@ The Python API, next to the command line::
     evaluate("runs/baseline/model.keras", "data/radiography", "runs/baseline/eval")
     heatmaps, classes, probabilities = explain(loaded.model, images, method="gradcam")
 
-Importing the package is cheap: these names load (with TensorFlow) on first use.
+Importing the package is cheap: these names load (with TensorFlow) on first use, and TensorFlow's
+first import is kept free of C++ start-up noise (:mod:`covid_tf.tf_quiet`).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING
+
+from covid_tf import tf_quiet as _tf_quiet  # noqa: F401  (installs the quiet-import hook)
 
 __version__ = "0.1.0"
 
