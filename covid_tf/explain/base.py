@@ -147,7 +147,9 @@ def build_activation_model(
         )
     try:
         extra = [] if logit_layer is None else [logit_layer.input]
-        return keras.Model(model.inputs, [layer.output, *extra, model.outputs[0]], name=f"{model.name}_cam")
+        # One input tensor, not a list of one, so calling the model with a tensor raises no structure warning.
+        inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        return keras.Model(inputs, [layer.output, *extra, model.outputs[0]], name=f"{model.name}_cam")
     except (ValueError, AttributeError, KeyError) as error:
         raise ValueError(
             f"cannot connect layer {layer_name!r} to the inputs of model {model.name!r} ({error}); "

@@ -83,6 +83,86 @@ index = discover(data_dir, classes=class_names).frame.set_index("path")
 
 
 # %% [markdown]
+# ## The Grad-CAM algorithm
+#
+# Grad-CAM (Selvaraju et al. 2017) in plain Keras, as in the keras-io example
+# (`examples/vision/grad_cam.py`): one forward pass to the last convolutional layer's feature maps
+# `A_k` and on to the class *logit* `z_c` (the score before the softmax), recorded by a
+# `tf.GradientTape`; the gradient `dz_c / dA_k` averaged over the map gives each channel its weight;
+# the weighted sum of the maps, with negative values set to zero, is the heatmap. (keras-io sets
+# `model.layers[-1].activation = None` to get the logit; computing it from the output layer's kernel and
+# bias, as below, leaves the model untouched.)
+
+# %%
+import time
+
+import keras
+
+
+def make_gradcam_heatmap(image, model, last_conv_layer_name, class_index=None):
+    """Grad-CAM of one image (H, W, C) for ``class_index`` (default: the predicted class)."""
+    # A model that maps the image to the last convolutional layer's activations and to the input of the
+    # output layer. The output layer is Dense(classes, activation="softmax"): its logits are not a
+    # layer output, so we compute them from its input with its kernel and bias.
+    output_layer = model.get_layer("predictions")
+    grad_model = keras.Model(model.inputs[0], [model.get_layer(last_conv_layer_name).output, output_layer.input])
+    # Record the forward pass, from the activations to the logit of the class we explain.
+    with tf.GradientTape() as tape:
+        last_conv_layer_output, features = grad_model(image[np.newaxis])
+        logits = tf.matmul(features, output_layer.kernel) + output_layer.bias
+        if class_index is None:
+            class_index = int(tf.argmax(logits[0]))
+        class_logit = logits[:, class_index]
+    # The gradient of the class logit with respect to the activations, averaged over space per channel.
+    grads = tape.gradient(class_logit, last_conv_layer_output)
+    pooled_grads = tf.reduce_mean(grads, axis=(0, 1, 2))
+    # Each channel weighted by its mean gradient, summed over channels; the positive part, scaled to [0, 1].
+    heatmap = last_conv_layer_output[0] @ pooled_grads[..., tf.newaxis]
+    heatmap = tf.maximum(tf.squeeze(heatmap, axis=-1), 0) / tf.reduce_max(heatmap)
+    return heatmap.numpy()
+
+
+model = models["baseline CNN"]
+layer_name = explain.default_target_layer(model)
+covid_test = splits["baseline CNN"].query("split == 'test' and label == 'COVID'")
+image = load_images(covid_test["path"].head(1).tolist(), int(model.inputs[0].shape[1]), 1)[0]
+heatmap = make_gradcam_heatmap(image, model, layer_name)
+print(f"Grad-CAM of layer {layer_name!r}: a {heatmap.shape[0]}x{heatmap.shape[1]} map for a "
+      f"{image.shape[0]}x{image.shape[1]} image")
+
+
+# %% [markdown]
+# The map has the resolution of the feature maps. `covid_tf`'s explainer runs the same computation for a
+# whole batch in one compiled `tf.function` (a different class per image allowed), then upsamples each
+# map to the image size: done to our map, both must agree to float precision.
+
+# %%
+# covid_tf's explainer also upsamples the map bilinearly to the image size and scales it to [0, 1].
+upsampled = tf.image.resize(heatmap[..., np.newaxis], image.shape[:2], method="bilinear")[..., 0].numpy()
+upsampled = (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min())
+explainer = explain.get_explainer("gradcam", model, layer_name=layer_name)
+library_heatmap = explainer(image[np.newaxis])[0]
+difference = float(np.abs(library_heatmap - upsampled).max())
+print(f"max |covid_tf - hand-written| = {difference:.2e}")
+assert difference < 1e-4, difference
+
+# The same images one at a time by hand, and as one batch by covid_tf (after one warm-up call each).
+batch = load_images(covid_test["path"].head(8 if smoke else 32).tolist(), int(model.inputs[0].shape[1]), 1)
+# Warm-up calls, not timed: the first call of each builds its model and compiles it for this batch size.
+make_gradcam_heatmap(batch[0], model, layer_name)
+explainer(batch)
+began = time.perf_counter()
+for one in batch:
+    make_gradcam_heatmap(one, model, layer_name)
+by_hand = time.perf_counter() - began
+began = time.perf_counter()
+explainer(batch)
+batched = time.perf_counter() - began
+print(f"{len(batch)} images: {by_hand:.2f} s one at a time by hand, {batched:.2f} s batched "
+      f"({by_hand / batched:.1f} times faster)")
+
+
+# %% [markdown]
 # ## Let's test-drive it: right and wrong test predictions
 #
 # For each model, the most confident right predictions and the most confident mistakes of its test
