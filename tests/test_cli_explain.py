@@ -74,7 +74,7 @@ def test_explain_lesion_masks_class_and_panels(trained: dict) -> None:
     out = trained["root"] / "explained_lesions"
     code, _, _ = run_cli(["explain", str(trained["model"]), str(trained["data"] / "COVID" / "images"), "--out",
                           str(out), "--mask-kind", "lesions", "--class", "COVID", "--panels", "--method",
-                          "gradcam++"])
+                          "gradcam++", "--score", "probability"])
     assert code == 0
     table = pd.read_csv(out / "explanations.csv")
     assert (table["explained"] == "COVID").all()

@@ -156,9 +156,11 @@ def _write_panel(path: Path, image: np.ndarray, heatmap: np.ndarray, threshold: 
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=100, format="png", bbox_inches="tight"))
 
 
-def _make_explainer(method: str, model: keras.Model, layer_name: str | None, batch_size: int) -> BaseCAM:
+def _make_explainer(
+    method: str, model: keras.Model, layer_name: str | None, batch_size: int, score: str = "logit"
+) -> BaseCAM:
     try:
-        return get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
+        return get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score)
     except ValueError as error:
         raise CovidTfError(f"cannot explain with {method!r}: {error}") from None
 
@@ -299,6 +301,7 @@ def explain_images(
     allow_unsafe: bool = False,
     overwrite: bool = False,
     on_skipped: Callable[[SkippedFile], None] | None = None,
+    score: str = "logit",
 ) -> ExplainResult:
     """Explain image files (and folders of them) with a saved model; write overlays and ``explanations.csv``.
 
@@ -316,6 +319,7 @@ def explain_images(
         batch_size: images per explainer call; also how many images are in memory at once.
         panels: write the four-panel figure instead of the overlay alone.
         on_skipped: called with each unreadable file as soon as it is known.
+        score: what gradient methods differentiate: "logit" (the pre-softmax class score) or "probability".
 
     Raises ``CovidTfError`` for bad options, a missing model and when no image could be explained.
     """
@@ -333,7 +337,7 @@ def explain_images(
     if not paths:
         raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
                            "nothing explained")
-    job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size), paths, out_dir,
+    job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size, score), paths, out_dir,
                       requested=_class_index(class_name, loaded.class_names), masks_dir=masks_path,
                       mask_kind=mask_kind, threshold=threshold, batch_size=batch_size, panels=panels,
                       skipped=skipped, on_skipped=on_skipped)

@@ -20,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path,
                         help="folder to write the overlays and explanations.csv into (not an input folder)")
     parser.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method (default gradcam)")
+    parser.add_argument("--score", choices=("logit", "probability"), default="logit",
+                        help="what gradient methods differentiate: the class logit before the softmax "
+                             "(default, as in Selvaraju et al.) or the softmax probability")
     parser.add_argument("--class", dest="class_name", metavar="NAME",
                         help="explain this class for every image (default: each image's predicted class)")
     parser.add_argument("--layer", help="target layer (default: the model's last convolutional layer)")
@@ -57,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.inputs, args.out, method=args.method, class_name=args.class_name, layer_name=args.layer,
         masks_dir=args.masks, mask_kind=args.mask_kind, threshold=args.heat_threshold, batch_size=args.batch_size,
         panels=args.panels, allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, on_skipped=report,
+        score=args.score,
     )
     for note in result.notes:
         print(f"warning: {note}", file=sys.stderr)
