@@ -25,7 +25,6 @@ from covid_tf.explain.base import (
     BaseCAM,
     build_activation_model,
     default_target_layer,
-    find_logit_layer,
     find_target_layer,
 )
 from covid_tf.explain.methods import CAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, find_cam_head
@@ -40,6 +39,7 @@ from covid_tf.explain.quality import (
 )
 from covid_tf.explain.sanity import randomization_sanity_check, rank_correlation
 from covid_tf.explain.segmentation import bounding_boxes, draw_contours, segment_heatmap, threshold_heatmap
+from covid_tf.explain.target import find_logit_layer
 
 METHODS: dict[str, type[BaseCAM]] = {
     "cam": CAM,

@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from covid_tf.explain.base import BaseCAM, producer, skip_pass_through
+from covid_tf.explain.base import BaseCAM
+from covid_tf.explain.target import producer, skip_pass_through
 
 
 def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:

@@ -285,6 +285,20 @@ class _ExplainJob:
             self.outputs.append(target)
 
 
+def _list_inputs(
+    inputs: Sequence[str | Path], on_skipped: Callable[[SkippedFile], None] | None
+) -> tuple[list[Path], list[SkippedFile]]:
+    """The readable images among ``inputs`` and the skipped files (each reported); refuse when none is left."""
+    paths, skipped = list_images(inputs)
+    if on_skipped is not None:
+        for item in skipped:
+            on_skipped(item)
+    if not paths:
+        raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
+                           "nothing explained")
+    return paths, skipped
+
+
 def explain_images(
     model_path: str | Path,
     inputs: Sequence[str | Path],
@@ -312,9 +326,8 @@ def explain_images(
         method: "gradcam", "gradcam++", "scorecam" or "cam".
         class_name: explain this class for every image (default: each image's predicted class).
         layer_name: the target layer (default: the model's last convolutional layer).
-        masks_dir, mask_kind: where masks are looked up (see :func:`find_mask`); with any mask found the
-            CSV gets the columns ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou``
-            (NaN for images without a mask or with an empty one).
+        masks_dir, mask_kind: where masks are looked up (:func:`find_mask`); with any mask found the CSV gets
+            ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou`` (NaN where a mask is missing or empty).
         threshold: of the thresholded region (panel) and of the IoU.
         batch_size: images per explainer call; also how many images are in memory at once.
         panels: write the four-panel figure instead of the overlay alone.
@@ -330,13 +343,7 @@ def explain_images(
     from covid_tf.evaluation.inference import load_model
 
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
-    paths, skipped = list_images(inputs)
-    for item in skipped:
-        if on_skipped is not None:
-            on_skipped(item)
-    if not paths:
-        raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
-                           "nothing explained")
+    paths, skipped = _list_inputs(inputs, on_skipped)
     job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size, score), paths, out_dir,
                       requested=_class_index(class_name, loaded.class_names), masks_dir=masks_path,
                       mask_kind=mask_kind, threshold=threshold, batch_size=batch_size, panels=panels,
@@ -347,6 +354,3 @@ def explain_images(
         raise CovidTfError("none of the listed images could be read; nothing explained")
     return ExplainResult(out_dir, pd.concat(job.tables, ignore_index=True), job.outputs, job.skipped,
                          list(loaded.class_names), job.explainer.name, job.explainer.layer_name, job.notes)
-
-
-# The shortcut study.
