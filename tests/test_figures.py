@@ -16,6 +16,7 @@ from covid_tf.evaluation import summary as evaluate
 from covid_tf.figures import grids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+PDF_MAGIC = b"%PDF-"
 NAMES = ["Normal", "COVID", "Viral Pneumonia"]
 
 
@@ -142,3 +143,61 @@ def test_run_comparison_with_error_bars(tmp_path: Path, predictions: tuple) -> N
     table = plots.runs_table(runs)
     assert table["model"].tolist() == ["cnn", "resnet50v2"]
     assert table.loc[0, "roc_auc_low"] == result["ci95"]["roc_auc"][0]
+    assert len(fig.axes) == 1 and len(fig.axes[0].tables) == 0  # the numbers are in runs_table, not drawn
+
+
+def test_run_comparison_states_a_run_at_chance() -> None:
+    y_true = np.array([0, 1] * 10)
+    informative = evaluate.compute_metrics(y_true, np.eye(2)[y_true] * 0.8 + 0.1, ["COVID", "Normal"], n_bootstrap=20)
+    # A random, frozen backbone: the same probabilities for every image.
+    constant = evaluate.compute_metrics(y_true, np.tile([0.5, 0.5], (20, 1)), ["COVID", "Normal"], n_bootstrap=20)
+    assert constant["ci95"]["roc_auc"] == [0.5, 0.5]
+    assert plots.at_chance(constant) and not plots.at_chance(informative)
+    runs = {"baseline": informative, "resnet": constant}
+    fig = plots.plot_run_comparison(runs, notes={"resnet": "random backbone, no ImageNet weights"})
+    ax = fig.axes[0]
+    assert len(ax.patches) == 2  # two bars for the baseline, none for the run at chance
+    texts = [text.get_text().replace("\n", " ") for text in ax.texts]
+    assert texts == ["at chance (random backbone, no ImageNet weights)"]
+    assert ax.get_xticklabels()[1].get_text() == "resnet"
+    assert len(fig.axes) == 1 and len(ax.tables) == 0
+
+
+@pytest.mark.parametrize(("suffix", "magic"), [(".png", PNG_MAGIC), (".pdf", PDF_MAGIC), (".svg", b"<?xml")])
+def test_save_figure_writes_the_format_of_the_extension(tmp_path: Path, suffix: str, magic: bytes) -> None:
+    fig = Figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    data = plots.save_figure(fig, tmp_path / f"line{suffix.upper()}").read_bytes()
+    assert data.startswith(magic)
+    if suffix == ".svg":
+        assert b"<svg" in data[:2000]
+
+
+def test_save_figure_refuses_an_unknown_extension(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"\.png, \.pdf, \.svg"):
+        plots.save_figure(Figure(), tmp_path / "line.jpg")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_report_figure_writes_png_and_pdf(tmp_path: Path) -> None:
+    fig = Figure()
+    fig.subplots().plot([0, 1], [0, 1])
+    shown = plots.save_report_figure(fig, tmp_path / "curve.png")
+    assert shown == tmp_path / "curve.png"
+    assert shown.read_bytes()[:8] == PNG_MAGIC
+    assert (tmp_path / "curve.pdf").read_bytes()[:5] == PDF_MAGIC
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curve.pdf", "curve.png"]
+
+
+def test_training_curves_count_epochs_from_one_on_integer_ticks() -> None:
+    # history.csv holds Keras' 0-based epoch numbers.
+    history = pd.DataFrame({"epoch": [0, 1, 2], "loss": [1.0, 0.8, 0.7], "val_loss": [1.1, 0.9, 0.9],
+                            "accuracy": [0.5, 0.6, 0.7], "val_accuracy": [0.5, 0.5, 0.6]})
+    fig = plots.plot_training_curves(history)
+    for ax in fig.axes:
+        assert list(ax.lines[0].get_xdata()) == [1, 2, 3]
+        ticks = [tick for tick in ax.get_xticks() if ax.get_xlim()[0] <= tick <= ax.get_xlim()[1]]
+        assert ticks == [1, 2, 3]
+    single = plots.plot_training_curves(history.iloc[:1])
+    ticks = [tick for tick in single.axes[0].get_xticks() if 0.5 <= tick <= 1.5]
+    assert ticks == [1]

@@ -32,6 +32,7 @@ COMMANDS = {
     "synth-ct": ("synth_ct", "Generate synthetic chest CT series as DICOM files."),
     "evaluate": ("evaluate", "Evaluate a saved model on labelled images: metrics, predictions and figures."),
     "predict": ("predict", "Predict new images (files or folders) with a saved model into a CSV."),
+    "figures": ("export_figures", "Re-export a run's figures as PNG, PDF and/or SVG into another folder."),
     "report": ("report", "Write one self-contained HTML report comparing runs or evaluations."),
     "explain": ("explain", "Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv."),
     "segment-train": ("segment_train", "Train a lung segmenter on the images that have masks: model.keras, "

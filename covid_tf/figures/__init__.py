@@ -2,7 +2,9 @@
 
 Figures are built with ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no global state,
 no GUI backend, nothing to close, safe in scripts, tests and notebooks (Jupyter displays a returned
-figure). Pass ``path=`` (or call :func:`save_figure`) to write a 150 dpi PNG.
+figure). Pass ``path=`` (or call :func:`save_figure`) to write the figure in the format its extension
+names: ``.png`` (150 dpi), ``.pdf`` or ``.svg`` (vector). :func:`save_report_figure` writes one figure
+as PNG and PDF, as the notebooks do for the report.
 """
 
 from __future__ import annotations
@@ -29,9 +31,38 @@ WRONG_COLOUR = "#cf222e"
 METRIC_LABELS = {"accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "roc_auc": "ROC-AUC"}
 
 
+#: The formats :func:`save_figure` writes, named by the file extension.
+FORMATS = ("png", "pdf", "svg")
+#: The formats of every figure the notebooks save for the report.
+REPORT_FORMATS = ("png", "pdf")
+# No creation date in vector files, so the same figure gives the same bytes.
+_METADATA = {"png": None, "pdf": {"CreationDate": None}, "svg": {"Date": None}}
+
+
+def figure_format(path: str | Path) -> str:
+    """The format that ``path``'s extension names (one of :data:`FORMATS`); ``ValueError`` for any other."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise ValueError(f"{path}: a figure file name must end in {', '.join('.' + f for f in FORMATS)}")
+    return suffix
+
+
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
-    """Write ``fig`` as a PNG (creating the folder), atomically; return the path."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight"))
+    """Write ``fig`` in the format of the extension of ``path`` (creating the folder), atomically; return the path.
+
+    ``.png`` is a raster at ``dpi``; ``.pdf`` and ``.svg`` are vector files (images inside them at ``dpi``).
+    """
+    kind = figure_format(path)
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=kind, bbox_inches="tight",
+                                                      metadata=_METADATA[kind]))
+
+
+def save_report_figure(fig: Figure, path: str | Path, formats: Sequence[str] = REPORT_FORMATS) -> Path:
+    """Write ``fig`` once per format beside ``path`` (``x.png`` -> ``x.png``, ``x.pdf``); return the first file."""
+    written = [save_figure(fig, Path(path).with_suffix(f".{kind}")) for kind in formats]
+    if not written:
+        raise ValueError("formats is empty: nothing to write")
+    return written[0]
 
 
 def finish(fig: Figure, path: str | Path | None) -> Figure:
@@ -195,14 +226,15 @@ def plot_training_curves(
 ) -> Figure:
     """Loss and accuracy, train and validation, per epoch (Keras ``history.history`` columns).
 
-    The start of fine-tuning is marked by a vertical line: ``fine_tune_epoch`` (an epoch number on the
-    x axis, i.e. the ``epoch`` column if present, else 1-based row numbers), or else the first row
-    whose ``phase`` column differs from the first row's.
+    Epochs are numbered from 1 on integer ticks (Keras' 0-based ``epoch`` column plus one, else the row
+    number). The start of fine-tuning is marked by a vertical line: ``fine_tune_epoch`` (the 1-based
+    number of the first fine-tuning epoch), or else the first row whose ``phase`` differs from the first row's.
     """
     frame = pd.DataFrame(history).reset_index(drop=True)
     if frame.empty:
         raise ValueError("history is empty: nothing to plot")
-    epochs = frame["epoch"].to_numpy() if "epoch" in frame.columns else np.arange(1, len(frame) + 1)
+    # Keras counts epochs from 0 (the ``epoch`` column of history.csv); the axis counts them from 1.
+    epochs = frame["epoch"].to_numpy() + 1 if "epoch" in frame.columns else np.arange(1, len(frame) + 1)
     if fine_tune_epoch is None and "phase" in frame.columns:
         changed = np.flatnonzero(frame["phase"].to_numpy() != frame["phase"].iloc[0])
         if changed.size:
@@ -225,80 +257,13 @@ def plot_training_curves(
         if fine_tune_epoch is not None:
             ax.axvline(float(fine_tune_epoch) - 0.5, color="grey", linestyle="--", label="fine-tuning starts")
         ax.set(xlabel="Epoch", ylabel=label, title=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_xlim(float(epochs.min()) - 0.5, float(epochs.max()) + 0.5)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    return finish(fig, path)
-
-
-def runs_table(metrics_by_run: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per run: accuracy, balanced accuracy, ROC-AUC with their 95% CIs, ECE, n.
-
-    ``metrics_by_run`` maps a run label to a :func:`covid_tf.evaluate.compute_metrics` dict
-    (``model`` in the dict, if present, names the model; else the label does).
-    """
-    rows = []
-    for label, metrics in metrics_by_run.items():
-        ci95 = metrics.get("ci95") or {}
-        row: dict[str, Any] = {"run": label, "model": metrics.get("model", label), "n": metrics.get("n")}
-        for name in ("accuracy", "balanced_accuracy", "roc_auc"):
-            low, high = (list(ci95.get(name) or [None, None]) + [None, None])[:2]
-            row[name] = metrics.get(name)
-            row[f"{name}_low"], row[f"{name}_high"] = low, high
-        row["ece"] = metrics.get("ece")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def plot_run_comparison(
-    metrics_by_run: Mapping[str, Mapping[str, Any]],
-    *,
-    metrics: Sequence[str] = ("accuracy", "roc_auc"),
-    title: str = "Comparison of runs (95% CI)",
-    path: str | Path | None = None,
-) -> Figure:
-    """Grouped bars of each run's accuracy and ROC-AUC with CI error bars, and a table of the numbers."""
-    table = runs_table(metrics_by_run)
-    if table.empty:
-        raise ValueError("no runs to compare")
-    n_runs = len(table)
-    fig = Figure(figsize=(max(6.0, 1.6 * n_runs + 3), 5.5 + 0.3 * n_runs))
-    ax, ax_table = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1 + 0.25 * n_runs]})
-    x = np.arange(n_runs)
-    bar_width = 0.8 / len(metrics)
-    for offset, name in enumerate(metrics):
-        values = pd.to_numeric(table[name], errors="coerce").to_numpy(dtype=float)
-        low = pd.to_numeric(table[f"{name}_low"], errors="coerce").to_numpy(dtype=float)
-        high = pd.to_numeric(table[f"{name}_high"], errors="coerce").to_numpy(dtype=float)
-        errors = np.nan_to_num(np.vstack([values - low, high - values]).clip(min=0))
-        position = x + (offset - (len(metrics) - 1) / 2) * bar_width
-        ax.bar(position, np.nan_to_num(values), bar_width, yerr=errors, capsize=4,
-               label=METRIC_LABELS.get(name, name))
-    ax.set_xticks(x, [f"{run}\n({model})" if model != run else str(run)
-                      for run, model in zip(table["run"], table["model"])], fontsize="small")
-    ax.set(ylim=(0, 1.05), ylabel="Score", title=title)
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(axis="y", alpha=0.3)
-
-    def cell(value: Any, low: Any, high: Any) -> str:
-        if value is None or pd.isna(value):
-            return "n/a"
-        if low is None or pd.isna(low):
-            return f"{value:.3f}"
-        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
-
-    cells = [[str(row["model"])] + [cell(row[m], row[f"{m}_low"], row[f"{m}_high"]) for m in metrics]
-             for _, row in table.iterrows()]
-    ax_table.axis("off")
-    shown_table = ax_table.table(cellText=cells, rowLabels=[str(run) for run in table["run"]],
-                                 colLabels=["model"] + [METRIC_LABELS.get(m, m) for m in metrics],
-                                 loc="center")
-    shown_table.auto_set_font_size(False)
-    shown_table.set_fontsize(8)
     fig.tight_layout()
     return finish(fig, path)
 
@@ -342,3 +307,7 @@ def grid_search_figure(table: pd.DataFrame, *, metric: str = "val_accuracy", tit
 
 def _frame(column: int, row: int) -> Rectangle:
     return Rectangle((column, row), 1, 1, fill=False, edgecolor="red", linewidth=3)
+
+
+# The run comparison lives in its own module; its names stay reachable as ``figures.<name>``.
+from covid_tf.figures.comparison import at_chance, plot_run_comparison, runs_table  # noqa: E402, F401

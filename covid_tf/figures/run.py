@@ -1,4 +1,4 @@
-"""The figures of an evaluation or a finished training run, written as PNGs into a folder."""
+"""The figures of an evaluation or a finished training run: drawn as ``Figure`` objects, written in any format."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from covid_tf import config, figures
 from covid_tf.data.splits import load_split
@@ -42,8 +43,7 @@ def read_history(folder: Path) -> pd.DataFrame | None:
     return None if history.empty else history
 
 
-def draw_figures(
-    out_dir: Path,
+def make_figures(
     y_true: np.ndarray,
     probabilities: np.ndarray,
     y_pred: np.ndarray,
@@ -55,30 +55,24 @@ def draw_figures(
     history: pd.DataFrame | None = None,
     label: str = "",
     seed: int = config.SEED,
-) -> list[Path]:
+) -> dict[str, Figure]:
     """Confusion matrix, ROC and precision-recall curves, reliability diagram (and training curves with
-    ``history``; a sample grid and the most confident mistakes with ``paths``) as PNGs in ``out_dir``; return
-    their paths."""
+    ``history``; a sample grid and the most confident mistakes with ``paths`` and ``image_size``), keyed as
+    :data:`FIGURE_NAMES`."""
     from covid_tf.data.pipeline import load_images
 
     suffix = f" ({label})" if label else ""
     names = list(class_names)
-    written = []
+    drawn: dict[str, Figure] = {}
     if history is not None:
-        written.append(figures.save_figure(figures.plot_training_curves(history, title=f"Training curves{suffix}"),
-                                         out_dir / FIGURE_NAMES["training_curves"]))
-    matrix = confusion(y_true, y_pred, len(names))
-    written.append(figures.save_figure(figures.plot_confusion_matrix(matrix, names, title=f"Confusion matrix{suffix}"),
-                                     out_dir / FIGURE_NAMES["confusion_matrix"]))
-    written.append(figures.save_figure(figures.plot_roc_curves(y_true, probabilities, names,
-                                                           title=f"ROC curves{suffix}"),
-                                     out_dir / FIGURE_NAMES["roc_curves"]))
-    written.append(figures.save_figure(figures.plot_pr_curves(y_true, probabilities, names,
-                                                          title=f"Precision-recall curves{suffix}"),
-                                     out_dir / FIGURE_NAMES["pr_curves"]))
-    written.append(figures.save_figure(figures.plot_reliability_diagram(y_true, probabilities, names,
-                                                                    title=f"Reliability diagram{suffix}"),
-                                     out_dir / FIGURE_NAMES["reliability"]))
+        drawn["training_curves"] = figures.plot_training_curves(history, title=f"Training curves{suffix}")
+    drawn["confusion_matrix"] = figures.plot_confusion_matrix(confusion(y_true, y_pred, len(names)), names,
+                                                              title=f"Confusion matrix{suffix}")
+    drawn["roc_curves"] = figures.plot_roc_curves(y_true, probabilities, names, title=f"ROC curves{suffix}")
+    drawn["pr_curves"] = figures.plot_pr_curves(y_true, probabilities, names,
+                                                title=f"Precision-recall curves{suffix}")
+    drawn["reliability"] = figures.plot_reliability_diagram(y_true, probabilities, names,
+                                                            title=f"Reliability diagram{suffix}")
     if paths is not None and image_size is not None:
         rng = np.random.default_rng(seed)
         sample = np.sort(rng.choice(len(paths), size=min(SAMPLE_IMAGES, len(paths)), replace=False))
@@ -90,13 +84,35 @@ def draw_figures(
             images = (load_images([paths[i] for i in chosen], image_size, channels) if chosen.size
                       else np.zeros((0, image_size, image_size, channels), dtype="float32"))
             title = ("Sample predictions" if key == "samples" else "Most confident mistakes") + suffix
-            fig = plot(images, y_true[chosen], probabilities[chosen], names, y_pred=y_pred[chosen], title=title)
-            written.append(figures.save_figure(fig, out_dir / FIGURE_NAMES[key]))
-    return written
+            drawn[key] = plot(images, y_true[chosen], probabilities[chosen], names, y_pred=y_pred[chosen], title=title)
+    return drawn
 
 
-def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -> list[Path]:
-    """Draw a finished training run's figures into ``run_dir/figures/`` and return their paths.
+def save_figures(drawn: dict[str, Figure], out_dir: Path, formats: Sequence[str] = ("png",)) -> list[Path]:
+    """Write each figure of :func:`make_figures` as ``out_dir/<FIGURE_NAMES stem>.<format>``; return the paths."""
+    return [figures.save_figure(fig, out_dir / f"{Path(FIGURE_NAMES[key]).stem}.{kind}")
+            for key, fig in drawn.items() for kind in formats]
+
+
+def draw_figures(out_dir: Path, y_true: np.ndarray, probabilities: np.ndarray, y_pred: np.ndarray,
+                 class_names: Sequence[str], **options) -> list[Path]:
+    """:func:`make_figures` (same arguments) written as PNGs into ``out_dir``; return their paths."""
+    return save_figures(make_figures(y_true, probabilities, y_pred, class_names, **options), out_dir)
+
+
+def read_run_config(run_dir: Path) -> dict:
+    """The ``config.json`` of a run or evaluation folder; ``CovidTfError`` when there is none or it is unreadable."""
+    config_path = run_dir / RUN_CONFIG
+    if not config_path.is_file():
+        raise CovidTfError(f"{run_dir}: not a training run or evaluation (no {RUN_CONFIG})")
+    try:
+        return dict(json.loads(config_path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError) as error:
+        raise CovidTfError(f"{config_path}: cannot read ({error})") from None
+
+
+def run_figures(run_dir: str | Path, *, model=None, split: str = "test") -> dict[str, Figure]:
+    """Draw a finished training run's figures, keyed as :data:`FIGURE_NAMES`.
 
     Training curves from ``history.csv``; confusion matrix, ROC and precision-recall curves and reliability
     diagram of the ``split`` rows of ``split.csv`` (``val`` when the split has no test rows), predicted by
@@ -104,27 +120,19 @@ def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -
     threshold, as the run's ``metrics.json`` does.
     """
     run_dir = Path(run_dir)
-    config_path = run_dir / RUN_CONFIG
-    if not config_path.is_file():
-        raise CovidTfError(f"{run_dir}: not a training run (no {RUN_CONFIG})")
-    try:
-        run_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CovidTfError(f"{config_path}: cannot read ({error})") from None
-    figures_dir = run_dir / "figures"
+    run_config = read_run_config(run_dir)
     history = read_history(run_dir)
-    written: list[Path] = []
+    drawn: dict[str, Figure] = {}
     if history is not None:
-        fig = figures.plot_training_curves(history, title=f"Training curves ({run_config.get('model', '?')})")
-        written.append(figures.save_figure(fig, figures_dir / FIGURE_NAMES["training_curves"]))
-
+        drawn["training_curves"] = figures.plot_training_curves(
+            history, title=f"Training curves ({run_config.get('model', '?')})")
     split_path = run_dir / "split.csv"
     if not split_path.is_file():
-        return written
+        return drawn
     table = load_split(split_path)
     chosen = next((name for name in (split, "val") if (table["split"] == name).any()), None)
     if chosen is None:
-        return written
+        return drawn
     rows = table[table["split"] == chosen]
     rows = rows[rows["path"].map(lambda p: Path(p).is_file())]
     if rows.empty:
@@ -145,5 +153,10 @@ def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -
     binary = len(names) == 2
     positive_index = positive_class_index(names) if binary else None
     y_pred = predict_labels(probabilities, threshold=0.5 if binary else None, positive_index=positive_index)
-    written += draw_figures(figures_dir, y_true, probabilities, y_pred, names, label=f"{chosen}, n={len(rows)}")
-    return written
+    drawn.update(make_figures(y_true, probabilities, y_pred, names, label=f"{chosen}, n={len(rows)}"))
+    return drawn
+
+
+def write_run_figures(run_dir: str | Path, *, model=None, split: str = "test") -> list[Path]:
+    """Write :func:`run_figures` as PNGs into ``run_dir/figures/`` and return their paths."""
+    return save_figures(run_figures(run_dir, model=model, split=split), Path(run_dir) / "figures")

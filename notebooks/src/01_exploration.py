@@ -30,6 +30,7 @@ from covid_tf import figures
 from covid_tf.data import discover as data
 from covid_tf.data import exploration, splits
 
+# Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 
@@ -59,7 +60,7 @@ exploration.class_distribution(split_frame)
 
 # %%
 figure = exploration.class_distribution_figure(split_frame)
-figures.save_figure(figure, figures_dir / "01_class_distribution.png")
+figures.save_report_figure(figure, figures_dir / "01_class_distribution.png")
 
 # %% [markdown]
 # ## Pixel statistics per split
@@ -76,7 +77,7 @@ exploration.pixel_statistics_by_split(split_frame, image_size, max_images=100 if
 # %%
 figure = exploration.sample_grid_figure(index.frame, index.class_names, per_class=2 if smoke else 5,
                                         image_size=image_size, seed=seed)
-figures.save_figure(figure, figures_dir / "01_samples_per_class.png")
+figures.save_report_figure(figure, figures_dir / "01_samples_per_class.png")
 
 # %% [markdown]
 # ## Intensity histograms per class
@@ -85,7 +86,7 @@ figures.save_figure(figure, figures_dir / "01_samples_per_class.png")
 figure = exploration.intensity_histogram_figure(index.frame, index.class_names,
                                                 images_per_class=5 if smoke else 50,
                                                 image_size=image_size, seed=seed)
-figures.save_figure(figure, figures_dir / "01_intensity_histograms.png")
+figures.save_report_figure(figure, figures_dir / "01_intensity_histograms.png")
 
 # %% [markdown]
 # ## Augmentation preview
@@ -98,7 +99,7 @@ from covid_tf.data.images import load_image
 
 example = load_image(index.frame["path"].iloc[0], channels=1, size=image_size)
 figure = exploration.augmentation_preview_figure(example, preset="shift-rotate-zoom", n=7, seed=seed)
-figures.save_figure(figure, figures_dir / "01_augmentation_preview.png")
+figures.save_report_figure(figure, figures_dir / "01_augmentation_preview.png")
 
 # %% [markdown]
 # ## Duplicates

@@ -43,6 +43,7 @@ from covid_tf.training import run as train
 from covid_tf.training import tuning
 from covid_tf.training.config import TrainConfig
 
+# Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 run_dir = config.RUNS_DIR / "02_baseline"
@@ -85,7 +86,7 @@ print(f"validation accuracy {baseline.metrics['val']['accuracy']:.3f}, "
 
 # %%
 figure = figures.plot_training_curves(baseline.history, title="Baseline CNN")
-Image(filename=figures.save_figure(figure, figures_dir / "02_baseline_curves.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_baseline_curves.png"))
 
 # %% [markdown]
 # ## Grid search over batch size, learning rate and dropout
@@ -107,7 +108,7 @@ search.table
 
 # %%
 figure = figures.grid_search_figure(search.table)
-Image(filename=figures.save_figure(figure, figures_dir / "02_grid_search.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_grid_search.png"))
 
 # %% [markdown]
 # ## Train the best configuration on training + validation images
@@ -129,7 +130,7 @@ final_model = train.retrain_on_train_and_val(final_config, split, class_names, e
 # %%
 figure = figures.plot_training_curves(final_model.history.history,
                                     title="Best configuration, trained on train + val (no validation data)")
-Image(filename=figures.save_figure(figure, figures_dir / "02_final_curves.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_final_curves.png"))
 
 # %% [markdown]
 # ## Evaluate on the test set
@@ -149,7 +150,7 @@ figures.runs_table({"baseline (defaults)": baseline.metrics["test"],
 # %%
 figure = figures.plot_confusion_matrix(final_metrics["test"]["confusion_matrix"], class_names,
                                      title="Tuned baseline, test set")
-Image(filename=figures.save_figure(figure, figures_dir / "02_confusion_matrix.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_confusion_matrix.png"))
 
 # %% [markdown]
 # ## ROC curve and sample predictions
@@ -162,10 +163,10 @@ test_rows = split[split["split"] == "test"]
 test_labels = test_rows["label"].map({name: i for i, name in enumerate(class_names)}).to_numpy()
 test_probabilities = predict_paths(final_model, test_rows["path"], image_size, final_config.channels)
 figure = figures.plot_roc_curves(test_labels, test_probabilities, class_names, title="Tuned baseline, test set")
-Image(filename=figures.save_figure(figure, figures_dir / "02_roc.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_roc.png"))
 
 # %%
 shown = slice(0, 8 if smoke else 16)
 test_images = np.stack([load_image(path, channels=1, size=image_size) for path in test_rows["path"][shown]])
 figure = grids.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
-Image(filename=figures.save_figure(figure, figures_dir / "02_sample_predictions.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "02_sample_predictions.png"))

@@ -52,6 +52,7 @@ from covid_tf.training.config import TrainConfig
 
 # Keep TensorFlow's retracing notices (many small explainers, batches of several sizes) out of the output.
 tf.get_logger().setLevel("ERROR")
+# Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 class_names = ["COVID", "Normal"]
@@ -187,7 +188,7 @@ for name, model in models.items():
     figure = studies.overlay_grid(images, {"Grad-CAM": heatmaps}, row_titles=titles,
                                   title=f"{name}: {len(right)} right, {len(wrong)} wrong")
     slug = name.split()[0].lower()
-    display(Image(filename=figures.save_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
+    display(Image(filename=figures.save_report_figure(figure, figures_dir / f"04_right_wrong_{slug}.png")))
 
 # %% [markdown]
 # ## Five methods side by side
@@ -225,7 +226,7 @@ for name, model in models.items():
             print(f"{name}, {method}: skipped ({str(error).split('. ')[0]})")
     figure = studies.overlay_grid(images, maps, title=f"{name}: explanations of 'COVID'")
     slug = name.split()[0].lower()
-    display(Image(filename=figures.save_figure(figure, figures_dir / f"04_methods_{slug}.png")))
+    display(Image(filename=figures.save_report_figure(figure, figures_dir / f"04_methods_{slug}.png")))
 
 # %% [markdown]
 # ## How good are the explanations? The numbers
@@ -308,4 +309,4 @@ maps = {
     "clean model": explain.explain(models["baseline CNN"], images, class_index=0)[0],
 }
 figure = studies.overlay_grid(images, maps, title="Grad-CAM of 'COVID' on COVID test images of the shortcut data")
-Image(filename=figures.save_figure(figure, figures_dir / "04_shortcut.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "04_shortcut.png"))

@@ -48,6 +48,7 @@ from covid_tf.ct import workflow as ct
 from covid_tf.figures import ct as ct_figures
 from covid_tf.training import run as train
 
+# Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 run_dir = config.RUNS_DIR / "05_ct_slices"
@@ -82,7 +83,7 @@ else:
 if slices is not None:
     middle = slices.table.iloc[len(slices.table) // 2]  # a slice from the middle of a series
     figure = ct_figures.window_figure(middle["source_path"], frame=int(middle["frame"]))
-    display(Image(filename=figures.save_figure(figure, figures_dir / "05_windows.png")))
+    display(Image(filename=figures.save_report_figure(figure, figures_dir / "05_windows.png")))
 
 # %% [markdown]
 # ## A patient-grouped split
@@ -117,7 +118,7 @@ print(f"{model_name} ({loss} loss): validation accuracy {slices_run.metrics['val
 
 # %%
 figure = figures.plot_training_curves(slices_run.history, title=f"{model_name}, {loss} loss: slice classifier")
-Image(filename=figures.save_figure(figure, figures_dir / "05_training_curves.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "05_training_curves.png"))
 
 # %% [markdown]
 # ## Evaluate per slice and per patient
@@ -136,7 +137,7 @@ ct.metrics_table(evaluation).round(3)
 # %%
 figure = figures.plot_confusion_matrix(evaluation.slice_metrics["confusion_matrix"], evaluation.class_names,
                                      title=f"Test slices (n={evaluation.slice_metrics['n']})")
-Image(filename=figures.save_figure(figure, figures_dir / "05_slice_confusion_matrix.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "05_slice_confusion_matrix.png"))
 
 # %% [markdown]
 # ## One decision per patient, one CSV per test folder
@@ -149,7 +150,7 @@ Image(filename=figures.save_figure(figure, figures_dir / "05_slice_confusion_mat
 patients = evaluation.patients["majority"]
 figure = ct_figures.patient_votes_figure(patients, evaluation.class_names,
                                          title="Test patients: slice votes (majority)")
-display(Image(filename=figures.save_figure(figure, figures_dir / "05_patient_votes.png")))
+display(Image(filename=figures.save_report_figure(figure, figures_dir / "05_patient_votes.png")))
 for path in evaluation.patient_csvs["majority"]:
     print(f"wrote {path}")
 patients[["folder", "patient_id", "label", "predicted", "num_slices", "tie", "correct"]].head(20)
@@ -165,4 +166,4 @@ patients[["folder", "patient_id", "label", "predicted", "num_slices", "tie", "co
 chosen = evaluation.predictions.groupby("label", sort=True).head(2 if smoke else 3)
 figure = ct_figures.gradcam_figure(slices_run.model, chosen["path"].tolist(), evaluation.class_names,
                            image_size=image_size, channels=slice_config.channels, labels=chosen["label"].tolist())
-Image(filename=figures.save_figure(figure, figures_dir / "05_gradcam.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "05_gradcam.png"))

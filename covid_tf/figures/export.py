@@ -1,0 +1,122 @@
+"""Export the figures of a run or evaluation folder in the formats a user needs (the ``figures`` command).
+
+The figures are redrawn from what the folder holds, not converted from its PNGs, so a PDF or SVG is a
+real vector file:
+
+- an ``evaluate --out`` folder: ``predictions.csv`` (true and predicted labels, probabilities) and its
+  ``config.json``; the image grids when the images still exist; the training curves of the evaluated
+  model's run when its ``history.csv`` is there;
+- a ``train --out`` run: ``history.csv``, and the ``split.csv`` rows predicted again by ``model.keras``
+  (as training drew them).
+
+Nothing is written into the run folder or into any folder the figures are drawn from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from covid_tf import figures
+from covid_tf.data.splits import load_split
+from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.inference import label_indices
+from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, load_predictions
+from covid_tf.figures.run import (
+    FIGURE_NAMES,
+    make_figures,
+    read_history,
+    read_run_config,
+    run_figures,
+    save_figures,
+)
+from covid_tf.io_utils import is_within
+
+PREDICTIONS_FILE = "predictions.csv"
+
+
+def parse_formats(text: str | Sequence[str]) -> list[str]:
+    """``"png,pdf"`` (or a list) -> ``["png", "pdf"]``; ``CovidTfError`` for a format :func:`save_figure` lacks."""
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    formats = list(dict.fromkeys(part.strip().lower().lstrip(".") for part in parts if part.strip()))
+    unknown = [kind for kind in formats if kind not in figures.FORMATS]
+    if not formats or unknown:
+        raise CovidTfError(f"--format takes a comma-separated list of {', '.join(figures.FORMATS)}, got {text!r}")
+    return formats
+
+
+def input_folders(run_dir: Path, run_config: dict) -> list[Path]:
+    """The folders the figures are drawn from: the run, its data folder and the folders of its images."""
+    folders = [run_dir]
+    if run_config.get("data") and Path(str(run_config["data"])).is_dir():
+        folders.append(Path(str(run_config["data"])))
+    for table_name, loader in ((PREDICTIONS_FILE, load_predictions), ("split.csv", load_split)):
+        if (run_dir / table_name).is_file():
+            paths = loader(run_dir / table_name)["path"].astype(str)
+            folders += sorted({Path(path).parent for path in paths})
+            break
+    return folders
+
+
+def check_out_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an output folder inside the run or inside any input folder, and one that is a file."""
+    for folder in inputs:
+        if is_within(out_dir, folder):
+            raise CovidTfError(f"{out_dir}: is inside {folder}, which the figures are drawn from; "
+                               "choose an --out elsewhere")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CovidTfError(f"{out_dir}: exists and is not a folder")
+
+
+def evaluation_figures(run_dir: Path, run_config: dict) -> dict[str, Figure]:
+    """The figures of an ``evaluate --out`` folder, from its ``predictions.csv``."""
+    table = load_predictions(run_dir / PREDICTIONS_FILE)
+    names = [str(name) for name in (run_config.get("class_names") or class_names_from_columns(table.columns))]
+    missing = [column for column in ("label", "predicted", *(PROB_PREFIX + name for name in names))
+               if column not in table.columns]
+    if missing:
+        raise CovidTfError(f"{run_dir / PREDICTIONS_FILE}: lacks the column(s) {', '.join(missing)}")
+    probabilities = table[[PROB_PREFIX + name for name in names]].astype(float).to_numpy()
+    paths = table["path"].astype(str).tolist()
+    image_size = run_config.get("image_size")
+    images_exist = image_size is not None and all(Path(path).is_file() for path in paths)
+    model_path = run_config.get("model_path")
+    history = read_history(Path(model_path).parent) if model_path else None
+    split = run_config.get("split")
+    return make_figures(label_indices(table["label"], names), probabilities, label_indices(table["predicted"], names),
+                        names, paths=paths if images_exist else None, image_size=image_size,
+                        channels=int(run_config.get("channels") or 1), history=history,
+                        label=f"{split}, n={len(table)}" if split else f"n={len(table)}")
+
+
+def export_figures(run_dir: str | Path, out_dir: str | Path, formats: str | Sequence[str] = ("png",), *,
+                   split: str = "test", overwrite: bool = False) -> list[Path]:
+    """Redraw the figures of ``run_dir`` (a train or evaluate output folder) into ``out_dir``, once per format.
+
+    Files are named as in the run (``confusion_matrix.pdf``, ...). Raises ``CovidTfError`` for a folder that
+    is no run, an ``out_dir`` inside the run or an input folder, existing files without ``overwrite``, and a
+    run with nothing to draw.
+    """
+    run_dir, out_dir = Path(run_dir).expanduser(), Path(out_dir).expanduser()
+    kinds = parse_formats(formats)
+    if not run_dir.is_dir():
+        raise CovidTfError(f"{run_dir}: no such run folder")
+    run_config = read_run_config(run_dir)
+    check_out_dir(out_dir, input_folders(run_dir, run_config))
+    if (run_dir / PREDICTIONS_FILE).is_file():
+        drawn = evaluation_figures(run_dir, run_config)
+    elif (run_dir / "model.keras").is_file():
+        drawn = run_figures(run_dir, split=split)
+    else:
+        history = read_history(run_dir)
+        drawn = {} if history is None else {"training_curves": figures.plot_training_curves(history)}
+    if not drawn:
+        raise CovidTfError(f"{run_dir}: holds nothing to draw (no {PREDICTIONS_FILE}, model.keras or history.csv)")
+    targets = [out_dir / f"{Path(FIGURE_NAMES[key]).stem}.{kind}" for key in drawn for kind in kinds]
+    existing = [target.name for target in targets if target.exists()]
+    if existing and not overwrite:
+        raise CovidTfError(f"{out_dir}: already holds {', '.join(existing[:3])}"
+                           f"{' ...' if len(existing) > 3 else ''}; choose another --out or pass --overwrite")
+    return save_figures(drawn, out_dir, kinds)
