@@ -10,6 +10,8 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Tests never touch the network: weights="auto" never tries a download (covid_tf.models.transfer).
+os.environ["COVID_TF_OFFLINE"] = "1"
 
 from covid_tf import config  # noqa: E402
 

@@ -278,3 +278,104 @@ def test_freezing_works_on_a_loaded_model(tmp_path):
     assert {"block3_conv1/kernel", "block3_conv2/kernel"} <= _trainable_names(model)
     assert "block3_bn2/gamma" not in _trainable_names(model)  # batch norm stays frozen, as the guide says
     assert "block2_conv2/kernel" not in _trainable_names(model)
+
+
+def _no_network(*args, **kwargs):
+    raise AssertionError("the test tried to reach the network")
+
+
+def _write_keras_notop_file(keras_home, name: str, application) -> keras.Model:
+    """A backbone with random weights saved as Keras' cached ImageNet file (legacy .h5, Keras' own name)."""
+    backbone = application(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    # A constant first kernel cannot come from the random initialisation of the model being built.
+    first = next(layer for layer in backbone.layers if isinstance(layer, keras.layers.Conv2D))
+    first.kernel.assign(np.full(first.kernel.shape, 0.125, dtype="float32"))
+    path = keras_home / "models" / f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    return backbone
+
+
+@pytest.mark.slow
+def test_auto_weights_load_the_cached_keras_file_without_network(monkeypatch, tmp_path, capsys):
+    from covid_tf.models import transfer
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setattr(keras.utils, "get_file", _no_network)
+    monkeypatch.setattr(transfer, "can_download", _no_network)
+    backbone = _write_keras_notop_file(tmp_path, "resnet50v2", keras.applications.ResNet50V2)
+    assert transfer.resolve_weights("resnet50v2", "auto") == "imagenet"
+    model = models.build_model("resnet50v2", image_size=SIZE, channels=1, weights="auto")
+    assert np.all(model.get_layer("conv1_conv").get_weights()[0] == 0.125)
+    for layer_name in ("conv1_conv", "conv5_block3_3_conv", "post_bn"):
+        saved = backbone.get_layer(layer_name).get_weights()
+        for loaded_weight, saved_weight in zip(model.get_layer(layer_name).get_weights(), saved):
+            np.testing.assert_array_equal(loaded_weight, saved_weight)
+    assert "random backbone" not in capsys.readouterr().out
+    # weights="imagenet" takes the cached file as it is too (Keras would re-download a file of another hash).
+    assert transfer.imagenet_weights_path("resnet50v2") == tmp_path / "models" / backbone_file("resnet50v2")
+
+
+def backbone_file(name: str) -> str:
+    return f"{name}_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+@pytest.mark.parametrize(("offline", "reason"), [("1", "COVID_TF_OFFLINE is set"), ("0", "cannot be reached")])
+def test_auto_weights_offline_say_in_one_line_that_the_backbone_is_random(monkeypatch, tmp_path, offline, reason):
+    from covid_tf.models import transfer
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("COVID_TF_OFFLINE", offline)
+    monkeypatch.setattr(keras.utils, "get_file", _no_network)
+    monkeypatch.setattr(transfer, "can_download", lambda url: False)  # no connection is attempted
+    lines = []
+    assert transfer.resolve_weights("resnet50v2", "auto", say=lines.append) is None
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith("resnet50v2: random backbone, no ImageNet weights (offline")
+    assert reason in lines[0] and str(tmp_path / "models") in lines[0] and "--weights PATH" in lines[0]
+
+
+def test_auto_weights_download_when_the_server_answers(monkeypatch, tmp_path):
+    from covid_tf.models import transfer
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("COVID_TF_OFFLINE", "0")
+    monkeypatch.setattr(transfer, "can_download", lambda url: True)
+    fetched = []
+
+    def download(fname, origin, cache_dir, cache_subdir, file_hash):  # stands in for Keras' download
+        fetched.append(origin)
+        target = tmp_path / "models" / fname
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"weights")
+        return str(target)
+
+    monkeypatch.setattr(keras.utils, "get_file", download)
+    lines = []
+    assert transfer.resolve_weights("vgg16", "auto", say=lines.append) == "imagenet"
+    assert fetched == [transfer.BACKBONES["vgg16"].weights_url] and lines == []
+
+
+def test_auto_weights_leave_other_choices_alone(monkeypatch):
+    from covid_tf.models import transfer
+
+    monkeypatch.setattr(transfer, "can_download", _no_network)
+    lines = []
+    for name in ("baseline", "resnet18"):  # no ImageNet weights in keras.applications: random, quietly
+        assert transfer.resolve_weights(name, "auto", say=lines.append) is None
+    assert transfer.resolve_weights("resnet50v2", None, say=lines.append) is None
+    assert transfer.resolve_weights("resnet50v2", "w.h5", say=lines.append) == "w.h5"
+    assert lines == []
+    assert models.build_model("baseline", image_size=SIZE, weights="auto").name == "covid_baseline"
+
+
+def test_train_command_defaults_to_auto_weights(tmp_path):
+    from covid_tf.cli import build_parser
+    from covid_tf.cli.commands.train import config_from_args
+
+    parser = build_parser("train")
+    args = parser.parse_args(["train", str(tmp_path), "--out", str(tmp_path / "run"), "--model", "resnet50v2"])
+    assert config_from_args(args).weights == "auto"
+    args = parser.parse_args(["train", str(tmp_path), "--out", "x", "--model", "resnet50v2", "--weights", "none"])
+    assert config_from_args(args).weights is None

@@ -44,3 +44,7 @@ def test_notebook_runs_and_writes_figures(notebook, notebook_environment):
     figures = list((root / "reports" / "figures").glob(f"{prefix}_*.png"))
     assert figures, f"{notebook.name} wrote no figure {prefix}_*.png"
     assert all(figure.stat().st_size > 1000 for figure in figures)
+    # Every report figure is also a PDF (figures.save_report_figure).
+    missing = [figure.name for figure in figures if not figure.with_suffix(".pdf").is_file()]
+    assert missing == [], f"{notebook.name}: no PDF beside {missing}"
+    assert all(figure.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-" for figure in figures)

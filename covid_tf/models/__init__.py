@@ -16,7 +16,7 @@ _EXPORTS = {
     "build_model": "registry", "architecture_of": "registry", "last_conv_layer_name": "registry",
     "backbone_blocks": "freezing", "freeze_backbone": "freezing", "split_layers": "freezing",
     "unfreeze_top": "freezing",
-    "resnet18_backbone": "resnet18", "imagenet_weights_path": "transfer",
+    "resnet18_backbone": "resnet18", "imagenet_weights_path": "transfer", "resolve_weights": "transfer",
 }
 __all__ = sorted(_EXPORTS)
 

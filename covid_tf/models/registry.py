@@ -9,6 +9,7 @@ import keras
 from covid_tf.errors import CovidTfError
 from covid_tf.models import common
 from covid_tf.models.architectures import ARCHITECTURES, Architecture, get_architecture
+from covid_tf.models.transfer import AUTO, resolve_weights
 
 
 def build_model(name: str, **options) -> keras.Model:
@@ -16,9 +17,12 @@ def build_model(name: str, **options) -> keras.Model:
 
     ``options`` are the fields of :class:`~covid_tf.models.common.BuildOptions` (``image_size``,
     ``channels``, ``num_classes``, ``weights``, ``dropout``, ``normalization``, ``mean``, ``std``),
-    checked once; ``normalization="auto"`` is resolved by the architecture's record.
+    checked once; ``normalization="auto"`` is resolved by the architecture's record, ``weights="auto"`` by
+    :func:`covid_tf.models.transfer.resolve_weights` (ImageNet when available, else random and said so).
     """
     architecture = get_architecture(name)
+    if options.get("weights") == AUTO:
+        options["weights"] = resolve_weights(name, AUTO)
     checked = common.BuildOptions(**options)
     resolved = architecture.normalization(checked.normalization, has_statistics=checked.mean is not None)
     return architecture.build_function()(dataclasses.replace(checked, normalization=resolved))

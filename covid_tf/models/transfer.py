@@ -4,14 +4,21 @@ The backbone is built with ``input_tensor=`` on the normalised input, so the who
 graph and Grad-CAM can reach ``post_relu`` / ``block5_conv3`` (also after ``load_model``).
 Pretrained weights are loaded into a standalone copy of the backbone and copied by layer name, so
 Keras' own ``*_notop.h5`` files and ``.weights.h5`` files saved from that backbone both work.
+
+``weights``: None (a random backbone), ``"imagenet"`` (Keras' cached file, else downloaded once; an error
+when that fails), ``"auto"`` (ImageNet when the file is cached or can be downloaded, else a random
+backbone and one line saying so and why: :func:`resolve_weights`) or the path of a local weights file.
+Setting ``COVID_TF_OFFLINE=1`` skips every download attempt (the tests do).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import keras
 
@@ -19,6 +26,12 @@ from covid_tf.errors import CovidTfError
 from covid_tf.models import common
 
 _WEIGHTS_BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+#: ``weights="auto"``: ImageNet when cached or downloadable, else a random backbone (said in one line).
+AUTO = "auto"
+# Set to 1 to never try a download (air-gapped machines, the tests).
+OFFLINE_VARIABLE = "COVID_TF_OFFLINE"
+# Seconds to wait for the weights server before calling the machine offline.
+CONNECT_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ def keras_models_dir() -> Path:
 
 
 def imagenet_weights_path(architecture: str) -> Path:
-    """Return the local ImageNet weights file of a backbone, downloading it once if needed.
+    """Return the local ImageNet weights file of a backbone: Keras' cached file, else downloaded once.
 
     Raises ``CovidTfError`` naming the file to fetch and where to put it when the download fails
     (for example offline).
@@ -62,6 +75,9 @@ def imagenet_weights_path(architecture: str) -> Path:
     backbone = BACKBONES[architecture]
     cache_dir = keras_models_dir()
     target = cache_dir / backbone.weights_file
+    if target.is_file():
+        # Used as it is: with a hash that differs, Keras would download it again and delete it when offline.
+        return target
     try:
         path = keras.utils.get_file(
             backbone.weights_file,
@@ -79,6 +95,50 @@ def imagenet_weights_path(architecture: str) -> Path:
     return Path(path)
 
 
+def can_download(url: str) -> bool:
+    """Whether the host of ``url`` answers within :data:`CONNECT_TIMEOUT` (False when ``COVID_TF_OFFLINE=1``)."""
+    if os.environ.get(OFFLINE_VARIABLE, "").strip() not in ("", "0"):
+        return False
+    host = urlparse(url).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=CONNECT_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_weights(architecture: str, weights: str | Path | None, *, say=print) -> str | Path | None:
+    """What a model of ``architecture`` starts from; ``"auto"`` becomes ``"imagenet"`` or None.
+
+    ``"auto"`` is ``"imagenet"`` when Keras' cached file exists or can be downloaded (it is downloaded
+    here, once); otherwise None, and ``say`` gets one line: the backbone is random, and why. Models
+    without ImageNet weights in ``keras.applications`` (trained from scratch, ResNet18) get None quietly.
+    Any other value is returned as it is.
+    """
+    if weights != AUTO:
+        return weights
+    if architecture not in BACKBONES:
+        return None
+    backbone = BACKBONES[architecture]
+    cached = keras_models_dir() / backbone.weights_file
+    if cached.is_file():
+        return "imagenet"
+    host = urlparse(backbone.weights_url).hostname
+    if os.environ.get(OFFLINE_VARIABLE, "").strip() not in ("", "0"):
+        reason = f"offline: {OFFLINE_VARIABLE} is set"
+    elif not can_download(backbone.weights_url):
+        reason = f"offline: {host} cannot be reached"
+    else:
+        try:
+            imagenet_weights_path(architecture)
+            return "imagenet"
+        except CovidTfError as error:
+            reason = f"the download failed: {error.__cause__ or error}"
+    say(f"{architecture}: random backbone, no ImageNet weights ({reason}; {backbone.weights_file} is not in "
+        f"{cached.parent}); put it there or pass --weights PATH")
+    return None
+
+
 def _weights_file(architecture: str, weights: str | Path | None) -> Path | None:
     if weights is None:
         return None
@@ -89,7 +149,7 @@ def _weights_file(architecture: str, weights: str | Path | None) -> Path | None:
 
 def _build_transfer(architecture: str, options: common.BuildOptions) -> keras.Model:
     backbone = BACKBONES[architecture]
-    weights_file = _weights_file(architecture, options.weights)
+    weights_file = _weights_file(architecture, resolve_weights(architecture, options.weights))
     inputs, x = options.stem(rgb=True)
     base = backbone.application(include_top=False, weights=None, input_tensor=x)
     outputs = options.head(base.output)
@@ -111,7 +171,8 @@ def build_resnet50v2(options: common.BuildOptions) -> keras.Model:
     """ResNet50V2 backbone -> GAP -> Dense(128, relu) -> Dropout -> softmax (seed 001, two outputs).
 
     ``normalization='auto'`` scales to [-1, 1] as ResNet50V2 expects. ``weights``: None, 'imagenet'
-    (downloaded once by Keras) or a local ``.h5`` / ``.weights.h5`` file of the backbone.
+    (downloaded once by Keras), 'auto' (see :func:`resolve_weights`) or a local ``.h5`` / ``.weights.h5``
+    file of the backbone.
     """
     return _build_transfer("resnet50v2", options)
 

@@ -26,7 +26,7 @@ class TrainConfig:
     epochs: int = config.EPOCHS
     fine_tune_epochs: int = 0
     unfreeze_blocks: int | str = "all"
-    weights: str | None = None
+    weights: str | None = None  # None (random), "auto" (ImageNet if available, see train_run), "imagenet", a file
     loss: str = "ce"
     optimizer: str = "adam"
     learning_rate: float | None = None  # None: the architecture record's learning_rate, filled in by __post_init__

@@ -31,6 +31,7 @@ from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
 from covid_tf.lungs.roi_inputs import run_inputs
 from covid_tf.models.common import save_model
+from covid_tf.models.transfer import resolve_weights
 from covid_tf.training import resume, run_folder
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
@@ -157,6 +158,8 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     """
     cfg.validate()
     run_path = Path(run_dir) if run_dir is not None else None
+    # weights="auto" becomes what the backbone really starts from (config.json records it), said once if random.
+    cfg.weights = resolve_weights(cfg.model, cfg.weights)
     if run_path is not None:
         _check_run_dir(run_path, cfg, overwrite)
     started = time.perf_counter()

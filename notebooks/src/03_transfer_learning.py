@@ -7,10 +7,13 @@
 # network at a small learning rate ("fine-tuning"). The result is compared with the baseline CNN
 # of notebook 02 on the same test images.
 #
-# **Pretrained weights.** Transfer learning pays off with ImageNet weights: set `weights = "imagenet"`
-# (Keras downloads them once, about 90 MB) or give the path of the `*_notop.h5` file. This notebook
-# defaults to `weights = None`, a randomly initialised backbone, so that it runs without network
-# access; the numbers it produces then show the mechanics, not the benefit of pretraining.
+# **Pretrained weights.** Transfer learning pays off with ImageNet weights. With `weights = "auto"`
+# (the default) the backbone starts from ImageNet when Keras has the file cached
+# (`~/.keras/models/resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5`) or can download it
+# (once, about 90 MB); offline it starts from random weights, and one printed line says so and why.
+# The numbers of a random backbone show the mechanics, not the benefit of pretraining.
+# `weights = "imagenet"` insists on ImageNet (an error offline), `None` asks for a random backbone, and
+# a path loads a local weights file.
 #
 # The model takes the same one-channel [0, 1] images as the baseline: it repeats the channel three
 # times and scales to [-1, 1] inside its first layers, as ResNet50V2 expects.
@@ -28,7 +31,7 @@ image_size = int(os.environ.get("COVID_TF_IMAGE_SIZE", "128"))
 epochs = int(os.environ.get("COVID_TF_EPOCHS", "10"))  # head only, backbone frozen
 fine_tune_epochs = int(os.environ.get("COVID_TF_FINE_TUNE_EPOCHS", "5"))  # whole network
 batch_size = int(os.environ.get("COVID_TF_BATCH_SIZE", "32"))
-weights = os.environ.get("COVID_TF_WEIGHTS") or None  # "imagenet" when online
+weights = os.environ.get("COVID_TF_WEIGHTS") or "auto"  # "auto", "imagenet", None or a weights file
 learning_rate = 1e-3
 fine_tune_learning_rate = 1e-5
 smoke = bool(int(os.environ.get("COVID_TF_SMOKE", "0")))
@@ -42,7 +45,7 @@ import json
 
 from IPython.display import Image
 
-from covid_tf import figures
+from covid_tf import figures, models
 from covid_tf.data import splits
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.training import run as train
@@ -62,6 +65,8 @@ class_names = ["COVID", "Normal"]
 # models are tested on the same images. The split is saved with the run.
 
 # %%
+# "auto" becomes "imagenet" (the cached file, else downloaded once) or, offline, None with one line saying so.
+weights = models.resolve_weights("resnet50v2", None if str(weights).lower() == "none" else weights)
 transfer_config = TrainConfig(
     data=data_dir, model="resnet50v2", weights=weights, classes=class_names, image_size=image_size,
     epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_blocks="all", learning_rate=learning_rate,

@@ -43,7 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-tune-epochs", type=int, default=0,
                         help="after training the head on a frozen backbone, unfreeze and train this many epochs")
     parser.add_argument("--unfreeze", default="all", help="backbone blocks to unfreeze: a number or 'all'")
-    parser.add_argument("--weights", default="none", help="none, imagenet, or a local weights file")
+    parser.add_argument("--weights", default="auto",
+                        help="auto (default: ImageNet when cached or downloadable, else a random backbone, said in "
+                             "one line), imagenet, none, or a local weights file (.h5 / .weights.h5)")
     parser.add_argument("--loss", choices=("ce", "weighted", "balanced", "focal"), default="ce",
                         help="cross-entropy, class-weighted, balanced batches, or focal loss")
     parser.add_argument("--optimizer", choices=("adam", "sgd"), default="adam", help="optimiser")
@@ -101,8 +103,8 @@ def config_from_args(args: argparse.Namespace):
     except ValueError:
         raise CovidTfError(f"--unfreeze expects a number of blocks or 'all', got {args.unfreeze!r}") from None
     weights = None if args.weights.lower() == "none" else args.weights
-    if weights not in (None, "imagenet") and not Path(weights).is_file():
-        raise CovidTfError(f"{weights}: weights file not found (use none, imagenet or a path)")
+    if weights not in (None, "auto", "imagenet") and not Path(weights).is_file():
+        raise CovidTfError(f"{weights}: weights file not found (use auto, none, imagenet or a path)")
     return TrainConfig(
         data=str(Path(args.data).expanduser().resolve()), model=args.model, image_size=args.image_size,
         channels=args.channels, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
