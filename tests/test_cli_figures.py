@@ -64,7 +64,7 @@ def test_figures_refuse_an_out_inside_the_run_or_the_data(evaluation, tmp_path: 
     for out in (run_dir / "figures_pdf", data / "COVID" / "figures", data):
         assert main(["figures", str(run_dir), "--format", "pdf", "--out", str(out)]) == 2
         error = capsys.readouterr().err
-        assert error.startswith("error:") and "is inside" in error
+        assert error.startswith("error:") and "lies inside the input folder" in error
         assert not (out / "roc_curves.pdf").exists()
     assert main(["figures", str(run_dir), "--format", "png,jpg", "--out", str(tmp_path / "x")]) == 2
     assert "png, pdf, svg" in capsys.readouterr().err

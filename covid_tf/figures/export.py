@@ -32,7 +32,7 @@ from covid_tf.figures.run import (
     run_figures,
     save_figures,
 )
-from covid_tf.io_utils import is_within
+from covid_tf.io_utils import refuse_output_inside_inputs
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -58,16 +58,6 @@ def input_folders(run_dir: Path, run_config: dict) -> list[Path]:
             folders += sorted({Path(path).parent for path in paths})
             break
     return folders
-
-
-def check_out_dir(out_dir: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an output folder inside the run or inside any input folder, and one that is a file."""
-    for folder in inputs:
-        if is_within(out_dir, folder):
-            raise CovidTfError(f"{out_dir}: is inside {folder}, which the figures are drawn from; "
-                               "choose an --out elsewhere")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CovidTfError(f"{out_dir}: exists and is not a folder")
 
 
 def evaluation_figures(run_dir: Path, run_config: dict) -> dict[str, Figure]:
@@ -104,7 +94,7 @@ def export_figures(run_dir: str | Path, out_dir: str | Path, formats: str | Sequ
     if not run_dir.is_dir():
         raise CovidTfError(f"{run_dir}: no such run folder")
     run_config = read_run_config(run_dir)
-    check_out_dir(out_dir, input_folders(run_dir, run_config))
+    refuse_output_inside_inputs(out_dir, input_folders(run_dir, run_config))
     if (run_dir / PREDICTIONS_FILE).is_file():
         drawn = evaluation_figures(run_dir, run_config)
     elif (run_dir / "model.keras").is_file():
