@@ -17,7 +17,7 @@ with a reason, and (near-)identical images are grouped so that splits can keep t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,8 +311,11 @@ def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: lis
     return _rows_from_folders(root, "", skipped)
 
 
-def list_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[SkippedFile]]:
-    """Expand files and folders given on a command line into image paths, skipping unreadable files."""
+def list_images(
+    inputs: Sequence[str | Path], on_skipped: Callable[[SkippedFile], None] | None = None
+) -> tuple[list[str], list[SkippedFile]]:
+    """Expand files and folders given on a command line into image paths, skipping unreadable files
+    (each one also passed to ``on_skipped``, when given)."""
     candidates: list[Path] = []
     skipped: list[SkippedFile] = []
     for item in inputs:
@@ -334,4 +337,7 @@ def list_images(inputs: Sequence[str | Path]) -> tuple[list[str], list[SkippedFi
             skipped.append(SkippedFile(error.path, error.reason))
             continue
         paths.append(str(path.resolve()))
+    if on_skipped is not None:
+        for item in skipped:
+            on_skipped(item)
     return paths, skipped

@@ -285,20 +285,6 @@ class _ExplainJob:
             self.outputs.append(target)
 
 
-def _list_inputs(
-    inputs: Sequence[str | Path], on_skipped: Callable[[SkippedFile], None] | None
-) -> tuple[list[Path], list[SkippedFile]]:
-    """The readable images among ``inputs`` and the skipped files (each reported); refuse when none is left."""
-    paths, skipped = list_images(inputs)
-    if on_skipped is not None:
-        for item in skipped:
-            on_skipped(item)
-    if not paths:
-        raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
-                           "nothing explained")
-    return paths, skipped
-
-
 def explain_images(
     model_path: str | Path,
     inputs: Sequence[str | Path],
@@ -343,7 +329,10 @@ def explain_images(
     from covid_tf.evaluation.inference import load_model
 
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
-    paths, skipped = _list_inputs(inputs, on_skipped)
+    paths, skipped = list_images(inputs, on_skipped=on_skipped)
+    if not paths:
+        raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
+                           "nothing explained")
     job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size, score), paths, out_dir,
                       requested=_class_index(class_name, loaded.class_names), masks_dir=masks_path,
                       mask_kind=mask_kind, threshold=threshold, batch_size=batch_size, panels=panels,
