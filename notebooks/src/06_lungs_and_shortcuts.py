@@ -21,8 +21,7 @@
 # %% [markdown]
 # ## Configurable parameters
 
-# %%
-# parameters
+# %% tags=["parameters"]
 import os
 
 from covid_tf import config
@@ -52,6 +51,7 @@ from covid_tf.lungs import audit
 from covid_tf.lungs import studies as lung_studies
 
 tf.get_logger().setLevel("ERROR")  # keep TensorFlow's retracing notices out of the output
+# Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 data = audit_data or shortcut_dir
@@ -79,7 +79,7 @@ panels, titles, segmentation = lung_studies.segmenter_panels(shown["path"].tolis
 figure = plot_image_panels([panels[i:i + per_class] for i in range(0, len(panels), per_class)],
                            row_titles=shown["label"].unique().tolist(), column_titles=[],
                            title="Shipped segmenter (red) and the dataset's masks (green)")
-display(Image(filename=figures.save_figure(figure, figures_dir / "06_segmenter.png")))
+display(Image(filename=figures.save_report_figure(figure, figures_dir / "06_segmenter.png")))
 segmentation.assign(label=shown["label"]).round(3)
 
 # %% [markdown]
@@ -95,7 +95,7 @@ modes = ["none", "lungs", "lungs-masked", "lungs-removed"]
 rows = lung_studies.roi_input_rows(shown["path"].tolist()[::per_class], modes, image_size, mask_paths[::per_class])
 figure = plot_image_panels(rows, column_titles=[lung_studies.ROI_TITLES[mode] for mode in modes],
                            row_titles=shown["label"].unique().tolist(), title=f"Model inputs at {image_size} px")
-display(Image(filename=figures.save_figure(figure, figures_dir / "06_roi_inputs.png")))
+display(Image(filename=figures.save_report_figure(figure, figures_dir / "06_roi_inputs.png")))
 
 # %% [markdown]
 # ## The shortcut audit: three models, one split
@@ -115,7 +115,7 @@ display(Image(filename=figures.save_figure(figure, figures_dir / "06_roi_inputs.
 result = audit.run_audit(data, audit_dir, classes=class_names, image_size=image_size, epochs=epochs,
                          batch_size=batch_size, seed=seed, threshold=threshold, n_bootstrap=n_bootstrap)
 figure = plot_audit(result.table, threshold=threshold, source=result.source)
-display(Image(filename=figures.save_figure(figure, figures_dir / "06_audit.png")))
+display(Image(filename=figures.save_report_figure(figure, figures_dir / "06_audit.png")))
 print(result.verdict)
 audit.audit_table(result)
 
@@ -145,7 +145,7 @@ count = min(4, len(first.images))
 figure = explain_studies.overlay_grid(first.images[:count],
                                       {name: energy.heatmaps[:count] for name, energy in energies.items()},
                                       title="Grad-CAM of 'COVID' on the full image, per model")
-Image(filename=figures.save_figure(figure, figures_dir / "06_gradcam.png"))
+Image(filename=figures.save_report_figure(figure, figures_dir / "06_gradcam.png"))
 
 # %% [markdown]
 # ## What it means for a reader
