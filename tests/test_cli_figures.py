@@ -49,13 +49,13 @@ def test_figures_are_redrawn_in_every_format(evaluation, tmp_path: Path, capsys)
     before = listing(run_dir)
     out = tmp_path / "paper"
     assert main(["figures", str(run_dir), "--format", "png,pdf,svg", "--out", str(out)]) == 0
-    stems = ["training_curves", "confusion_matrix", "roc_curves", "reliability_diagram", "sample_predictions",
-             "confident_mistakes"]
+    stems = ["training_curves", "confusion_matrix", "roc_curves", "pr_curves", "reliability_diagram",
+             "sample_predictions", "confident_mistakes"]
     assert sorted(path.name for path in out.iterdir()) == sorted(f"{stem}.{kind}" for stem in stems for kind in MAGIC)
     for path in out.iterdir():
         assert path.read_bytes().startswith(MAGIC[path.suffix[1:]]), path.name
     assert b"<svg" in (out / "roc_curves.svg").read_bytes()[:3000]
-    assert "18 figure file(s) (png, pdf, svg)" in capsys.readouterr().out
+    assert "21 figure file(s) (png, pdf, svg)" in capsys.readouterr().out
     assert listing(run_dir) == before  # the run folder is only read
 
 
