@@ -13,15 +13,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="png,pdf", help="comma-separated: png, pdf, svg (default png,pdf)")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder to write into (not inside the run or its data)")
-    parser.add_argument("--split", choices=("test", "val"), default="test",
-                        help="train runs: the split whose predictions are drawn")
+    parser.add_argument("--subset", metavar="NAME", default="test",
+                        help="train runs: the split whose predictions are drawn, test or val (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace figures already in --out")
 
 
 def run(args: argparse.Namespace) -> int:
+    from covid_tf.errors import CovidTfError
     from covid_tf.figures.export import export_figures, parse_formats
 
+    if args.subset not in ("test", "val"):
+        raise CovidTfError(f"--subset: test or val, got {args.subset!r}")
     formats = parse_formats(args.format)  # a bad --format fails before TensorFlow is imported
-    written = export_figures(args.run, args.out, formats, split=args.split, overwrite=args.overwrite)
+    written = export_figures(args.run, args.out, formats, split=args.subset, overwrite=args.overwrite)
     print(f"{len(written)} figure file(s) ({', '.join(formats)}) written to {args.out}")
     return 0
