@@ -118,3 +118,23 @@ def csv_rows(table: pd.DataFrame, header: bool) -> str:
     buffer = io.StringIO()
     table.to_csv(buffer, index=False, header=header, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     return buffer.getvalue()
+
+
+_PROGRESS = {"shown": True}
+
+
+def show_progress(shown: bool) -> None:
+    """Progress bars on (the default: drawn when stderr is a terminal) or off (``-q/--quiet``)."""
+    _PROGRESS["shown"] = bool(shown)
+
+
+def progress_shown() -> bool:
+    """False after ``show_progress(False)`` (``-q/--quiet``)."""
+    return _PROGRESS["shown"]
+
+
+def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
+    """A tqdm bar on stderr, drawn only when stderr is a terminal and progress is shown (not ``--quiet``)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, disable=None if progress_shown() else True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -123,3 +124,33 @@ def test_subset_and_segmenter_parse() -> None:
 def test_report_refuses_a_subset_it_does_not_hold(tmp_path, capsys) -> None:
     assert cli.main(["report", str(tmp_path), "--out", str(tmp_path / "r.html"), "--subset", "train"]) == 2
     assert "--subset: test or val" in capsys.readouterr().err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_show_on_a_terminal_only_and_not_with_quiet(monkeypatch, tmp_path) -> None:
+    from covid_tf import io_utils
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert io_utils.progress_bar(range(3)).disable  # not a terminal
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    assert not io_utils.progress_bar(range(3)).disable
+    argv = ["synth", "--out", str(tmp_path / "s"), "--per-class", "1", "--size", "32"]
+    assert cli.main([*argv, "--quiet"]) == 0
+    assert not io_utils.progress_shown() and io_utils.progress_bar(range(3)).disable
+    assert cli.main([*argv, "--overwrite"]) == 0
+    assert io_utils.progress_shown()
+
+
+def test_a_dataset_scan_draws_its_bar_on_a_terminal(monkeypatch, tmp_path) -> None:
+    from covid_tf.data import discover
+    from covid_tf.synthetic import xray
+
+    xray.generate_dataset(tmp_path / "d", classes=["COVID", "Normal"], per_class=2, size=32)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    discover.discover(tmp_path / "d")
+    assert "scanning images" in terminal.getvalue()

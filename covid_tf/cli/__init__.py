@@ -151,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
+    from covid_tf.io_utils import show_progress
+
+    show_progress(not args.quiet)  # tqdm bars: off with --quiet, and drawn only when stderr is a terminal
     if args.quiet:
         logging.getLogger("covid_tf").setLevel(logging.WARNING)
     try:

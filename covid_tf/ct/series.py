@@ -90,7 +90,9 @@ def iter_candidate_files(directory: str | Path) -> list[Path]:
 def tqdm_disable(progress: bool | None, total: int) -> bool | None:
     """tqdm's ``disable``: off for fewer than 50 items unless asked, else shown on a terminal only."""
     if progress is None:
-        return True if total < 50 else None  # None: tqdm shows the bar on a terminal only
+        from covid_tf.io_utils import progress_shown
+
+        return True if total < 50 or not progress_shown() else None  # None: tqdm shows the bar on a terminal only
     return not progress
 
 

@@ -29,6 +29,7 @@ from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
 from covid_tf.data.images import scan_image
 from covid_tf.errors import CovidTfError, ImageReadError
+from covid_tf.io_utils import progress_bar
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -233,7 +234,7 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
             return error
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(scan, rows))
+        results = list(progress_bar(pool.map(scan, rows), total=len(rows), desc="scanning images", unit="image"))
     kept, hashes, thumbnails = [], [], []
     for row, result in zip(rows, results):
         if isinstance(result, ImageReadError):

@@ -18,7 +18,7 @@ from covid_tf.data.discover import SkippedFile, list_images
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.tables import PROB_PREFIX
-from covid_tf.io_utils import atomic_write, csv_rows
+from covid_tf.io_utils import atomic_write, csv_rows, progress_bar
 from covid_tf.lungs.roi_inputs import RoiLoader, RoiSpec, fallback_note, prepare_masks
 
 RUN_CONFIG = "config.json"
@@ -201,7 +201,16 @@ def predict_paths(model: keras.Model, paths, image_size: int, channels: int, bat
         return np.zeros((0, int(model.outputs[0].shape[-1])), dtype="float32")
     dataset = make_dataset(paths, image_size=image_size, channels=channels, batch_size=batch_size, cache=False,
                            loader=loader)
-    return np.asarray(model.predict(dataset, verbose=0), dtype="float32")
+    bar = progress_bar(total=-(-len(paths) // batch_size), desc="predicting", unit="batch")
+
+    class Progress(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None) -> None:  # noqa: ANN001
+            bar.update(1)
+
+    try:
+        return np.asarray(model.predict(dataset, verbose=0, callbacks=[Progress()]), dtype="float32")
+    finally:
+        bar.close()
 
 
 def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:

@@ -34,7 +34,7 @@ from covid_tf.explain.base import BaseCAM
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
-from covid_tf.io_utils import atomic_write, csv_rows, is_within
+from covid_tf.io_utils import atomic_write, csv_rows, is_within, progress_bar
 from covid_tf.lungs.energy import LungInputs, mask_folder_notes
 
 CSV_NAME = "explanations.csv"
@@ -208,7 +208,8 @@ class _ExplainJob:
 
     def write_csv(self, tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
-            for start in range(0, len(self.paths), self.batch_size):
+            starts = range(0, len(self.paths), self.batch_size)
+            for start in progress_bar(starts, total=len(starts), desc="explaining", unit="batch"):
                 chosen, inputs = self._read_batch(range(start, min(start + self.batch_size, len(self.paths))))
                 if not chosen:
                     continue
