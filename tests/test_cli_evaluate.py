@@ -201,5 +201,6 @@ def test_evaluate_unknown_class_and_run_folder_refused(trained, tmp_path: Path, 
     # The model's own run folder is not an evaluation folder: its metrics.json must survive.
     before = (trained["run"] / "metrics.json").read_bytes()
     code = main(["evaluate", str(trained["model"]), str(trained["data"]), "--out", str(trained["run"])])
-    assert code == 2 and "training run" in capsys.readouterr().err
+    # Refused before anything is written: the run folder holds an input (the model) of this command.
+    assert code == 2 and "nothing is written into input folders" in capsys.readouterr().err
     assert (trained["run"] / "metrics.json").read_bytes() == before
