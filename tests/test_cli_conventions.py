@@ -154,3 +154,21 @@ def test_a_dataset_scan_draws_its_bar_on_a_terminal(monkeypatch, tmp_path) -> No
     monkeypatch.setattr(sys, "stderr", terminal)
     discover.discover(tmp_path / "d")
     assert "scanning images" in terminal.getvalue()
+
+
+def test_library_messages_go_through_the_covid_tf_logger_to_stderr(capsys) -> None:
+    import logging
+
+    from covid_tf.training import run
+
+    cli.configure_logging(quiet=False)
+    cli.configure_logging(quiet=False)  # one handler, however often
+    run._warn("stale file removed")
+    logging.getLogger("covid_tf.x").info("an info line")
+    err = capsys.readouterr().err
+    assert err == "warning: stale file removed\nan info line\n"
+    cli.configure_logging(quiet=True)
+    logging.getLogger("covid_tf.x").info("hidden")
+    run._warn("still shown")
+    assert capsys.readouterr().err == "warning: still shown\n"
+    cli.configure_logging(quiet=False)

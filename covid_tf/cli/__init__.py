@@ -137,6 +137,24 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class StderrLogHandler(logging.Handler):
+    """The ``covid_tf`` logger's messages on the current ``sys.stderr``: ``warning: ...``, ``error: ...``, or the
+    bare message below warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        prefix = f"{record.levelname.lower()}: " if record.levelno >= logging.WARNING else ""
+        print(f"{prefix}{record.getMessage()}", file=sys.stderr)
+
+
+def configure_logging(quiet: bool) -> None:
+    """Send the ``covid_tf`` logger to stderr (once), at INFO, or WARNING with ``-q/--quiet``."""
+    logger = logging.getLogger("covid_tf")
+    if not any(isinstance(handler, StderrLogHandler) for handler in logger.handlers):
+        logger.addHandler(StderrLogHandler())
+        logger.propagate = False  # the command line owns the output: no second copy through a root handler
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
 def os_error_text(error: OSError) -> str:
     """``<file>: <reason>`` of an ``OSError`` (both files of a failed rename)."""
     reason = error.strerror or str(error) or type(error).__name__
@@ -154,8 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from covid_tf.io_utils import show_progress
 
     show_progress(not args.quiet)  # tqdm bars: off with --quiet, and drawn only when stderr is a terminal
-    if args.quiet:
-        logging.getLogger("covid_tf").setLevel(logging.WARNING)
+    configure_logging(args.quiet)
     try:
         resolve_out(args)
         return int(args.handler(args) or 0)

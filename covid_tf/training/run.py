@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +36,8 @@ from covid_tf.training import resume, run_folder
 from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
 from covid_tf.training.resume import PARTIAL_LOG
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -145,7 +147,7 @@ def _jsonable(value):
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    logger.warning(message)
 
 
 def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,
