@@ -165,7 +165,7 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
     from covid_tf.training.run import prepare_split
 
     if not 0.5 <= threshold <= 1.0:
-        raise CovidTfError(f"--threshold must be in [0.5, 1], got {threshold}")
+        raise CovidTfError(f"--shortcut-auc must be in [0.5, 1], got {threshold}")
     out = Path(out_dir)
     refuse_output_inside_inputs(out, [data])
     say = on_step or (lambda _line: None)

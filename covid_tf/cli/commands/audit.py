@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="0.7,0.15,0.15",
                         help="train,val,test fractions of the one grouped split (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the split and the runs")
-    parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+    parser.add_argument("--shortcut-auc", dest="threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="lungs-removed test ROC-AUC from which the data is said to carry shortcuts outside "
                         "the lungs (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true",
