@@ -29,6 +29,8 @@ from tests.hostile import Corpus, build_hostile_corpus, tree_fingerprint
 
 TRACEBACK = "Traceback (most recent call last)"
 TRAIN_OPTIONS = ["--epochs", "1", "--image-size", "32", "--batch-size", "8", "--quiet"]
+# Wide val and test splits: a dozen images per class must still give every class images in all three.
+WIDE_SPLIT = ["--split", "0.5,0.25,0.25"]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ def trained_run(corpus: Corpus, tmp_path_factory) -> dict:
     # capfd is function-scoped: capture what the command prints (Python level) ourselves.
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main(["train", str(corpus.xray), "--out", str(out), *TRAIN_OPTIONS])
+        code = main(["train", str(corpus.xray), "--out", str(out), *TRAIN_OPTIONS, *WIDE_SPLIT])
     return {"code": code, "out": stdout.getvalue(), "err": stderr.getvalue(), "run": out}
 
 
