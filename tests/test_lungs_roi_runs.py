@@ -201,8 +201,10 @@ def test_explain_applies_the_roi_and_reports_lung_energy(roi_run, synthetic_data
     loaded = load_model(run_dir / "model.keras")
     by_hand = class_lung_energy(loaded, table["path"].tolist(), 0, use_segmenter=False)
     np.testing.assert_allclose(table["energy_in_lungs"], by_hand["energy_in_lungs"], atol=1e-5)
-    # Heat never lies outside the crop box: its share outside the lungs is bounded by the box.
-    assert (table["energy_in_lungs"] > 0).all()
+    # Every image whose map carries any heat has some of it inside the lungs (an all-zero Grad-CAM map,
+    # possible for a one-epoch model, has no defined share and is NaN, never 0 or a crash).
+    measured = table["energy_in_lungs"].dropna()
+    assert len(measured) >= len(table) // 2 and (measured > 0).all()
     line = summary_line(summarize(table))
     assert "nan" not in line.lower() and "ratio" in line
 
@@ -235,7 +237,9 @@ def test_lung_energy_words_and_evaluate_summary(roi_run, synthetic_data, tmp_pat
     evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval", n_bootstrap=10)
     summary = evaluate_lung_energy(run_dir / "model.keras", tmp_path / "eval", evaluation.predictions,
                                    use_segmenter=False)
-    assert summary["class"] == "COVID" and summary["n"] == 6 and summary["lung_energy_ratio"] > 0
+    per_image = pd.read_csv(tmp_path / "eval" / "lung_energy.csv")
+    assert len(per_image) == 6  # every COVID image is listed; the summary counts those with a defined share
+    measured = int(per_image["energy_in_lungs"].notna().sum())
+    assert summary["class"] == "COVID" and summary["n"] == measured >= 3 and summary["lung_energy_ratio"] > 0
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["lung_energy"]["lung_energy_ratio"] == summary["lung_energy_ratio"]
-    assert len(pd.read_csv(tmp_path / "eval" / "lung_energy.csv")) == 6
