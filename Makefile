@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(PYTHON) -m covid_tf.notebook_runner --profile demo
 
 test: $(STAMP)
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --durations=25
 
 test-fast: $(STAMP)
 	$(PYTHON) -m pytest -q -m "not notebook and not slow"
