@@ -151,7 +151,8 @@ def pixel_statistics(
     count = 0
     for batch in make_dataset(chosen, image_size=image_size, channels=channels, batch_size=64, cache=False,
                               loader=loader):
-        values = batch.numpy().reshape(-1, channels).astype("float64")
+        # [..., :channels]: a lung-attention loader appends the mask channel, which is not normalised.
+        values = batch.numpy()[..., :channels].reshape(-1, channels).astype("float64")
         total += values.sum(0)
         total_sq += (values**2).sum(0)
         count += len(values)

@@ -19,7 +19,8 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.io_utils import atomic_write, csv_rows, progress_bar
-from covid_tf.lungs.roi_inputs import RoiLoader, RoiSpec, fallback_note, prepare_masks
+from covid_tf.lungs.roi_inputs import ATTENTION_MODE, RoiLoader, RoiSpec, fallback_note, prepare_masks
+from covid_tf.models.lung_attention import has_lung_attention, image_channels
 
 RUN_CONFIG = "config.json"
 # A .keras archive is a zip: its declared sizes are checked before Keras extracts anything, so a small
@@ -179,15 +180,24 @@ def read_class_names(model_path: Path, num_classes: int) -> list[str]:
 def load_model(path: str | Path, *, class_names=None, allow_unsafe: bool = False) -> LoadedModel:
     """Load a model for inference; class names from ``class_names`` or the run's config.json."""
     path = Path(path)
-    model = load_keras_model(path, allow_unsafe=allow_unsafe)
-    _, height, width, channels = model.inputs[0].shape
+    return loaded_model(load_keras_model(path, allow_unsafe=allow_unsafe), path, class_names=class_names)
+
+
+def loaded_model(model: keras.Model, path: str | Path, *, class_names=None) -> LoadedModel:
+    """A model already in memory with what feeds it: class names and lung ROI from the config.json beside
+    ``path`` (its ``model.keras``), image size and image channels from its input."""
+    path = Path(path)
+    _, height, width, _ = model.inputs[0].shape
     num_classes = int(model.outputs[0].shape[-1])
     if class_names is not None and len(class_names) != num_classes:
         raise CovidTfError(f"{path}: the model has {num_classes} outputs but {len(class_names)} class names were given")
     names = list(class_names) if class_names is not None else read_class_names(path, num_classes)
     if height is None or height != width:
         raise CovidTfError(f"{path}: expected a model with a fixed square input, got {model.inputs[0].shape}")
-    return LoadedModel(model, names, int(height), int(channels), path, read_roi(path))
+    roi_spec = read_roi(path)
+    if has_lung_attention(model) and not roi_spec.mask_input:  # a lung-attention model without its config.json
+        roi_spec = RoiSpec(mode=ATTENTION_MODE)
+    return LoadedModel(model, names, int(height), image_channels(model), path, roi_spec)
 
 
 def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32,

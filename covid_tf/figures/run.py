@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from covid_tf import config, figures
 from covid_tf.data.splits import load_split
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.inference import RUN_CONFIG, LoadedModel, label_indices, load_model, read_class_names
+from covid_tf.evaluation.inference import RUN_CONFIG, label_indices, load_model, loaded_model
 from covid_tf.evaluation.metrics import confusion, positive_class_index, predict_labels
 from covid_tf.figures import grids
 
@@ -137,13 +137,8 @@ def run_figures(run_dir: str | Path, *, model=None, split: str = "test") -> dict
     rows = rows[rows["path"].map(lambda p: Path(p).is_file())]
     if rows.empty:
         raise CovidTfError(f"{split_path}: none of the {chosen!r} images exist any more; cannot draw the figures")
-    if model is None:
-        loaded = load_model(run_dir / "model.keras")
-    else:
-        _, size, _, channels = model.inputs[0].shape
-        n_classes = int(model.outputs[0].shape[-1])
-        loaded = LoadedModel(model, read_class_names(run_dir / "model.keras", n_classes), int(size), int(channels),
-                             run_dir / "model.keras")
+    # The run's own lung ROI (config.json) feeds the model, whether loaded or already in memory.
+    loaded = load_model(run_dir / "model.keras") if model is None else loaded_model(model, run_dir / "model.keras")
     names = list(run_config.get("class_names") or loaded.class_names)
     if len(names) != len(loaded.class_names):
         names = loaded.class_names

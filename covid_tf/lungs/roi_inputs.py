@@ -8,6 +8,8 @@
 - ``lungs-removed``: the full image with the dilated lungs set to a constant, i.e. only what lies
   outside the lungs; for the shortcut audit (a model that still separates the classes from it has
   learned shortcuts), not for diagnosis.
+- ``lungs-attention``: the ``lungs`` crop, unmasked, with the crop's lung mask as a last input channel;
+  the model (:mod:`covid_tf.models.lung_attention`) averages its last feature map over the lungs only.
 
 Masks come from the dataset (``mask_path`` of the index, or ``<Class>/masks/<name>`` beside
 ``images/``), else from the shipped segmenter, computed once and cached as PNGs under
@@ -34,7 +36,8 @@ from covid_tf.io_utils import atomic_write, resolved_path
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
 
-ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed")
+ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
+ATTENTION_MODE = "lungs-attention"  # the mode whose model takes the mask as a last input channel
 JITTER_MODES = ("lungs-masked", "lungs-removed")  # the modes whose mask outline is in the image
 MASK_CACHE = "lung_masks"
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
@@ -62,6 +65,11 @@ class RoiSpec:
     @property
     def active(self) -> bool:
         return self.mode != "none"
+
+    @property
+    def mask_input(self) -> bool:
+        """Whether the model takes the lung mask as a last input channel (lung-attention pooling)."""
+        return self.mode == ATTENTION_MODE
 
     @classmethod
     def from_config(cls, saved: Mapping) -> RoiSpec:
@@ -157,13 +165,15 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
 
     ``mask`` None (no plausible lungs) gives the full image. With ``mask_channel`` the constant is not
     applied; the dilated mask is appended as a last channel instead, for :func:`jitter_transform`.
+    ``lungs-attention`` always appends the crop's lung mask itself (all ones without lungs: the whole image).
     """
     height, width = image.shape[:2]
     full: roi.Box = (0, 0, height, width)
+    mask_channel = mask_channel or spec.mask_input
     if not spec.active or mask is None:
         resized = resize_image(image, size)
         if mask_channel:
-            keep = 1.0 if spec.mode == "lungs-masked" else 0.0
+            keep = 1.0 if spec.mode in ("lungs-masked", ATTENTION_MODE) else 0.0
             resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
         return resized.astype(np.float32), full
     mask = lung_masks.resize_mask(mask, height, width)
@@ -171,6 +181,9 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     resized = roi.crop_and_resize(image, box, size).astype(np.float32)
     if spec.mode == "lungs":
         return resized, box
+    if spec.mask_input:
+        lungs = resize_image(np.ascontiguousarray(roi.crop(mask, box))[..., None].astype(np.float32), size)
+        return np.concatenate([resized, lungs.reshape(size, size, 1)], axis=-1).astype(np.float32), box
     # The mask is applied at the model's size (as the training jitter does), so both agree exactly.
     grown = roi.change_mask(mask, round(spec.dilation * max(height, width)))
     small = lung_masks.resize_mask(roi.crop(grown, box), size, size)
@@ -185,11 +198,11 @@ class RoiLoader:
     def __init__(self, spec: RoiSpec, table: pd.DataFrame, image_size: int, channels: int,
                  mask_channel: bool = False) -> None:
         self.spec, self.image_size, self.image_channels = spec, image_size, channels
-        self.mask_channel = mask_channel
-        self.channels = channels + (1 if mask_channel else 0)
+        self.mask_channel = mask_channel or spec.mask_input
+        self.channels = channels + (1 if self.mask_channel else 0)
         self.masks = {str(p): (m if ok else None) for p, m, ok in
                       zip(table["path"], table["mask_path"], table["roi_applied"].astype(bool))}
-        self.key = f"roi:{spec}:{mask_channel}"
+        self.key = f"roi:{spec}:{self.mask_channel}"
 
     def load(self, path: str) -> tuple[np.ndarray, roi.Box, tuple[int, int]]:
         """The input of one image, its crop box and the full image's (H, W)."""

@@ -13,7 +13,7 @@ The model itself is called ``covid_<architecture>`` so the architecture is known
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -22,6 +22,7 @@ from keras import layers
 from covid_tf import config
 from covid_tf.data.preprocessing import NORMALIZATION_KINDS, normalization_layer
 from covid_tf.errors import CovidTfError
+from covid_tf.models import lung_attention
 
 MODEL_NAME_PREFIX = "covid_"
 INPUT_NAME = "image"
@@ -48,6 +49,10 @@ class BuildOptions:
     normalization: str = "auto"
     mean: float | Sequence[float] | None = None
     std: float | Sequence[float] | None = None
+    # Lung-attention pooling (covid_tf.models.lung_attention): the input gets a last, mask channel and
+    # the head averages over the lungs. stem() keeps the mask tensor here for head() of the same model.
+    lung_attention: bool = False
+    _mask: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         image_size, num_classes, normalization = self.image_size, self.num_classes, self.normalization
@@ -71,13 +76,18 @@ class BuildOptions:
 
     def stem(self, rgb: bool) -> tuple[keras.KerasTensor, keras.KerasTensor]:
         """The input and normalisation layers of these options (see :func:`input_stem`)."""
-        return input_stem(image_size=self.image_size, channels=self.channels, normalization=self.normalization,
-                          mean=self.mean, std=self.std, rgb=rgb)
+        if not self.lung_attention:
+            return input_stem(image_size=self.image_size, channels=self.channels, normalization=self.normalization,
+                              mean=self.mean, std=self.std, rgb=rgb)
+        inputs = keras.Input(shape=(self.image_size, self.image_size, self.channels + 1), name=INPUT_NAME)
+        image, mask = lung_attention.split_image_and_mask(inputs, self.channels)
+        self._mask[:] = [mask]
+        return inputs, normalize(image, normalization=self.normalization, mean=self.mean, std=self.std, rgb=rgb)
 
     def head(self, features: keras.KerasTensor, dense_units: Sequence[int] = (128,)) -> keras.KerasTensor:
         """The classification head of these options (see :func:`classification_head`)."""
         return classification_head(features, num_classes=self.num_classes, dropout=self.dropout,
-                                   dense_units=dense_units)
+                                   dense_units=dense_units, mask=self._mask[0] if self.lung_attention else None)
 
 
 def input_stem(
@@ -95,12 +105,17 @@ def input_stem(
     model stays serialisable) before normalisation, as ImageNet backbones expect.
     """
     inputs = keras.Input(shape=(image_size, image_size, channels), name=INPUT_NAME)
-    x = inputs
-    if rgb and channels == 1:
+    return inputs, normalize(inputs, normalization=normalization, mean=mean, std=std, rgb=rgb)
+
+
+def normalize(image: keras.KerasTensor, *, normalization: str, mean: float | Sequence[float] | None,
+              std: float | Sequence[float] | None, rgb: bool) -> keras.KerasTensor:
+    """The optional grayscale-to-RGB repeat and the normalisation layer on a [0, 1] image tensor."""
+    x = image
+    if rgb and image.shape[-1] == 1:
         x = layers.Concatenate(axis=-1, name=REPEAT_NAME)([x, x, x])
     kwargs = {"mean": mean, "std": std} if normalization == "dataset" else {}
-    x = normalization_layer(normalization, channels=x.shape[-1], name=NORMALIZATION_NAME, **kwargs)(x)
-    return inputs, x
+    return normalization_layer(normalization, channels=x.shape[-1], name=NORMALIZATION_NAME, **kwargs)(x)
 
 
 def classification_head(
@@ -110,9 +125,13 @@ def classification_head(
     dropout: float,
     dense_units: Sequence[int] = (128,),
     pooling: str = "avg",
+    mask: keras.KerasTensor | None = None,
 ) -> keras.KerasTensor:
-    """Pooling (global average, or ``"flatten"``), ReLU dense layers, dropout and the softmax over the classes."""
-    if pooling == "flatten":
+    """Pooling (global average, ``"flatten"``, or the masked average over ``mask``'s lungs when given:
+    :func:`covid_tf.models.lung_attention.masked_average`), ReLU dense layers, dropout and the softmax."""
+    if mask is not None:
+        x = lung_attention.masked_average(features, mask)
+    elif pooling == "flatten":
         x = layers.Flatten(name=f"{HEAD_PREFIX}flatten")(features)
     else:
         x = layers.GlobalAveragePooling2D(name=f"{HEAD_PREFIX}pool")(features)

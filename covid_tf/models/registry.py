@@ -7,7 +7,7 @@ import dataclasses
 import keras
 
 from covid_tf.errors import CovidTfError
-from covid_tf.models import common
+from covid_tf.models import common, lung_attention
 from covid_tf.models.architectures import ARCHITECTURES, Architecture, get_architecture
 from covid_tf.models.transfer import AUTO, resolve_weights
 
@@ -62,8 +62,11 @@ def last_conv_layer_name(model: keras.Model) -> str:
     The one search of the toolkit (fine-tuning, Grad-CAM and the ``explain`` command all use it). Models of a
     registered architecture answer their record's ``last_conv_layer``; any other model answers the last layer
     with a 4-D output (not an input, normalisation or augmentation layer) that comes before the first layer
-    that drops to rank 2 (global pooling or flatten).
+    that drops to rank 2 (global pooling or flatten). A lung-attention model answers its masked feature map
+    (:data:`covid_tf.models.lung_attention.LAYER_NAME`).
     """
+    if lung_attention.has_lung_attention(model):  # the feature map as the head pools it: over the lungs
+        return lung_attention.LAYER_NAME
     architecture = architecture_of(model)
     if architecture is not None and architecture.last_conv_layer in {layer.name for layer in model.layers}:
         return architecture.last_conv_layer

@@ -23,7 +23,7 @@ from covid_tf.data.preprocessing import augmentation_layers
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.io_utils import safe_name
-from covid_tf.lungs.roi_inputs import RoiInputs, run_inputs
+from covid_tf.lungs.roi_inputs import RoiInputs, RoiSpec, run_inputs
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.registry import build_model
@@ -193,7 +193,8 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     with strategy.scope():  # variables of the model and the optimizer are mirrored over the replicas
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,
-                            normalization=cfg.normalization, mean=mean, std=std)
+                            normalization=cfg.normalization, mean=mean, std=std,
+                            lung_attention=RoiSpec.from_config(vars(cfg)).mask_input)
     best = BestModelCheckpoint(run_dir / "checkpoints" / "best.weights.h5" if run_dir else None,
                                restore_at_end=select_best)
     two_phase = get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0

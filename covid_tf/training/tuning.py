@@ -32,6 +32,7 @@ from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.io_utils import atomic_write_text
+from covid_tf.lungs.roi_inputs import RoiSpec
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
@@ -123,7 +124,8 @@ class TrainConfigHyperModel(kt.HyperModel):
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(self.class_names), weights=cfg.weights,
                             dropout=self._choice(hp, "dropout"), normalization=cfg.normalization,
-                            mean=self.mean, std=self.std)
+                            mean=self.mean, std=self.std,
+                            lung_attention=RoiSpec.from_config(vars(cfg)).mask_input)
         if get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0:
             freeze_backbone(model)  # seed 001 tunes the head on the frozen backbone
         train.compile_model(model, cfg, self.class_counts, self._choice(hp, "learning_rate"))

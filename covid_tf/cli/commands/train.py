@@ -11,7 +11,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.models.architectures import model_names
 
 # covid_tf.lungs.roi_inputs.ROI_MODES, spelled out here: the parser imports no TensorFlow or OpenCV.
-ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed")
+ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
 HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
 
 
@@ -80,7 +80,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi", choices=ROI_MODES, default="none",
                         help="lung region of interest: none (full image), lungs (lung box with a margin, resized), "
                              "lungs-masked (the same, outside the dilated lungs set to black), lungs-removed "
-                             "(only what lies outside the lungs: for a shortcut audit, not for diagnosis). Masks "
+                             "(only what lies outside the lungs: for a shortcut audit, not for diagnosis), "
+                             "lungs-attention (the lungs crop, unmasked, and a model that averages its last feature map over "
+                             "the lungs only: its decision and its Grad-CAM come from the lungs). Masks "
                              "from the dataset's masks/, else from the shipped segmenter, computed once and cached")
     parser.add_argument("--roi-margin", type=float, default=0.10,
                         help="margin around the lung box, as a share of its height/width per side (default 0.10)")
