@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(only what lies outside the lungs: for a shortcut audit, not for diagnosis), "
                              "lungs-attention (the lungs crop, unmasked, and a model that averages its last "
                              "feature map over the lungs only: its decision and its Grad-CAM come from the lungs). "
-                             "Masks from the dataset's masks/, else from the shipped segmenter, computed once and cached")
+                             "Masks from the dataset's masks/, else from the shipped segmenter, computed once, cached")
     parser.add_argument("--roi-margin", type=float, default=0.10,
                         help="margin around the lung box, as a share of its height/width per side (default 0.10)")
     parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
