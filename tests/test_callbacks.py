@@ -87,3 +87,12 @@ def test_fit_recomputes_once_per_epoch_before_validation(validating):
         for seen in recorder.seen:  # momentum 0.99 alone would leave the mean near 0 after 12 steps
             np.testing.assert_allclose(seen, images.mean(axis=(0, 1, 2)), rtol=1e-4)
     np.testing.assert_allclose(model.get_layer("bn").moving_mean.numpy(), images.mean(axis=(0, 1, 2)), rtol=1e-4)
+
+
+def test_forward_pass_is_traced_once_for_every_batch_size():
+    model = _bn_model()
+    callback = PreciseBatchNorm(tf.data.Dataset.from_tensor_slices(_images(20)).batch(8), max_batches=10)
+    callback.set_model(model)
+    callback.recompute()  # batches of 8, 8 and 4 images
+    callback.recompute()
+    assert callback._forward.experimental_get_tracing_count() == 1

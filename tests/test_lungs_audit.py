@@ -128,6 +128,7 @@ def test_audit_flags_a_burned_in_marker(shortcut_audit):
         "none", "lungs-masked", "lungs-removed"]
     assert all(v["ci_low"] <= v["roc_auc"] <= v["ci_high"] for v in saved["variants"])
     assert saved["source"]["available"] is False and result.figure_path.stat().st_size > 5000
+    assert (result.out_dir / "runs" / "none" / "figures" / "roc_curves.png").is_file()  # ordinary run folders
     split = pd.read_csv(result.out_dir / "split.csv")
     for run in ("none", "lungs-masked", "lungs-removed"):  # the same split for all three
         run_split = pd.read_csv(result.out_dir / "runs" / run / "split.csv")
@@ -148,6 +149,7 @@ def test_audit_reuses_finished_runs_and_prints_three_aucs(shortcut_audit, capsys
 @pytest.mark.slow
 def test_audit_of_clean_data_is_not_flagged(tmp_path):
     generate_dataset(tmp_path / "data", classes=("COVID", "Normal"), per_class=PER_CLASS, size=SIZE, seed=2)
-    result = audit.run_audit(tmp_path / "data", tmp_path / "audit", **AUDIT_OPTIONS)
+    result = audit.run_audit(tmp_path / "data", tmp_path / "audit", run_figures=False, **AUDIT_OPTIONS)
     assert not result.shortcuts and result.verdict.startswith("No strong shortcut")
+    assert result.figure_path.is_file() and not list((tmp_path / "audit" / "runs").glob("*/figures"))
     assert result.table.set_index("roi").loc["lungs-removed", "roc_auc"] < 0.8

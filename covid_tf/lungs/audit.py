@@ -82,15 +82,15 @@ def _finished_metrics(run_dir: Path, cfg: TrainConfig) -> dict | None:
     return json.loads(metrics.read_text())
 
 
-def train_or_reuse(cfg: TrainConfig, run_dir: Path, overwrite: bool = False,
-                   verbose: int | str = 0) -> tuple[dict, int]:
+def train_or_reuse(cfg: TrainConfig, run_dir: Path, overwrite: bool = False, verbose: int | str = 0,
+                   figures: bool = True) -> tuple[dict, int]:
     """Metrics of the run of ``cfg`` in ``run_dir`` (trained now, or reused when finished with the same settings)
-    and how many images it used whole for want of plausible lungs."""
+    and how many images it used whole for want of plausible lungs; ``figures``: draw the run's own figures."""
     from covid_tf.training.run import train_run
 
     metrics = None if overwrite else _finished_metrics(run_dir, cfg)
     if metrics is None:
-        metrics = train_run(cfg, run_dir, overwrite=overwrite, verbose=verbose).metrics
+        metrics = train_run(cfg, run_dir, overwrite=overwrite, verbose=verbose, figures=figures).metrics
     fallbacks = 0
     roi_csv = run_dir / "roi.csv"
     if roi_csv.is_file():
@@ -153,12 +153,13 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
               model: str = DEFAULT_MODEL, image_size: int = DEFAULT_IMAGE_SIZE, epochs: int = DEFAULT_EPOCHS,
               seed: int = config.SEED, threshold: float = DEFAULT_THRESHOLD, batch_size: int = config.BATCH_SIZE,
               split_fractions: Sequence[float] = config.DEFAULT_SPLIT_FRACTIONS, n_bootstrap: int = 1000,
-              overwrite: bool = False, verbose: int | str = 0,
+              overwrite: bool = False, verbose: int | str = 0, run_figures: bool = True,
               on_step: Callable[[str], None] | None = None) -> AuditResult:
     """Train the three variants on one grouped split; write ``audit.json`` and ``audit.png``.
 
     Finished runs of an earlier audit with the same settings are reused (``overwrite`` trains them again);
-    ``on_step`` receives one line per step (e.g. ``print``).
+    ``run_figures=False`` leaves out each run's own figures (``runs/<roi>/figures/``); ``on_step`` receives
+    one line per step (e.g. ``print``).
     """
     from covid_tf.figures.lungs import plot_audit
     from covid_tf.lungs.source_probe import source_predictability
@@ -182,7 +183,7 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
         say(f"training the {name} model (roi={mode}) ...")
         cfg = dataclasses.replace(base, roi=mode, split_file=str(split_file))
         run_dir = out / "runs" / mode
-        metrics, fallbacks = train_or_reuse(cfg, run_dir, overwrite, verbose)
+        metrics, fallbacks = train_or_reuse(cfg, run_dir, overwrite, verbose, run_figures)
         rows.append(_row(name, mode, metrics, fallbacks, run_dir))
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     shortcuts, text = verdict(table, class_names, threshold)
@@ -202,16 +203,17 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
     return AuditResult(table, shortcuts, text, list(class_names), source, out, json_path, figure_path, seconds)
 
 
-def train_roi_run(audit_dir: str | Path, roi: str, verbose: int | str = 0) -> Path:
+def train_roi_run(audit_dir: str | Path, roi: str, verbose: int | str = 0, run_figures: bool = True) -> Path:
     """Train (or reuse) the audit's quick model with another ``roi`` (e.g. ``lungs``) on the audit's split, into
-    ``AUDIT_DIR/runs/<roi>``; return that run folder."""
+    ``AUDIT_DIR/runs/<roi>``; return that run folder (``run_figures``: as in :func:`run_audit`)."""
     saved = json.loads((Path(audit_dir) / "audit.json").read_text())
     base = audit_config(saved["data"], classes=saved["classes"], model=saved["model"],
                         image_size=saved["image_size"], epochs=saved["epochs"], seed=saved["seed"],
                         batch_size=saved["batch_size"], split_fractions=saved["split_fractions"],
                         n_bootstrap=saved["n_bootstrap"])
     run_dir = Path(audit_dir) / "runs" / roi
-    train_or_reuse(dataclasses.replace(base, roi=roi, split_file=saved["split_file"]), run_dir, verbose=verbose)
+    train_or_reuse(dataclasses.replace(base, roi=roi, split_file=saved["split_file"]), run_dir, verbose=verbose,
+                   figures=run_figures)
     return run_dir
 
 

@@ -131,8 +131,10 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         momenta = [layer.momentum for layer in layers]
         for layer in layers:
             layer.momentum = 0.0  # a forward pass in training mode leaves each batch's statistics
-        if self._forward is None:
-            self._forward = tf.function(lambda images: self.model(images, training=True))
+        if self._forward is None:  # traced once: every batch size shares the dataset's (None, ...) signature
+            spec = self.dataset.element_spec
+            spec = spec[0] if isinstance(spec, tuple) else spec
+            self._forward = tf.function(lambda images: self.model(images, training=True), input_signature=[spec])
         sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in layers]
         count = 0
         try:

@@ -151,8 +151,9 @@ def _warn(message: str) -> None:
 
 
 def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,
-              verbose: int | str = "auto") -> TrainResult:
-    """Run a whole training: split, fit, save (atomically), evaluate on val and test.
+              verbose: int | str = "auto", figures: bool = True) -> TrainResult:
+    """Run a whole training: split, fit, save (atomically), evaluate on val and test (``figures``: draw the run's
+    figures into ``run_dir/figures/``, a few seconds).
 
     Every check that can fail (settings, data, split) runs before the run folder is touched; the folder is
     then locked for the run (:mod:`covid_tf.training.run_folder`), and with ``overwrite`` the old run is
@@ -168,14 +169,14 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     split, class_names = prepare_split(cfg)
     cfg.class_names = list(class_names)
     if run_path is None:
-        return _train(cfg, split, class_names, None, verbose, started)
+        return _train(cfg, split, class_names, None, verbose, started, figures)
     with run_folder.locked(run_path):
         _check_run_dir(run_path, cfg, overwrite)  # again: another run may have finished meanwhile
         aside = run_folder.move_aside(run_path) if overwrite else run_folder.pending_aside(run_path)
         run_folder.remove_stale_temporaries(run_path, _warn)
         resume.repair_partial_log(run_path / "checkpoints" / PARTIAL_LOG, _warn)
         try:
-            result = _train(cfg, split, class_names, run_path, verbose, started)
+            result = _train(cfg, split, class_names, run_path, verbose, started, figures)
         except BaseException:
             if overwrite and aside is not None:
                 run_folder.restore_aside(run_path, aside)
@@ -185,7 +186,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
 
 
 def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_path: Path | None,
-           verbose: int | str, started: float) -> TrainResult:
+           verbose: int | str, started: float, figures: bool = True) -> TrainResult:
     if run_path is not None:
         atomic_write_json(run_path / "config.json", {**cfg.to_dict(), "versions": software_versions()})
         save_split(split, run_path / "split.csv")
@@ -201,7 +202,8 @@ def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_pa
         atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
         atomic_write(run_path / "model.keras", partial(save_model, model))
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
-        write_run_figures(run_path, model=model)
+        if figures:
+            write_run_figures(run_path, model=model)
         atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
     return TrainResult(model, history, split, list(class_names), metrics, run_path, inputs.table)
 

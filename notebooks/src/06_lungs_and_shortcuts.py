@@ -59,6 +59,7 @@ class_names = classes.split(",")
 audit_dir = config.RUNS_DIR / "06_audit"
 per_class = 2 if smoke else 4  # images per class in the figures
 n_bootstrap = 100 if smoke else 1000
+run_figures = not smoke  # each run's own figures (runs/<roi>/figures/), not shown here: the smoke test skips them
 index = discover(data, classes=class_names).frame
 print(f"{len(index)} images of {', '.join(class_names)} in {data}; "
       f"{(index['mask_path'] != '').sum()} with their own lung mask")
@@ -113,7 +114,8 @@ display(Image(filename=figures.save_report_figure(figure, figures_dir / "06_roi_
 
 # %%
 result = audit.run_audit(data, audit_dir, classes=class_names, image_size=image_size, epochs=epochs,
-                         batch_size=batch_size, seed=seed, threshold=threshold, n_bootstrap=n_bootstrap)
+                         batch_size=batch_size, seed=seed, threshold=threshold, n_bootstrap=n_bootstrap,
+                         run_figures=run_figures)
 figure = plot_audit(result.table, threshold=threshold, source=result.source)
 display(Image(filename=figures.save_report_figure(figure, figures_dir / "06_audit.png")))
 print(result.verdict)
@@ -133,7 +135,7 @@ audit.audit_table(result)
 
 # %%
 runs = {"full image": audit_dir / "runs" / "none",
-        "lung box": audit.train_roi_run(audit_dir, "lungs"),
+        "lung box": audit.train_roi_run(audit_dir, "lungs", run_figures=run_figures),
         "lungs only": audit_dir / "runs" / "lungs-masked"}
 covid_test = lung_studies.split_images(audit_dir / "split.csv", "COVID", "test", count=4 if smoke else 24)
 energies = {name: lung_studies.lung_energy(run, covid_test, class_name="COVID") for name, run in runs.items()}
