@@ -8,6 +8,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.container import ErrorbarContainer
+from matplotlib.transforms import Bbox
 
 from covid_tf.cli import main
 from covid_tf.data.discover import discover
@@ -55,6 +58,32 @@ def test_audit_figure_and_table(tmp_path):
     result = {"variants": [dict(row, n_test=40) for row in audit_frame(0.86).to_dict("records")], "source": source}
     table = audit.audit_table(result)
     assert table["test ROC-AUC [95% CI]"].tolist()[-2:] == ["0.860 [0.810, 0.910]", "0.990 [0.970, 1.000]"]
+
+
+@pytest.mark.parametrize("removed", [0.86, 0.22])
+def test_audit_figure_values_stand_clear_of_bars_whiskers_and_legend(removed):
+    source = {"available": True, "roc_auc": 1.0, "ci_low": 0.97, "ci_high": 1.0, "n_test": 40}
+    figure = plot_audit(audit_frame(removed), threshold=0.8, source=source)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    ax = figure.axes[0]
+    values = [text for text in ax.texts if text.get_text()[:2] in ("0.", "1.")]
+    assert len(values) == 4
+    bars = [patch.get_window_extent(renderer) for patch in ax.patches]
+    errorbars = [container for container in ax.containers if isinstance(container, ErrorbarContainer)]
+    caps = [cap.get_window_extent(renderer) for container in errorbars for cap in container[1]]
+    lines = [Bbox(ax.transData.transform(segment)) for container in errorbars for collection in container[2]
+             for segment in collection.get_segments()]
+    whiskers = caps + lines
+    assert len(whiskers) == 12  # two caps and one line per bar
+    inside = ax.get_window_extent(renderer)
+    for text in values:
+        box = text.get_window_extent(renderer)
+        assert not any(box.overlaps(other) for other in bars + whiskers), text.get_text()
+        assert inside.x0 < box.x0 and box.x1 < inside.x1, text.get_text()  # the 1.000 as well
+    legend = figure.legends[0].get_window_extent(renderer)
+    assert not any(legend.overlaps(bar) for bar in bars)
 
 
 def test_image_panels_take_gray_and_rgb(tmp_path):

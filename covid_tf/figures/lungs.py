@@ -14,17 +14,22 @@ from covid_tf.figures import RIGHT_COLOUR, WRONG_COLOUR, finish
 
 NEUTRAL_COLOUR = "#4c72b0"
 SOURCE_COLOUR = "#8250df"
+VALUE_GUTTER = 1.13  # the x axis of the audit figure ends here, beyond ROC-AUC 1, to hold the values
 
 
 def _bar(ax, y: int, auc, low, high, colour: str) -> None:
+    """One bar with its CI whisker; the value beside the whisker's upper end (or the bar's end), clear of both,
+    on a white patch where a reference line crosses it."""
     if auc is None or pd.isna(auc):
         ax.text(0.02, y, "undefined", va="center", fontsize="small")
         return
-    error = None
+    error, right = None, auc
     if low is not None and not pd.isna(low):
         error = [[max(0.0, auc - low)], [max(0.0, high - auc)]]
+        right = max(auc, high)
     ax.barh(y, auc, color=colour, xerr=error, capsize=4, height=0.6)
-    ax.text(min(auc, 0.98), y + 0.36, f"{auc:.3f}", ha="right", va="bottom", fontsize="small")
+    ax.annotate(f"{auc:.3f}", (right, y), xytext=(5, 0), textcoords="offset points", ha="left", va="center",
+                fontsize="small", bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 1})
 
 
 def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | None = None,
@@ -37,7 +42,7 @@ def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | N
     rows = table.to_dict("records")
     labels = [f"{row['variant']}\n(--roi {row['roi']})" for row in rows]
     has_source = bool(source and source.get("available"))
-    fig = Figure(figsize=(7, 1.2 + 0.75 * (len(rows) + has_source)))
+    fig = Figure(figsize=(7, 1.5 + 0.75 * (len(rows) + has_source)), layout="constrained")
     ax = fig.subplots()
     for y, row in enumerate(rows):
         colour = NEUTRAL_COLOUR
@@ -51,10 +56,10 @@ def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | N
     ax.axvline(threshold, color=WRONG_COLOUR, linestyle=":", linewidth=1.5, label=f"shortcut threshold {threshold:.2f}")
     ax.set_yticks(range(len(labels)), labels)
     ax.invert_yaxis()
-    ax.set(xlim=(0, 1.0), xlabel="test ROC-AUC", title=title)
-    ax.legend(loc="lower left", fontsize="small")
+    # Room right of 1.0 for the values beside the whiskers; the legend below the axes, off the bars.
+    ax.set(xlim=(0, VALUE_GUTTER), xticks=np.linspace(0.0, 1.0, 6), xlabel="test ROC-AUC", title=title)
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     return finish(fig, path)
 
 
