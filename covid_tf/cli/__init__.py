@@ -163,9 +163,14 @@ def os_error_text(error: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command and return its exit code."""
+    """Run one command and return its exit code (``argv`` None: a program's, ``sys.argv``, with TensorFlow's known
+    runtime noise filtered out of stderr for the process's life, :func:`covid_tf.tf_quiet.filter_stderr`)."""
     # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notices) hides the output users need.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv is None:
+        from covid_tf import tf_quiet
+
+        tf_quiet.filter_stderr()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((arg for arg in argv if arg in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
