@@ -140,3 +140,39 @@ def test_attention_run_is_recorded_and_applied_by_predict_and_explain(attention_
                             class_name="COVID")
     measured = result.table["energy_in_lungs"].dropna()
     assert len(measured) >= 2 and (measured > 0.5).all()  # pooled over the lungs only (NaN: an all-zero map)
+
+
+class EmptySegmenter:
+    """A stand-in segmenter that never finds lungs (as on CT slices or photographs)."""
+
+    def __call__(self, batch, training=False):
+        return np.zeros((*batch.shape[:3], 1), np.float32)
+
+
+def test_auto_roi_is_lung_attention_only_where_lungs_are_found(synthetic_data, tmp_path):
+    paths = sorted(str(p) for p in synthetic_data.glob("*/images/*.png"))
+    mode, note = ri.resolve_auto(paths, seed=0)  # the dataset's own masks
+    assert mode == "lungs-attention" and "100%" in note
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    copies = [str(shutil.copy(p, loose / f"x{i}.png")) for i, p in enumerate(paths[:5])]
+    mode, note = ri.resolve_auto(copies, seed=0, segmenter=EmptySegmenter(), cache_dir=tmp_path / "cache")
+    assert mode == "none" and "0% of 5" in note and "--roi none" in note
+    with pytest.raises(ValueError, match="not resolved"):
+        ri.RoiSpec.from_config({"roi": "auto"})
+    assert ri.RoiSpec.from_config({"roi": "auto", "roi_resolved": "none"}).mode == "none"
+
+
+def test_train_command_defaults_to_auto_and_records_its_choice(synthetic_data, tmp_path):
+    from covid_tf.cli import main
+
+    run_dir = tmp_path / "run"
+    code = main(["train", str(synthetic_data), "--out", str(run_dir), "--image-size", "32", "--epochs", "1",
+                 "--batch-size", "4", "--precise-bn-images", "0", "-q"])
+    assert code in (0, None)
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["roi"], saved["roi_resolved"]) == ("auto", "lungs-attention")
+    from covid_tf.evaluation.inference import load_model
+
+    loaded = load_model(run_dir / "model.keras")
+    assert loaded.roi.mask_input and loaded.model.inputs[0].shape[-1] == 2

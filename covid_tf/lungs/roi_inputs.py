@@ -38,6 +38,9 @@ from covid_tf.lungs import roi
 
 ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
 ATTENTION_MODE = "lungs-attention"  # the mode whose model takes the mask as a last input channel
+AUTO = "auto"  # train's default: lungs-attention when the training images have lungs, else none
+AUTO_SAMPLE = 64  # training images segmented to decide what "auto" means
+AUTO_MIN_LUNGS = 0.8  # share of them that must have plausible lungs
 JITTER_MODES = ("lungs-masked", "lungs-removed")  # the modes whose mask outline is in the image
 MASK_CACHE = "lung_masks"
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
@@ -73,8 +76,12 @@ class RoiSpec:
 
     @classmethod
     def from_config(cls, saved: Mapping) -> RoiSpec:
-        """The spec of a run's config.json (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``)."""
-        return cls(mode=saved.get("roi") or "none", margin=float(saved.get("roi_margin", roi.DEFAULT_MARGIN)),
+        """The spec of a run's config.json (``roi`` or, for ``auto``, ``roi_resolved``; ``roi_margin``,
+        ``roi_dilation``, ``roi_jitter``)."""
+        mode = saved.get("roi_resolved") or saved.get("roi") or "none"
+        if mode == AUTO:
+            raise ValueError("roi 'auto' is not resolved yet: train_run decides it from the training images")
+        return cls(mode=mode, margin=float(saved.get("roi_margin", roi.DEFAULT_MARGIN)),
                    dilation=float(saved.get("roi_dilation", DEFAULT_DILATION)),
                    jitter=int(saved.get("roi_jitter", 0) or 0))
 
@@ -252,6 +259,28 @@ class RoiInputs:
     train_loader: RoiLoader | None = None
     transform: Callable | None = None
     table: pd.DataFrame | None = None
+
+
+def resolve_auto(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *, seed: int = 0,
+                 segmenter=None, cache_dir: str | Path | None = None) -> tuple[str, str]:
+    """What ``roi="auto"`` means for these training images, and one line saying why.
+
+    ``lungs-attention`` when at least :data:`AUTO_MIN_LUNGS` of a seeded sample of :data:`AUTO_SAMPLE` images
+    have plausible lungs (the dataset's masks, else the segmenter's, cached as :func:`prepare_masks` does),
+    else ``none``: CT slices or other images where no pair of lungs is found train on the full image.
+    """
+    if not len(paths):
+        return "none", "lung ROI (auto): no training images; full images"
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(paths), min(AUTO_SAMPLE, len(paths)), replace=False))
+    given = [mask_paths[i] for i in chosen] if mask_paths is not None else None
+    table = prepare_masks([paths[i] for i in chosen], given, cache_dir=cache_dir, segmenter=segmenter)
+    share = float(table["roi_applied"].astype(bool).mean())
+    found = f"plausible lungs on {share:.0%} of {len(table)} sampled training images"
+    if share >= AUTO_MIN_LUNGS:
+        return ATTENTION_MODE, f"lung ROI (auto): {found}: --roi {ATTENTION_MODE}"
+    return "none", (f"lung ROI (auto): only {found} (not chest X-rays, or the segmenter fails on them): "
+                    "full images (--roi none)")
 
 
 def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:

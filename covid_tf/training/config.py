@@ -48,7 +48,10 @@ class TrainConfig:
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
-    roi: str = "none"  # covid_tf.lungs.roi_inputs.ROI_MODES: none, lungs, lungs-masked, lungs-removed
+    # covid_tf.lungs.roi_inputs.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
+    # (the command line's default): train_run records what auto chose in roi_resolved.
+    roi: str = "none"
+    roi_resolved: str | None = None
     roi_margin: float = 0.10  # of the lung box's height/width per side
     roi_dilation: float = 0.03  # of the image's longer side, for lungs-masked and lungs-removed
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels

@@ -29,7 +29,7 @@ from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.lungs.roi_inputs import run_inputs
+from covid_tf.lungs.roi_inputs import AUTO, resolve_auto, run_inputs
 from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
 from covid_tf.training import resume, run_folder
@@ -136,7 +136,8 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
             raise CovidTfError(f"{saved}: unreadable; pass --overwrite to start this run again") from None
         # A run may resume on other hardware: the strategy and devices do not change the run.
         changed = [k for k, v in cfg.to_dict().items()
-                   if k not in ("class_names", "strategy", "devices") and _jsonable(v) != previous.get(k)]
+                   if k not in ("class_names", "roi_resolved", "strategy", "devices")
+                   and _jsonable(v) != previous.get(k)]
         if changed:
             raise CovidTfError(f"{run_dir}: holds an unfinished run with other settings ({', '.join(changed)}); "
                                "use another --out, the same options, or --overwrite")
@@ -168,6 +169,11 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     started = time.perf_counter()
     split, class_names = prepare_split(cfg)
     cfg.class_names = list(class_names)
+    if cfg.roi == AUTO:  # decided once from the training images; config.json records the choice
+        train = split[split["split"] == "train"]
+        masks = train["mask_path"].tolist() if "mask_path" in train else None
+        cfg.roi_resolved, note = resolve_auto(train["path"].tolist(), masks, seed=cfg.seed)
+        logger.info(note)
     if run_path is None:
         return _train(cfg, split, class_names, None, verbose, started, figures)
     with run_folder.locked(run_path):

@@ -32,7 +32,6 @@ from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.io_utils import atomic_write_text
-from covid_tf.lungs.roi_inputs import RoiSpec
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
@@ -73,6 +72,9 @@ class CrossValidationResult:
 
 def _check_grid(cfg: TrainConfig, grid: Mapping[str, Sequence[Any]]) -> dict[str, list]:
     """The grid with every hyperparameter (those not given take the config's value), typed and checked."""
+    if cfg.roi not in ("none", "auto"):
+        raise ValueError(f"the grid search trains on full images; run it with roi='none', not {cfg.roi!r} "
+                         "(the lung ROI applies to train_run)")
     unknown = sorted(set(grid) - set(GRID_PARAMETERS))
     if unknown:
         raise ValueError(f"unknown grid parameter(s) {', '.join(unknown)}; use {', '.join(GRID_PARAMETERS)}")
@@ -124,8 +126,7 @@ class TrainConfigHyperModel(kt.HyperModel):
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(self.class_names), weights=cfg.weights,
                             dropout=self._choice(hp, "dropout"), normalization=cfg.normalization,
-                            mean=self.mean, std=self.std,
-                            lung_attention=RoiSpec.from_config(vars(cfg)).mask_input)
+                            mean=self.mean, std=self.std)
         if get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0:
             freeze_backbone(model)  # seed 001 tunes the head on the frozen backbone
         train.compile_model(model, cfg, self.class_counts, self._choice(hp, "learning_rate"))

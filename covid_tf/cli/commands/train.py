@@ -11,7 +11,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.models.architectures import model_names
 
 # covid_tf.lungs.roi_inputs.ROI_MODES, spelled out here: the parser imports no TensorFlow or OpenCV.
-ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
+ROI_MODES = ("auto", "none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
 HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
 
 
@@ -77,8 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
-    parser.add_argument("--roi", choices=ROI_MODES, default="none",
-                        help="lung region of interest: none (full image), lungs (lung box with a margin, resized), "
+    parser.add_argument("--roi", choices=ROI_MODES, default="auto",
+                        help="lung region of interest: auto (lungs-attention when plausible lungs are found on "
+                             "at least 80%% of 64 sampled training images, else none), none (full image), "
+                             "lungs (lung box with a margin, resized), "
                              "lungs-masked (the same, outside the dilated lungs set to black), lungs-removed "
                              "(only what lies outside the lungs: for a shortcut audit, not for diagnosis), "
                              "lungs-attention (the lungs crop, unmasked, and a model that averages its last "
