@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from covid_tf.data.images import resize_image
-from covid_tf.lungs import roi
 from covid_tf.lungs import roi_inputs as ri
 from covid_tf.models import lung_attention
 from covid_tf.models.registry import build_model, last_conv_layer_name
@@ -26,15 +25,14 @@ def _two_lungs(size: int = 40) -> np.ndarray:
     return mask
 
 
-def test_attention_input_is_the_lungs_crop_plus_its_mask():
+def test_attention_input_is_the_full_image_plus_its_mask():
     image = np.random.default_rng(0).random((40, 40, 1)).astype(np.float32)
     mask = _two_lungs()
     spec = ri.RoiSpec("lungs-attention", margin=0.1)
     data, box = ri.roi_image(image, mask, spec, 24)
-    crop, crop_box = ri.roi_image(image, mask, ri.RoiSpec("lungs", margin=0.1), 24)
-    assert data.shape == (24, 24, 2) and box == crop_box
-    np.testing.assert_allclose(data[..., :1], crop)  # the image is not masked
-    expected = resize_image(roi.crop(mask, box)[..., None].astype(np.float32), 24)[..., 0]
+    assert data.shape == (24, 24, 2) and box == (0, 0, 40, 40)
+    np.testing.assert_allclose(data[..., :1], resize_image(image, 24))  # neither cropped nor masked
+    expected = resize_image(mask[..., None].astype(np.float32), 24)[..., 0]
     np.testing.assert_allclose(data[..., 1], expected)
     assert data[..., 1].max() == 1.0 and data[..., 1].min() == 0.0
     whole, box = ri.roi_image(image, None, spec, 24)  # no plausible lungs: whole image, pooled everywhere
@@ -138,8 +136,10 @@ def test_attention_run_is_recorded_and_applied_by_predict_and_explain(attention_
     np.testing.assert_allclose(bare.predict_paths(paths), probabilities, atol=1e-5)
     result = explain_images(attention_run / "model.keras", [synthetic_data / "COVID" / "images"], tmp_path / "x",
                             class_name="COVID")
-    measured = result.table["energy_in_lungs"].dropna()
-    assert len(measured) >= 2 and (measured > 0.5).all()  # pooled over the lungs only (NaN: an all-zero map)
+    # Pooled over the lungs only (an all-zero map of this one-epoch model is NaN): at 32 px the 8 x 8 map's
+    # cells on the lungs' outline still spill some heat when drawn at full size.
+    measured = result.table["lung_energy_ratio"].dropna()
+    assert len(measured) >= 2 and (measured > 1.5).all() and result.table["energy_in_lungs"].mean() > 0.5
 
 
 class EmptySegmenter:

@@ -8,8 +8,9 @@
 - ``lungs-removed``: the full image with the dilated lungs set to a constant, i.e. only what lies
   outside the lungs; for the shortcut audit (a model that still separates the classes from it has
   learned shortcuts), not for diagnosis.
-- ``lungs-attention``: the ``lungs`` crop, unmasked, with the crop's lung mask as a last input channel;
-  the model (:mod:`covid_tf.models.lung_attention`) averages its last feature map over the lungs only.
+- ``lungs-attention``: the full image, unmasked, with its lung mask as a last input channel; the model
+  (:mod:`covid_tf.models.lung_attention`) averages its last feature map over the lungs only. (On the dev
+  set the full image beat the lung box: docs/LUNG_ROI.md.)
 
 Masks come from the dataset (``mask_path`` of the index, or ``<Class>/masks/<name>`` beside
 ``images/``), else from the shipped segmenter, computed once and cached as PNGs under
@@ -172,7 +173,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
 
     ``mask`` None (no plausible lungs) gives the full image. With ``mask_channel`` the constant is not
     applied; the dilated mask is appended as a last channel instead, for :func:`jitter_transform`.
-    ``lungs-attention`` always appends the crop's lung mask itself (all ones without lungs: the whole image).
+    ``lungs-attention`` always appends the lung mask itself (all ones without lungs: the whole image is pooled).
     """
     height, width = image.shape[:2]
     full: roi.Box = (0, 0, height, width)
@@ -184,7 +185,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
             resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
         return resized.astype(np.float32), full
     mask = lung_masks.resize_mask(mask, height, width)
-    box = full if spec.mode == "lungs-removed" else roi.lung_box(mask, spec.margin)
+    box = full if spec.mode in ("lungs-removed", ATTENTION_MODE) else roi.lung_box(mask, spec.margin)
     resized = roi.crop_and_resize(image, box, size).astype(np.float32)
     if spec.mode == "lungs":
         return resized, box

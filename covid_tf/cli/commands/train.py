@@ -83,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "lungs (lung box with a margin, resized), "
                              "lungs-masked (the same, outside the dilated lungs set to black), lungs-removed "
                              "(only what lies outside the lungs: for a shortcut audit, not for diagnosis), "
-                             "lungs-attention (the lungs crop, unmasked, and a model that averages its last "
+                             "lungs-attention (the full image and a model that averages its last "
                              "feature map over the lungs only: its decision and its Grad-CAM come from the lungs). "
                              "Masks from the dataset's masks/, else from the shipped segmenter, computed once, cached")
     parser.add_argument("--roi-margin", type=float, default=0.10,
