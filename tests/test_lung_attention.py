@@ -176,3 +176,25 @@ def test_train_command_defaults_to_auto_and_records_its_choice(synthetic_data, t
 
     loaded = load_model(run_dir / "model.keras")
     assert loaded.roi.mask_input and loaded.model.inputs[0].shape[-1] == 2
+
+
+def test_score_cam_masks_the_image_channels_only():
+    from covid_tf.explain import explain
+    from covid_tf.explain.methods import ScoreCAM
+
+    keras.utils.set_random_seed(0)
+    model = build_model("baseline", image_size=32, channels=1, num_classes=2, lung_attention=True,
+                        normalization="per_image")
+    x = np.random.default_rng(4).random((2, 32, 32, 2)).astype(np.float32)
+    x[..., 1] = 0.0
+    x[:, 8:24, 4:14, 1] = 1.0
+    x[:, 8:24, 18:28, 1] = 1.0
+    factors = np.random.default_rng(5).random((3, 32, 32, 1)).astype(np.float32)
+    perturbed = np.asarray(ScoreCAM(model)._perturb(x[:1], factors))
+    assert perturbed.shape == (3, 32, 32, 2)
+    np.testing.assert_allclose(perturbed[..., 0], x[:1, ..., 0] * factors[..., 0], rtol=1e-6)
+    np.testing.assert_allclose(perturbed[..., 1], np.repeat(x[:1, ..., 1], 3, axis=0))  # the mask is kept
+    heatmaps, _, _ = explain(model, x, method="scorecam", class_index=0)
+    far = np.ones((32, 32), bool)
+    far[4:28, :] = False
+    assert heatmaps[:, far].max() == 0.0

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from covid_tf.explain.base import BaseCAM
 from covid_tf.explain.target import producer, skip_pass_through
+from covid_tf.models.lung_attention import image_channels
 
 
 def find_cam_head(model: keras.Model) -> tuple[str, keras.layers.Dense]:
@@ -162,6 +163,15 @@ class ScoreCAM(BaseCAM):
         masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
         return masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
 
+    def _perturb(self, image: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+        """``image * factors`` on the image channels; a lung-attention model's mask channel is kept as it is
+        (masking it would change where the model pools, not what it sees)."""
+        channels = image_channels(self.model)
+        if channels == image.shape[-1]:
+            return image * factors
+        count = tf.shape(factors)[0]
+        return tf.concat([image[..., :channels] * factors, tf.repeat(image[..., channels:], count, axis=0)], axis=-1)
+
     def _image_weights(self, image: tf.Tensor, maps: np.ndarray, class_index: int) -> np.ndarray:
         """The weights (k,) of one image (1, H, W, C) with activation maps (h, w, k)."""
         weights = np.zeros(maps.shape[-1], dtype=np.float32)
@@ -169,10 +179,12 @@ class ScoreCAM(BaseCAM):
         live = np.flatnonzero(spread > 0)
         for start in range(0, len(live), self.batch_size):
             chosen = live[start : start + self.batch_size]
-            probabilities = np.asarray(self._predict(image * self._masks(maps[:, :, chosen], tf.shape(image)[1:3])))
+            masks = self._masks(maps[:, :, chosen], tf.shape(image)[1:3])
+            probabilities = np.asarray(self._predict(self._perturb(image, masks)))
             weights[chosen] = probabilities[:, class_index]
         if self.subtract_baseline and len(live):
-            weights[live] -= float(np.asarray(self._predict(tf.zeros_like(image)))[0, class_index])
+            black = self._perturb(image, tf.zeros_like(image[..., :1]))
+            weights[live] -= float(np.asarray(self._predict(black))[0, class_index])
         return weights
 
     def compute_weights(self, activations, gradients, images, class_indices):
