@@ -25,3 +25,20 @@ def test_augmentation_without_change_is_the_identity():
     out_image, out_mask = augment.augment_pair(image, mask, ranges)
     np.testing.assert_allclose(out_image.numpy(), image, atol=1e-4)
     np.testing.assert_array_equal(out_mask.numpy(), mask)
+
+
+def test_traced_forward_pass_does_not_keep_the_segmenter_alive():
+    import gc
+    import weakref
+
+    import numpy as np
+
+    from covid_tf.lungs import segment
+
+    model = segment.load_segmenter()
+    held = weakref.ref(model)
+    masks = segment.predict_masks(model, [np.random.default_rng(0).random((64, 64, 1)).astype("float32")], 64)
+    assert masks[0].shape == (64, 64) and model in segment._FORWARD_PASSES
+    del model
+    gc.collect()
+    assert held() is None

@@ -104,7 +104,8 @@ def forward_pass(model, size: int) -> Callable:
     passes = _FORWARD_PASSES.setdefault(model, {})
     if size not in passes:
         signature = [tf.TensorSpec((None, size, size, 1), tf.float32)]
-        passes[size] = tf.function(lambda batch: model(batch, training=False), input_signature=signature)
+        held = weakref.ref(model)  # a weak reference: the cached graph must not keep its key (the model) alive
+        passes[size] = tf.function(lambda batch: held()(batch, training=False), input_signature=signature)
     return passes[size]
 
 
