@@ -5,7 +5,7 @@ Each measurement runs in its own Python process, which reports its own peak resi
 
 - **train**: ``make_dataset`` exactly as ``covid_tf.training.fit`` builds the training set (shuffle,
   default augmentation, ``cache="auto"`` with a cache folder), one epoch of ``model.fit``;
-- **predict**: ``covid_tf.evaluation.inference.predict_paths`` over the same files (no cache, streamed);
+- **predict**: ``covid_tf.runs.inference.predict_paths`` over the same files (no cache, streamed);
 - **idle**: TensorFlow imported and the model built, nothing else (the floor).
 
 The 1,000 images are distinct synthetic X-rays; the 10,000 are 10,000 files, hard links (or copies)
@@ -42,8 +42,8 @@ def child(args) -> None:
     from covid_tf import config
     from covid_tf.data.pipeline import make_dataset
     from covid_tf.data.preprocessing import augmentation_layers
-    from covid_tf.evaluation.inference import predict_paths
     from covid_tf.models.registry import build_model
+    from covid_tf.runs.inference import predict_paths
 
     lines = Path(args.list).read_text().splitlines()
     paths = [line.rsplit("\t", 1)[0] for line in lines]

@@ -31,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from covid_tf.lungs.roi_inputs import run_inputs  # noqa: E402
 from covid_tf.models.registry import build_model  # noqa: E402
-from covid_tf.training.config import TrainConfig  # noqa: E402
+from covid_tf.runs.config import TrainConfig  # noqa: E402
 from covid_tf.training.fit import compile_model, make_datasets  # noqa: E402
 
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")

@@ -18,40 +18,28 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from covid_tf import config as _config
 from covid_tf import tf_quiet as _tf_quiet  # noqa: F401  (installs the quiet-import hook)
 
-__version__ = "0.1.0"
+__version__ = _config.VERSION
 
 # Public name -> (module, attribute); attribute None: the module itself (the callable ``covid_tf.explain``).
 _API: dict[str, tuple[str, str | None]] = {
-    "TrainConfig": ("covid_tf.training.config", "TrainConfig"),
-    "train_run": ("covid_tf.training.run", "train_run"),
-    "load_model": ("covid_tf.evaluation.inference", "load_model"),
-    "evaluate": ("covid_tf.evaluation.evaluate", "evaluate_model"),
+    "TrainConfig": ("covid_tf.runs.config", "TrainConfig"),
+    "train_run": ("covid_tf.workflows.train", "train_run"),
+    "load_model": ("covid_tf.runs.inference", "load_model"),
+    "evaluate": ("covid_tf.workflows.evaluate", "evaluate_model"),
     "explain": ("covid_tf.explain", None),
+    "software_versions": ("covid_tf.runs.record", "software_versions"),
 }
-__all__ = ["TrainConfig", "__version__", "evaluate", "explain", "load_model", "train_run"]
+__all__ = ["TrainConfig", "__version__", "evaluate", "explain", "load_model", "software_versions", "train_run"]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ loads these
     from covid_tf import explain
-    from covid_tf.evaluation.evaluate import evaluate_model as evaluate
-    from covid_tf.evaluation.inference import load_model
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import train_run
-
-
-def software_versions() -> dict[str, str]:
-    """The versions of covid_tf, TensorFlow, Keras and Python, as a run's ``config.json`` records them.
-
-    Imports TensorFlow (a training run has it loaded already), so that these are the versions that ran.
-    """
-    import platform
-
-    import keras
-    import tensorflow
-
-    return {"covid_tf": __version__, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
-            "python": platform.python_version()}
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.runs.inference import load_model
+    from covid_tf.workflows.evaluate import evaluate_model as evaluate
+    from covid_tf.workflows.train import train_run
 
 
 def __getattr__(name: str):

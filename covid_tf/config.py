@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+VERSION = "0.1.0"  # covid_tf.__version__ (pyproject.toml says the same)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the checkout, or site-packages for a wheel
 
 

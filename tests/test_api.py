@@ -17,8 +17,8 @@ import json, sys
 import covid_tf
 light = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))
 from covid_tf import TrainConfig, evaluate, explain, load_model, train_run
-from covid_tf.evaluation import evaluate as evaluation, inference
-from covid_tf.training import config, run
+from covid_tf.runs import config, inference
+from covid_tf.workflows import evaluate as evaluation, train as run
 print(json.dumps({
     "light": light,
     "identities": [train_run is run.train_run, TrainConfig is config.TrainConfig, load_model is inference.load_model,
@@ -36,7 +36,7 @@ def test_import_is_light_and_the_api_names_load_lazily() -> None:
     assert result["light"] == [], f"import covid_tf loaded {result['light'][:5]}"
     assert all(result["identities"]), result["identities"]
     assert result["explain_callable"]
-    assert set(result["api"]) == {"train_run", "TrainConfig", "load_model", "explain", "evaluate"}
+    assert set(result["api"]) == {"train_run", "TrainConfig", "load_model", "explain", "evaluate", "software_versions"}
     assert set(result["api"]) <= set(result["all"])
 
 

@@ -159,7 +159,7 @@ def test_a_dataset_scan_draws_its_bar_on_a_terminal(monkeypatch, tmp_path) -> No
 def test_library_messages_go_through_the_covid_tf_logger_to_stderr(capsys) -> None:
     import logging
 
-    from covid_tf.training import run
+    from covid_tf.workflows import train as run
 
     cli.configure_logging(quiet=False)
     cli.configure_logging(quiet=False)  # one handler, however often

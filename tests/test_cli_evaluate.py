@@ -14,9 +14,9 @@ import pytest
 from covid_tf.cli import main
 from covid_tf.data.splits import load_split
 from covid_tf.figures.run import FIGURE_NAMES, write_run_figures
+from covid_tf.runs.config import TrainConfig
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.config import TrainConfig
-from covid_tf.training.run import train_run
+from covid_tf.workflows.train import train_run
 
 METRIC_KEYS = ("n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "average_precision", "per_class",
                "ci95", "ece", "confusion_matrix", "threshold", "patients")

@@ -15,12 +15,13 @@ from PIL import Image
 
 from covid_tf.cli import main
 from covid_tf.data.discover import discover
+from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError
-from covid_tf.explain.run import explain_images, find_mask, output_names
-from covid_tf.explain.studies import SHORTCUT_COLUMNS, shortcut_study
+from covid_tf.runs.config import TrainConfig
+from covid_tf.studies.shortcuts import SHORTCUT_COLUMNS, shortcut_study
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.config import TrainConfig
-from covid_tf.training.run import train_run
+from covid_tf.workflows.explain import explain_images, output_names
+from covid_tf.workflows.train import train_run
 
 BROKEN_BYTES = b"\x89PNG\r\n\x1a\n this file is not really a PNG"
 MASK_COLUMNS = ["mask_path", "energy_in_mask", "mask_area_fraction", "pointing_hit", "iou"]
@@ -109,7 +110,7 @@ def test_same_names_get_unique_outputs_and_bad_options_fail(trained: dict, tmp_p
     result = explain_images(trained["model"], [first, twin], tmp_path / "out")
     assert len({p.name for p in result.outputs}) == 2
     assert find_mask(first) == trained["data"] / "COVID" / "masks" / first.name
-    assert find_mask(first, mask_kind="lesions") == trained["data"] / "COVID" / "lesions" / first.name
+    assert find_mask(first, kind="lesions") == trained["data"] / "COVID" / "lesions" / first.name
 
     code, _, stderr = run_cli(["explain", str(trained["model"]), str(first), "--out", str(tmp_path / "o2"),
                                "--class", "Pneumonia"])
@@ -155,11 +156,11 @@ def test_shortcut_study_columns_and_ranges(trained: dict) -> None:
     for column in SHORTCUT_COLUMNS:
         values = images[column].dropna()
         assert values.between(0.0, 1.0).all(), column
-    np.testing.assert_allclose(images["lung_energy"] + images["energy_outside_lungs"], 1.0)
+    np.testing.assert_allclose(images["energy_in_lungs"] + images["energy_outside_lungs"], 1.0)
     # Normal images have no lesion: their lesion numbers are NaN, COVID images have them.
     assert images.loc[images["label"] == "Normal", "pointing_lesion"].isna().all()
-    assert images.loc[images["label"] == "COVID", "lesion_area"].notna().all()
-    assert 0.1 < images["lung_area"].mean() < 0.6
+    assert images.loc[images["label"] == "COVID", "lesion_area_fraction"].notna().all()
+    assert 0.1 < images["lung_area_fraction"].mean() < 0.6
     assert list(study.summary.index) == ["all", "COVID", "Normal"]
     assert study.summary.loc["all", "n"] == 16
-    assert study.summary[["lung_energy", "lung_area", "pointing_lungs"]].stack().between(0.0, 1.0).all()
+    assert study.summary[["energy_in_lungs", "lung_area_fraction", "pointing_lungs"]].stack().between(0.0, 1.0).all()

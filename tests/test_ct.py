@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_tf.ct import workflow as ct
 from covid_tf.data import discover as data
 from covid_tf.errors import CovidTfError
 from covid_tf.synthetic import ct as synthetic_ct
+from covid_tf.workflows import ct
 from tests.helpers import make_class_folders
 
 CLASSES = ["CAP", "COVID", "Normal"]  # discover sorts the class names

@@ -13,7 +13,7 @@ from sklearn import metrics as sk_metrics
 from covid_tf import figures as plots
 from covid_tf.evaluation import calibration
 from covid_tf.evaluation import summary as evaluate
-from covid_tf.figures import grids
+from covid_tf.figures import comparison, grids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PDF_MAGIC = b"%PDF-"
@@ -135,12 +135,12 @@ def test_run_comparison_with_error_bars(tmp_path: Path, predictions: tuple) -> N
     _, y_true, probabilities = predictions
     result = evaluate.compute_metrics(y_true, probabilities, NAMES, n_bootstrap=50)
     runs = {"baseline": {**result, "model": "cnn"}, "transfer": {**result, "model": "resnet50v2"}}
-    fig = plots.plot_run_comparison(runs, path=tmp_path / "runs.png")
+    fig = comparison.plot_run_comparison(runs, path=tmp_path / "runs.png")
     assert_png(tmp_path / "runs.png")
     bars = fig.axes[0].patches
     assert len(bars) == 4
     assert bars[0].get_height() == pytest.approx(result["accuracy"])
-    table = plots.runs_table(runs)
+    table = comparison.runs_table(runs)
     assert table["model"].tolist() == ["cnn", "resnet50v2"]
     assert table.loc[0, "roc_auc_low"] == result["ci95"]["roc_auc"][0]
     assert len(fig.axes) == 1 and len(fig.axes[0].tables) == 0  # the numbers are in runs_table, not drawn
@@ -152,9 +152,9 @@ def test_run_comparison_states_a_run_at_chance() -> None:
     # A random, frozen backbone: the same probabilities for every image.
     constant = evaluate.compute_metrics(y_true, np.tile([0.5, 0.5], (20, 1)), ["COVID", "Normal"], n_bootstrap=20)
     assert constant["ci95"]["roc_auc"] == [0.5, 0.5]
-    assert plots.at_chance(constant) and not plots.at_chance(informative)
+    assert comparison.at_chance(constant) and not comparison.at_chance(informative)
     runs = {"baseline": informative, "resnet": constant}
-    fig = plots.plot_run_comparison(runs, notes={"resnet": "random backbone, no ImageNet weights"})
+    fig = comparison.plot_run_comparison(runs, notes={"resnet": "random backbone, no ImageNet weights"})
     ax = fig.axes[0]
     assert len(ax.patches) == 2  # two bars for the baseline, none for the run at chance
     texts = [text.get_text().replace("\n", " ") for text in ax.texts]

@@ -281,8 +281,8 @@ def test_leaky_split_file_is_refused_naming_the_files(leaky_data, tmp_path, capf
 
 def test_clean_split_file_with_a_copy_left_out_is_accepted(leaky_data, tmp_path):
     """The copy is not in the split file (split ''), so it is not a leak; prepare_split accepts the split."""
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import prepare_split
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.workflows.train import prepare_split
 
     root, paths, _ = leaky_data
     split_file = _split_file(tmp_path / "split.csv", _clean_rows(paths))

@@ -132,7 +132,7 @@ def build_tiny(options):
     inputs, x = options.stem(rgb=False)
     x = layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
     x = layers.ReLU(name="block1_relu")(x)
-    return keras.Model(inputs, options.head(x, dense_units=()), name=common.model_name("tiny"))
+    return keras.Model(inputs, options.head(x, inputs, dense_units=()), name=common.model_name("tiny"))
 
 
 architectures.register(architectures.Architecture(

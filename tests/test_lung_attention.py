@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from covid_tf.data.images import resize_image
+from covid_tf.errors import CovidTfError
 from covid_tf.lungs import roi_inputs as ri
 from covid_tf.models import lung_attention
 from covid_tf.models.registry import build_model, last_conv_layer_name
+from covid_tf.runs.config import TrainConfig
 
 
 def _two_lungs(size: int = 40) -> np.ndarray:
@@ -106,8 +108,8 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def attention_run(synthetic_data, tmp_path_factory):
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import train_run
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.workflows.train import train_run
 
     run_dir = tmp_path_factory.mktemp("attention_run") / "run"
     cfg = TrainConfig(data=str(synthetic_data), image_size=32, epochs=1, batch_size=4, n_bootstrap=20,
@@ -117,8 +119,8 @@ def attention_run(synthetic_data, tmp_path_factory):
 
 
 def test_attention_run_is_recorded_and_applied_by_predict_and_explain(attention_run, synthetic_data, tmp_path):
-    from covid_tf.evaluation.inference import load_model
-    from covid_tf.explain.run import explain_images
+    from covid_tf.runs.inference import load_model
+    from covid_tf.workflows.explain import explain_images
 
     saved = json.loads((attention_run / "config.json").read_text())
     assert saved["roi"] == "lungs-attention" and saved["channels"] == 1
@@ -158,9 +160,9 @@ def test_auto_roi_is_lung_attention_only_where_lungs_are_found(synthetic_data, t
     copies = [str(shutil.copy(p, loose / f"x{i}.png")) for i, p in enumerate(paths[:5])]
     mode, note = ri.resolve_auto(copies, seed=0, segmenter=EmptySegmenter(), cache_dir=tmp_path / "cache")
     assert mode == "none" and "0% of 5" in note and "--roi none" in note
-    with pytest.raises(ValueError, match="not resolved"):
-        ri.RoiSpec.from_config({"roi": "auto"})
-    assert ri.RoiSpec.from_config({"roi": "auto", "roi_resolved": "none"}).mode == "none"
+    with pytest.raises(CovidTfError, match="not resolved"):
+        _ = TrainConfig(data=str(tmp_path), roi="auto").roi_spec
+    assert TrainConfig(data=str(tmp_path), roi="auto", roi_resolved="none").roi_spec.mode == "none"
 
 
 def test_train_command_defaults_to_auto_and_records_its_choice(synthetic_data, tmp_path):
@@ -172,7 +174,7 @@ def test_train_command_defaults_to_auto_and_records_its_choice(synthetic_data, t
     assert code in (0, None)
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["roi"], saved["roi_resolved"]) == ("auto", "lungs-attention")
-    from covid_tf.evaluation.inference import load_model
+    from covid_tf.runs.inference import load_model
 
     loaded = load_model(run_dir / "model.keras")
     assert loaded.roi.mask_input and loaded.model.inputs[0].shape[-1] == 2

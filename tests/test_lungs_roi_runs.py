@@ -11,8 +11,11 @@ import pandas as pd
 import pytest
 
 from covid_tf.data.images import load_image, resize_image
+from covid_tf.data.mask_files import find_mask
 from covid_tf.lungs import roi
 from covid_tf.lungs import roi_inputs as ri
+from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.roi_modes import JITTER_MODES
 
 
 def _two_lungs(size: int = 40) -> np.ndarray:
@@ -48,7 +51,7 @@ def test_roi_images_of_each_mode_are_known_exactly():
 
 def test_jitter_of_radius_zero_equals_the_masked_image():
     image, mask = _image(), _two_lungs()
-    for mode in ri.JITTER_MODES:
+    for mode in JITTER_MODES:
         spec = ri.RoiSpec(mode, jitter=1)
         with_channel, _ = ri.roi_image(image, mask, spec, 32, mask_channel=True)
         plain, _ = ri.roi_image(image, mask, ri.RoiSpec(mode), 32)
@@ -114,8 +117,8 @@ def synthetic_data(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def roi_run(synthetic_data, tmp_path_factory):
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import train_run
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.workflows.train import train_run
 
     run_dir = tmp_path_factory.mktemp("roi_run") / "run"
     cfg = TrainConfig(data=str(synthetic_data), image_size=32, epochs=1, batch_size=4, n_bootstrap=20,
@@ -135,7 +138,8 @@ def test_train_records_the_roi_and_its_masks(roi_run):
 
 
 def test_predict_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
-    from covid_tf.evaluation.inference import load_model, predict_images
+    from covid_tf.runs.inference import load_model
+    from covid_tf.workflows.predict import predict_images
 
     run_dir, _ = roi_run
     loaded = load_model(run_dir / "model.keras")
@@ -145,7 +149,7 @@ def test_predict_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
     table = pd.read_csv(result.out_path)
     by_hand = []
     for path in paths:  # the ROI image computed by hand from the dataset's mask
-        mask = ri.read_mask(ri.dataset_mask_path(path))
+        mask = read_mask(find_mask(path))
         image, _ = ri.roi_image(load_image(path), mask, ri.RoiSpec("lungs-masked"), 32)
         by_hand.append(image)
     expected = np.asarray(loaded.model(np.stack(by_hand), training=False))
@@ -156,7 +160,7 @@ def test_predict_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
 
 
 def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
-    from covid_tf.evaluation.evaluate import evaluate_model
+    from covid_tf.workflows.evaluate import evaluate_model
 
     run_dir, result = roi_run
     evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval",
@@ -186,9 +190,9 @@ def test_crop_heatmaps_map_back_onto_the_full_image_exactly():
 
 
 def test_explain_applies_the_roi_and_reports_lung_energy(roi_run, synthetic_data, tmp_path):
-    from covid_tf.evaluation.inference import load_model
-    from covid_tf.explain.run import explain_images
     from covid_tf.lungs.energy import LUNG_COLUMNS, class_lung_energy, summarize, summary_line
+    from covid_tf.runs.inference import load_model
+    from covid_tf.workflows.explain import explain_images
 
     run_dir, _ = roi_run
     folder = synthetic_data / "COVID" / "images"
@@ -210,8 +214,8 @@ def test_explain_applies_the_roi_and_reports_lung_energy(roi_run, synthetic_data
 
 
 def test_mismatched_mask_folder_warns_and_never_gives_nan(roi_run, synthetic_data, tmp_path):
-    from covid_tf.explain.run import explain_images
     from covid_tf.lungs.energy import summarize, summary_line
+    from covid_tf.workflows.explain import explain_images
 
     run_dir, _ = roi_run
     masks = tmp_path / "masks"
@@ -228,8 +232,8 @@ def test_mismatched_mask_folder_warns_and_never_gives_nan(roi_run, synthetic_dat
 
 
 def test_lung_energy_words_and_evaluate_summary(roi_run, synthetic_data, tmp_path):
-    from covid_tf.evaluation.evaluate import evaluate_model
     from covid_tf.lungs.energy import evaluate_lung_energy, verdict
+    from covid_tf.workflows.evaluate import evaluate_model
 
     assert verdict(1.05).startswith("no better than chance: the heat is not concentrated on the lungs")
     assert verdict(2.5) == "the heat is concentrated on the lungs"

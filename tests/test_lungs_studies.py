@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from covid_tf.data.discover import discover
-from covid_tf.lungs import studies
+from covid_tf.runs.config import TrainConfig
+from covid_tf.studies import lungs as studies
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.config import TrainConfig
-from covid_tf.training.run import train_run
+from covid_tf.workflows.train import train_run
 
 
 @pytest.fixture(scope="module")

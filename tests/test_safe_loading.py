@@ -8,7 +8,7 @@ import pytest
 
 from covid_tf.cli import COMMANDS, main
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.inference import load_keras_model
+from covid_tf.models.loading import load_keras_model
 from covid_tf.models.registry import build_model
 from tests.helpers import make_class_folders
 

@@ -39,7 +39,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 from covid_tf.cli import main
 from covid_tf.training.distribute import get_strategy
-from covid_tf.evaluation.inference import load_model
+from covid_tf.runs.inference import load_model
 
 data, out = sys.argv[1], sys.argv[2]
 common = ["--model", "small", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--dropout", "0",

@@ -12,9 +12,9 @@ from keras import layers
 from covid_tf import explain
 from covid_tf.cli import build_parser
 from covid_tf.models import architectures, common
+from covid_tf.runs.config import TrainConfig
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training.config import TrainConfig
-from covid_tf.training.run import train_run
+from covid_tf.workflows.train import train_run
 
 
 def build_toy(options: common.BuildOptions) -> keras.Model:
@@ -22,7 +22,7 @@ def build_toy(options: common.BuildOptions) -> keras.Model:
     inputs, x = options.stem(rgb=False)
     x = layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
     x = layers.ReLU(name="block1_relu")(x)
-    return keras.Model(inputs, options.head(x, dense_units=()), name=common.model_name("toy"))
+    return keras.Model(inputs, options.head(x, inputs, dense_units=()), name=common.model_name("toy"))
 
 
 # The record: everything else (CLI choices, learning rate, freezing, Grad-CAM layer) reads it.

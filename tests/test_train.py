@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from covid_tf.cli import main
-from covid_tf.evaluation.inference import load_model
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import load_model
 from covid_tf.synthetic.xray import generate_dataset
 from covid_tf.training.callbacks import BestModelCheckpoint
-from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
-from covid_tf.training.run import prepare_split, retrain_on_train_and_val, train_run
+from covid_tf.workflows.train import prepare_split, retrain_on_train_and_val, train_run
 
 
 @pytest.fixture(scope="module")

@@ -12,9 +12,9 @@ from matplotlib.figure import Figure
 from covid_tf import figures
 from covid_tf.data import discover as data
 from covid_tf.data.splits import make_split
+from covid_tf.runs.config import TrainConfig
 from covid_tf.synthetic.xray import generate_dataset
 from covid_tf.training import tuning
-from covid_tf.training.config import TrainConfig
 
 CLASSES = ["COVID", "Normal"]
 

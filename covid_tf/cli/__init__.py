@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from covid_tf import __version__
+from covid_tf import config
 from covid_tf.errors import CovidTfError
 
 # Command name -> (module under covid_tf.cli.commands, one-line help).
@@ -124,7 +124,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog=program_name(), formatter_class=DefaultsHelpFormatter,
         description="COVID-19 detection on chest X-rays and CT, explained with class activation maps.",
     )
-    parser.add_argument("--version", action="version", version=f"covid_tf {__version__}")
+    parser.add_argument("--version", action="version", version=f"covid_tf {config.VERSION}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text, formatter_class=DefaultsHelpFormatter)

@@ -21,17 +21,18 @@ import base64
 import datetime
 import html
 import io
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from covid_tf import __version__
+from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.figures import plot_run_comparison
+from covid_tf.figures.comparison import plot_run_comparison
 from covid_tf.io_utils import atomic_write_text
+from covid_tf.runs import record
+from covid_tf.runs.record import RunRecord
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A figure larger than this is not one of ours (they are a few hundred KB); it is left out, not embedded.
@@ -75,13 +76,6 @@ class RunSummary:
     left_out: list[str] = field(default_factory=list)  # "file: reason" of PNG names that are not embedded
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CovidTfError(f"{path}: cannot read JSON ({error})") from error
-
-
 def select_split(metrics: Mapping[str, Any], split: str = "test") -> tuple[str | None, dict[str, Any] | None]:
     """The metrics dict of ``split`` (or of the other split, or the flat dict) and which one it is."""
     if split in metrics and isinstance(metrics[split], Mapping):
@@ -104,21 +98,17 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
     path = Path(run_dir)
     if not path.is_dir():
         raise CovidTfError(f"{path}: run folder not found")
-    metrics_file, config_file = path / "metrics.json", path / "config.json"
+    metrics_file, config_file = path / record.METRICS_FILE, path / record.CONFIG_FILE
     if not metrics_file.is_file() and not config_file.is_file():
         raise CovidTfError(f"{path}: not a run folder (no metrics.json or config.json); give a train or "
                            "evaluate --out folder")
     chosen_split, metrics = (None, None)
-    if metrics_file.is_file():
-        data = _read_json(metrics_file)
-        if not isinstance(data, Mapping):
-            raise CovidTfError(f"{metrics_file}: expected a JSON object")
+    run = RunRecord.read(path, required=False)
+    data = run.metrics()
+    if data is not None:
         chosen_split, metrics = select_split(data, split)
-    config: dict[str, Any] = {}
-    if config_file.is_file():
-        data = _read_json(config_file)
-        config = dict(data) if isinstance(data, Mapping) else {}
-    model = str(config.get("model", "?"))
+    config: dict[str, Any] = dict(run.settings)
+    model = run.model_name or "?"
     figures, left_out = _figure_files(path)
     figures.sort(key=_figure_rank)
     finished = next((f for f in (metrics_file, config_file) if f.is_file()), None)
@@ -253,7 +243,7 @@ def _config_table(run: RunSummary, out_dir: Path) -> str:
     epochs = config.get("epochs")
     if epochs is not None and config.get("fine_tune_epochs"):
         epochs = f"{epochs} + {config['fine_tune_epochs']} fine-tuning"
-    roi = config.get("roi")
+    roi = config.get("roi_resolved") or config.get("roi")  # the mode that ran, not "auto"
     if roi and roi != "none" and config.get("roi_margin") is not None:
         roi = f"{roi} (margin {config['roi_margin']})"
     versions = config.get("versions") or {}
@@ -321,7 +311,7 @@ def render_html(runs: list[RunSummary], *, title: str = "covid_tf report", out_d
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(title)}</title>", f"<style>{CSS}</style>", "</head>", "<body>",
         f"<h1>{html.escape(title)}</h1>",
-        f'<p class="note">Written {written} by covid_tf {html.escape(__version__)}. Metrics with 95% bootstrap '
+        f'<p class="note">Written {written} by covid_tf {html.escape(config.VERSION)}. Metrics with 95% bootstrap '
         "confidence intervals in brackets; average precision = area under the precision-recall curve; "
         "ECE = expected calibration error.</p>",
         _warnings(runs), "<h2>Runs</h2>", _summary_table(runs), _comparison_figure(runs), _patient_table(runs),

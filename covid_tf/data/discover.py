@@ -28,13 +28,16 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
 from covid_tf.data.images import scan_image
+from covid_tf.data.mask_files import MASK_FOLDERS as FOLDER_OF_KIND
+from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.io_utils import progress_bar
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 CSV_NAMES = ("metadata.csv", "labels.csv")
-MASK_FOLDERS = ("masks", "lesions")
+MASK_FOLDERS = tuple(FOLDER_OF_KIND.values())
+MASK_COLUMNS = {"mask_path": "lungs", "lesion_path": "lesions"}  # index column -> mask kind
 COLUMNS = ("path", "label", "patient_id", "split", "mask_path", "lesion_path")
 
 
@@ -153,9 +156,9 @@ def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[
         # COVID/img_0.png and Normal/img_0.png are not taken for one patient.
         patient = relative.parts[0] if len(relative.parts) > 1 else f"{folder.name}/{path.stem}"
         row = {"path": str(path), "label": label, "patient_id": patient, "split": split}
-        for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
-            candidate = folder / mask_folder / relative
-            row[column] = str(candidate) if radiography and candidate.is_file() else ""
+        for column, kind in MASK_COLUMNS.items():
+            found = find_mask(path, kind=kind) if radiography else None
+            row[column] = str(found) if found is not None else ""
         rows.append(row)
     return rows
 
@@ -202,12 +205,11 @@ def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile], notes: list[str])
         if not path.is_file():
             skipped.append(SkippedFile(str(path), f"listed in {csv_path.name} but missing"))
             continue
-        folder = path.parent.parent if path.parent.name == "images" else None
         row = {"path": str(path), "label": label, "patient_id": record.get("patient_id") or record["path"],
                "split": SPLIT_ALIASES.get(record.get("split", "").lower(), ""), "csv_row": number}
-        for column, mask_folder in (("mask_path", "masks"), ("lesion_path", "lesions")):
+        for column, kind in MASK_COLUMNS.items():
             given = record.get(column, "")
-            candidate = (base / given) if given else (folder / mask_folder / path.name if folder else None)
+            candidate = (base / given) if given else find_mask(path, kind=kind)
             row[column] = str(candidate) if candidate is not None and candidate.is_file() else ""
         rows.append(row)
     _report_folder_conflicts(csv_path, rows, notes)

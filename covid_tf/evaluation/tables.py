@@ -216,3 +216,34 @@ def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path) -> list[Pat
             atomic_write(path, lambda tmp, subset=subset: subset.to_csv(tmp, index=False))
             written.append(path)
     return written
+
+
+def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """Map label names onto the model's class indices; a clear error for a class the model does not know."""
+    index_of = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({str(label) for label in labels} - set(index_of))
+    if unknown:
+        raise CovidTfError(
+            f"the data has class(es) {', '.join(unknown)} that the model does not know (its classes: "
+            f"{', '.join(class_names)}); keep the model's classes with --classes or rename folders with --class-map"
+        )
+    return np.array([index_of[str(label)] for label in labels], dtype=np.int64)
+
+
+def predictions_table(
+    paths: Sequence[str], probabilities: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str],
+    *, labels: Sequence[str] | None = None, patient_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """``path[,label],predicted,probability|prob_<Class>...[,patient_id]`` as a DataFrame."""
+    names = np.asarray(class_names, dtype=object)
+    table = pd.DataFrame({"path": list(paths)})
+    if labels is not None:
+        table["label"] = list(labels)
+    table["predicted"] = names[y_pred] if len(y_pred) else []
+    if labels is None:
+        table["probability"] = probabilities[np.arange(len(y_pred)), y_pred] if len(y_pred) else []
+    for index, name in enumerate(class_names):
+        table[f"{PROB_PREFIX}{name}"] = probabilities[:, index]
+    if patient_ids is not None:
+        table["patient_id"] = list(patient_ids)
+    return table

@@ -27,7 +27,16 @@ from covid_tf.explain.base import (
     default_target_layer,
     find_target_layer,
 )
-from covid_tf.explain.methods import CAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM, find_cam_head
+from covid_tf.explain.methods import (
+    CAM,
+    METHODS,
+    GradCAM,
+    GradCAMPlusPlus,
+    LayerCAM,
+    ScoreCAM,
+    find_cam_head,
+    get_explainer,
+)
 from covid_tf.explain.overlay import colorize_heatmap, explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import (
     deletion_score,
@@ -41,36 +50,36 @@ from covid_tf.explain.sanity import randomization_sanity_check, rank_correlation
 from covid_tf.explain.segmentation import bounding_boxes, draw_contours, segment_heatmap, threshold_heatmap
 from covid_tf.explain.target import find_logit_layer
 
-METHODS: dict[str, type[BaseCAM]] = {
-    "cam": CAM,
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "scorecam": ScoreCAM,
-    "layercam": LayerCAM,
-}
 
-# The explainers of the last few explain() calls, so a loop over images does not rebuild and retrace
-# them. Bounded, because each one keeps its model alive.
-_CACHE_SIZE = 4
-_recent_explainers: OrderedDict[tuple, BaseCAM] = OrderedDict()
+class ExplainerCache:
+    """Explainers kept for reuse, owned by the caller that creates it: a loop over batches then builds and traces
+    each explainer once. Bounded to ``size`` explainers (each keeps its model alive); :meth:`clear` releases them."""
 
+    def __init__(self, size: int = 4) -> None:
+        if size < 1:
+            raise ValueError(f"an explainer cache holds at least 1 explainer, got {size}")
+        self.size = size
+        self._explainers: OrderedDict[tuple, BaseCAM] = OrderedDict()
 
-def get_explainer(
-    name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
-) -> BaseCAM:
-    """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam",
-    "layercam").
+    def get(self, method: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32,
+            score: str = "logit") -> BaseCAM:
+        """The explainer for these arguments: the cached one, or a new one (the oldest is dropped when full)."""
+        key = (id(model), str(method).lower(), layer_name, int(batch_size), score)
+        explainer = self._explainers.get(key)
+        if explainer is None or explainer.model is not model:
+            explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score)
+            self._explainers[key] = explainer
+            while len(self._explainers) > self.size:
+                self._explainers.popitem(last=False)
+        self._explainers.move_to_end(key)
+        return explainer
 
-    ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
-    GlobalAveragePooling2D). ``score`` is what gradient methods differentiate: "logit" (the pre-softmax
-    class score, default) or "probability". Raises ``ValueError`` for an unknown name or a model the
-    method cannot explain (e.g. "cam" on a head with a hidden Dense layer).
-    """
-    key = str(name).strip().lower().replace("_", "").replace("-", "")
-    key = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
-    if key not in METHODS:
-        raise ValueError(f"unknown explanation method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[key](model, layer_name=layer_name, batch_size=batch_size, score=score)
+    def clear(self) -> None:
+        """Forget every explainer (and so release their models)."""
+        self._explainers.clear()
+
+    def __len__(self) -> int:
+        return len(self._explainers)
 
 
 def explain(
@@ -81,6 +90,7 @@ def explain(
     layer_name: str | None = None,
     batch_size: int = 32,
     score: str = "logit",
+    cache: ExplainerCache | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Explain images with one method (``score``: see :func:`get_explainer`).
 
@@ -88,22 +98,17 @@ def explain(
     class per image int64 (N,) (the predicted one unless ``class_index`` is given), and the model's
     probabilities float32 (N, C).
 
-    The last few explainers are reused when the same model, method, layer and batch size come again.
+    Each call builds its explainer; pass a ``cache`` (:class:`ExplainerCache`) to reuse explainers across calls.
     """
-    key = (id(model), str(method).lower(), layer_name, int(batch_size), score)
-    explainer = _recent_explainers.get(key)
-    if explainer is None or explainer.model is not model:
-        explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score)
-        _recent_explainers[key] = explainer
-        while len(_recent_explainers) > _CACHE_SIZE:
-            _recent_explainers.popitem(last=False)
-    _recent_explainers.move_to_end(key)
+    explainer = (cache.get(method, model, layer_name, batch_size, score) if cache is not None
+                 else get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score))
     return explainer.explain(images, class_index)
 
 
 __all__ = [
     "CAM",
     "METHODS",
+    "ExplainerCache",
     "BaseCAM",
     "GradCAM",
     "GradCAMPlusPlus",
@@ -135,7 +140,8 @@ __all__ = [
 
 
 class _CallablePackage(types.ModuleType):
-    """The package is callable: ``from covid_tf import explain`` then ``explain(model, images)``."""
+    """The package is callable: ``from covid_tf import explain`` then ``explain(model, images)`` (the public API
+    since 0.1; the package keeps no state of its own)."""
 
     def __call__(self, *args, **kwargs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return explain(*args, **kwargs)

@@ -197,3 +197,30 @@ class ScoreCAM(BaseCAM):
                 for row in range(len(activations))
             ]
         )
+
+
+METHODS: dict[str, type[BaseCAM]] = {
+    "cam": CAM,
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "scorecam": ScoreCAM,
+    "layercam": LayerCAM,
+}
+
+
+def get_explainer(
+    name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
+) -> BaseCAM:
+    """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam",
+    "layercam").
+
+    ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
+    GlobalAveragePooling2D). ``score`` is what gradient methods differentiate: "logit" (the pre-softmax
+    class score, default) or "probability". Raises ``ValueError`` for an unknown name or a model the
+    method cannot explain (e.g. "cam" on a head with a hidden Dense layer).
+    """
+    key = str(name).strip().lower().replace("_", "").replace("-", "")
+    key = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
+    if key not in METHODS:
+        raise ValueError(f"unknown explanation method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[key](model, layer_name=layer_name, batch_size=batch_size, score=score)

@@ -55,11 +55,19 @@ def mask_area_fraction(mask: np.ndarray) -> float:
 
 
 def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Share of the heatmap's sum that lies inside the mask, in [0, 1]; 0 for an all-zero heatmap."""
+    """Share of the heatmap's sum that lies inside the mask, in [0, 1]; NaN for an all-zero heatmap (no heat:
+    the share is undefined). The toolkit's one measure of it: lung energy and lesion energy both use it.
+
+    A heatmap smaller than the mask is enlarged to it (bilinear), so a full-resolution lung mask keeps its
+    outline; a smaller mask is enlarged to the heatmap (nearest neighbour)."""
     heatmap = _finite_heatmap(heatmap)
+    mask = np.asarray(mask)
+    mask = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
+    if mask.ndim == 2 and mask.size > heatmap.size:
+        heatmap = cv2.resize(heatmap, (mask.shape[1], mask.shape[0]), interpolation=cv2.INTER_LINEAR)
     mask = _mask_for(mask, heatmap.shape)
     total = heatmap.sum()
-    return float(heatmap[mask].sum() / total) if total > 0 else 0.0
+    return float(heatmap[mask].sum() / total) if total > 0 else float("nan")
 
 
 def pointing_game(heatmap: np.ndarray, mask: np.ndarray) -> bool:

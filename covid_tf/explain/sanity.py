@@ -52,7 +52,7 @@ def _as_heatmap_function(
     if isinstance(method, str) or (isinstance(method, type) and issubclass(method, BaseCAM)):
 
         def explain_with(model: keras.Model, images: np.ndarray, class_indices: np.ndarray) -> np.ndarray:
-            from covid_tf.explain import get_explainer
+            from covid_tf.explain.methods import get_explainer
 
             explainer = (
                 get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)

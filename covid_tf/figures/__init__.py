@@ -307,7 +307,3 @@ def grid_search_figure(table: pd.DataFrame, *, metric: str = "val_accuracy", tit
 
 def _frame(column: int, row: int) -> Rectangle:
     return Rectangle((column, row), 1, 1, fill=False, edgecolor="red", linewidth=3)
-
-
-# The run comparison lives in its own module; its names stay reachable as ``figures.<name>``.
-from covid_tf.figures.comparison import at_chance, plot_run_comparison, runs_table  # noqa: E402, F401

@@ -12,10 +12,13 @@ edge, a ragged outline). The thresholds were set on 2000 adult segmenter masks a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy import ndimage
+
+from covid_tf.data.images import load_image
 
 MIN_AREA_FRACTION = 0.08
 MAX_AREA_FRACTION = 0.65
@@ -203,3 +206,8 @@ def describe_mask(mask: np.ndarray) -> MaskSummary:
     else:
         reason = _pair_reason(labels, np.bincount(labels.ravel())[1:].astype(float)) or _shape_reason(labels)
     return MaskSummary(fraction, int(components), reason == "", reason)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask file (any size, 0/255, 1 or 3 channels) as a bool (H, W) array."""
+    return binarize(load_image(path, channels=1))

@@ -1,11 +1,8 @@
 """Lung regions of interest: pure NumPy/OpenCV functions on one image and its lung mask.
 
-A *box* is ``(top, left, bottom, right)`` in pixels of the full image, bottom/right exclusive.
-Variants (see :data:`VARIANTS`): ``crop`` (lung box with a margin, resized), ``masked`` (outside
-the lungs set to a constant), ``masked-dilated`` (the same with a dilated mask, so the lungs'
-outline and some context stay), ``soft`` (outside the lungs dimmed, not erased, via a blurred
-mask), ``lung-contrast`` (intensities stretched to the lungs' own percentiles), and ``crop-soft``
-(crop, then soft mask). :func:`heatmap_to_full` maps a heatmap computed on a crop back onto the
+A *box* is ``(top, left, bottom, right)`` in pixels of the full image, bottom/right exclusive. The
+``--roi`` modes that use these are described in :mod:`covid_tf.lungs.roi_modes`.
+:func:`heatmap_to_full` maps a heatmap computed on a crop back onto the
 full image, so lung energy is always measured against the lungs of the original image.
 """
 
@@ -15,12 +12,10 @@ import cv2
 import numpy as np
 
 from covid_tf.data.images import resize_image
+from covid_tf.lungs.roi_modes import DEFAULT_MARGIN
 
 Box = tuple[int, int, int, int]
-VARIANTS = ("none", "crop", "masked", "masked-dilated", "soft", "lung-contrast", "crop-soft")
-DEFAULT_MARGIN = 0.10
-DEFAULT_DILATION = 0.06  # of the image side
-DEFAULT_SOFT_FLOOR = 0.35
+
 DEFAULT_FILL = 0.0
 
 
@@ -73,29 +68,6 @@ def apply_mask(image: np.ndarray, mask: np.ndarray, fill: float = DEFAULT_FILL) 
     return np.where(keep, image, np.float32(fill)).astype(np.float32)
 
 
-def soft_weights(mask: np.ndarray, floor: float = DEFAULT_SOFT_FLOOR, blur: float = 0.04) -> np.ndarray:
-    """(H, W) weights: 1 in the lungs, ``floor`` far outside, a smooth ramp of ~``blur`` x side between."""
-    mask = _as_2d(mask).astype(np.float32)
-    sigma = max(1.0, blur * max(mask.shape))
-    smooth = cv2.GaussianBlur(mask, (0, 0), sigmaX=sigma)
-    smooth = np.maximum(smooth / max(float(smooth.max()), 1e-6), mask)
-    return (floor + (1.0 - floor) * smooth).astype(np.float32)
-
-
-def apply_soft_mask(image: np.ndarray, mask: np.ndarray, floor: float = DEFAULT_SOFT_FLOOR) -> np.ndarray:
-    """Dim what lies outside the lungs (multiply by :func:`soft_weights`) instead of erasing it."""
-    return (image * soft_weights(mask, floor)[..., None]).astype(np.float32)
-
-
-def lung_contrast(image: np.ndarray, mask: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Stretch intensities so that the lungs' ``low``..``high`` percentiles span [0, 1] (clipped)."""
-    inside = image[_as_2d(mask)]
-    if inside.size < 16:
-        return image.astype(np.float32)
-    lo, hi = np.percentile(inside, [low, high])
-    return np.clip((image - lo) / max(hi - lo, 1e-3), 0.0, 1.0).astype(np.float32)
-
-
 def heatmap_to_full(heatmap: np.ndarray, box: Box, full_shape: tuple[int, int]) -> np.ndarray:
     """Place a heatmap computed on the crop ``box`` (any size) onto the full (H, W) image; zero outside."""
     top, left, bottom, right = box
@@ -105,39 +77,3 @@ def heatmap_to_full(heatmap: np.ndarray, box: Box, full_shape: tuple[int, int]) 
         heatmap = cv2.resize(heatmap, (right - left, bottom - top), interpolation=cv2.INTER_LINEAR)
     full[top:bottom, left:right] = heatmap
     return full
-
-
-def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
-    """Share of a non-negative heatmap's total inside ``mask`` (NaN for an all-zero heatmap)."""
-    heatmap = np.clip(np.asarray(heatmap, dtype=np.float64), 0.0, None)
-    mask = _as_2d(mask)
-    if heatmap.shape != mask.shape:
-        heatmap = cv2.resize(heatmap, mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
-    total = heatmap.sum()
-    return float(heatmap[mask].sum() / total) if total > 0 else float("nan")
-
-
-def apply_variant(
-    image: np.ndarray, mask: np.ndarray, variant: str, margin: float = DEFAULT_MARGIN
-) -> tuple[np.ndarray, Box]:
-    """The derived image of one ROI variant at the image's own size (crops keep the box's size) and its box."""
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown ROI variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    mask = _as_2d(mask)
-    height, width = mask.shape
-    full_box: Box = (0, 0, height, width)
-    if not mask.any() or variant == "none":
-        return image.astype(np.float32), full_box
-    if variant in ("crop", "crop-soft"):
-        box = lung_box(mask, margin)
-        cropped = np.ascontiguousarray(crop(image, box))
-        if variant == "crop-soft":
-            cropped = apply_soft_mask(cropped, crop(mask, box))
-        return cropped.astype(np.float32), box
-    if variant == "masked":
-        return apply_mask(image, mask), full_box
-    if variant == "masked-dilated":
-        return apply_mask(image, change_mask(mask, round(DEFAULT_DILATION * max(height, width)))), full_box
-    if variant == "soft":
-        return apply_soft_mask(image, mask), full_box
-    return lung_contrast(image, mask), full_box

@@ -23,7 +23,7 @@ table (a run's ``roi.csv``).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,71 +32,18 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.images import load_image, resize_image, save_png
+from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import ImageReadError
 from covid_tf.io_utils import atomic_write, resolved_path
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
+from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.roi_modes import ATTENTION_MODE, RoiSpec
 
-ROI_MODES = ("none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
-ATTENTION_MODE = "lungs-attention"  # the mode whose model takes the mask as a last input channel
-AUTO = "auto"  # train's default: lungs-attention when the training images have lungs, else none
 AUTO_SAMPLE = 64  # training images segmented to decide what "auto" means
 AUTO_MIN_LUNGS = 0.8  # share of them that must have plausible lungs
-JITTER_MODES = ("lungs-masked", "lungs-removed")  # the modes whose mask outline is in the image
 MASK_CACHE = "lung_masks"
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
-DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
-
-
-@dataclass(frozen=True)
-class RoiSpec:
-    """How a run turns an image and its lung mask into the model's input (saved in its config.json)."""
-
-    mode: str = "none"
-    margin: float = roi.DEFAULT_MARGIN
-    dilation: float = DEFAULT_DILATION
-    fill: float = 0.0
-    jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
-
-    def __post_init__(self) -> None:
-        if self.mode not in ROI_MODES:
-            raise ValueError(f"unknown ROI {self.mode!r}; choose one of {', '.join(ROI_MODES)}")
-        if self.margin < 0 or self.dilation < 0 or self.jitter < 0:
-            raise ValueError("the ROI margin, dilation and jitter must be 0 or more")
-        if self.jitter and self.mode not in JITTER_MODES:
-            raise ValueError(f"ROI jitter applies to {' and '.join(JITTER_MODES)} only, not {self.mode!r}")
-
-    @property
-    def active(self) -> bool:
-        return self.mode != "none"
-
-    @property
-    def mask_input(self) -> bool:
-        """Whether the model takes the lung mask as a last input channel (lung-attention pooling)."""
-        return self.mode == ATTENTION_MODE
-
-    @classmethod
-    def from_config(cls, saved: Mapping) -> RoiSpec:
-        """The spec of a run's config.json (``roi`` or, for ``auto``, ``roi_resolved``; ``roi_margin``,
-        ``roi_dilation``, ``roi_jitter``)."""
-        mode = saved.get("roi_resolved") or saved.get("roi") or "none"
-        if mode == AUTO:
-            raise ValueError("roi 'auto' is not resolved yet: train_run decides it from the training images")
-        return cls(mode=mode, margin=float(saved.get("roi_margin", roi.DEFAULT_MARGIN)),
-                   dilation=float(saved.get("roi_dilation", DEFAULT_DILATION)),
-                   jitter=int(saved.get("roi_jitter", 0) or 0))
-
-
-def dataset_mask_path(image_path: str | Path) -> Path | None:
-    """The Radiography Database's lung mask of an image (``<Class>/masks/<name>`` beside images/), or None."""
-    image_path = Path(image_path)
-    if image_path.parent.name != "images":
-        return None
-    folder = image_path.parent.parent / "masks"
-    for candidate in (folder / image_path.name, folder / image_path.with_suffix(".png").name):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def cache_key(image_path: str | Path) -> str:
@@ -104,11 +51,6 @@ def cache_key(image_path: str | Path) -> str:
     stat = Path(image_path).stat()
     text = f"{resolved_path(image_path)}\0{stat.st_mtime_ns}\0{stat.st_size}"
     return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
-
-
-def read_mask(path: str | Path) -> np.ndarray:
-    """A mask file (any size, 0/255, 1 or 3 channels) as a bool (H, W) array."""
-    return lung_masks.binarize(load_image(path, channels=1))
 
 
 def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int) -> None:
@@ -136,7 +78,7 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
     rows, todo = [], []
     for index, path in enumerate(paths):
         given = mask_paths[index] if mask_paths is not None else None
-        found = Path(given) if given and Path(given).is_file() else dataset_mask_path(path)
+        found = Path(given) if given and Path(given).is_file() else find_mask(path)
         if found is not None:
             rows.append([str(path), str(found), "dataset"])
         elif use_segmenter:
@@ -178,18 +120,19 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     height, width = image.shape[:2]
     full: roi.Box = (0, 0, height, width)
     mask_channel = mask_channel or spec.mask_input
-    if not spec.active or mask is None:
+    kind = spec.kind
+    if not kind.active or mask is None:
         resized = resize_image(image, size)
-        if mask_channel:
-            keep = 1.0 if spec.mode in ("lungs-masked", ATTENTION_MODE) else 0.0
+        if mask_channel:  # no lungs: the whole image is pooled (attention) or kept (the jitter's mask)
+            keep = 0.0 if kind.fill == "lungs" else 1.0
             resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
         return resized.astype(np.float32), full
     mask = lung_masks.resize_mask(mask, height, width)
-    box = full if spec.mode in ("lungs-removed", ATTENTION_MODE) else roi.lung_box(mask, spec.margin)
+    box = roi.lung_box(mask, spec.margin) if kind.crop else full
     resized = roi.crop_and_resize(image, box, size).astype(np.float32)
-    if spec.mode == "lungs":
+    if kind.fill is None and not kind.mask_channel:
         return resized, box
-    if spec.mask_input:
+    if kind.mask_channel:
         lungs = resize_image(np.ascontiguousarray(roi.crop(mask, box))[..., None].astype(np.float32), size)
         return np.concatenate([resized, lungs.reshape(size, size, 1)], axis=-1).astype(np.float32), box
     # The mask is applied at the model's size (as the training jitter does), so both agree exactly.
@@ -197,7 +140,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     small = lung_masks.resize_mask(roi.crop(grown, box), size, size)
     if mask_channel:
         return np.concatenate([resized, small[..., None].astype(np.float32)], axis=-1), box
-    return roi.apply_mask(resized, small if spec.mode == "lungs-masked" else ~small, spec.fill), box
+    return roi.apply_mask(resized, small if kind.fill == "outside" else ~small, spec.fill), box
 
 
 class RoiLoader:
@@ -228,7 +171,7 @@ class RoiLoader:
 
 def jitter_transform(spec: RoiSpec, seed: int = 0):
     """A batch function for training: dilate or erode each image's mask channel by a random radius in
-    ``[-jitter, jitter]`` pixels, apply it (constant outside, or inside for ``lungs-removed``) and drop it."""
+    ``[-jitter, jitter]`` pixels, fill the mode's region with the constant (outside or the lungs) and drop it."""
     import tensorflow as tf
 
     radius = int(spec.jitter)
@@ -245,7 +188,7 @@ def jitter_transform(spec: RoiSpec, seed: int = 0):
         variants = tf.stack([morph(masks, step) for step in range(-radius, radius + 1)], axis=1)
         choice = generator.uniform([tf.shape(batch)[0]], 0, 2 * radius + 1, dtype=tf.int32)
         chosen = tf.gather(variants, choice, axis=1, batch_dims=1)
-        keep = chosen if spec.mode == "lungs-masked" else 1.0 - chosen
+        keep = chosen if spec.kind.fill == "outside" else 1.0 - chosen
         return images * keep + spec.fill * (1.0 - keep)
 
     return apply
@@ -287,7 +230,7 @@ def resolve_auto(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
 def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
     """The lung ROI of a training config (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``) on a split;
     masks from the split's ``mask_path`` column, the dataset layout or the segmenter (cached)."""
-    spec = RoiSpec.from_config(vars(cfg))
+    spec = cfg.roi_spec
     if not spec.active:
         return RoiInputs()
     mask_paths = split["mask_path"].tolist() if "mask_path" in split else None

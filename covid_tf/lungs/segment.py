@@ -38,7 +38,7 @@ LUNGS_COLUMNS = ("path", "mask_path", "lung_area_fraction", "components", "plaus
 
 def load_segmenter(path: str | Path | None = None):
     """Load a segmenter ``.keras`` file in Keras safe mode (default: the one shipped with covid_tf)."""
-    from covid_tf.evaluation.inference import load_keras_model
+    from covid_tf.models.loading import load_keras_model
 
     model = load_keras_model(SHIPPED_MODEL if path is None else Path(path))
     shape = tuple(model.inputs[0].shape)

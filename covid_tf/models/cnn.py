@@ -46,7 +46,7 @@ def build_baseline(options: common.BuildOptions) -> keras.Model:
             x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}conv{conv}")(x)
             x = layers.BatchNormalization(momentum=BATCH_NORM_MOMENTUM, name=f"{name}bn{conv}")(x)
             x = layers.ReLU(name=f"{name}relu{conv}")(x)
-    outputs = options.head(x, dense_units=(128,))
+    outputs = options.head(x, inputs, dense_units=(128,))
     model = keras.Model(inputs, outputs, name=common.model_name("baseline"))
     _load_full_weights(model, options.weights, "baseline")
     return model
@@ -63,7 +63,7 @@ def build_small(options: common.BuildOptions) -> keras.Model:
     x = layers.Conv2D(6, 5, padding="same", activation="relu", name="block1_conv")(x)
     x = layers.MaxPooling2D(8, name="block1_pool")(x)
     x = layers.Conv2D(16, 5, padding="same", activation="relu", name="block2_conv")(x)
-    outputs = options.head(x, dense_units=(100, 50))
+    outputs = options.head(x, inputs, dense_units=(100, 50))
     model = keras.Model(inputs, outputs, name=common.model_name("small"))
     _load_full_weights(model, options.weights, "small")
     return model

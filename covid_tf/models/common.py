@@ -13,7 +13,7 @@ The model itself is called ``covid_<architecture>`` so the architecture is known
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -50,9 +50,8 @@ class BuildOptions:
     mean: float | Sequence[float] | None = None
     std: float | Sequence[float] | None = None
     # Lung-attention pooling (covid_tf.models.lung_attention): the input gets a last, mask channel and
-    # the head averages over the lungs. stem() keeps the mask tensor here for head() of the same model.
+    # the head averages over the lungs (head() takes the mask from the model's input it is given).
     lung_attention: bool = False
-    _mask: list = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         image_size, num_classes, normalization = self.image_size, self.num_classes, self.normalization
@@ -80,14 +79,16 @@ class BuildOptions:
             return input_stem(image_size=self.image_size, channels=self.channels, normalization=self.normalization,
                               mean=self.mean, std=self.std, rgb=rgb)
         inputs = keras.Input(shape=(self.image_size, self.image_size, self.channels + 1), name=INPUT_NAME)
-        image, mask = lung_attention.split_image_and_mask(inputs, self.channels)
-        self._mask[:] = [mask]
+        image = lung_attention.image_part(inputs, self.channels)
         return inputs, normalize(image, normalization=self.normalization, mean=self.mean, std=self.std, rgb=rgb)
 
-    def head(self, features: keras.KerasTensor, dense_units: Sequence[int] = (128,)) -> keras.KerasTensor:
-        """The classification head of these options (see :func:`classification_head`)."""
+    def head(self, features: keras.KerasTensor, inputs: keras.KerasTensor,
+             dense_units: Sequence[int] = (128,)) -> keras.KerasTensor:
+        """The classification head of these options on ``features`` of the model whose input is ``inputs``
+        (see :func:`classification_head`; with lung attention it pools over the mask channel of ``inputs``)."""
+        mask = lung_attention.mask_part(inputs, self.channels) if self.lung_attention else None
         return classification_head(features, num_classes=self.num_classes, dropout=self.dropout,
-                                   dense_units=dense_units, mask=self._mask[0] if self.lung_attention else None)
+                                   dense_units=dense_units, mask=mask)
 
 
 def input_stem(

@@ -29,9 +29,14 @@ CELL_THRESHOLD = 0.5  # share of a feature cell that must be lung for the cell t
 MIN_AREA = 1e-3  # of the feature map: an empty mask pools nothing rather than dividing by zero
 
 
-def split_image_and_mask(inputs: keras.KerasTensor, channels: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
-    """The image channels and the mask channel (the last) of an attention model's input."""
-    return inputs[..., :channels], inputs[..., channels:]
+def image_part(inputs: keras.KerasTensor, channels: int) -> keras.KerasTensor:
+    """The image channels of an attention model's input."""
+    return inputs[..., :channels]
+
+
+def mask_part(inputs: keras.KerasTensor, channels: int) -> keras.KerasTensor:
+    """The mask channel (the last) of an attention model's input."""
+    return inputs[..., channels:]
 
 
 def masked_average(features: keras.KerasTensor, mask: keras.KerasTensor) -> keras.KerasTensor:

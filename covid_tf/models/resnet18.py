@@ -89,7 +89,7 @@ def build_resnet18(options: common.BuildOptions) -> keras.Model:
         raise CovidTfError(NO_IMAGENET_WEIGHTS)
     weights_file = None if options.weights is None else common.local_weights_file(options.weights, "resnet18")
     inputs, x = options.stem(rgb=True)
-    outputs = options.head(resnet18_features(x), dense_units=())
+    outputs = options.head(resnet18_features(x), inputs, dense_units=())
     model = keras.Model(inputs, outputs, name=common.model_name("resnet18"))
     if weights_file is not None:
         pretrained = resnet18_backbone((options.image_size, options.image_size, 3), weights=weights_file)

@@ -152,7 +152,7 @@ def _build_transfer(architecture: str, options: common.BuildOptions) -> keras.Mo
     weights_file = _weights_file(architecture, resolve_weights(architecture, options.weights))
     inputs, x = options.stem(rgb=True)
     base = backbone.application(include_top=False, weights=None, input_tensor=x)
-    outputs = options.head(base.output)
+    outputs = options.head(base.output, inputs)
     model = keras.Model(inputs, outputs, name=common.model_name(architecture))
     if weights_file is not None:
         try:

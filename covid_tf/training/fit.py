@@ -1,7 +1,7 @@
 """The fit: datasets, model, the head phase on a frozen backbone, then fine-tuning, as in the keras-io guide.
 
-:func:`fit` trains the model of a :class:`~covid_tf.training.config.TrainConfig` on a split and returns the
-model and its history; :mod:`covid_tf.training.run` wraps it into a run folder, and
+:func:`fit` trains the model of a :class:`~covid_tf.runs.config.TrainConfig` on a split and returns the
+model and its history; :mod:`covid_tf.workflows.train` wraps it into a run folder, and
 :mod:`covid_tf.training.resume` lets a killed run continue.
 """
 
@@ -23,13 +23,13 @@ from covid_tf.data.preprocessing import augmentation_layers
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.io_utils import safe_name
-from covid_tf.lungs.roi_inputs import RoiInputs, RoiSpec, run_inputs
+from covid_tf.lungs.roi_inputs import RoiInputs, run_inputs
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.registry import build_model
+from covid_tf.runs.config import TrainConfig
 from covid_tf.training import resume
 from covid_tf.training.callbacks import BestModelCheckpoint, PreciseBatchNorm, SafeBackupAndRestore
-from covid_tf.training.config import TrainConfig
 from covid_tf.training.distribute import get_strategy
 from covid_tf.training.losses import get_loss, get_optimizer
 
@@ -208,7 +208,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
         model = build_model(cfg.model, image_size=cfg.image_size, channels=cfg.channels,
                             num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,
                             normalization=cfg.normalization, mean=mean, std=std,
-                            lung_attention=RoiSpec.from_config(vars(cfg)).mask_input)
+                            lung_attention=cfg.roi_spec.mask_input)
     best = BestModelCheckpoint(run_dir / "checkpoints" / "best.weights.h5" if run_dir else None,
                                restore_at_end=select_best)
     two_phase = get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0

@@ -30,13 +30,13 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.evaluate import evaluate_rows
-from covid_tf.evaluation.inference import predict_paths
 from covid_tf.io_utils import atomic_write_text
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import predict_paths
 from covid_tf.training import fit as train
-from covid_tf.training.config import TrainConfig
 from covid_tf.training.distribute import get_strategy
 
 # The hyperparameters of seed 001's grid, in the order of the table's columns.

@@ -36,12 +36,12 @@ from IPython.display import Image
 from covid_tf import figures
 from covid_tf.data import splits
 from covid_tf.data.images import load_image
-from covid_tf.evaluation.inference import predict_paths
-from covid_tf.figures import grids
+from covid_tf.figures import comparison, grids
 from covid_tf.io_utils import atomic_write, atomic_write_json
-from covid_tf.training import run as train
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import predict_paths
 from covid_tf.training import tuning
-from covid_tf.training.config import TrainConfig
+from covid_tf.workflows import train
 
 # Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
@@ -144,7 +144,7 @@ final_dir = config.RUNS_DIR / "02_baseline_final"
 final_dir.mkdir(parents=True, exist_ok=True)
 atomic_write(final_dir / "model.keras", final_model.save)
 atomic_write_json(final_dir / "metrics.json", {**final_metrics, "config": final_config.to_dict()})
-figures.runs_table({"baseline (defaults)": baseline.metrics["test"],
+comparison.runs_table({"baseline (defaults)": baseline.metrics["test"],
                   "baseline (tuned, train + val)": final_metrics["test"]})
 
 # %%

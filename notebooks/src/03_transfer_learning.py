@@ -47,9 +47,10 @@ from IPython.display import Image
 
 from covid_tf import figures, models
 from covid_tf.data import splits
-from covid_tf.evaluation.inference import predict_paths
-from covid_tf.training import run as train
-from covid_tf.training.config import TrainConfig
+from covid_tf.figures import comparison
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import predict_paths
+from covid_tf.workflows import train
 
 # Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR
@@ -123,7 +124,7 @@ if baseline_metrics is None:
     baseline_run = train.train_run(baseline_config, config.RUNS_DIR / "03_baseline", overwrite=True, verbose=0)
     baseline_metrics = baseline_run.metrics["test"]
 test_metrics = {"baseline CNN": baseline_metrics, "ResNet50V2 (fine-tuned)": transfer.metrics["test"]}
-figures.runs_table(test_metrics)
+comparison.runs_table(test_metrics)
 
 # %% [markdown]
 # The table above holds the numbers; the figure shows them as bars with their 95% intervals. A model
@@ -134,7 +135,7 @@ figures.runs_table(test_metrics)
 # Say why the transfer model may be at chance: it started from a random backbone, not ImageNet.
 random_backbone = transfer_config.weights is None
 comparison_notes = {"ResNet50V2 (fine-tuned)": "random backbone, no ImageNet weights"} if random_backbone else {}
-figure = figures.plot_run_comparison(test_metrics, notes=comparison_notes,
+figure = comparison.plot_run_comparison(test_metrics, notes=comparison_notes,
                                      title="Test set: baseline CNN vs ResNet50V2 (95% CI)")
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_comparison.png"))
 

@@ -44,11 +44,11 @@ from IPython.display import Image, display
 from covid_tf import explain, figures
 from covid_tf.data.discover import discover
 from covid_tf.data.pipeline import load_images
-from covid_tf.evaluation.inference import predict_paths
-from covid_tf.explain import studies
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import predict_paths
+from covid_tf.studies import shortcuts as studies
 from covid_tf.synthetic.xray import generate_dataset
-from covid_tf.training import run as train
-from covid_tf.training.config import TrainConfig
+from covid_tf.workflows import train
 
 # Keep TensorFlow's retracing notices (many small explainers, batches of several sizes) out of the output.
 tf.get_logger().setLevel("ERROR")
@@ -292,11 +292,11 @@ with tempfile.TemporaryDirectory() as folder:
         shortcut_studies[f"{name}, counterfactual data"] = studies.shortcut_study(
             model, counterfactual, class_names, class_name="COVID")
 comparison = studies.compare_shortcut_studies(shortcut_studies)
-comparison[["n", "accuracy", "lung_energy", "lung_area", "lung_energy_over_area", "pointing_lungs",
+comparison[["n", "accuracy", "energy_in_lungs", "lung_area_fraction", "lung_energy_ratio", "pointing_lungs",
             "pointing_lesion"]].round(3)
 
 # %% [markdown]
-# `lung_energy_over_area` is 1 for heat spread at random, above 1 when the heat gathers on the lungs and
+# `lung_energy_ratio` is 1 for heat spread at random, above 1 when the heat gathers on the lungs and
 # below 1 when it avoids them. The accuracy on the counterfactual set tells whether the marker carried the
 # decisions: a model that learned the disease keeps its accuracy when the markers move.
 

@@ -44,9 +44,8 @@ seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 from IPython.display import Image, display
 
 from covid_tf import figures
-from covid_tf.ct import workflow as ct
 from covid_tf.figures import ct as ct_figures
-from covid_tf.training import run as train
+from covid_tf.workflows import ct, train
 
 # Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).
 figures_dir = config.FIGURES_DIR

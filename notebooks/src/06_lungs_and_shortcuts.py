@@ -45,10 +45,10 @@ from IPython.display import Image, display
 
 from covid_tf import figures
 from covid_tf.data.discover import discover
-from covid_tf.explain import studies as explain_studies
 from covid_tf.figures.lungs import plot_audit, plot_image_panels
-from covid_tf.lungs import audit
-from covid_tf.lungs import studies as lung_studies
+from covid_tf.studies import lungs as lung_studies
+from covid_tf.studies import shortcuts as explain_studies
+from covid_tf.workflows import audit
 
 tf.get_logger().setLevel("ERROR")  # keep TensorFlow's retracing notices out of the output
 # Each report figure is saved twice in figures_dir: a PNG (shown here) and a PDF (vector, for print).

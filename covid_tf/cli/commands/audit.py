@@ -11,7 +11,7 @@ from covid_tf.models.architectures import model_names
 
 HELP = ("Shortcut audit: one quick model on the full image, the lungs only and the lungs removed "
         "(same split); audit.json, audit.png and a verdict.")
-# covid_tf.lungs.audit's defaults, spelled out here: the parser imports no TensorFlow.
+# covid_tf.workflows.audit's defaults, spelled out here: the parser imports no TensorFlow.
 DEFAULT_IMAGE_SIZE = 96
 DEFAULT_EPOCHS = 6
 DEFAULT_THRESHOLD = 0.80
@@ -46,14 +46,14 @@ def _fractions(text: str) -> tuple[float, float, float]:
         values = ()
     if len(values) != 3 or min(values) < 0 or values[0] <= 0 or values[2] <= 0:
         raise CovidTfError(f"--split expects three fractions train,val,test (train and test above 0), got {text!r}")
-    from covid_tf.training.config import check_fractions_add_up
+    from covid_tf.runs.config import check_fractions_add_up
 
     return check_fractions_add_up(values)
 
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
-    from covid_tf.lungs.audit import auc_interval, run_audit
+    from covid_tf.workflows.audit import auc_interval, run_audit
 
     result = run_audit(args.data, args.out, classes=parse_class_list(args.classes), model=args.model,
                        image_size=args.image_size, epochs=args.epochs, seed=args.seed, threshold=args.threshold,

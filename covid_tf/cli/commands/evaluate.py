@@ -45,8 +45,8 @@ def _number(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.evaluation.evaluate import evaluate_model, print_skipped
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.workflows.evaluate import evaluate_model, print_skipped
 
     refuse_output_inside_inputs(args.out, [args.data, args.model])
     check_writable_output(args.out, folder=True)
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.data, args.out, split_file=args.split_file, split=args.subset,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         threshold=args.threshold, threshold_from_val=args.threshold_from_val, batch_size=args.batch_size,
-        allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, n_bootstrap=args.n_bootstrap,
+        allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, n_bootstrap=args.n_bootstrap, lungs=args.lungs,
     )
     print_skipped(result.skipped, limit=20)
     for note in result.notes:
@@ -70,10 +70,9 @@ def run(args: argparse.Namespace) -> int:
     for rule, values in (metrics.get("patients") or {}).items():
         print(f"patients ({rule}): accuracy {_number(values['accuracy'])}, ROC-AUC {_number(values['roc_auc'])} "
               f"(n={values['n']})")
-    from covid_tf.lungs.energy import evaluate_lung_energy, summary_line
+    from covid_tf.lungs.energy import summary_line
 
-    energy = evaluate_lung_energy(args.model, result.out_dir, result.predictions, use_segmenter=args.lungs,
-                                  batch_size=args.batch_size, allow_unsafe=args.allow_unsafe)
+    energy = metrics.get("lung_energy")
     if energy is not None:
         print(summary_line(energy, f" of {energy['class']} (Grad-CAM)"))
     skipped_note = f", {len(result.skipped)} skipped (skipped.csv)" if result.skipped else ""

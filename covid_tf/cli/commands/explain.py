@@ -46,9 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.explain.run import explain_images
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
     from covid_tf.lungs.energy import summarize, summary_line
+    from covid_tf.workflows.explain import explain_images
 
     refuse_output_inside_inputs(args.out, [*args.inputs, *([args.masks] if args.masks else [])])
     check_writable_output(args.out, folder=True)

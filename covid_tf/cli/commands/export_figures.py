@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.errors import CovidTfError
-    from covid_tf.figures.export import export_figures, parse_formats
+    from covid_tf.workflows.export_figures import export_figures, parse_formats
 
     if args.subset not in ("test", "val"):
         raise CovidTfError(f"--subset: test or val, got {args.subset!r}")

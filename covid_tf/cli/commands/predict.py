@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.evaluation.inference import predict_images
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.workflows.predict import predict_images
 
     refuse_output_inside_inputs(args.out, [*args.inputs, args.model], folder=False)
     check_writable_output(args.out, folder=False)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
+from covid_tf.lungs.roi_modes import AUTO, DEFAULT_MARGIN, MODES
 from covid_tf.models.architectures import model_names
 
-# covid_tf.lungs.roi_inputs.ROI_MODES, spelled out here: the parser imports no TensorFlow or OpenCV.
-ROI_MODES = ("auto", "none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention")
+ROI_CHOICES = (AUTO, *MODES)  # the ROI table imports no TensorFlow or OpenCV
 HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
 
 
@@ -77,17 +77,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
-    parser.add_argument("--roi", choices=ROI_MODES, default="auto",
+    parser.add_argument("--roi", choices=ROI_CHOICES, default=AUTO,
                         help="lung region of interest: auto (lungs-attention when plausible lungs are found on "
-                             "at least 80%% of 64 sampled training images, else none), none (full image), "
-                             "lungs (lung box with a margin, resized), "
-                             "lungs-masked (the same, outside the dilated lungs set to black), lungs-removed "
-                             "(only what lies outside the lungs: for a shortcut audit, not for diagnosis), "
-                             "lungs-attention (the full image and a model that averages its last "
-                             "feature map over the lungs only: its decision and its Grad-CAM come from the lungs). "
-                             "Masks from the dataset's masks/, else from the shipped segmenter, computed once, cached")
-    parser.add_argument("--roi-margin", type=float, default=0.10,
-                        help="margin around the lung box, as a share of its height/width per side (default 0.10)")
+                             "at least 80%% of 64 sampled training images, else none), "
+                             + ", ".join(f"{name} ({mode.help})" for name, mode in MODES.items())
+                             + ". Masks from the dataset's masks/, else from the shipped segmenter, computed once, "
+                             "cached (default %(default)s)")
+    parser.add_argument("--roi-margin", type=float, default=DEFAULT_MARGIN,
+                        help="margin around the lung box, as a share of its height/width per side (default "
+                             "%(default)s)")
     parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
                         help="lungs-masked/lungs-removed: dilate or erode each training image's mask by a random "
                              "radius up to PIXELS (at --image-size), so that the mask's outline stops being a cue")
@@ -96,12 +94,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Turn command-line options into a ``TrainConfig`` (validated by ``TrainConfig.validate``)."""
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.training.config import TrainConfig, check_fractions_add_up
+    from covid_tf.runs.config import TrainConfig, check_fractions_add_up
 
-    if args.roi_jitter < 0 or args.roi_margin < 0:
-        raise CovidTfError("--roi-jitter and --roi-margin must be 0 or more")
-    if args.roi_jitter and args.roi not in ("lungs-masked", "lungs-removed"):
-        raise CovidTfError(f"--roi-jitter needs --roi lungs-masked or lungs-removed, not {args.roi}")
     try:
         unfreeze = args.unfreeze if args.unfreeze == "all" else int(args.unfreeze)
     except ValueError:
@@ -131,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # every setting checked (TrainConfig.validate) before anything is read or written
     refuse_output_inside_inputs(args.out, [args.data])
     check_writable_output(args.out, folder=True)
-    from covid_tf.training.run import train_run
+    from covid_tf.workflows.train import train_run
 
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)

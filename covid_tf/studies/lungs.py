@@ -11,7 +11,6 @@ measured against the same lungs: ``energy_in_lungs`` is the share of the heat in
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +19,17 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
+from covid_tf.data.splits import load_split
+from covid_tf.explain.lung_energy import lung_heatmaps
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import scoring
-from covid_tf.lungs.roi_inputs import RoiLoader, RoiSpec, prepare_masks, read_mask
+from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi_modes import MODES, RoiSpec
+from covid_tf.runs.inference import load_model
+from covid_tf.runs.record import MODEL_FILE, RunRecord
 
-ROI_TITLES = {"none": "full image", "lungs": "lung box (--roi lungs)", "lungs-masked": "lungs only",
-              "lungs-removed": "lungs removed"}
+ROI_TITLES = {name: mode.title for name, mode in MODES.items()}
 
 
 def segmenter_panels(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
@@ -70,48 +74,32 @@ class LungEnergy:
 def lung_energy(run_dir: str | Path, paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *,
                 class_name: str = "COVID") -> LungEnergy:
     """Grad-CAM of ``class_name`` for a saved run's model (through its own ROI), mapped back onto each full image
-    and measured against the full image's lung mask (:class:`covid_tf.lungs.energy.LungInputs`)."""
-    from covid_tf.evaluation.inference import load_model
-    from covid_tf.explain import explain
-    from covid_tf.lungs.energy import LungInputs
-
-    loaded = load_model(Path(run_dir) / "model.keras")
-    lungs = LungInputs(loaded, [str(p) for p in paths], mask_paths)
-    inputs = [lungs.model_input(str(path)) for path in paths]
-    class_index = loaded.class_names.index(class_name)
-    heatmaps, _, probabilities = explain(loaded.model, np.stack([item[0] for item in inputs]), method="gradcam",
-                                         class_index=class_index)
-    mapped = np.stack([lungs.on_full_image(heatmap, *item[1:]) for heatmap, item in zip(heatmaps, inputs)])
-    table = lungs.columns(range(len(paths)), mapped)
-    table.insert(0, f"prob_{class_name}", probabilities[:, class_index])
-    table.insert(0, "path", [str(p) for p in paths])
+    and measured against the full image's lung mask (:func:`covid_tf.explain.lung_energy.lung_heatmaps`)."""
+    loaded = load_model(Path(run_dir) / MODEL_FILE)
+    found = lung_heatmaps(loaded, paths, loaded.class_names.index(class_name), mask_paths=mask_paths,
+                          keep_heatmaps=True)
     images = np.stack([load_image(path, channels=1, size=loaded.image_size) for path in paths])
-    return LungEnergy(table, images, np.clip(mapped, 0.0, 1.0))
+    return LungEnergy(found.table, images, found.heatmaps)
 
 
 def split_images(split_csv: str | Path, label: str, part: str = "test", count: int | None = None) -> list[str]:
     """The image paths of one class in one part (``train``, ``val``, ``test``) of a split file, the first ``count``."""
-    table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    table = load_split(split_csv)
     chosen = table[(table["split"] == part) & (table["label"] == label)]["path"].tolist()
     return chosen[:count] if count is not None else chosen
-
-
-def _test_metrics(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return metrics.get("test") or {}
 
 
 def compare_runs(runs: Mapping[str, str | Path], energies: Mapping[str, LungEnergy]) -> pd.DataFrame:
     """One row per model: its ROI, test ROC-AUC with the 95% CI, and its mean Grad-CAM lung energy and ratio."""
     rows = []
     for name, run_dir in runs.items():
-        test = _test_metrics(Path(run_dir))
+        run = RunRecord.read(run_dir)
+        test = (run.metrics() or {}).get("test") or {}
         low, high = (test.get("ci95") or {}).get("roc_auc", [None, None])
-        saved = json.loads((Path(run_dir) / "config.json").read_text())
         table = energies[name].table
         area = float(table["lung_area_fraction"].mean())
         energy = float(table["energy_in_lungs"].mean())
-        rows.append({"model": name, "roi": saved.get("roi", "none"), "test ROC-AUC": test.get("roc_auc"),
+        rows.append({"model": name, "roi": run.roi.mode, "test ROC-AUC": test.get("roc_auc"),
                      "CI low": low, "CI high": high, "energy in lungs": energy, "lung area": area,
                      "lung energy ratio": energy / area if area > 0 else float("nan"), "images explained": len(table)})
     return pd.DataFrame(rows)

@@ -9,8 +9,7 @@ The logic behind the ``explain`` command (which only parses options and prints):
   masks are found, ``mask_path, energy_in_mask, mask_area_fraction, pointing_hit, iou``, and always the lung energy
   (``covid_tf.lungs.energy.LUNG_COLUMNS``). A lung-ROI run's inputs are its ROI images; heatmaps are
   mapped back, drawn and measured on the full original image.
-- :func:`find_mask` finds the mask of an image by file name: in a given folder, or beside ``images/`` as
-  in the Radiography Database layout (``<Class>/masks/<name>`` lungs, ``<Class>/lesions/<name>`` lesions).
+Masks are found by the toolkit's one rule (:func:`covid_tf.data.mask_files.find_mask`).
 """
 
 from __future__ import annotations
@@ -28,22 +27,25 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data.discover import SkippedFile, list_images
 from covid_tf.data.images import load_image
+from covid_tf.data.mask_files import MASK_FOLDERS as MASK_KINDS
+from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
+from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.explain import get_explainer
 from covid_tf.explain.base import BaseCAM
+from covid_tf.explain.lung_energy import LungInputs
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
 from covid_tf.io_utils import atomic_write, csv_rows, is_within, progress_bar
-from covid_tf.lungs.energy import LungInputs, mask_folder_notes
+from covid_tf.lungs.energy import mask_folder_notes
+from covid_tf.lungs.masks import read_mask
+from covid_tf.runs.inference import load_model
 
 CSV_NAME = "explanations.csv"
-# --mask-kind -> the folder beside ``images/`` in the Radiography Database layout.
-MASK_KINDS = {"lungs": "masks", "lesions": "lesions"}
 MASK_COLUMNS = ("mask_path", "energy_in_mask", "mask_area_fraction", "pointing_hit", "iou")
 # Overlays are drawn on the original image, shrunk so that its longer side is at most this.
 MAX_DISPLAY_SIZE = 512
-PROB_PREFIX = "prob_"
 
 
 @dataclass
@@ -98,38 +100,6 @@ def output_names(paths: Sequence[str | Path], suffix: str = ".png") -> list[str]
         taken.add(name.lower())
         names.append(name)
     return names
-
-
-def find_mask(image_path: str | Path, masks_dir: str | Path | None = None, mask_kind: str = "lungs") -> Path | None:
-    """The mask of an image, found by file name, or None.
-
-    With ``masks_dir``: ``masks_dir/<name>``, else any file ``masks_dir/<stem>.*`` with an image extension.
-    Without: the Radiography Database layout, ``<Class>/<folder>/<name>`` beside ``<Class>/images/<name>``,
-    where ``folder`` is ``masks`` for ``mask_kind="lungs"`` and ``lesions`` for ``"lesions"``.
-    """
-    if mask_kind not in MASK_KINDS:
-        raise CovidTfError(f"unknown mask kind {mask_kind!r}; choose one of {', '.join(MASK_KINDS)}")
-    image_path = Path(image_path)
-    if masks_dir is not None:
-        folder = Path(masks_dir)
-    elif image_path.parent.name == "images":
-        folder = image_path.parent.parent / MASK_KINDS[mask_kind]
-    else:
-        return None
-    candidate = folder / image_path.name
-    if candidate.is_file():
-        return candidate
-    if masks_dir is not None:
-        for extension in config.IMAGE_EXTENSIONS:
-            candidate = folder / f"{image_path.stem}{extension}"
-            if candidate.is_file():
-                return candidate
-    return None
-
-
-def load_mask(path: str | Path) -> np.ndarray:
-    """A mask file as bool (H, W): pixels above half the range are inside."""
-    return load_image(path, channels=1)[..., 0] > 0.5
 
 
 def _display_image(path: str, channels: int) -> np.ndarray:
@@ -257,7 +227,7 @@ class _ExplainJob:
         batch_masks = []
         for i in chosen:
             try:
-                batch_masks.append(load_mask(self.masks[i]) if self.masks[i] is not None else None)
+                batch_masks.append(read_mask(self.masks[i]) if self.masks[i] is not None else None)
             except ImageReadError as error:
                 self.notes.append(f"mask {error.path}: {error.reason}; no mask numbers for {self.paths[i]}")
                 batch_masks.append(None)
@@ -326,8 +296,6 @@ def explain_images(
     out_dir = Path(out_dir).expanduser()
     masks_path = _check_options(batch_size, threshold, mask_kind, masks_dir)
     _check_out_dir(out_dir, inputs, masks_path, overwrite)
-
-    from covid_tf.evaluation.inference import load_model
 
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
     paths, skipped = list_images(inputs, on_skipped=on_skipped)

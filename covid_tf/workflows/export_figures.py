@@ -7,7 +7,7 @@ real vector file:
   ``config.json``; the image grids when the images still exist; the training curves of the evaluated
   model's run when its ``history.csv`` is there;
 - a ``train --out`` run: ``history.csv``, and the ``split.csv`` rows predicted again by ``model.keras``
-  (as training drew them).
+  (training drew them from the probabilities it had just computed).
 
 Nothing is written into the run folder or into any folder the figures are drawn from.
 """
@@ -19,20 +19,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from covid_tf import figures
+from covid_tf import config, figures
 from covid_tf.data.splits import load_split
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.inference import label_indices
-from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, load_predictions
-from covid_tf.figures.run import (
-    FIGURE_NAMES,
-    make_figures,
-    read_history,
-    read_run_config,
-    run_figures,
-    save_figures,
-)
+from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, label_indices, load_predictions
+from covid_tf.figures.run import FIGURE_NAMES, make_figures, run_figures, save_figures
 from covid_tf.io_utils import refuse_output_inside_inputs
+from covid_tf.runs import record
+from covid_tf.runs.inference import load_model
+from covid_tf.runs.record import RunRecord
 
 PREDICTIONS_FILE = "predictions.csv"
 
@@ -47,11 +42,12 @@ def parse_formats(text: str | Sequence[str]) -> list[str]:
     return formats
 
 
-def input_folders(run_dir: Path, run_config: dict) -> list[Path]:
+def input_folders(run_dir: Path, run: RunRecord) -> list[Path]:
     """The folders the figures are drawn from: the run, its data folder and the folders of its images."""
     folders = [run_dir]
-    if run_config.get("data") and Path(str(run_config["data"])).is_dir():
-        folders.append(Path(str(run_config["data"])))
+    data = run.text("data")
+    if data and Path(data).is_dir():
+        folders.append(Path(data))
     for table_name, loader in ((PREDICTIONS_FILE, load_predictions), ("split.csv", load_split)):
         if (run_dir / table_name).is_file():
             paths = loader(run_dir / table_name)["path"].astype(str)
@@ -60,25 +56,46 @@ def input_folders(run_dir: Path, run_config: dict) -> list[Path]:
     return folders
 
 
-def evaluation_figures(run_dir: Path, run_config: dict) -> dict[str, Figure]:
+def evaluation_figures(run_dir: Path, run: RunRecord) -> dict[str, Figure]:
     """The figures of an ``evaluate --out`` folder, from its ``predictions.csv``."""
     table = load_predictions(run_dir / PREDICTIONS_FILE)
-    names = [str(name) for name in (run_config.get("class_names") or class_names_from_columns(table.columns))]
+    names = run.class_names() or class_names_from_columns(table.columns)
     missing = [column for column in ("label", "predicted", *(PROB_PREFIX + name for name in names))
                if column not in table.columns]
     if missing:
         raise CovidTfError(f"{run_dir / PREDICTIONS_FILE}: lacks the column(s) {', '.join(missing)}")
     probabilities = table[[PROB_PREFIX + name for name in names]].astype(float).to_numpy()
     paths = table["path"].astype(str).tolist()
-    image_size = run_config.get("image_size")
+    image_size = run.integer("image_size", least=1)
     images_exist = image_size is not None and all(Path(path).is_file() for path in paths)
-    model_path = run_config.get("model_path")
-    history = read_history(Path(model_path).parent) if model_path else None
-    split = run_config.get("split")
+    model_path = run.text("model_path")
+    history = RunRecord.of_model(model_path).history() if model_path else None
+    split = run.text("split")
     return make_figures(label_indices(table["label"], names), probabilities, label_indices(table["predicted"], names),
                         names, paths=paths if images_exist else None, image_size=image_size,
-                        channels=int(run_config.get("channels") or 1), history=history,
+                        channels=run.integer("channels", 1, least=1), history=history,
                         label=f"{split}, n={len(table)}" if split else f"n={len(table)}")
+
+
+def training_run_figures(run: RunRecord, split: str = "test") -> dict[str, Figure]:
+    """A finished training run's figures: its history, and the ``split`` rows of ``split.csv`` (``val`` when it has
+    no test rows) predicted again by its ``model.keras`` through the run's own ROI (a run keeps no predictions)."""
+    history = run.history()
+    table = run.split()
+    chosen = None if table is None else next((name for name in (split, "val") if (table["split"] == name).any()), None)
+    if chosen is None:
+        return run_figures(history, model_name=run.model_name or "?")
+    rows = table[table["split"] == chosen]
+    rows = rows[rows["path"].map(lambda p: Path(p).is_file())]
+    if rows.empty:
+        raise CovidTfError(f"{run.folder / record.SPLIT_FILE}: none of the {chosen!r} images exist any more; "
+                           "cannot draw the figures")
+    loaded = load_model(run.folder / record.MODEL_FILE)
+    mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
+    probabilities = loaded.predict_paths(rows["path"].tolist(), run.integer("batch_size", config.BATCH_SIZE, 1),
+                                         mask_paths)
+    return run_figures(history, label_indices(rows["label"].astype(str), loaded.class_names), probabilities,
+                       loaded.class_names, model_name=run.model_name or "?", label=f"{chosen}, n={len(rows)}")
 
 
 def export_figures(run_dir: str | Path, out_dir: str | Path, formats: str | Sequence[str] = ("png",), *,
@@ -93,14 +110,14 @@ def export_figures(run_dir: str | Path, out_dir: str | Path, formats: str | Sequ
     kinds = parse_formats(formats)
     if not run_dir.is_dir():
         raise CovidTfError(f"{run_dir}: no such run folder")
-    run_config = read_run_config(run_dir)
-    refuse_output_inside_inputs(out_dir, input_folders(run_dir, run_config))
+    run = RunRecord.read(run_dir)
+    refuse_output_inside_inputs(out_dir, input_folders(run_dir, run))
     if (run_dir / PREDICTIONS_FILE).is_file():
-        drawn = evaluation_figures(run_dir, run_config)
-    elif (run_dir / "model.keras").is_file():
-        drawn = run_figures(run_dir, split=split)
+        drawn = evaluation_figures(run_dir, run)
+    elif (run_dir / record.MODEL_FILE).is_file():
+        drawn = training_run_figures(run, split=split)
     else:
-        history = read_history(run_dir)
+        history = run.history()
         drawn = {} if history is None else {"training_curves": figures.plot_training_curves(history)}
     if not drawn:
         raise CovidTfError(f"{run_dir}: holds nothing to draw (no {PREDICTIONS_FILE}, model.keras or history.csv)")

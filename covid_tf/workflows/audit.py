@@ -16,7 +16,6 @@ folders: ``evaluate``, ``explain`` and ``predict`` work on them), ``audit.json``
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,17 +28,20 @@ from covid_tf.data.splits import save_split
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.io_utils import atomic_write_json, refuse_output_inside_inputs, resolved_path
-from covid_tf.training.config import TrainConfig
+from covid_tf.lungs.roi_modes import MODES
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.record import read_json_object
+from covid_tf.workflows.train import prepare_split, train_or_reuse
 
 # (name shown to the reader, training ROI mode), in the order of the table and the figure.
-VARIANTS = (("full image", "none"), ("lungs only", "lungs-masked"), ("lungs removed", "lungs-removed"))
+AUDIT_MODES = ("none", "lungs-masked", "lungs-removed")
+VARIANTS = tuple((MODES[mode].title, mode) for mode in AUDIT_MODES)
 DEFAULT_MODEL = "baseline"
 DEFAULT_IMAGE_SIZE = 96
 DEFAULT_EPOCHS = 6
 DEFAULT_THRESHOLD = 0.80  # lungs-removed ROC-AUC from which the data is said to carry shortcuts
 TABLE_COLUMNS = ("variant", "roi", "roc_auc", "ci_low", "ci_high", "accuracy", "n_test", "roi_fallbacks",
                  "seconds", "run_dir")
-IGNORED_CONFIG_KEYS = ("class_names", "strategy", "devices")
 
 
 @dataclass
@@ -70,33 +72,14 @@ def audit_config(data: str | Path, *, classes: Sequence[str] | None = None, mode
                        split_fractions=tuple(split_fractions), n_bootstrap=n_bootstrap, patience=epochs)
 
 
-def _finished_metrics(run_dir: Path, cfg: TrainConfig) -> dict | None:
-    """The metrics of a finished run with exactly this configuration (an audit run again), else None."""
-    metrics, saved = run_dir / "metrics.json", run_dir / "config.json"
-    if not (metrics.is_file() and saved.is_file() and (run_dir / "model.keras").is_file()):
-        return None
-    previous = json.loads(saved.read_text())
-    wanted = json.loads(json.dumps(cfg.to_dict()))
-    if any(previous.get(key) != value for key, value in wanted.items() if key not in IGNORED_CONFIG_KEYS):
-        return None
-    return json.loads(metrics.read_text())
-
-
-def train_or_reuse(cfg: TrainConfig, run_dir: Path, overwrite: bool = False, verbose: int | str = 0,
-                   figures: bool = True) -> tuple[dict, int]:
+def train_variant(cfg: TrainConfig, run_dir: Path, overwrite: bool = False, verbose: int | str = 0,
+                  figures: bool = True) -> tuple[dict, int]:
     """Metrics of the run of ``cfg`` in ``run_dir`` (trained now, or reused when finished with the same settings)
     and how many images it used whole for want of plausible lungs; ``figures``: draw the run's own figures."""
-    from covid_tf.training.run import train_run
-
-    metrics = None if overwrite else _finished_metrics(run_dir, cfg)
-    if metrics is None:
-        metrics = train_run(cfg, run_dir, overwrite=overwrite, verbose=verbose, figures=figures).metrics
-    fallbacks = 0
-    roi_csv = run_dir / "roi.csv"
-    if roi_csv.is_file():
-        applied = pd.read_csv(roi_csv)["roi_applied"].astype(str).str.lower() == "true"
-        fallbacks = int((~applied).sum())
-    return metrics, fallbacks
+    result, _ = train_or_reuse(cfg, run_dir, overwrite=overwrite, verbose=verbose, figures=figures)
+    table = result.roi_table
+    fallbacks = 0 if table is None else int((~table["roi_applied"].astype(str).str.lower().eq("true")).sum())
+    return result.metrics, fallbacks
 
 
 def _row(name: str, mode: str, metrics: dict, fallbacks: int, run_dir: Path) -> dict:
@@ -163,8 +146,6 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
     """
     from covid_tf.figures.lungs import plot_audit
     from covid_tf.lungs.source_probe import source_predictability
-    from covid_tf.training.run import prepare_split
-
     if not 0.5 <= threshold <= 1.0:
         raise CovidTfError(f"--shortcut-auc must be in [0.5, 1], got {threshold}")
     out = Path(out_dir)
@@ -183,7 +164,7 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
         say(f"training the {name} model (roi={mode}) ...")
         cfg = dataclasses.replace(base, roi=mode, split_file=str(split_file))
         run_dir = out / "runs" / mode
-        metrics, fallbacks = train_or_reuse(cfg, run_dir, overwrite, verbose, run_figures)
+        metrics, fallbacks = train_variant(cfg, run_dir, overwrite, verbose, run_figures)
         rows.append(_row(name, mode, metrics, fallbacks, run_dir))
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     shortcuts, text = verdict(table, class_names, threshold)
@@ -206,14 +187,14 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
 def train_roi_run(audit_dir: str | Path, roi: str, verbose: int | str = 0, run_figures: bool = True) -> Path:
     """Train (or reuse) the audit's quick model with another ``roi`` (e.g. ``lungs``) on the audit's split, into
     ``AUDIT_DIR/runs/<roi>``; return that run folder (``run_figures``: as in :func:`run_audit`)."""
-    saved = json.loads((Path(audit_dir) / "audit.json").read_text())
+    saved = read_json_object(Path(audit_dir) / "audit.json", "audit summary")
     base = audit_config(saved["data"], classes=saved["classes"], model=saved["model"],
                         image_size=saved["image_size"], epochs=saved["epochs"], seed=saved["seed"],
                         batch_size=saved["batch_size"], split_fractions=saved["split_fractions"],
                         n_bootstrap=saved["n_bootstrap"])
     run_dir = Path(audit_dir) / "runs" / roi
-    train_or_reuse(dataclasses.replace(base, roi=roi, split_file=saved["split_file"]), run_dir, verbose=verbose,
-                   figures=run_figures)
+    train_variant(dataclasses.replace(base, roi=roi, split_file=saved["split_file"]), run_dir, verbose=verbose,
+                  figures=run_figures)
     return run_dir
 
 

@@ -1,4 +1,4 @@
-"""Training runs as folders: split, fit, evaluation, figures, written atomically and refused when clashing.
+"""The ``train`` back-end: split, fit, evaluation, figures, written atomically and refused when clashing.
 
 A run directory holds ``config.json``, ``split.csv``, ``skipped.csv``, ``roi.csv`` (``--roi`` runs: each
 image's lung mask, its source and whether the ROI applied), ``history.csv``, ``model.keras``,
@@ -9,31 +9,35 @@ image's lung mask, its source and whether the ROI applied), ``history.csv``, ``m
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 
-from covid_tf import config, software_versions
+from covid_tf import config
 from covid_tf.data.discover import DatasetIndex, discover
-from covid_tf.data.splits import apply_split_file, make_split, save_split, split_leaks
+from covid_tf.data.splits import apply_split_file, make_split, split_leaks
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import evaluate_rows
-from covid_tf.evaluation.inference import predict_paths
+from covid_tf.evaluation.tables import label_indices
 from covid_tf.figures.run import write_run_figures
-from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
-from covid_tf.lungs.roi_inputs import AUTO, resolve_auto, run_inputs
+from covid_tf.io_utils import atomic_write
+from covid_tf.lungs.roi_inputs import resolve_auto, run_inputs
+from covid_tf.lungs.roi_modes import AUTO
 from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
+from covid_tf.runs import record
+from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.inference import load_model, predict_paths
+from covid_tf.runs.record import RunRecord
 from covid_tf.training import resume, run_folder
-from covid_tf.training.config import TrainConfig
 from covid_tf.training.fit import fit
 from covid_tf.training.resume import PARTIAL_LOG
 
@@ -51,6 +55,8 @@ class TrainResult:
     metrics: dict
     run_dir: Path | None
     roi_table: pd.DataFrame | None = None  # the lung masks of a --roi run (its roi.csv)
+    config: TrainConfig | None = None  # the settings that ran: weights, class names and roi_resolved filled in
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict)  # per evaluated split, row order of split
 
 
 def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[pd.DataFrame, list[str]]:
@@ -106,17 +112,18 @@ def _apply_split_file(index: DatasetIndex, split_file: Path) -> pd.DataFrame:
 
 
 def evaluate_splits(model: keras.Model, cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str],
-                    names: Sequence[str] = ("val", "test"), loader=None) -> dict:
-    """Metrics of ``model`` on the named splits (absent splits are left out), by :func:`evaluate_rows`;
-    ``loader``: the run's lung ROI."""
+                    names: Sequence[str] = ("val", "test"), loader=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics of ``model`` on the named splits (absent splits are left out), by :func:`evaluate_rows`, and the
+    probabilities it predicted for each; ``loader``: the run's lung ROI."""
     predict = partial(predict_paths, model, image_size=cfg.image_size, channels=cfg.channels,
                       batch_size=cfg.batch_size, loader=loader)
-    results = {}
+    metrics, probabilities = {}, {}
     for name in names:
         rows = split[split["split"] == name]
         if not rows.empty:
-            results[name] = evaluate_rows(predict, rows, class_names, n_bootstrap=cfg.n_bootstrap, seed=cfg.seed)[1]
-    return results
+            probabilities[name], metrics[name] = evaluate_rows(predict, rows, class_names, n_bootstrap=cfg.n_bootstrap,
+                                                               seed=cfg.seed)
+    return metrics, probabilities
 
 
 def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
@@ -126,54 +133,55 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
     """
     if not run_dir.is_dir() or overwrite:
         return
-    if (run_dir / "model.keras").is_file() and (run_dir / "metrics.json").is_file():
+    if RunRecord(run_dir).finished:
         raise CovidTfError(f"{run_dir}: a finished run is already there; choose another --out or pass --overwrite")
-    saved = run_dir / "config.json"
-    if saved.is_file():
-        try:
-            previous = json.loads(saved.read_text())
-        except (OSError, ValueError):
-            raise CovidTfError(f"{saved}: unreadable; pass --overwrite to start this run again") from None
-        # A run may resume on other hardware: the strategy and devices do not change the run.
-        changed = [k for k, v in cfg.to_dict().items()
-                   if k not in ("class_names", "roi_resolved", "strategy", "devices")
-                   and _jsonable(v) != previous.get(k)]
-        if changed:
-            raise CovidTfError(f"{run_dir}: holds an unfinished run with other settings ({', '.join(changed)}); "
-                               "use another --out, the same options, or --overwrite")
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
+    try:
+        saved = RunRecord.read(run_dir, required=False)
+        changed = saved.differences(cfg.to_dict()) if saved.exists else []
+    except CovidTfError:
+        raise CovidTfError(f"{run_dir / record.CONFIG_FILE}: unreadable; pass --overwrite to start this run "
+                           "again") from None
+    if changed:
+        raise CovidTfError(f"{run_dir}: holds an unfinished run with other settings ({', '.join(changed)}); "
+                           "use another --out, the same options, or --overwrite")
 
 
 def _warn(message: str) -> None:
     logger.warning(message)
 
 
+def resolve_run_config(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str]) -> TrainConfig:
+    """A copy of ``cfg`` with what the run decides once, before anything is written: its class names, and what
+    ``roi="auto"`` means for its training images (said in one line)."""
+    resolved = dataclasses.replace(cfg, class_names=list(class_names))
+    if cfg.roi != AUTO:
+        return resolved
+    train = split[split["split"] == "train"]
+    masks = train["mask_path"].tolist() if "mask_path" in train else None
+    mode, note = resolve_auto(train["path"].tolist(), masks, seed=cfg.seed)
+    logger.info(note)
+    return dataclasses.replace(resolved, roi_resolved=mode)
+
+
 def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,
               verbose: int | str = "auto", figures: bool = True) -> TrainResult:
     """Run a whole training: split, fit, save (atomically), evaluate on val and test (``figures``: draw the run's
-    figures into ``run_dir/figures/``, a few seconds).
+    figures into ``run_dir/figures/`` from the test probabilities already computed, a few seconds).
 
     Every check that can fail (settings, data, split) runs before the run folder is touched; the folder is
     then locked for the run (:mod:`covid_tf.training.run_folder`), and with ``overwrite`` the old run is
-    kept aside until the new one has finished (put back if it fails).
+    kept aside until the new one has finished (put back if it fails). ``cfg`` is not changed: the settings
+    that ran are ``TrainResult.config``.
     """
     cfg.validate()
     run_path = Path(run_dir) if run_dir is not None else None
     # weights="auto" becomes what the backbone really starts from (config.json records it), said once if random.
-    cfg.weights = resolve_weights(cfg.model, cfg.weights)
+    cfg = dataclasses.replace(cfg, weights=resolve_weights(cfg.model, cfg.weights))
     if run_path is not None:
         _check_run_dir(run_path, cfg, overwrite)
     started = time.perf_counter()
     split, class_names = prepare_split(cfg)
-    cfg.class_names = list(class_names)
-    if cfg.roi == AUTO:  # decided once from the training images; config.json records the choice
-        train = split[split["split"] == "train"]
-        masks = train["mask_path"].tolist() if "mask_path" in train else None
-        cfg.roi_resolved, note = resolve_auto(train["path"].tolist(), masks, seed=cfg.seed)
-        logger.info(note)
+    cfg = resolve_run_config(cfg, split, class_names)
     if run_path is None:
         return _train(cfg, split, class_names, None, verbose, started, figures)
     with run_folder.locked(run_path):
@@ -191,27 +199,70 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     return result
 
 
+def _draw_figures(run_path: Path, cfg: TrainConfig, split: pd.DataFrame, history: pd.DataFrame,
+                  class_names: Sequence[str], probabilities: dict[str, np.ndarray]) -> None:
+    chosen = next((name for name in ("test", "val") if name in probabilities), None)
+    rows = split[split["split"] == chosen] if chosen else split.iloc[:0]
+    write_run_figures(run_path, history, label_indices(rows["label"], class_names) if chosen else None,
+                      probabilities.get(chosen), class_names, model_name=cfg.model,
+                      label=f"{chosen}, n={len(rows)}" if chosen else "")
+
+
 def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_path: Path | None,
            verbose: int | str, started: float, figures: bool = True) -> TrainResult:
     if run_path is not None:
-        atomic_write_json(run_path / "config.json", {**cfg.to_dict(), "versions": software_versions()})
-        save_split(split, run_path / "split.csv")
-        skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
-        atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
+        record.write_config(run_path, cfg.to_dict())
+        record.write_split(run_path, split)
+        record.write_skipped(run_path, split.attrs.get("skipped", []))
     inputs = run_inputs(cfg, split)  # lung masks once (cached), before any epoch
     if run_path is not None and inputs.table is not None:
-        atomic_write_text(run_path / "roi.csv", inputs.table.to_csv(index=False))
+        record.write_table(run_path, record.ROI_FILE, inputs.table)
     model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
-    metrics = evaluate_splits(model, cfg, split, class_names, loader=inputs.loader)
+    metrics, probabilities = evaluate_splits(model, cfg, split, class_names, loader=inputs.loader)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     if run_path is not None:
-        atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
-        atomic_write(run_path / "model.keras", partial(save_model, model))
+        record.write_table(run_path, record.HISTORY_FILE, history)
+        atomic_write(run_path / record.MODEL_FILE, partial(save_model, model))
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
         if figures:
-            write_run_figures(run_path, model=model)
-        atomic_write_json(run_path / "metrics.json", metrics)  # last: its presence marks a finished run
-    return TrainResult(model, history, split, list(class_names), metrics, run_path, inputs.table)
+            _draw_figures(run_path, cfg, split, history, class_names, probabilities)
+        record.write_metrics(run_path, metrics)  # last: its presence marks a finished run
+    return TrainResult(model, history, split, list(class_names), metrics, run_path, inputs.table, cfg, probabilities)
+
+
+def reusable(run_dir: str | Path, cfg: TrainConfig, compare: Sequence[str] | None = None) -> RunRecord | None:
+    """The record of a finished run in ``run_dir`` trained with ``cfg``'s settings (only the keys ``compare``,
+    when given), else None: the one check that a run folder matches a configuration."""
+    run = RunRecord(Path(run_dir))
+    if not run.finished:
+        return None
+    try:
+        run = RunRecord.read(run_dir)
+        settings = cfg.to_dict()
+        wanted = {key: settings[key] for key in compare} if compare is not None else settings
+        return None if run.differences(wanted) else run
+    except CovidTfError:
+        return None
+
+
+def train_or_reuse(cfg: TrainConfig, run_dir: str | Path, *, compare: Sequence[str] | None = None,
+                   save: bool = True, overwrite: bool = False, verbose: int | str = 0,
+                   figures: bool = True) -> tuple[TrainResult, bool]:
+    """The finished run in ``run_dir`` when it matches ``cfg`` (:func:`reusable`), else a run of ``cfg`` trained
+    now (into ``run_dir``, or only in memory without ``save``); and whether it was reused."""
+    found = None if overwrite else reusable(run_dir, cfg, compare)
+    if found is None:
+        return train_run(cfg, run_dir if save else None, overwrite=overwrite, verbose=verbose, figures=figures), False
+    loaded = load_model(found.folder / record.MODEL_FILE)
+    roi_file = found.folder / record.ROI_FILE
+    roi_table = pd.read_csv(roi_file, keep_default_na=False) if roi_file.is_file() else None
+    return TrainResult(loaded.model, found.history(), found.split(), loaded.class_names, found.metrics() or {},
+                       found.folder, roi_table, TrainConfig(**{**cfg.to_dict(), **_saved_settings(found)})), True
+
+
+def _saved_settings(found: RunRecord) -> dict:
+    known = {item.name for item in dataclasses.fields(TrainConfig)}
+    return {key: value for key, value in found.settings.items() if key in known and key != "split_fractions"}
 
 
 def retrain_on_train_and_val(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], epochs: int,

@@ -162,12 +162,12 @@ def prepare_ct_data(
 
 
 def slice_config(data: str | Path, *, model: str = CT_SLICE_MODEL, loss: str = CT_SLICE_LOSS, **options: Any):
-    """A :class:`~covid_tf.training.config.TrainConfig` for a slice classifier; by default seed 002's VGG16, focal loss.
+    """A :class:`~covid_tf.runs.config.TrainConfig` for a slice classifier; by default seed 002's VGG16, focal loss.
 
     ``data`` is a label CSV from :func:`convert_ct` or a folder of slices; ``options`` are further
     ``TrainConfig`` fields (``image_size``, ``epochs``, ``fine_tune_epochs``, ``weights``, ``split_fractions``...).
     """
-    from covid_tf.training.config import TrainConfig
+    from covid_tf.runs.config import TrainConfig
 
     # An absolute path, so that the run's config.json still finds the data from another working directory.
     return TrainConfig(data=str(Path(data).expanduser().resolve()), model=model, loss=loss, **options)
@@ -181,11 +181,11 @@ def train_slices(
     verbose: int | str = "auto",
     **options: Any,
 ):
-    """Train a slice classifier (:func:`slice_config` with ``options``) with :func:`covid_tf.training.run.train_run`.
+    """Train a slice classifier (:func:`slice_config` with ``options``) with :func:`covid_tf.workflows.train.train_run`.
 
     Splits are grouped by patient id, so a patient's slices share one split. Returns the ``TrainResult``.
     """
-    from covid_tf.training.run import train_run
+    from covid_tf.workflows.train import train_run
 
     return train_run(slice_config(data, **options), run_dir, overwrite=overwrite, verbose=verbose)
 
@@ -223,7 +223,7 @@ def evaluate_ct(
     ``patients_<rule>.csv`` (all patients) and ``patients_<rule>_<folder>.csv`` (one per test folder when there
     are several), and ``patient_metrics.json``. ``data`` defaults to the run's training data.
     """
-    from covid_tf.evaluation.evaluate import evaluate_model
+    from covid_tf.workflows.evaluate import evaluate_model
 
     run_path = Path(run_dir)
     config_path = run_path / "config.json"

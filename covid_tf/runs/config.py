@@ -9,6 +9,7 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
+from covid_tf.lungs.roi_modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, JITTER_MODES, ROI_MODES, RoiSpec
 from covid_tf.models.architectures import get_architecture
 
 # Split fractions may be written with rounding (0.33,0.33,0.34 or 0.7,0.15,0.15); further off is a mistake.
@@ -48,12 +49,13 @@ class TrainConfig:
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
-    # covid_tf.lungs.roi_inputs.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
-    # (the command line's default): train_run records what auto chose in roi_resolved.
+    # covid_tf.lungs.roi_modes.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
+    # (the command line's default): train_run decides what auto means once, before anything is written, and
+    # records it in roi_resolved (on a copy: the caller's config is never changed).
     roi: str = "none"
     roi_resolved: str | None = None
-    roi_margin: float = 0.10  # of the lung box's height/width per side
-    roi_dilation: float = 0.03  # of the image's longer side, for lungs-masked and lungs-removed
+    roi_margin: float = DEFAULT_MARGIN  # of the lung box's height/width per side
+    roi_dilation: float = DEFAULT_DILATION  # of the image's longer side, for lungs-masked and lungs-removed
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
     class_names: list[str] = field(default_factory=list)
 
@@ -81,6 +83,27 @@ class TrainConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()
+        self._validate_roi()
+
+    def _validate_roi(self) -> None:
+        if self.roi not in (AUTO, *ROI_MODES):
+            raise CovidTfError(f"--roi must be one of {', '.join((AUTO, *ROI_MODES))}, got {self.roi!r}")
+        if self.roi_resolved is not None and self.roi_resolved not in ROI_MODES:
+            raise CovidTfError(f"roi_resolved must be one of {', '.join(ROI_MODES)}, got {self.roi_resolved!r}")
+        for option, value in (("--roi-margin", self.roi_margin), ("--roi-dilation", self.roi_dilation),
+                              ("--roi-jitter", self.roi_jitter)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise CovidTfError(f"{option} must be a number of 0 or more, got {value}")
+        if self.roi_jitter and self.roi not in JITTER_MODES:
+            raise CovidTfError(f"--roi-jitter needs --roi {' or '.join(JITTER_MODES)}, not {self.roi}")
+
+    @property
+    def roi_spec(self) -> RoiSpec:
+        """The lung ROI of the run; ``auto`` must have been resolved (``roi_resolved``) first."""
+        mode = self.roi_resolved or self.roi
+        if mode == AUTO:
+            raise CovidTfError("roi 'auto' is not resolved yet: train_run decides it from the training images")
+        return RoiSpec(mode=mode, margin=self.roi_margin, dilation=self.roi_dilation, jitter=int(self.roi_jitter))
 
     def _validate_split(self) -> None:
         names = "/".join(config.SPLIT_NAMES)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +21,17 @@ from covid_tf.data.images import load_image
 from covid_tf.explain import get_explainer
 from covid_tf.explain.overlay import overlay_heatmap
 from covid_tf.explain.quality import summarize
-from covid_tf.explain.run import load_mask
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
+from covid_tf.lungs.masks import read_mask as load_mask
 
 # The columns of a shortcut study, per image, after path / label / predicted / probability / explained.
 SHORTCUT_COLUMNS = (
-    "lung_energy",
-    "lung_area",
+    "energy_in_lungs",
+    "lung_area_fraction",
     "energy_outside_lungs",
     "pointing_lungs",
-    "lesion_energy",
-    "lesion_area",
+    "energy_in_lesion",
+    "lesion_area_fraction",
     "pointing_lesion",
 )
 
@@ -56,7 +55,7 @@ def summarize_shortcut(images: pd.DataFrame, by: str = "label") -> pd.DataFrame:
     """Means of the per-image numbers of a shortcut study per ``by`` group and over all rows ("all").
 
     Columns: ``n``, ``accuracy`` (when labels are known), the means of :data:`SHORTCUT_COLUMNS`, and
-    ``lung_energy_over_area``: the mean energy in the lungs divided by the mean lung area (1 = chance,
+    ``lung_energy_ratio``: the mean energy in the lungs divided by the mean lung area (1 = chance,
     above 1 = the heat concentrates on the lungs, below 1 = it avoids them).
     """
     groups = [("all", images)]
@@ -69,8 +68,8 @@ def summarize_shortcut(images: pd.DataFrame, by: str = "label") -> pd.DataFrame:
             record["accuracy"] = float((rows["label"] == rows["predicted"]).mean()) if len(rows) else np.nan
         for column in SHORTCUT_COLUMNS:
             record[column] = _mean_or_nan(rows[column])
-        area = record["lung_area"]
-        record["lung_energy_over_area"] = record["lung_energy"] / area if area and area > 0 else np.nan
+        area = record["lung_area_fraction"]
+        record["lung_energy_ratio"] = record["energy_in_lungs"] / area if area and area > 0 else np.nan
         records.append(record)
     return pd.DataFrame(records).set_index("group")
 
@@ -89,11 +88,11 @@ def _study_record(source: pd.Series, predicted: str, probability: float, explain
     """One image's row of a shortcut study (see :func:`shortcut_study`)."""
     record = {"path": source["path"], "label": source.get("label", np.nan), "predicted": predicted,
               "probability": probability, "explained": explained,
-              "lung_energy": lung["energy_in_mask"], "lung_area": lung["mask_area_fraction"],
+              "energy_in_lungs": lung["energy_in_mask"], "lung_area_fraction": lung["mask_area_fraction"],
               "energy_outside_lungs": 1.0 - lung["energy_in_mask"],
               "pointing_lungs": lung["pointing_game"],
-              "lesion_energy": lesion["energy_in_mask"],
-              "lesion_area": lesion["mask_area_fraction"] if lesion["mask_area_fraction"] > 0 else np.nan,
+              "energy_in_lesion": lesion["energy_in_mask"],
+              "lesion_area_fraction": lesion["mask_area_fraction"] if lesion["mask_area_fraction"] > 0 else np.nan,
               "pointing_lesion": lesion["pointing_game"]}
     for extra in ("split", "patient_id", "has_marker"):
         if extra in source.index:
@@ -126,7 +125,7 @@ def shortcut_study(
 
     Returns a :class:`ShortcutStudy`. Per image (``images``): ``path``, ``label``, ``predicted``,
     ``probability`` (of the predicted class), ``explained``, then :data:`SHORTCUT_COLUMNS`:
-    ``lung_energy`` (share of the heat inside the lungs) against ``lung_area`` (the lungs' share of the
+    ``energy_in_lungs`` (share of the heat inside the lungs) against ``lung_area_fraction`` (the lungs' share of the
     image, the chance level), ``energy_outside_lungs``, ``pointing_lungs`` (1 when the hottest pixel lies
     in the lungs), and the same for the lesion mask (NaN where an image has no lesion). ``summary``: see
     :func:`summarize_shortcut`.
@@ -197,7 +196,8 @@ def quality_table(
     """The explanation-quality numbers of several methods on the same images, one row per method.
 
     ``frame`` as for :func:`shortcut_study` (``path``, ``mask_path``, ``lesion_path``). Columns: ``method``,
-    ``layer``, ``n``, ``lung_energy`` vs ``lung_area`` (chance), ``pointing_lesion``, ``lesion_iou`` (IoU of
+    ``layer``, ``n``, ``energy_in_lungs`` vs ``lung_area_fraction`` (chance), ``pointing_lesion``,
+    ``lesion_iou`` (IoU of
     ``heatmap >= threshold`` with the lesion mask), ``deletion_drop`` / ``random_drop`` /
     ``drop_over_random`` (probability drop when the hottest 20% of pixels are removed, vs random regions),
     ``sanity_correlation`` and ``sanity_passed`` (model-parameter randomisation on the first
@@ -225,7 +225,8 @@ def quality_table(
         lesion = pd.DataFrame(summarize(heatmaps, lesions, threshold=threshold, model=model, images=images,
                                         class_indices=classes, seed=seed))
         row = {"method": explainer.name, "layer": explainer.layer_name, "n": len(images),
-               "lung_energy": lung["energy_in_mask"].mean(), "lung_area": lung["mask_area_fraction"].mean(),
+               "energy_in_lungs": lung["energy_in_mask"].mean(),
+               "lung_area_fraction": lung["mask_area_fraction"].mean(),
                "pointing_lesion": lesion["pointing_game"].mean(), "lesion_iou": lesion["iou"].mean(),
                "deletion_drop": lesion["drop"].mean(), "random_drop": lesion["random_drop"].mean(),
                "drop_over_random": lesion["drop_over_random"].mean()}
@@ -278,29 +279,6 @@ def overlay_grid(
 def input_size(model: keras.Model) -> int:
     """The image side a model takes."""
     return int(model.inputs[0].shape[1])
-
-
-def same_data(run_dir: str | Path, data: str | Path, class_names: Sequence[str]) -> bool:
-    """Whether ``run_dir`` holds a finished run trained on ``data`` with ``class_names``."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not ((run_dir / "model.keras").is_file() and (run_dir / "split.csv").is_file() and config_path.is_file()):
-        return False
-    saved = json.loads(config_path.read_text())
-    return (Path(saved.get("data", "")).resolve() == Path(data).resolve()
-            and saved.get("class_names") == list(class_names))
-
-
-def train_or_reuse(run_dir: str | Path, cfg) -> tuple[keras.Model, pd.DataFrame, str]:
-    """The model and split of the finished run in ``run_dir`` when it was trained on ``cfg``'s data and classes,
-    else of a run of ``cfg`` trained now and kept in memory; and a line saying which."""
-    from covid_tf.evaluation.inference import load_model
-    from covid_tf.training.run import train_run
-
-    if cfg.classes and same_data(run_dir, cfg.data, cfg.classes):
-        return load_model(Path(run_dir) / "model.keras").model, pd.read_csv(Path(run_dir) / "split.csv"), str(run_dir)
-    result = train_run(cfg, None, verbose=0)
-    return result.model, result.split, f"trained here, test accuracy {result.metrics['test']['accuracy']:.2f}"
 
 
 def with_markers(frame: pd.DataFrame, folder: str | Path) -> pd.DataFrame:

@@ -1,0 +1,128 @@
+"""Grad-CAM lung energy of a trained model: the one path from a model and images to ``LUNG_COLUMNS``.
+
+Each image goes through the run's own input (its lung ROI); the heatmap is mapped back onto the full
+original image and measured against the full image's lung mask (dataset, else the segmenter's, cached).
+``explain``, ``evaluate --lungs`` and the lung studies of notebook 06 all call :func:`lung_heatmaps`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from covid_tf.data.images import load_image
+from covid_tf.errors import ImageReadError
+from covid_tf.evaluation.metrics import positive_class_index
+from covid_tf.explain import get_explainer
+from covid_tf.explain.quality import energy_in_mask
+from covid_tf.lungs import roi
+from covid_tf.lungs.energy import LUNG_COLUMNS, summarize
+from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
+from covid_tf.runs.inference import LoadedModel
+
+
+class LungInputs:
+    """The lung masks of a list of images (dataset, else segmenter, cached) and the model inputs of a run
+    (its lung ROI when it has one), with heatmaps mapped back and measured on the full original image."""
+
+    def __init__(self, loaded: LoadedModel, paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
+                 use_segmenter: bool = True) -> None:
+        self.loaded, self.size = loaded, loaded.image_size
+        self.table = prepare_masks(list(paths), mask_paths, use_segmenter=use_segmenter)
+        self.loader = RoiLoader(loaded.roi, self.table, self.size, loaded.channels) if loaded.roi.active else None
+
+    def model_input(self, path: str) -> tuple[np.ndarray, roi.Box | None, tuple[int, int] | None]:
+        """The model's input, and with an ROI its crop box and the full image's (H, W)."""
+        if self.loader is None:
+            return load_image(path, channels=self.loaded.channels, size=self.size), None, None
+        return self.loader.load(path)
+
+    def on_full_image(self, heatmap: np.ndarray, box: roi.Box | None, shape: tuple[int, int] | None) -> np.ndarray:
+        """A heatmap of the model's input as a heatmap of the full image, at the model's size."""
+        if box is None or tuple(box) == (0, 0, *shape):
+            return heatmap
+        full = roi.heatmap_to_full(heatmap, box, shape)
+        return cv2.resize(full, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def columns(self, indices: Sequence[int], heatmaps: np.ndarray) -> pd.DataFrame:
+        """``LUNG_COLUMNS`` for the images ``indices`` (into the paths) and their full-image heatmaps."""
+        rows = []
+        for index, heatmap in zip(indices, heatmaps):
+            record = self.table.iloc[index]
+            energy = area = np.nan
+            source = record["lung_mask_source"]
+            if record["mask_path"]:
+                try:
+                    mask = read_mask(record["mask_path"])
+                except ImageReadError:
+                    mask = np.zeros((1, 1), bool)
+                if mask.any():
+                    energy, area = energy_in_mask(heatmap, mask), float(mask.mean())
+                else:
+                    source = "none"
+            rows.append((source, record["mask_path"], energy, area, energy / area if area > 0 else np.nan))
+        return pd.DataFrame(rows, columns=list(LUNG_COLUMNS))
+
+
+@dataclass
+class LungHeatmaps:
+    """Per-image lung energy (``path``, ``prob_<class>``, ``LUNG_COLUMNS``) and, when kept, the heatmaps on the
+    full images at the model's size."""
+
+    table: pd.DataFrame
+    heatmaps: np.ndarray | None = None
+
+
+def lung_heatmaps(loaded: LoadedModel, paths: Sequence[str], class_index: int, *,
+                  mask_paths: Sequence[str | None] | None = None, use_segmenter: bool = True, batch_size: int = 32,
+                  layer_name: str | None = None, keep_heatmaps: bool = False) -> LungHeatmaps:
+    """Grad-CAM of ``class_index`` (on ``layer_name``, default the model's target layer) through the run's ROI,
+    measured on the full images' lungs, ``batch_size`` images at a time (memory does not grow with N)."""
+    paths = [str(p) for p in paths]
+    inputs = LungInputs(loaded, paths, mask_paths, use_segmenter=use_segmenter)
+    explainer = get_explainer("gradcam", loaded.model, layer_name=layer_name, batch_size=batch_size)
+    tables, kept, probabilities = [], [], []
+    for start in range(0, len(paths), batch_size):
+        indices = list(range(start, min(start + batch_size, len(paths))))
+        batch = [inputs.model_input(paths[i]) for i in indices]
+        heatmaps, _, probs = explainer.explain(np.stack([item[0] for item in batch]), class_index)
+        mapped = np.stack([inputs.on_full_image(h, box, shape) for h, (_, box, shape) in zip(heatmaps, batch)])
+        tables.append(inputs.columns(indices, mapped))
+        probabilities.append(probs[:, class_index])
+        if keep_heatmaps:
+            kept.append(np.clip(mapped, 0.0, 1.0))
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(LUNG_COLUMNS))
+    table.insert(0, f"prob_{loaded.class_names[class_index]}", np.concatenate(probabilities) if paths else [])
+    table.insert(0, "path", paths)
+    return LungHeatmaps(table, np.concatenate(kept) if kept else None)
+
+
+def class_lung_energy(loaded: LoadedModel, paths: Sequence[str], class_index: int, *, use_segmenter: bool,
+                      batch_size: int = 32, mask_paths: Sequence[str | None] | None = None,
+                      layer_name: str | None = None) -> pd.DataFrame:
+    """The per-image table of :func:`lung_heatmaps`."""
+    return lung_heatmaps(loaded, paths, class_index, mask_paths=mask_paths, use_segmenter=use_segmenter,
+                         batch_size=batch_size, layer_name=layer_name).table
+
+
+def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_segmenter: bool,
+                               batch_size: int = 32) -> tuple[pd.DataFrame, dict] | None:
+    """Lung energy of the positive class's images among ``rows`` (``path``, ``label``, optional ``mask_path``):
+    the per-image table and its summary; None when there are none, or no masks and ``use_segmenter`` is off."""
+    positive = loaded.class_names[positive_class_index(loaded.class_names)]
+    chosen = rows[rows["label"].astype(str) == positive]
+    paths = chosen["path"].astype(str).tolist()
+    mask_paths = chosen["mask_path"].fillna("").astype(str).tolist() if "mask_path" in chosen else None
+    if not paths:
+        return None
+    if not use_segmenter and (prepare_masks(paths, mask_paths, use_segmenter=False)["lung_mask_source"]
+                              == "none").all():
+        return None
+    table = class_lung_energy(loaded, paths, loaded.class_names.index(positive), use_segmenter=use_segmenter,
+                              batch_size=batch_size, mask_paths=mask_paths)
+    return table, {"class": positive, "method": "gradcam", **summarize(table)}

@@ -1,0 +1,223 @@
+"""The run record: the one reader and writer of a run folder's files.
+
+A training run (``train --out``) or an evaluation (``evaluate --out``) folder holds ``config.json`` (the
+settings, the class names, the lung ROI that ran and the software versions), ``split.csv``,
+``skipped.csv``, ``roi.csv``, ``history.csv``, ``metrics.json`` (written last: a finished run) and
+``model.keras``. Every other module reads these through :class:`RunRecord` and writes them through the
+``write_*`` functions here, so a value of the wrong type is one ``CovidTfError`` naming the file and the key,
+never a traceback deep inside a command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from covid_tf import config
+from covid_tf.errors import CovidTfError
+from covid_tf.io_utils import atomic_write_json, atomic_write_text
+from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, RoiSpec
+
+CONFIG_FILE = "config.json"
+SPLIT_FILE = "split.csv"
+SKIPPED_FILE = "skipped.csv"
+ROI_FILE = "roi.csv"
+HISTORY_FILE = "history.csv"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+# Settings that may differ when a killed run is resumed: they do not change what the run computes.
+RESUME_MAY_DIFFER = ("class_names", "roi_resolved", "strategy", "devices", "versions")
+
+
+def read_json(path: Path, what: str = "file") -> Any:
+    """A JSON file's value; ``CovidTfError`` naming the file when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise CovidTfError(f"{path}: cannot read this {what} ({type(error).__name__}: {error})") from None
+
+
+def read_json_object(path: Path, what: str = "file") -> dict:
+    """A JSON file that must hold an object (``{...}``)."""
+    value = read_json(path, what)
+    if not isinstance(value, dict):
+        raise CovidTfError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run folder's ``config.json`` says, read once and checked key by key on access."""
+
+    folder: Path
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    exists: bool = False  # whether config.json was there
+
+    @classmethod
+    def read(cls, folder: str | Path, *, required: bool = True) -> RunRecord:
+        """The record of ``folder``; without a ``config.json``: an error, or (``required=False``) an empty one."""
+        folder = Path(folder)
+        path = folder / CONFIG_FILE
+        if not path.is_file():
+            if required:
+                raise CovidTfError(f"{folder}: not a training run or evaluation (no {CONFIG_FILE})")
+            return cls(folder)
+        return cls(folder, read_json_object(path, "run configuration"), True)
+
+    @classmethod
+    def of_model(cls, model_path: str | Path) -> RunRecord:
+        """The record of the run a ``model.keras`` belongs to (empty when it has no ``config.json`` beside it)."""
+        return cls.read(Path(model_path).parent, required=False)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / CONFIG_FILE
+
+    def _bad(self, key: str, expected: str) -> CovidTfError:
+        value = self.settings.get(key)
+        return CovidTfError(f"{self.path}: {key!r} must be {expected}, got {json.dumps(value)[:80]}")
+
+    def text(self, key: str, default: str | None = None) -> str | None:
+        value = self.settings.get(key, default)
+        if value is not None and not isinstance(value, str):
+            raise self._bad(key, "a string")
+        return value
+
+    def integer(self, key: str, default: int | None = None, least: int = 0) -> int | None:
+        value = self.settings.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < least:
+            raise self._bad(key, f"a whole number of at least {least}")
+        return int(value)
+
+    def number(self, key: str, default: float | None = None) -> float | None:
+        value = self.settings.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise self._bad(key, "a finite number")
+        return float(value)
+
+    def mapping(self, key: str) -> dict:
+        value = self.settings.get(key) or {}
+        if not isinstance(value, dict):
+            raise self._bad(key, "an object")
+        return dict(value)
+
+    def class_names(self, num_classes: int | None = None) -> list[str]:
+        """The recorded class names; ``class_0``... when there are none or (with ``num_classes``) too few/many."""
+        names = self.settings.get("class_names")
+        if names is not None and not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)):
+            raise self._bad("class_names", "a list of class names")
+        if names and (num_classes is None or len(names) == num_classes):
+            return list(names)
+        return [f"class_{i}" for i in range(num_classes or 0)]
+
+    @property
+    def roi(self) -> RoiSpec:
+        """The lung ROI that ran (``roi_resolved`` for ``auto``); none for a run without one."""
+        mode = self.text("roi_resolved") or self.text("roi") or "none"
+        if mode == AUTO:
+            raise CovidTfError(f"{self.path}: 'roi' is auto but 'roi_resolved' is missing: the run never started")
+        try:
+            return RoiSpec(mode=mode, margin=self.number("roi_margin", RoiSpec.margin),
+                           dilation=self.number("roi_dilation", RoiSpec.dilation),
+                           jitter=self.integer("roi_jitter", 0) or 0)
+        except ValueError as error:
+            raise CovidTfError(f"{self.path}: the lung ROI is not valid ({error})") from None
+
+    @property
+    def model_name(self) -> str | None:
+        return self.text("model")
+
+    def split(self) -> pd.DataFrame | None:
+        """``split.csv`` (None when absent)."""
+        from covid_tf.data.splits import load_split
+
+        path = self.folder / SPLIT_FILE
+        return load_split(path) if path.is_file() else None
+
+    def history(self) -> pd.DataFrame | None:
+        """``history.csv``, or None when there is none (or it is empty or unreadable)."""
+        path = self.folder / HISTORY_FILE
+        if not path.is_file():
+            return None
+        try:
+            history = pd.read_csv(path)
+        except (OSError, ValueError, pd.errors.ParserError):
+            return None
+        return None if history.empty else history
+
+    def metrics(self) -> dict | None:
+        """``metrics.json`` (None when absent: the run or evaluation has not finished)."""
+        path = self.folder / METRICS_FILE
+        return read_json_object(path, "metrics file") if path.is_file() else None
+
+    @property
+    def finished(self) -> bool:
+        """A finished training run: its model and its metrics (written last) are there."""
+        return (self.folder / MODEL_FILE).is_file() and (self.folder / METRICS_FILE).is_file()
+
+    def differences(self, settings: Mapping[str, Any]) -> list[str]:
+        """The keys of ``settings`` whose recorded value differs (those a resumed run may change left out)."""
+        return [key for key, value in settings.items()
+                if key not in RESUME_MAY_DIFFER and _jsonable(value) != self.settings.get(key)]
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def model_roi(record: RunRecord, model_has_mask_input: bool) -> RoiSpec:
+    """The ROI that feeds a model: its record's, or lung attention for such a model without a record."""
+    spec = record.roi
+    if model_has_mask_input and not spec.mask_input:
+        return RoiSpec(mode=ATTENTION_MODE)
+    return spec
+
+
+def software_versions() -> dict[str, str]:
+    """The versions of covid_tf, TensorFlow, Keras and Python, as a run's ``config.json`` records them.
+
+    Imports TensorFlow (a training run has it loaded already), so that these are the versions that ran.
+    """
+    import platform
+
+    import keras
+    import tensorflow
+
+    return {"covid_tf": config.VERSION, "tensorflow": tensorflow.__version__, "keras": keras.__version__,
+            "python": platform.python_version()}
+
+
+def write_config(folder: Path, settings: Mapping[str, Any]) -> None:
+    """``config.json``: the settings, and the software versions that ran them."""
+    atomic_write_json(folder / CONFIG_FILE, {**settings, "versions": software_versions()})
+
+
+def write_split(folder: Path, split: pd.DataFrame) -> Path:
+    from covid_tf.data.splits import save_split
+
+    return save_split(split, folder / SPLIT_FILE)
+
+
+def write_table(folder: Path, name: str, table: pd.DataFrame) -> Path:
+    """One of the run's CSV tables (``skipped.csv``, ``roi.csv``, ``history.csv``, ``predictions.csv``)."""
+    atomic_write_text(folder / name, table.to_csv(index=False))
+    return folder / name
+
+
+def write_skipped(folder: Path, skipped: Sequence[tuple[str, str]]) -> Path:
+    return write_table(folder, SKIPPED_FILE, pd.DataFrame(list(skipped), columns=["path", "reason"]))
+
+
+def write_metrics(folder: Path, metrics: Mapping[str, Any]) -> None:
+    """``metrics.json``, written last: its presence marks a finished run or evaluation."""
+    atomic_write_json(folder / METRICS_FILE, dict(metrics))
