@@ -53,10 +53,10 @@ def test_weighted_cross_entropy_is_saved_with_the_model(tmp_path):
     model.train_on_batch(np.ones((2, 3), dtype=np.float32), Y_TRUE)
     path = tmp_path / "tiny.keras"
     model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = keras.models.load_model(path, custom_objects=losses.custom_objects())  # registered where it loads
     assert isinstance(loaded.loss, losses.WeightedCategoricalCrossentropy)
     np.testing.assert_allclose(loaded.loss.class_weights, [1 - 161 / 336, 1 - 175 / 336])
-    restored = keras.losses.deserialize(keras.losses.serialize(loaded.loss))
+    restored = keras.losses.deserialize(keras.losses.serialize(loaded.loss), custom_objects=losses.custom_objects())
     assert restored.get_config() == loaded.loss.get_config()
 
 

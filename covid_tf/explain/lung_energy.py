@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -17,13 +18,19 @@ import pandas as pd
 from covid_tf.data.images import load_image
 from covid_tf.errors import ImageReadError
 from covid_tf.evaluation.metrics import positive_class_index
+from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.explain import get_explainer
 from covid_tf.explain.quality import energy_in_mask
 from covid_tf.lungs import roi
 from covid_tf.lungs.energy import LUNG_COLUMNS, summarize
 from covid_tf.lungs.masks import read_mask
 from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
+from covid_tf.models.lung_attention import has_lung_attention
+from covid_tf.models.registry import backbone_layer_name, last_conv_layer_name
 from covid_tf.runs.inference import LoadedModel
+
+# The per-image lung energy of a lung-attention model's backbone layer, beside its pooled layer's.
+BACKBONE_COLUMNS = ("energy_in_lungs", "lung_energy_ratio")
 
 
 class LungInputs:
@@ -97,7 +104,7 @@ def lung_heatmaps(loaded: LoadedModel, paths: Sequence[str], class_index: int, *
         if keep_heatmaps:
             kept.append(np.clip(mapped, 0.0, 1.0))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(LUNG_COLUMNS))
-    table.insert(0, f"prob_{loaded.class_names[class_index]}", np.concatenate(probabilities) if paths else [])
+    table.insert(0, f"{PROB_PREFIX}{loaded.class_names[class_index]}", np.concatenate(probabilities) if paths else [])
     table.insert(0, "path", paths)
     return LungHeatmaps(table, np.concatenate(kept) if kept else None)
 
@@ -113,7 +120,12 @@ def class_lung_energy(loaded: LoadedModel, paths: Sequence[str], class_index: in
 def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_segmenter: bool,
                                batch_size: int = 32) -> tuple[pd.DataFrame, dict] | None:
     """Lung energy of the positive class's images among ``rows`` (``path``, ``label``, optional ``mask_path``):
-    the per-image table and its summary; None when there are none, or no masks and ``use_segmenter`` is off."""
+    the per-image table and its summary; None when there are none, or no masks and ``use_segmenter`` is off.
+
+    For a lung-attention model the Grad-CAM of its pooled layer is zero outside the lungs by construction,
+    so the lung energy of the backbone's own last convolutional layer is measured too (``backbone_*`` columns
+    and ``summary["backbone"]``, with the layer's name): the number that can show heat outside the lungs.
+    """
     positive = loaded.class_names[positive_class_index(loaded.class_names)]
     chosen = rows[rows["label"].astype(str) == positive]
     paths = chosen["path"].astype(str).tolist()
@@ -123,6 +135,16 @@ def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_s
     if not use_segmenter and (prepare_masks(paths, mask_paths, use_segmenter=False)["lung_mask_source"]
                               == "none").all():
         return None
-    table = class_lung_energy(loaded, paths, loaded.class_names.index(positive), use_segmenter=use_segmenter,
-                              batch_size=batch_size, mask_paths=mask_paths)
-    return table, {"class": positive, "method": "gradcam", **summarize(table)}
+    class_index = loaded.class_names.index(positive)
+    measure = partial(class_lung_energy, loaded, paths, class_index, use_segmenter=use_segmenter,
+                      batch_size=batch_size, mask_paths=mask_paths)
+    table = measure()
+    summary = {"class": positive, "method": "gradcam", "layer": last_conv_layer_name(loaded.model),
+               **summarize(table)}
+    if has_lung_attention(loaded.model):
+        layer = backbone_layer_name(loaded.model)
+        backbone = measure(layer_name=layer)
+        for column in BACKBONE_COLUMNS:
+            table[f"backbone_{column}"] = backbone[column].to_numpy()
+        summary["backbone"] = {"layer": layer, **summarize(backbone)}
+    return table, summary

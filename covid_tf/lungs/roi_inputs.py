@@ -37,6 +37,7 @@ from covid_tf.errors import ImageReadError
 from covid_tf.io_utils import atomic_write, resolved_path
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
+from covid_tf.lungs.background import background_transform
 from covid_tf.lungs.masks import read_mask
 from covid_tf.lungs.roi_modes import ATTENTION_MODE, RoiSpec
 
@@ -228,7 +229,8 @@ def resolve_auto(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
 
 
 def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
-    """The lung ROI of a training config (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``) on a split;
+    """The lung ROI of a training config (``roi``, ``roi_margin``, ``roi_dilation``, ``roi_jitter``,
+    ``roi_background``) on a split;
     masks from the split's ``mask_path`` column, the dataset layout or the segmenter (cached)."""
     spec = cfg.roi_spec
     if not spec.active:
@@ -236,6 +238,10 @@ def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
     mask_paths = split["mask_path"].tolist() if "mask_path" in split else None
     table = prepare_masks(split["path"].tolist(), mask_paths)
     loader = RoiLoader(spec, table, cfg.image_size, cfg.channels)
+    background = getattr(cfg, "roi_background", 0.0)
+    if spec.mask_input and background:  # the outside of the lungs randomly filled (lung-attention training)
+        dilation = round(spec.dilation * cfg.image_size)
+        return RoiInputs(loader, loader, background_transform(cfg.channels, background, dilation, cfg.seed), table)
     if not spec.jitter:
         return RoiInputs(loader, loader, None, table)
     jittered = RoiLoader(spec, table, cfg.image_size, cfg.channels, mask_channel=True)

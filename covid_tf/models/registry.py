@@ -83,3 +83,23 @@ def last_conv_layer_name(model: keras.Model) -> str:
         raise CovidTfError(f"model {model.name!r} has no layer with a 4-D output (N, H, W, C), a convolutional "
                            "feature map, to explain; pass the layer name explicitly")
     return candidate
+
+
+def backbone_layer_name(model: keras.Model) -> str:
+    """The backbone's own last convolutional layer: the same as :func:`last_conv_layer_name`, except for a
+    lung-attention model, where it is the feature map *before* the lungs mask it (its Grad-CAM shows what the
+    backbone responds to anywhere on the film, not only what the head pools)."""
+    if not lung_attention.has_lung_attention(model):
+        return last_conv_layer_name(model)
+    names = [layer.name for layer in model.layers]
+    architecture = architecture_of(model)
+    if architecture is not None and architecture.last_conv_layer in names:
+        return architecture.last_conv_layer
+    candidate = None
+    for layer in model.layers[: names.index(lung_attention.LAYER_NAME)]:
+        skipped = is_preprocessing_layer(layer) or layer.name == lung_attention.MASK_POOL_NAME
+        if not skipped and _output_rank(layer) == 4:
+            candidate = layer.name
+    if candidate is None:
+        raise CovidTfError(f"model {model.name!r} has no convolutional feature map before its lung attention")
+    return candidate

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.roi_modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, JITTER_MODES, ROI_MODES, RoiSpec
+from covid_tf.lungs.roi_modes import (
+    ATTENTION_MODE,
+    AUTO,
+    DEFAULT_DILATION,
+    DEFAULT_MARGIN,
+    JITTER_MODES,
+    ROI_MODES,
+    RoiSpec,
+)
 from covid_tf.models.architectures import get_architecture
 
 # Split fractions may be written with rounding (0.33,0.33,0.34 or 0.7,0.15,0.15); further off is a mistake.
@@ -57,6 +65,9 @@ class TrainConfig:
     roi_margin: float = DEFAULT_MARGIN  # of the lung box's height/width per side
     roi_dilation: float = DEFAULT_DILATION  # of the image's longer side, for lungs-masked and lungs-removed
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
+    # training only, lung attention: share of training images whose outside (beyond the dilated lungs) is
+    # replaced by a random fill each epoch (covid_tf.lungs.background)
+    roi_background: float = 0.0
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -94,6 +105,10 @@ class TrainConfig:
                               ("--roi-jitter", self.roi_jitter)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise CovidTfError(f"{option} must be a number of 0 or more, got {value}")
+        if not 0.0 <= self.roi_background <= 1.0:
+            raise CovidTfError(f"--roi-background must be a probability in [0, 1], got {self.roi_background}")
+        if self.roi_background and self.roi not in (AUTO, ATTENTION_MODE):
+            raise CovidTfError(f"--roi-background needs --roi {ATTENTION_MODE} (or auto), not {self.roi}")
         if self.roi_jitter and self.roi not in JITTER_MODES:
             raise CovidTfError(f"--roi-jitter needs --roi {' or '.join(JITTER_MODES)}, not {self.roi}")
 

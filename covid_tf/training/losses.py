@@ -55,7 +55,6 @@ def balanced_class_weights(counts: ClassCounts) -> dict[Hashable, float]:
     return {key: float(weight) for key, weight in zip(keys, weights)}
 
 
-@keras.saving.register_keras_serializable(package="covid_tf")
 class WeightedCategoricalCrossentropy(keras.losses.Loss):
     """Cross-entropy of one-hot labels where each sample counts with the weight of its true class.
 
@@ -140,3 +139,10 @@ def get_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate=learning_rate, momentum=SGD_MOMENTUM)
     raise CovidTfError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
+
+
+def custom_objects() -> dict[str, type]:
+    """The loss classes of covid_tf, to pass as ``custom_objects`` where a compiled model with such a loss is
+    loaded (``keras.models.load_model(path, custom_objects=custom_objects())``). Importing this module registers
+    nothing; the toolkit's own model files are saved without their loss and need none of this."""
+    return {"WeightedCategoricalCrossentropy": WeightedCategoricalCrossentropy}

@@ -24,7 +24,6 @@ deep (``Test1/P001/IM1.dcm`` -> ``Test1``; the synthetic ``COVID/COVID001/IM1.dc
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,8 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation import patients as patient_votes
 from covid_tf.evaluation import tables
 from covid_tf.io_utils import atomic_write_json, atomic_write_text
+from covid_tf.runs import record
+from covid_tf.runs.record import RunRecord
 
 METADATA_NAME = "metadata.csv"
 METADATA_COLUMNS = (
@@ -226,19 +227,20 @@ def evaluate_ct(
     from covid_tf.workflows.evaluate import evaluate_model
 
     run_path = Path(run_dir)
-    config_path = run_path / "config.json"
-    if not config_path.is_file() or not (run_path / "model.keras").is_file():
+    run = RunRecord.read(run_path, required=False)
+    if not run.exists or not (run_path / record.MODEL_FILE).is_file():
         raise CovidTfError(f"{run_path}: not a finished training run (needs config.json and model.keras)")
     unknown = [rule for rule in rules if rule not in patient_votes.RULES]
     if unknown or not rules:
         raise CovidTfError(f"unknown voting rule(s) {unknown or list(rules)}: use {list(patient_votes.RULES)}")
-    run_config = json.loads(config_path.read_text(encoding="utf-8"))
-    data_path = Path(data or run_config["data"])
+    data_path = Path(data or run.text("data") or "")
+    classes = run.settings.get("classes")
     out_path = Path(out_dir) if out_dir is not None else run_path / "ct_evaluation"
     evaluation = evaluate_model(
-        run_path / "model.keras", data_path, out_path, split_file=run_path / "split.csv", split=split,
-        classes=run_config.get("classes"), class_map=run_config.get("class_map") or None, batch_size=batch_size,
-        overwrite=overwrite, n_bootstrap=n_bootstrap, seed=int(run_config.get("seed", config.SEED)),
+        run_path / record.MODEL_FILE, data_path, out_path, split_file=run_path / record.SPLIT_FILE, split=split,
+        classes=classes if isinstance(classes, list) else None, class_map=run.mapping("class_map") or None,
+        batch_size=batch_size, overwrite=overwrite, n_bootstrap=n_bootstrap,
+        seed=run.integer("seed", config.SEED) or 0,
     )
     names = list(evaluation.metrics["class_names"])
     predictions = evaluation.predictions.copy()

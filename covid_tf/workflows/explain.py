@@ -33,13 +33,15 @@ from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.explain import get_explainer
 from covid_tf.explain.base import BaseCAM
-from covid_tf.explain.lung_energy import LungInputs
+from covid_tf.explain.lung_energy import BACKBONE_COLUMNS, LungInputs
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
 from covid_tf.io_utils import atomic_write, csv_rows, is_within, progress_bar
 from covid_tf.lungs.energy import mask_folder_notes
 from covid_tf.lungs.masks import read_mask
+from covid_tf.models.lung_attention import LAYER_NAME, has_lung_attention
+from covid_tf.models.registry import backbone_layer_name
 from covid_tf.runs.inference import load_model
 
 CSV_NAME = "explanations.csv"
@@ -60,6 +62,7 @@ class ExplainResult:
     method: str
     layer_name: str
     notes: list[str]
+    backbone_layer: str | None = None  # lung attention: the backbone's own last conv layer, measured beside it
 
 
 def _check_out_dir(out_dir: Path, inputs: Sequence[str | Path], masks_dir: Path | None, overwrite: bool) -> None:
@@ -171,6 +174,7 @@ class _ExplainJob:
         self.with_masks = masks_dir is not None or any(mask is not None for mask in self.masks)
         # Lung energy for every image (the lung masks found, else the segmenter's) and the run's lung ROI.
         self.lungs = LungInputs(loaded, paths, [str(m) if m and mask_kind == "lungs" else None for m in self.masks])
+        self.backbone = _backbone_explainer(loaded.model, explainer, batch_size)
         self.file_names = output_names(paths)
         self.tables: list[pd.DataFrame] = []
         self.outputs: list[Path] = []
@@ -191,9 +195,21 @@ class _ExplainJob:
                 if self.with_masks:
                     self._add_mask_numbers(table, chosen, heatmaps)
                 table = pd.concat([table, self.lungs.columns(chosen, heatmaps)], axis=1)
+                if self.backbone is not None:
+                    self._add_backbone_energy(table, chosen, inputs, classes)
                 self._write_images(table, chosen, images, heatmaps)
                 handle.write(csv_rows(table, header=not self.tables))
                 self.tables.append(table)
+
+    def _add_backbone_energy(self, table: pd.DataFrame, chosen: list[int], inputs: list[tuple],
+                             classes: np.ndarray) -> None:
+        """Lung attention: the lung energy of the backbone's own last conv layer (the pooled layer's Grad-CAM is
+        zero outside the lungs by construction, so only this one can show heat outside them)."""
+        maps = self.backbone.explain(np.stack([item[0] for item in inputs]), classes)[0]
+        maps = np.stack([self.lungs.on_full_image(h, *item[1:]) for h, item in zip(maps, inputs)])
+        measured = self.lungs.columns(chosen, maps)
+        for column in BACKBONE_COLUMNS:
+            table[f"backbone_{column}"] = measured[column].to_numpy()
 
     def _read_batch(self, indices: range) -> tuple[list[int], list[tuple]]:
         chosen, images = [], []
@@ -311,4 +327,12 @@ def explain_images(
     if not job.tables:
         raise CovidTfError("none of the listed images could be read; nothing explained")
     return ExplainResult(out_dir, pd.concat(job.tables, ignore_index=True), job.outputs, job.skipped,
-                         list(loaded.class_names), job.explainer.name, job.explainer.layer_name, job.notes)
+                         list(loaded.class_names), job.explainer.name, job.explainer.layer_name, job.notes,
+                         job.backbone.layer_name if job.backbone is not None else None)
+
+
+def _backbone_explainer(model: keras.Model, explainer: BaseCAM, batch_size: int) -> BaseCAM | None:
+    """Grad-CAM on a lung-attention model's backbone layer, when ``explainer`` targets its pooled layer."""
+    if not has_lung_attention(model) or explainer.layer_name != LAYER_NAME:
+        return None
+    return get_explainer("gradcam", model, layer_name=backbone_layer_name(model), batch_size=batch_size)

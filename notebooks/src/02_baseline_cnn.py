@@ -139,7 +139,7 @@ Image(filename=figures.save_report_figure(figure, figures_dir / "02_final_curves
 # (patient-level when patients have several images); with a few dozen test images they are wide.
 
 # %%
-final_metrics = train.evaluate_splits(final_model, final_config, split, class_names, names=("test",))
+final_metrics, _ = train.evaluate_splits(final_model, final_config, split, class_names, names=("test",))
 final_dir = config.RUNS_DIR / "02_baseline_final"
 final_dir.mkdir(parents=True, exist_ok=True)
 atomic_write(final_dir / "model.keras", final_model.save)

@@ -133,7 +133,7 @@ comparison.runs_table(test_metrics)
 
 # %%
 # Say why the transfer model may be at chance: it started from a random backbone, not ImageNet.
-random_backbone = transfer_config.weights is None
+random_backbone = transfer.config.weights is None  # what the run started from ("auto" resolved)
 comparison_notes = {"ResNet50V2 (fine-tuned)": "random backbone, no ImageNet weights"} if random_backbone else {}
 figure = comparison.plot_run_comparison(test_metrics, notes=comparison_notes,
                                      title="Test set: baseline CNN vs ResNet50V2 (95% CI)")

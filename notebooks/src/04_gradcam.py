@@ -76,8 +76,11 @@ for name, run_name, settings in (
                                        fine_tune_epochs=0 if smoke else 1)),
     ("baseline CNN", "02_baseline", dict(model="baseline", image_size=image_size, epochs=epochs)),
 ):
-    models[name], splits[name], source = studies.train_or_reuse(config.RUNS_DIR / run_name,
-                                                                TrainConfig(**quick, **settings))
+    # A finished run on the same data and classes is reused; otherwise one is trained here, in memory only.
+    result, reused = train.train_or_reuse(TrainConfig(**quick, **settings), config.RUNS_DIR / run_name,
+                                          compare=("data", "classes"), save=False)
+    models[name], splits[name] = result.model, result.split
+    source = result.run_dir if reused else f"trained here, test accuracy {result.metrics['test']['accuracy']:.2f}"
     print(f"{name}: {source}; Grad-CAM layer {explain.default_target_layer(models[name])!r}")
 
 index = discover(data_dir, classes=class_names).frame.set_index("path")

@@ -74,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
 
     energy = metrics.get("lung_energy")
     if energy is not None:
-        print(summary_line(energy, f" of {energy['class']} (Grad-CAM)"))
+        print(summary_line(energy, f" of {energy['class']} (Grad-CAM on {energy['layer']})"))
+        if energy.get("backbone"):  # lung attention: the pooled layer has no heat outside the lungs by construction
+            print(summary_line(energy["backbone"], f" of {energy['class']} (Grad-CAM on the backbone's own last "
+                                                   f"convolutional layer, {energy['backbone']['layer']})"))
     skipped_note = f", {len(result.skipped)} skipped (skipped.csv)" if result.skipped else ""
     print(f"evaluation written to {result.out_dir} ({len(result.figures)} figures{skipped_note})")
     return 0

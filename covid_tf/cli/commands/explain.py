@@ -76,5 +76,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"with masks (n={len(measured)}): mean energy in mask {measured['energy_in_mask'].mean():.3f} "
                   f"(mask area {measured['mask_area_fraction'].mean():.3f}), pointing game "
                   f"{measured['pointing_hit'].mean():.0%}, IoU {measured['iou'].mean():.3f}")
-    print(summary_line(summarize(table)))
+    print(summary_line(summarize(table), f" (Grad-CAM on {result.layer_name})"))
+    if result.backbone_layer is not None:  # lung attention: the pooled layer's heat is in the lungs by construction
+        backbone = table.assign(energy_in_lungs=table["backbone_energy_in_lungs"])
+        print(summary_line(summarize(backbone), f" (Grad-CAM on the backbone's own last convolutional layer, "
+                                                f"{result.backbone_layer})"))
     return 0

@@ -86,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi-margin", type=float, default=DEFAULT_MARGIN,
                         help="margin around the lung box, as a share of its height/width per side (default "
                              "%(default)s)")
+    parser.add_argument("--roi-background", type=float, default=0.0, metavar="P",
+                        help="lungs-attention: replace everything outside the dilated lungs of a share P of the "
+                             "training images, each epoch, by a random fill (mean grey, blur, noise or another "
+                             "image), so the model must decide from the lungs (default %(default)s)")
     parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
                         help="lungs-masked/lungs-removed: dilate or erode each training image's mask by a random "
                              "radius up to PIXELS (at --image-size), so that the mask's outline stops being a cue")
@@ -115,7 +119,7 @@ def config_from_args(args: argparse.Namespace):
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
         patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
         devices=_devices(args), mixed_precision=args.mixed_precision, precise_bn_images=args.precise_bn_images,
-        roi=args.roi, roi_margin=args.roi_margin, roi_jitter=args.roi_jitter,
+        roi=args.roi, roi_margin=args.roi_margin, roi_jitter=args.roi_jitter, roi_background=args.roi_background,
     )
 
 

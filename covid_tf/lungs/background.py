@@ -1,0 +1,44 @@
+"""Background randomisation for lung-attention training (``train --roi-background P``).
+
+With probability ``P`` per training image, everything outside its dilated lungs is replaced by a random
+fill: the image's mean grey, a strong blur of the image itself, noise of the image's own mean and spread,
+or another training image of the batch. The lungs and the mask channel stay as they are. What lies around
+the lungs then stops predicting the label, so a model can only keep its accuracy from the lungs; the
+occlusion check (``covid_tf.lungs.occlusion``) measures whether it did.
+"""
+
+from __future__ import annotations
+
+FILLS = ("mean", "blur", "noise", "other")
+BLUR_GRID = 8  # the blur fill: the image shrunk to 8 x 8 (area) and enlarged again, a blur of ~1/8 of the side
+
+
+def background_transform(channels: int, probability: float, dilation: int, seed: int = 0):
+    """A batch function for training: ``(N, S, S, channels + 1)`` image + mask batches -> the same with the
+    outside of the lungs (dilated by ``dilation`` pixels) randomly filled in a share ``probability`` of them."""
+    import tensorflow as tf
+
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"the background probability must be in [0, 1], got {probability}")
+    generator = tf.random.Generator.from_seed(seed)
+
+    def fills(images):
+        size = tf.shape(images)[1:3]
+        mean = tf.reduce_mean(images, axis=[1, 2], keepdims=True)
+        spread = tf.math.reduce_std(images, axis=[1, 2], keepdims=True)
+        blur = tf.image.resize(tf.image.resize(images, [BLUR_GRID, BLUR_GRID], method="area"), size)
+        noise = tf.clip_by_value(mean + spread * generator.normal(tf.shape(images)), 0.0, 1.0)
+        other = tf.roll(images, shift=1, axis=0)
+        return tf.stack([mean + tf.zeros_like(images), blur, noise, other], axis=1)
+
+    def apply(batch):
+        images, masks = batch[..., :channels], batch[..., channels:]
+        count = tf.shape(batch)[0]
+        grown = tf.nn.max_pool2d(masks, 2 * dilation + 1, 1, "SAME") if dilation > 0 else masks
+        choice = generator.uniform([count], 0, len(FILLS), dtype=tf.int32)
+        fill = tf.gather(fills(images), choice, axis=1, batch_dims=1)
+        chosen = tf.cast(generator.uniform([count, 1, 1, 1]) < probability, images.dtype)
+        keep = 1.0 - chosen * (1.0 - grown)  # 1 in the (dilated) lungs, and everywhere in unchosen images
+        return tf.concat([images * keep + fill * (1.0 - keep), masks], axis=-1)
+
+    return apply

@@ -1,0 +1,58 @@
+"""Background randomisation for lung-attention training: the lungs and the mask stay, the outside is filled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from covid_tf.errors import CovidTfError
+from covid_tf.lungs.background import background_transform
+from covid_tf.runs.config import TrainConfig
+
+
+def _batch(count: int = 6, size: int = 32) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    images = rng.random((count, size, size, 1)).astype(np.float32)
+    masks = np.zeros((count, size, size, 1), np.float32)
+    masks[:, 8:24, 4:12] = 1.0
+    masks[:, 8:24, 20:28] = 1.0
+    masks[-1] = 1.0  # an image without plausible lungs: its mask is all ones, nothing is outside
+    return np.concatenate([images, masks], axis=-1)
+
+
+def test_probability_zero_changes_nothing():
+    batch = _batch()
+    np.testing.assert_array_equal(np.asarray(background_transform(1, 0.0, 2)(batch)), batch)
+
+
+def test_the_lungs_and_the_mask_stay_and_the_outside_is_filled():
+    batch = _batch()
+    out = np.asarray(background_transform(1, 1.0, 0, seed=3)(batch))
+    lungs = batch[..., 1] > 0
+    np.testing.assert_array_equal(out[..., 1], batch[..., 1])  # the mask channel is the model's: untouched
+    np.testing.assert_array_equal(out[..., 0][lungs], batch[..., 0][lungs])
+    outside = ~lungs[:-1]
+    assert not np.allclose(out[:-1, ..., 0][outside], batch[:-1, ..., 0][outside])
+    np.testing.assert_array_equal(out[-1], batch[-1])  # all lung: nothing to fill
+
+
+def test_dilation_keeps_a_rim_around_the_lungs():
+    batch = _batch()
+    out = np.asarray(background_transform(1, 1.0, 2, seed=3)(batch))
+    rim = (slice(None, -1), slice(8, 24), 12)  # 1 px right of the left lung: inside the 2 px dilation
+    np.testing.assert_array_equal(out[rim + (0,)], batch[rim + (0,)])
+
+
+def test_the_same_seed_gives_the_same_fills():
+    batch = _batch()
+    first = np.asarray(background_transform(1, 0.5, 1, seed=7)(batch))
+    again = np.asarray(background_transform(1, 0.5, 1, seed=7)(batch))
+    np.testing.assert_array_equal(first, again)
+
+
+def test_the_setting_is_checked_before_anything_runs(tmp_path):
+    with pytest.raises(CovidTfError, match="probability"):
+        TrainConfig(data=str(tmp_path), roi="lungs-attention", roi_background=1.5)
+    with pytest.raises(CovidTfError, match="needs --roi lungs-attention"):
+        TrainConfig(data=str(tmp_path), roi="none", roi_background=0.5)
+    assert TrainConfig(data=str(tmp_path), roi="auto", roi_background=0.5).roi_background == 0.5
