@@ -29,7 +29,7 @@ from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
 from covid_tf.data.images import scan_image
 from covid_tf.errors import CovidTfError, ImageReadError
-from covid_tf.io_utils import progress_bar
+from covid_tf.io_utils import progress_bar, restore_formulas
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -179,7 +179,7 @@ def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile], notes: list[str])
     two labels is an error; a path listed twice counts once; a label that contradicts the class folder the
     image lies in is reported."""
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        table = restore_formulas(pd.read_csv(csv_path, dtype=str, keep_default_na=False))
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise CovidTfError(f"{csv_path}: cannot read the label CSV ({error})") from None
     missing = {"path", "label"} - set(table.columns)

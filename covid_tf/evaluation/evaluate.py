@@ -31,7 +31,7 @@ from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.operating_point import choose_threshold
 from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.figures.run import FIGURE_NAMES, draw_figures, read_history
-from covid_tf.io_utils import atomic_write_json, atomic_write_text, is_within, resolved_path
+from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text, is_within, resolved_path
 from covid_tf.lungs.roi_inputs import fallback_note
 
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "skipped.csv", RUN_CONFIG)
@@ -149,7 +149,7 @@ def evaluate_rows(
 
 
 def _skipped_csv(skipped: Sequence[SkippedFile]) -> str:
-    return pd.DataFrame([(s.path, s.reason) for s in skipped], columns=["path", "reason"]).to_csv(index=False)
+    return csv_text(pd.DataFrame([(s.path, s.reason) for s in skipped], columns=["path", "reason"]))
 
 
 def _threshold_from_val(
@@ -192,7 +192,7 @@ def _write_tables(out_dir: Path, table: pd.DataFrame, skipped: Sequence[SkippedF
     if overwrite:
         for name in FIGURE_NAMES.values():
             (out_dir / name).unlink(missing_ok=True)
-    atomic_write_text(out_dir / "predictions.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "predictions.csv", csv_text(table))
     atomic_write_text(out_dir / "skipped.csv", _skipped_csv(skipped))
     atomic_write_json(out_dir / RUN_CONFIG, {**run_config, "versions": software_versions()})
 

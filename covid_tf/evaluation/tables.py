@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, natural_key, safe_name
+from covid_tf.io_utils import atomic_write, natural_key, neutralise_formulas, restore_formulas, safe_name
 
 PROB_PREFIX = "prob_"
 # Probabilities written as text may round a little outside [0, 1]; anything further out is an error.
@@ -69,7 +69,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CovidTfError(f"{path}: predictions file not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = restore_formulas(pd.read_csv(path, dtype=str, keep_default_na=False))
     except Exception as error:
         raise CovidTfError(f"{path}: cannot read predictions CSV ({error})") from None
     if table.empty:
@@ -207,12 +207,12 @@ def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path) -> list[Pat
     """Write all patients to ``out_path`` and, with several folders, ``<stem>_<folder>.csv`` beside it."""
     out_path = Path(out_path)
     written = [out_path]
-    atomic_write(out_path, lambda tmp: patients.to_csv(tmp, index=False))
+    atomic_write(out_path, lambda tmp: neutralise_formulas(patients).to_csv(tmp, index=False))
     folders = sorted(set(patients["folder"]), key=natural_key) if "folder" in patients.columns else []
     if len(folders) > 1:
         for folder in folders:
             path = out_path.with_name(f"{out_path.stem}_{safe_name(folder, 'root')}{out_path.suffix or '.csv'}")
             subset = patients[patients["folder"] == folder]
-            atomic_write(path, lambda tmp, subset=subset: subset.to_csv(tmp, index=False))
+            atomic_write(path, lambda tmp, subset=subset: neutralise_formulas(subset).to_csv(tmp, index=False))
             written.append(path)
     return written

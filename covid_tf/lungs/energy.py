@@ -19,7 +19,7 @@ import pandas as pd
 
 from covid_tf.data.images import load_image
 from covid_tf.errors import ImageReadError
-from covid_tf.io_utils import atomic_write_json, atomic_write_text
+from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text
 from covid_tf.lungs import roi
 from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks, read_mask
 
@@ -155,7 +155,7 @@ def evaluate_lung_energy(model_path: str | Path, out_dir: str | Path, prediction
     table = class_lung_energy(loaded, paths, loaded.class_names.index(positive), use_segmenter=use_segmenter,
                               batch_size=batch_size)
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "lung_energy.csv", table.to_csv(index=False))
+    atomic_write_text(out_dir / "lung_energy.csv", csv_text(table))
     summary = {"class": positive, "method": "gradcam", **summarize(table)}
     metrics_path = out_dir / "metrics.json"
     if metrics_path.is_file():

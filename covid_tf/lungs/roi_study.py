@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image, save_png
+from covid_tf.io_utils import neutralise_formulas
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
 from covid_tf.lungs.segment import mask_destination
@@ -54,8 +55,8 @@ def derive_dataset(root: Path, masks_root: Path, variant: str, out: Path, classe
     rows = []
     for relative in table["path"]:
         rows.append(derive_one(root / relative, mask_destination(root / relative, masks_root), variant, out / relative))
-    table.to_csv(out / "metadata.csv", index=False)
-    pd.DataFrame(rows, columns=list(BOX_COLUMNS)).to_csv(out / "boxes.csv", index=False)
+    neutralise_formulas(table).to_csv(out / "metadata.csv", index=False)
+    neutralise_formulas(pd.DataFrame(rows, columns=list(BOX_COLUMNS))).to_csv(out / "boxes.csv", index=False)
     return out
 
 
@@ -64,7 +65,7 @@ def rewrite_split(split_csv: Path, root: Path, derived: Path, out_csv: Path) -> 
     table = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
     prefix, replacement = str(root.resolve()), str(derived.resolve())
     table["path"] = [replacement + p[len(prefix):] if p.startswith(prefix) else p for p in table["path"]]
-    table.to_csv(out_csv, index=False)
+    neutralise_formulas(table).to_csv(out_csv, index=False)
     return out_csv
 
 
@@ -180,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "energy":
         table = lung_energy(args.run, args.derived, args.data, args.masks, args.class_name)
         args.out_csv.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out_csv, index=False)
+        neutralise_formulas(table).to_csv(args.out_csv, index=False)
         print(f"energy in lungs {table['energy_in_lungs'].mean():.3f}, area {table['lung_area_fraction'].mean():.3f}")
     elif args.command == "figure":
         print(mask_figure(args.lungs_csv, args.out_png, args.classes.split(",")))

@@ -25,7 +25,7 @@ import pandas as pd
 from covid_tf.data import discover
 from covid_tf.data.images import load_image, resize_image, save_png
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_text, refuse_output_inside_inputs
+from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, refuse_output_inside_inputs
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs.unet import size_multiple
 
@@ -176,7 +176,7 @@ def segment_paths(
             list(pool.map(_write_mask, chunk_destinations, predicted))
             rows.extend(_summary_row(p, d, m) for p, d, m in zip(chunk, chunk_destinations, predicted))
     table = pd.DataFrame(rows, columns=list(LUNGS_COLUMNS))
-    atomic_write_text(out / LUNGS_CSV, table.to_csv(index=False))
+    atomic_write_text(out / LUNGS_CSV, csv_text(table))
     return table
 
 

@@ -28,7 +28,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.inference import predict_paths
 from covid_tf.figures.run import write_run_figures
-from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text
+from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text
 from covid_tf.lungs.roi_inputs import AUTO, resolve_auto, run_inputs
 from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
@@ -197,15 +197,15 @@ def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_pa
         atomic_write_json(run_path / "config.json", {**cfg.to_dict(), "versions": software_versions()})
         save_split(split, run_path / "split.csv")
         skipped = pd.DataFrame(split.attrs.get("skipped", []), columns=["path", "reason"])
-        atomic_write_text(run_path / "skipped.csv", skipped.to_csv(index=False))
+        atomic_write_text(run_path / "skipped.csv", csv_text(skipped))
     inputs = run_inputs(cfg, split)  # lung masks once (cached), before any epoch
     if run_path is not None and inputs.table is not None:
-        atomic_write_text(run_path / "roi.csv", inputs.table.to_csv(index=False))
+        atomic_write_text(run_path / "roi.csv", csv_text(inputs.table))
     model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
     metrics = evaluate_splits(model, cfg, split, class_names, loader=inputs.loader)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     if run_path is not None:
-        atomic_write_text(run_path / "history.csv", history.to_csv(index=False))
+        atomic_write_text(run_path / "history.csv", csv_text(history))
         atomic_write(run_path / "model.keras", partial(save_model, model))
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
         if figures:
