@@ -129,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     cfg = config_from_args(args)  # every setting checked (TrainConfig.validate) before anything is read or written
-    refuse_output_inside_inputs(args.out, [args.data])
+    refuse_output_inside_inputs(args.out, [args.data, *[path for path in (args.split_file, cfg.weights)
+                                                        if path and Path(path).is_file()]])
     check_writable_output(args.out, folder=True)
     from covid_tf.training.run import train_run
 
