@@ -12,6 +12,7 @@ The logic behind the ``evaluate`` and ``predict`` commands (which only parse opt
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from covid_tf.figures.run import FIGURE_NAMES, draw_figures, read_history
 from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text, is_within, resolved_path
 from covid_tf.lungs.roi_inputs import fallback_note
 
+logger = logging.getLogger(__name__)
 OUTPUT_FILES = ("metrics.json", "predictions.csv", "skipped.csv", RUN_CONFIG)
 
 
@@ -241,7 +243,9 @@ def evaluate_model(
     rows, skipped, frame = select_rows(index, split_file=split_file, split=split)
     y_true = label_indices(rows["label"], names)
     chosen_split = (split or "test") if split_file is not None else split
-    notes: list[str] = list(index.notes)
+    for note in index.notes:  # what the data reader left out or repaired: warnings, said before any prediction
+        logger.warning(note)
+    notes: list[str] = []
     positive_index = positive_class_index(names) if binary else None
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 

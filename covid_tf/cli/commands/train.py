@@ -136,8 +136,6 @@ def run(args: argparse.Namespace) -> int:
 
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)
-    for note in result.split.attrs.get("notes", []):
-        print(f"warning: {note}", file=sys.stderr)
     skipped = result.split.attrs.get("skipped", [])
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not readable images (see {args.out / 'skipped.csv'}):")
