@@ -234,3 +234,19 @@ def test_5_pyproject_license_is_an_spdx_string():
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")  # tomllib is Python 3.11+; 3.10 is supported
     assert re.search(r'^license = "MIT"$', text, re.M) and "License ::" not in text
     assert re.search(r'requires = \["setuptools>=(7[7-9]|[89]\d)', text)  # SPDX strings need setuptools 77
+
+
+def test_5_a_saved_model_takes_a_batch_without_a_structure_warning(tmp_path):
+    import keras
+
+    from covid_tf.models.common import save_model
+    from covid_tf.models.registry import build_model
+
+    save_model(build_model("small", image_size=32, channels=1, num_classes=2, weights=None), tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    batch = np.zeros((2, 32, 32, 1), dtype=np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded(batch)
+        keras.models.clone_model(loaded)(batch)  # the sanity check's clone (notebook 04's quality cell)
+    assert [str(w.message) for w in caught if "structure of `inputs`" in str(w.message)] == []
