@@ -85,8 +85,10 @@ def select_rows(
     With ``split_file``, each image takes its split (and patient id) from the file, matched on resolved
     paths, and only the rows of ``split`` (default ``test``) are kept; rows of that split that are not
     readable images of the data are reported as skipped. Without it, ``split`` filters the layout's own
-    split column, and no ``split`` keeps every image.
+    split column, and no ``split`` keeps every image. The data's notes are said as warnings, before any prediction.
     """
+    for note in index.notes:  # what the data reader left out or repaired
+        logger.warning(note)
     frame = index.frame.copy()
     frame["key"] = frame["path"].map(resolved_path)
     if split_file is not None:
@@ -243,8 +245,6 @@ def evaluate_model(
     rows, skipped, frame = select_rows(index, split_file=split_file, split=split)
     y_true = label_indices(rows["label"], names)
     chosen_split = (split or "test") if split_file is not None else split
-    for note in index.notes:  # what the data reader left out or repaired: warnings, said before any prediction
-        logger.warning(note)
     notes: list[str] = []
     positive_index = positive_class_index(names) if binary else None
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)

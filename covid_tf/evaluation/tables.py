@@ -30,7 +30,6 @@ from covid_tf.io_utils import (
     neutralise_formulas,
     refuse_output_inside_inputs,
     restore_formulas,
-    run_folder_of,
     safe_name,
 )
 
@@ -211,9 +210,10 @@ def prepare_predictions(
     return table, class_names, notes
 
 
-def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path, inputs: Sequence[str | Path] = ()) -> list[Path]:
+def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path, inputs: Sequence[str | Path] = (),
+                       read_folders: Sequence[str | Path] = ()) -> list[Path]:
     """Write all patients to ``out_path`` and, with several folders, ``<stem>_<folder>.csv`` beside it; none of
-    them may replace an input file or a file of an input's folder (checked before the first write)."""
+    them may replace an input file or a file of a folder read (checked before the first write)."""
     out_path = Path(out_path)
     folders = sorted(set(patients["folder"]), key=natural_key) if "folder" in patients.columns else []
     tables = {out_path: patients}
@@ -221,7 +221,7 @@ def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path, inputs: Seq
         path = out_path.with_name(f"{out_path.stem}_{safe_name(folder, 'root')}{out_path.suffix or '.csv'}")
         tables[path] = patients[patients["folder"] == folder]
     for path in tables:
-        refuse_output_inside_inputs(path, inputs, folder=False, read_folders=[run_folder_of(item) for item in inputs])
+        refuse_output_inside_inputs(path, inputs, folder=False, read_folders=read_folders)
     for path, table in tables.items():
         atomic_write(path, lambda tmp, table=table: neutralise_formulas(table).to_csv(tmp, index=False))
     return list(tables)
