@@ -78,13 +78,6 @@ def refuse_output_inside_inputs(out: str | Path, inputs: Iterable[str | Path], o
     out = Path(out).expanduser()
     if folder and out.exists() and not out.is_dir():
         raise CovidTfError(f"{out}: {option} exists and is not a folder")
-    for item in read_folders:
-        read = Path(item).expanduser().resolve()
-        if out.resolve() == read:
-            raise CovidTfError(f"{out}: {option} is the folder {read} this command reads from; choose another")
-        if out.is_file() and is_within(out, read):
-            raise CovidTfError(f"{out}: {option} would replace a file of the folder {read} this command reads "
-                               "from; choose another (nothing read is written over)")
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir() and is_within(out, path):
@@ -95,6 +88,14 @@ def refuse_output_inside_inputs(out: str | Path, inputs: Iterable[str | Path], o
         if folder and path.is_file() and out.resolve() == path.resolve().parent:
             raise CovidTfError(f"{out}: {option} is the folder of the input {path}; choose another "
                                "(nothing is written into input folders)")
+    for item in read_folders:
+        read = Path(item).expanduser().resolve()
+        if out.resolve() == read:
+            raise CovidTfError(f"{out}: {option} is the folder {read} this command reads from; choose another "
+                               "(nothing is written into input folders)")
+        if out.is_file() and is_within(out, read):
+            raise CovidTfError(f"{out}: {option} would replace a file of the folder {read} this command reads "
+                               "from; choose another (nothing read is written over)")
 
 
 def check_writable_output(out: str | Path, *, folder: bool, option: str = "--out") -> None:
