@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import csv
+import os
 import re
 import shutil
+import subprocess
 import sys
 import types
 import warnings
@@ -22,7 +24,7 @@ import pandas as pd
 import pytest
 
 from tests.forkserver import ForkServer
-from tests.helpers import write_png
+from tests.helpers import make_class_folders, write_png
 from tests.hostile import tree_fingerprint
 from tests.test_hostile_round2 import FAST, assert_error, cli
 
@@ -250,3 +252,18 @@ def test_5_a_saved_model_takes_a_batch_without_a_structure_warning(tmp_path):
         loaded(batch)
         keras.models.clone_model(loaded)(batch)  # the sanity check's clone (notebook 04's quality cell)
     assert [str(w.message) for w in caught if "structure of `inputs`" in str(w.message)] == []
+
+
+def test_5_train_says_the_left_out_classes_before_the_epochs(tmp_path):
+    """A real ``python -m covid_tf train`` with stdout and stderr in one pipe, unbuffered: the order is the user's."""
+    data = make_class_folders(tmp_path / "data", {"COVID": 8, "Normal": 8, "Lung Opacity": 3}, size=32)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    argv = [sys.executable, "-m", "covid_tf", "train", str(data), "--out", str(tmp_path / "run"), "--classes",
+            "COVID,Normal", "--epochs", "1", "--model", "small", "--image-size", "32", "--batch-size", "4",
+            "--precise-bn-images", "0", "--roi", "none"]
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=600,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:]
+    output = done.stdout
+    assert "warning: " in output and "'Lung Opacity' are left out" in output, output[-3000:]
+    assert output.index("'Lung Opacity' are left out") < output.index(" loss: "), output[-3000:]  # Keras's epoch line
