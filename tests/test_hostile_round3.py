@@ -267,3 +267,19 @@ def test_5_train_says_the_left_out_classes_before_the_epochs(tmp_path):
     output = done.stdout
     assert "warning: " in output and "'Lung Opacity' are left out" in output, output[-3000:]
     assert output.index("'Lung Opacity' are left out") < output.index(" loss: "), output[-3000:]  # Keras's epoch line
+
+
+def test_5_sanity_check_clones_a_compiled_model_whose_metric_holds_a_tensor():
+    """Notebook 04's quality cell on a freshly trained model: its AUC metric has label weights (a tensor)."""
+    import keras
+
+    from covid_tf.explain.sanity import randomization_sanity_check
+    from covid_tf.models.registry import build_model
+
+    model = build_model("small", image_size=32, channels=1, num_classes=2, weights=None)
+    auc = keras.metrics.AUC(multi_label=True, num_labels=2, label_weights=[1.0, 0.0], name="auc_COVID")
+    model.compile(optimizer="adam", loss="categorical_crossentropy", metrics=[auc])
+    images = np.random.default_rng(0).random((4, 32, 32, 1)).astype(np.float32)
+    model.fit(images, np.eye(2)[[0, 1, 0, 1]], epochs=1, verbose=0)
+    check = randomization_sanity_check(model, images[:2], method="gradcam", class_index=0)
+    assert np.isfinite(check["mean_correlation"])
