@@ -75,9 +75,40 @@ DEFAULT_CLASS_MAP = {
 SPLIT_NAMES = ("train", "val", "test")
 # The smallest image side every architecture accepts (ResNet50V2 and VGG16 need 32).
 MIN_IMAGE_SIZE = 32
+# The largest image side and batch size accepted, checked before any work (check_sizes): a 50000 px side would
+# run out of memory after the data was read. COVID_TF_MAX_IMAGE_SIZE raises the side (and the batch budget).
+MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 4096
+BATCH_IMAGES_AT_MAX_SIZE = 64  # one batch holds at most 64 x MAX_IMAGE_SIZE^2 pixels (64 Mpx)
 DEFAULT_SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def max_image_size() -> int:
+    """``MAX_IMAGE_SIZE``, or ``COVID_TF_MAX_IMAGE_SIZE`` when set to a whole number."""
+    value = os.environ.get("COVID_TF_MAX_IMAGE_SIZE", "")
+    return int(value) if value.strip().isdigit() else MAX_IMAGE_SIZE
+
+
+def check_sizes(image_size: int | None = None, batch_size: int | None = None, *,
+                image_option: str = "--image-size", batch_option: str = "--batch-size") -> None:
+    """Refuse an image side or batch size no machine can use (``CovidTfError``), before anything is read."""
+    from covid_tf.errors import CovidTfError
+
+    limit = max_image_size()
+    if image_size is not None and image_size > limit:
+        raise CovidTfError(f"{image_option} must be at most {limit} pixels, got {image_size} (a larger side needs "
+                           "more memory than one machine has; set COVID_TF_MAX_IMAGE_SIZE to raise the limit)")
+    if batch_size is None:
+        return
+    if batch_size < 1 or batch_size > MAX_BATCH_SIZE:
+        raise CovidTfError(f"{batch_option} must be between 1 and {MAX_BATCH_SIZE}, got {batch_size}")
+    budget = BATCH_IMAGES_AT_MAX_SIZE * limit**2
+    if image_size is not None and batch_size * image_size**2 > budget:
+        raise CovidTfError(f"{batch_option} {batch_size} x {image_option} {image_size}: a batch of "
+                           f"{batch_size * image_size**2 / 2**20:.0f} Mpx is more than the {budget / 2**20:.0f} Mpx "
+                           f"allowed ({BATCH_IMAGES_AT_MAX_SIZE} images of {limit} px); lower {batch_option}")

@@ -61,11 +61,18 @@ def is_within(path: Path, folder: Path) -> bool:
     return True
 
 
+def run_folder_of(model: str | Path) -> Path:
+    """The folder a model file lies in (its run folder: ``config.json``, ``split.csv``, ...), read as an input."""
+    return Path(model).expanduser().resolve().parent
+
+
 def refuse_output_inside_inputs(out: str | Path, inputs: Iterable[str | Path], option: str = "--out", *,
-                                folder: bool = True) -> None:
+                                folder: bool = True, read_folders: Iterable[str | Path] = ()) -> None:
     """Raise ``CovidTfError`` when ``out`` is an input file or lies inside an input folder, and, for an output
     folder (``folder``), when it is the folder of an input file or an existing file.
 
+    ``read_folders`` are folders the command reads from that may hold new outputs (a model's run folder:
+    ``evaluate --out RUN/eval``): ``out`` may not be one of them, nor an existing file anywhere inside one.
     Input folders are never written into: every command checks its output with this before it writes anything.
     """
     out = Path(out).expanduser()
@@ -81,6 +88,14 @@ def refuse_output_inside_inputs(out: str | Path, inputs: Iterable[str | Path], o
         if folder and path.is_file() and out.resolve() == path.resolve().parent:
             raise CovidTfError(f"{out}: {option} is the folder of the input {path}; choose another "
                                "(nothing is written into input folders)")
+    for item in read_folders:
+        read = Path(item).expanduser().resolve()
+        if out.resolve() == read:
+            raise CovidTfError(f"{out}: {option} is the folder {read} this command reads from; choose another "
+                               "(nothing is written into input folders)")
+        if out.is_file() and is_within(out, read):
+            raise CovidTfError(f"{out}: {option} would replace a file of the folder {read} this command reads "
+                               "from; choose another (nothing read is written over)")
 
 
 def check_writable_output(out: str | Path, *, folder: bool, option: str = "--out") -> None:
@@ -113,10 +128,45 @@ def safe_name(text: str, default: str = "") -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", str(text)).strip("._") or default
 
 
+# A text cell starting with one of these is run as a formula by spreadsheets (CSV injection, OWASP).
+FORMULA_STARTS = "=+-@\t\r"
+_QUOTED_FORMULA = re.compile(r"^'*[=+\-@\t\r]")  # a formula start, after any quotes already there
+_ADDED_QUOTE = re.compile(r"^'+[=+\-@\t\r]")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def neutralise_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` ready for ``to_csv``: a single quote before every text cell that starts with
+    ``= + - @``, a tab or a carriage return (after any quotes: ``'=x`` becomes ``''=x``), so that no
+    spreadsheet runs it as a formula. Numeric columns and numbers written as text (``-0.5``) stay as
+    they are. Every CSV covid_tf writes goes through this; :func:`restore_formulas` reads back the original."""
+    out = table.copy()
+    for column in out.columns:
+        if pd.api.types.is_object_dtype(out[column]) or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and _QUOTED_FORMULA.match(v) and not _NUMBER.match(v) else v)
+    return out
+
+
+def restore_formulas(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (a CSV covid_tf wrote, read back) with the quotes :func:`neutralise_formulas` added removed."""
+    for column in table.columns:
+        if pd.api.types.is_object_dtype(table[column]) or pd.api.types.is_string_dtype(table[column]):
+            table[column] = table[column].map(lambda v: v[1:] if isinstance(v, str) and _ADDED_QUOTE.match(v) else v)
+    return table
+
+
+def csv_text(table: pd.DataFrame, **options) -> str:
+    """``table`` as CSV text (no index), formulas neutralised (:func:`neutralise_formulas`)."""
+    return neutralise_formulas(table).to_csv(index=False, **options)
+
+
 def csv_rows(table: pd.DataFrame, header: bool) -> str:
-    """``table`` as CSV text with ``\\n`` line ends (rows appended to a file keep one format)."""
+    """``table`` as CSV text with ``\\n`` line ends (rows appended to a file keep one format), formulas
+    neutralised."""
     buffer = io.StringIO()
-    table.to_csv(buffer, index=False, header=header, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    neutralise_formulas(table).to_csv(buffer, index=False, header=header, lineterminator="\n",
+                                      quoting=csv.QUOTE_MINIMAL)
     return buffer.getvalue()
 
 
@@ -135,6 +185,7 @@ def progress_shown() -> bool:
 
 def progress_bar(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", unit: str = "it"):
     """A tqdm bar on stderr, drawn only when stderr is a terminal and progress is shown (not ``--quiet``)."""
-    from tqdm.auto import tqdm
+    # The plain (console) bar: tqdm.auto warns "IProgress not found" in a notebook without ipywidgets.
+    from tqdm import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, disable=None if progress_shown() else True)

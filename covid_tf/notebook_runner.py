@@ -27,6 +27,9 @@ SYNTHETIC_CLASSES = ("COVID", "Normal", "Viral Pneumonia", "Lung Opacity")
 # The Jupyter kernel `make install` registers in .venv (python -m ipykernel install --sys-prefix --name covid_tf).
 PROJECT_KERNEL = "covid_tf"
 FALLBACK_KERNEL = "python3"
+# ipykernel 7 logs "[IPKernelApp] WARNING | Kernel is running over TCP without encryption" at every start; the
+# kernel runs on this machine for papermill only. Its own log shows errors still (cell errors are not log lines).
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 
 def kernel_name() -> str:
@@ -87,7 +90,7 @@ def run_notebook(notebook: Path, output_dir: Path, parameters: dict[str, object]
     passed = {name: value for name, value in parameters.items() if name in declared}
     papermill.execute_notebook(
         str(notebook), str(output), parameters=passed, cwd=str(cwd or notebook.parent),
-        kernel_name=kernel_name(), progress_bar=False, log_output=False,
+        kernel_name=kernel_name(), progress_bar=False, log_output=False, extra_arguments=KERNEL_ARGUMENTS,
     )
     return output
 

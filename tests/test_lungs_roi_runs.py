@@ -156,7 +156,7 @@ def test_predict_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
     np.testing.assert_allclose(table[["prob_COVID", "prob_Normal"]].to_numpy(), expected, atol=1e-5)
     full = np.asarray(loaded.model(np.stack([load_image(p, size=32) for p in paths]), training=False))
     assert not np.allclose(full, expected, atol=1e-5)  # the ROI made a difference
-    assert table["roi_applied"].all() and "masks from 4 dataset" in result.roi_note
+    assert table["roi_applied"].all() and "lung masks: 4 from the dataset" in result.roi_note
 
 
 def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
@@ -169,7 +169,7 @@ def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
     # The same test metrics as the run's own evaluation, which fed the ROI images.
     assert evaluation.metrics["roc_auc"] == pytest.approx(result.metrics["test"]["roc_auc"])
     assert evaluation.metrics["accuracy"] == pytest.approx(result.metrics["test"]["accuracy"])
-    assert any(note.startswith("lung ROI: masks from") for note in evaluation.notes)
+    assert any(note.startswith("lung masks: ") for note in evaluation.notes)
 
 
 def test_crop_heatmaps_map_back_onto_the_full_image_exactly():

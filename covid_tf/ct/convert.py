@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from covid_tf.ct.dicom import (
     SKIPPED_COLUMNS,
@@ -31,7 +31,7 @@ from covid_tf.ct.dicom import (
 )
 from covid_tf.ct.series import DicomSeries, read_series, tqdm_disable
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, is_within
+from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, is_within, restore_formulas
 
 INDEX_COLUMNS = (
     "png_path",
@@ -95,7 +95,7 @@ def load_labels(labels: Mapping[str, str] | str | Path | None) -> dict[str, str]
     if not path.is_file():
         raise CovidTfError(f"{path}: labels file not found")
     try:
-        table = pd.read_csv(path, dtype=str)
+        table = restore_formulas(pd.read_csv(path, dtype=str))
     except Exception as error:
         raise CovidTfError(f"{path}: cannot read labels CSV ({error})") from None
     missing = {"patient_id", "label"} - set(table.columns)
@@ -244,6 +244,6 @@ def convert_to_png(
     index = pd.DataFrame(converter.rows, columns=list(INDEX_COLUMNS))
     skipped_frame = pd.DataFrame(converter.skipped, columns=list(SKIPPED_COLUMNS))
     out_root.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_root / "index.csv", lambda tmp: index.to_csv(tmp, index=False))
-    atomic_write(out_root / "skipped.csv", lambda tmp: skipped_frame.to_csv(tmp, index=False))
+    atomic_write_text(out_root / "index.csv", csv_text(index))
+    atomic_write_text(out_root / "skipped.csv", csv_text(skipped_frame))
     return ConversionResult(out_dir=out_root, index=index, skipped=skipped_frame)

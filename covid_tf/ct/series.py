@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from covid_tf.ct.dicom import SKIPPED_COLUMNS, DicomSkip, DicomSlice, header_slices, read_dataset, slice_normal
 from covid_tf.errors import CovidTfError

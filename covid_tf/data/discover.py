@@ -31,7 +31,7 @@ from covid_tf.data.images import scan_image
 from covid_tf.data.mask_files import MASK_FOLDERS as FOLDER_OF_KIND
 from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
-from covid_tf.io_utils import progress_bar
+from covid_tf.io_utils import progress_bar, restore_formulas
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
@@ -182,7 +182,7 @@ def _rows_from_csv(csv_path: Path, skipped: list[SkippedFile], notes: list[str])
     two labels is an error; a path listed twice counts once; a label that contradicts the class folder the
     image lies in is reported."""
     try:
-        table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+        table = restore_formulas(pd.read_csv(csv_path, dtype=str, keep_default_na=False))
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise CovidTfError(f"{csv_path}: cannot read the label CSV ({error})") from None
     missing = {"path", "label"} - set(table.columns)
@@ -251,14 +251,8 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
     return kept, np.array(hashes, dtype=bool), np.array(thumbnails, dtype=np.float16)
 
 
-def discover(
-    root: str | Path,
-    *,
-    classes: Sequence[str] | None = None,
-    class_map: Mapping[str, str] | None = None,
-    duplicate_distance: int = DEFAULT_MAX_DISTANCE,
-    workers: int | None = None,
-) -> DatasetIndex:
+def discover(root: str | Path, *, classes: Sequence[str] | None = None, class_map: Mapping[str, str] | None = None,
+             duplicate_distance: int = DEFAULT_MAX_DISTANCE, workers: int | None = None) -> DatasetIndex:
     """Index the images below ``root`` (a folder or a label CSV).
 
     ``class_map`` renames folder names to class names (merged over ``config.DEFAULT_CLASS_MAP``);
@@ -305,13 +299,25 @@ def discover(
 def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: list[str]) -> list[dict]:
     if layout == "csv":
         csv_path = root if root.is_file() else next(root / n for n in CSV_NAMES if (root / n).is_file())
-        return _rows_from_csv(csv_path, skipped, notes)
+        rows = _rows_from_csv(csv_path, skipped, notes)
+        if root.is_dir():
+            notes.extend(_unlisted_images(root, csv_path, {row["path"] for row in rows} | {s.path for s in skipped}))
+        return rows
     if layout == "splits":
         rows = []
         for split_dir in _subdirs(root):
             rows.extend(_rows_from_folders(split_dir, SPLIT_ALIASES[split_dir.name.lower()], skipped))
         return rows
     return _rows_from_folders(root, "", skipped)
+
+
+def _unlisted_images(root: Path, csv_path: Path, listed: set[str]) -> list[str]:
+    """A note naming (the first five of) the image files below ``root`` that its index CSV does not list."""
+    unlisted = [str(path.relative_to(root)) for path in _walk_files(root, skip_dirs=MASK_FOLDERS)
+                if _is_image_name(path.name) and str(path.resolve()) not in listed]
+    more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
+    return [f"{root}: {len(unlisted)} image file(s) not listed in {csv_path.name} are left out: "
+            f"{', '.join(unlisted[:5])}{more}"] if unlisted else []
 
 
 def list_images(

@@ -18,7 +18,7 @@ from scipy.sparse.csgraph import connected_components
 from covid_tf import config
 from covid_tf.data.discover import SPLIT_ALIASES
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write_text, resolved_path
+from covid_tf.io_utils import atomic_write_text, csv_text, resolved_path, restore_formulas
 
 SPLIT_COLUMNS = ("path", "label", "patient_id", "group", "split")
 
@@ -142,7 +142,7 @@ def split_leaks(frame: pd.DataFrame) -> list[dict]:
 def save_split(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the split as CSV (``path,label,patient_id,group,split``) atomically."""
     columns = [c for c in SPLIT_COLUMNS if c in frame.columns]
-    return atomic_write_text(path, frame[columns].to_csv(index=False))
+    return atomic_write_text(path, csv_text(frame[columns]))
 
 
 def load_split(path: str | Path) -> pd.DataFrame:
@@ -154,7 +154,7 @@ def load_split(path: str | Path) -> pd.DataFrame:
     """
     path = Path(path)
     try:
-        table = pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=False)
+        table = restore_formulas(pd.read_csv(path, dtype={"patient_id": str, "split": str}, keep_default_na=False))
     except (OSError, ValueError, pd.errors.ParserError) as error:
         raise CovidTfError(f"{path}: cannot read the split CSV ({error})") from None
     missing = {"path", "label", "split"} - set(table.columns)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import resolved_path
 
+logger = logging.getLogger(__name__)
+
 
 def select_rows(
     index: DatasetIndex, *, split_file: str | Path | None = None, split: str | None = None
@@ -30,8 +33,10 @@ def select_rows(
     With ``split_file``, each image takes its split (and patient id) from the file, matched on resolved
     paths, and only the rows of ``split`` (default ``test``) are kept; rows of that split that are not
     readable images of the data are reported as skipped. Without it, ``split`` filters the layout's own
-    split column, and no ``split`` keeps every image.
+    split column, and no ``split`` keeps every image. The data's notes are said as warnings, before any prediction.
     """
+    for note in index.notes:  # what the data reader left out or repaired
+        logger.warning(note)
     frame = index.frame.copy()
     frame["key"] = frame["path"].map(resolved_path)
     if split_file is not None:

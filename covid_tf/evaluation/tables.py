@@ -24,7 +24,14 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, natural_key, safe_name
+from covid_tf.io_utils import (
+    atomic_write,
+    natural_key,
+    neutralise_formulas,
+    refuse_output_inside_inputs,
+    restore_formulas,
+    safe_name,
+)
 
 PROB_PREFIX = "prob_"
 # Probabilities written as text may round a little outside [0, 1]; anything further out is an error.
@@ -69,7 +76,7 @@ def load_predictions(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise CovidTfError(f"{path}: predictions file not found")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table = restore_formulas(pd.read_csv(path, dtype=str, keep_default_na=False))
     except Exception as error:
         raise CovidTfError(f"{path}: cannot read predictions CSV ({error})") from None
     if table.empty:
@@ -203,19 +210,21 @@ def prepare_predictions(
     return table, class_names, notes
 
 
-def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path) -> list[Path]:
-    """Write all patients to ``out_path`` and, with several folders, ``<stem>_<folder>.csv`` beside it."""
+def write_patient_csvs(patients: pd.DataFrame, out_path: str | Path, inputs: Sequence[str | Path] = (),
+                       read_folders: Sequence[str | Path] = ()) -> list[Path]:
+    """Write all patients to ``out_path`` and, with several folders, ``<stem>_<folder>.csv`` beside it; none of
+    them may replace an input file or a file of a folder read (checked before the first write)."""
     out_path = Path(out_path)
-    written = [out_path]
-    atomic_write(out_path, lambda tmp: patients.to_csv(tmp, index=False))
     folders = sorted(set(patients["folder"]), key=natural_key) if "folder" in patients.columns else []
-    if len(folders) > 1:
-        for folder in folders:
-            path = out_path.with_name(f"{out_path.stem}_{safe_name(folder, 'root')}{out_path.suffix or '.csv'}")
-            subset = patients[patients["folder"] == folder]
-            atomic_write(path, lambda tmp, subset=subset: subset.to_csv(tmp, index=False))
-            written.append(path)
-    return written
+    tables = {out_path: patients}
+    for folder in folders if len(folders) > 1 else []:
+        path = out_path.with_name(f"{out_path.stem}_{safe_name(folder, 'root')}{out_path.suffix or '.csv'}")
+        tables[path] = patients[patients["folder"] == folder]
+    for path in tables:
+        refuse_output_inside_inputs(path, inputs, folder=False, read_folders=read_folders)
+    for path, table in tables.items():
+        atomic_write(path, lambda tmp, table=table: neutralise_formulas(table).to_csv(tmp, index=False))
+    return list(tables)
 
 
 def label_indices(labels: Sequence[str], class_names: Sequence[str]) -> np.ndarray:

@@ -79,7 +79,10 @@ def _randomize_layer(layer: keras.layers.Layer, rng: np.random.Generator) -> boo
 
 
 def _clone(model: keras.Model) -> keras.Model:
-    clone = keras.models.clone_model(model)
+    """A copy with its own weights, uncompiled: ``clone_model`` of a compiled model compiles the copy from the
+    compile config, which fails for a loss that holds a tensor (weighted cross-entropy: "unsupported type")."""
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    clone = keras.models.clone_model(keras.Model(inputs, model.outputs, name=model.name))
     clone.set_weights(model.get_weights())
     return clone
 

@@ -253,8 +253,9 @@ def fallback_note(table: pd.DataFrame | None) -> str:
     if table is None or table.empty:
         return ""
     fallen = table[~table["roi_applied"].astype(bool)]
-    sources = ", ".join(f"{count} {name}" for name, count in table["lung_mask_source"].value_counts().items())
-    text = f"lung ROI: masks from {sources}"
+    words = {"dataset": "from the dataset", "segmenter": "from the segmenter", "none": "without a mask"}
+    text = "lung masks: " + ", ".join(f"{count} {words.get(str(name), f'from {name}')}"
+                                      for name, count in table["lung_mask_source"].value_counts().items())
     if fallen.empty:
         return text + "; every image has plausible lungs"
     first = fallen.iloc[0]

@@ -25,7 +25,7 @@ import pandas as pd
 from covid_tf.data import discover
 from covid_tf.data.images import load_image, resize_image, save_png
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_text, refuse_output_inside_inputs
+from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, refuse_output_inside_inputs, run_folder_of
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs.unet import size_multiple
 
@@ -176,7 +176,7 @@ def segment_paths(
             list(pool.map(_write_mask, chunk_destinations, predicted))
             rows.extend(_summary_row(p, d, m) for p, d, m in zip(chunk, chunk_destinations, predicted))
     table = pd.DataFrame(rows, columns=list(LUNGS_COLUMNS))
-    atomic_write_text(out / LUNGS_CSV, table.to_csv(index=False))
+    atomic_write_text(out / LUNGS_CSV, csv_text(table))
     return table
 
 
@@ -200,7 +200,8 @@ def segment_images(
 ) -> SegmentResult:
     """The ``segment`` command: check the output folder, find the images, segment them, write masks and lungs.csv."""
     out = Path(out).expanduser()
-    refuse_output_inside_inputs(out, inputs)
+    segmenter = SHIPPED_MODEL if model_path is None else Path(model_path)
+    refuse_output_inside_inputs(out, [*inputs, segmenter], read_folders=[run_folder_of(segmenter)])
     if size <= 0 or batch_size <= 0:
         raise CovidTfError(f"--size and --batch-size must be positive, got {size} and {batch_size}")
     paths, skipped = discover.list_images(inputs)

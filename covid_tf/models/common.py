@@ -175,5 +175,8 @@ def save_model(model: keras.Model, path: str | Path) -> None:
     (every layer is built in); a run keeps its loss in ``config.json``. A functional twin that shares the
     model's layers is saved, since Keras writes the compile configuration of a compiled model.
     """
-    twin = keras.Model(model.inputs, model.outputs, name=model.name)
+    # One input as a tensor, not a one-item list: a model saved with a list warns "The structure of `inputs`
+    # doesn't match the expected structure" at every first call with a batch (and so does its clone).
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    twin = keras.Model(inputs, model.outputs, name=model.name)
     twin.save(path)

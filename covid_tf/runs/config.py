@@ -91,6 +91,7 @@ class TrainConfig:
             if value < least:
                 bound = "0 or more" if least == 0 else f"at least {least}"
                 raise CovidTfError(f"{option} must be {bound}, got {value}")
+        config.check_sizes(self.image_size, self.batch_size)
         if not 0.0 <= self.dropout < 1.0:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()

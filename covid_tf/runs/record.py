@@ -21,7 +21,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write_json, atomic_write_text
+from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text
 from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, RoiSpec
 
 CONFIG_FILE = "config.json"
@@ -210,7 +210,7 @@ def write_split(folder: Path, split: pd.DataFrame) -> Path:
 
 def write_table(folder: Path, name: str, table: pd.DataFrame) -> Path:
     """One of the run's CSV tables (``skipped.csv``, ``roi.csv``, ``history.csv``, ``predictions.csv``)."""
-    atomic_write_text(folder / name, table.to_csv(index=False))
+    atomic_write_text(folder / name, csv_text(table))  # cells a spreadsheet would run as formulas neutralised
     return folder / name
 
 

@@ -31,7 +31,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, safe_name
+from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, safe_name
 
 AIR_HU = -1000.0
 FAT_HU = -100.0
@@ -320,5 +320,5 @@ def generate_ct_dataset(
                                frame_uid=_uid(seed, patient_id, "frame"))
             patient_number += 1
             rows += _write_series(out_dir, info, rng, patient)
-    atomic_write(out_dir / "labels.csv", lambda tmp: pd.DataFrame(labels).to_csv(tmp, index=False))
+    atomic_write_text(out_dir / "labels.csv", csv_text(pd.DataFrame(labels)))
     return pd.DataFrame(rows, columns=list(SLICE_COLUMNS))

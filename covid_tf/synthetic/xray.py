@@ -60,7 +60,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write
+from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, restore_formulas
 from covid_tf.synthetic.anatomy import Anatomy, draw_anatomy, sample_anatomy
 from covid_tf.synthetic.lesions import (
     DIFFICULTY_SLOPE,
@@ -187,7 +187,7 @@ def _prepare_output(out_dir: Path, overwrite: bool) -> set[str]:
     metadata = out_dir / "metadata.csv"
     if (out_dir / MARKER_FILE).is_file() and metadata.is_file():
         try:
-            old = pd.read_csv(metadata)
+            old = restore_formulas(pd.read_csv(metadata))
             for relative in old["path"].astype(str):
                 parts = Path(relative).parts
                 if len(parts) == 3 and parts[1] == "images" and not {".", ".."} & set(parts):
@@ -314,7 +314,7 @@ def generate_dataset(
         if stale.is_file():
             stale.unlink()
     metadata = pd.DataFrame(rows, columns=list(METADATA_COLUMNS))
-    atomic_write(out_dir / "metadata.csv", lambda tmp: metadata.to_csv(tmp, index=False, lineterminator="\n"))
+    atomic_write_text(out_dir / "metadata.csv", csv_text(metadata, lineterminator="\n"))
     return metadata
 
 

@@ -30,7 +30,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.evaluate import evaluate_rows
-from covid_tf.io_utils import atomic_write_text
+from covid_tf.io_utils import atomic_write_text, csv_text
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
@@ -196,7 +196,7 @@ def grid_search(
         tuner.search(epochs=epochs, verbose=verbose)
     table = _trials_table(tuner.oracle.trials.values())
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(directory / TABLE_FILE, table.to_csv(index=False))
+    atomic_write_text(directory / TABLE_FILE, csv_text(table))
     return GridSearchResult(table, table.iloc[0].to_dict() if len(table) else {}, directory)
 
 

@@ -37,7 +37,7 @@ from covid_tf.ct import series as ct_series
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation import patients as patient_votes
 from covid_tf.evaluation import tables
-from covid_tf.io_utils import atomic_write_json, atomic_write_text
+from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text, restore_formulas
 from covid_tf.runs import record
 from covid_tf.runs.record import RunRecord
 
@@ -134,7 +134,7 @@ def convert_ct(
         "frame": labelled["frame"].astype(int),
     }, columns=list(METADATA_COLUMNS)).reset_index(drop=True)
     csv_path = result.out_dir / METADATA_NAME
-    atomic_write_text(csv_path, table.to_csv(index=False))
+    atomic_write_text(csv_path, csv_text(table))
     return CtSlices(result.out_dir, csv_path, table, len(index) - len(labelled), result.skipped)
 
 
@@ -200,7 +200,7 @@ def _folders_from_csv(data: Path) -> dict[str, str] | None:
     csv_path = data if data.is_file() else data / METADATA_NAME
     if not csv_path.is_file():
         return None
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    table = restore_formulas(pd.read_csv(csv_path, dtype=str, keep_default_na=False))
     if not {"path", "folder"} <= set(table.columns):
         return None
     base = csv_path.parent

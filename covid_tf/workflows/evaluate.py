@@ -164,7 +164,7 @@ def evaluate_model(
     rows, skipped, frame = select_rows(index, split_file=split_file, split=split)
     y_true = label_indices(rows["label"], names)
     chosen_split = (split or "test") if split_file is not None else split
-    notes: list[str] = list(index.notes)
+    notes: list[str] = []  # the data's own notes are said by select_rows
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 
     probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, _mask_paths(rows))

@@ -83,6 +83,8 @@ def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[
     _check_every_class_in_every_split(split, class_names)
     split.attrs["skipped"] = [(item.path, item.reason) for item in index.skipped]  # reported by the command
     split.attrs["notes"] = list(index.notes)
+    for note in index.notes:  # said before the epochs, not after them
+        logger.warning(note)
     return split, class_names
 
 

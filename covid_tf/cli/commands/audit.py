@@ -53,6 +53,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
+    config.check_sizes(args.image_size, args.batch_size)  # before TensorFlow is imported or anything read
     from covid_tf.workflows.audit import auc_interval, run_audit
 
     result = run_audit(args.data, args.out, classes=parse_class_list(args.classes), model=args.model,

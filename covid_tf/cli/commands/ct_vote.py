@@ -35,9 +35,12 @@ def run(args: argparse.Namespace) -> int:
     """Vote, write the patients CSV (and per-folder CSVs) and print a summary."""
     from covid_tf.evaluation import patients as patient_votes
     from covid_tf.evaluation import tables
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs, run_folder_of
 
-    refuse_output_inside_inputs(args.out, [args.predictions], folder=False)
+    # Predictions inside an evaluate or train folder (metrics.json, config.json): that folder is read too.
+    folder = run_folder_of(args.predictions)
+    read_folders = [folder] if any((folder / name).is_file() for name in ("metrics.json", "config.json")) else []
+    refuse_output_inside_inputs(args.out, [args.predictions], folder=False, read_folders=read_folders)
     check_writable_output(args.out, folder=False)
 
     classes = None
@@ -49,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     )
     for note in patients.attrs.get("notes", []):
         print(f"note: {note}")
-    written = tables.write_patient_csvs(patients, args.out)
+    written = tables.write_patient_csvs(patients, args.out, [args.predictions], read_folders)
     counts = patients["predicted"].value_counts()
     summary = ", ".join(f"{name} {int(counts.get(name, 0))}" for name in patients.attrs["class_names"])
     ties = int(patients["tie"].sum())

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     window = dicom.parse_window(args.window)  # a bad spec fails before any work
-    refuse_output_inside_inputs(args.out, [args.dicom_dir])
+    refuse_output_inside_inputs(args.out, [args.dicom_dir, *([args.labels] if args.labels else [])])
     check_writable_output(args.out, folder=True, option="the output folder")
     start = time.perf_counter()
     result = convert.convert_to_png(

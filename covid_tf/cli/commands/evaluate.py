@@ -45,10 +45,12 @@ def _number(value) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs, run_folder_of
     from covid_tf.workflows.evaluate import evaluate_model, print_skipped
 
-    refuse_output_inside_inputs(args.out, [args.data, args.model])
+    config.check_sizes(batch_size=args.batch_size)
+    refuse_output_inside_inputs(args.out, [args.data, args.model, *([args.split_file] if args.split_file else [])],
+                                read_folders=[run_folder_of(args.model)])
     check_writable_output(args.out, folder=True)
     if args.n_bootstrap < 0:
         raise CovidTfError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")

@@ -46,11 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs, run_folder_of
     from covid_tf.lungs.energy import summarize, summary_line
     from covid_tf.workflows.explain import explain_images
 
-    refuse_output_inside_inputs(args.out, [*args.inputs, *([args.masks] if args.masks else [])])
+    config.check_sizes(batch_size=args.batch_size)
+    refuse_output_inside_inputs(args.out, [*args.inputs, args.model, *([args.masks] if args.masks else [])],
+                                read_folders=[run_folder_of(args.model)])
     check_writable_output(args.out, folder=True)
 
     def report(item) -> None:

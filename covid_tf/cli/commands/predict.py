@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.config import check_sizes
 
 HELP = "Predict new images (files or folders) with a saved model into a CSV of probabilities."
 
@@ -25,10 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs, run_folder_of
     from covid_tf.workflows.predict import predict_images
 
-    refuse_output_inside_inputs(args.out, [*args.inputs, args.model], folder=False)
+    check_sizes(batch_size=args.batch_size)
+    refuse_output_inside_inputs(args.out, [*args.inputs, args.model], folder=False,
+                                read_folders=[run_folder_of(args.model)])
     check_writable_output(args.out, folder=False)
 
     def report(item) -> None:

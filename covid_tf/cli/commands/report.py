@@ -26,11 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.cli.report import write_html_report
-    from covid_tf.io_utils import check_writable_output
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     out = args.out
     if args.subset not in ("test", "val"):
         raise CovidTfError(f"--subset: test or val, got {args.subset!r}")
+    refuse_output_inside_inputs(out, [], folder=False, read_folders=[run for run in args.runs if Path(run).is_dir()])
     check_writable_output(out, folder=False)
     if out.is_dir():
         raise CovidTfError(f"{out}: is a folder; --out takes an HTML file name")

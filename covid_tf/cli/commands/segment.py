@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from covid_tf import config
 from covid_tf.cli import Renamed
 
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config.check_sizes(args.size, args.batch_size, image_option="--size")
     from covid_tf.lungs.segment import segment_images
 
     def report(item) -> None:

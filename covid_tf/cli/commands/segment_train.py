@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
     from covid_tf.lungs.train_segmenter import SegmenterOptions, train_segmenter
 
+    config.check_sizes(args.image_size, args.batch_size)
     classes = parse_class_list(args.classes)
     options = SegmenterOptions(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
                                lr=args.lr, levels=args.levels, base_filters=args.base_filters, stem=args.stem,

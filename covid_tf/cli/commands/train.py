@@ -127,14 +127,13 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     cfg = config_from_args(args)  # every setting checked (TrainConfig.validate) before anything is read or written
-    refuse_output_inside_inputs(args.out, [args.data])
+    refuse_output_inside_inputs(args.out, [args.data, *[path for path in (args.split_file, cfg.weights)
+                                                        if path and Path(path).is_file()]])
     check_writable_output(args.out, folder=True)
     from covid_tf.workflows.train import train_run
 
     verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
     result = train_run(cfg, args.out, overwrite=args.overwrite, verbose=verbose)
-    for note in result.split.attrs.get("notes", []):
-        print(f"warning: {note}", file=sys.stderr)
     skipped = result.split.attrs.get("skipped", [])
     if skipped:
         print(f"skipped {len(skipped)} file(s) that are not readable images (see {args.out / 'skipped.csv'}):")
