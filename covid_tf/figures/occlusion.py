@@ -1,5 +1,5 @@
 """The occlusion check's figure: one horizontal ROC-AUC bar per variant and fill, with its 95% CI whisker, a
-chance line at 0.5 and the verdict's lungs-filled threshold (:mod:`covid_tf.lungs.occlusion`)."""
+chance line at 0.5 and the verdict's lungs-filled thresholds (:mod:`covid_tf.lungs.occlusion`)."""
 
 from __future__ import annotations
 
@@ -38,20 +38,21 @@ def _bar(ax, y: int, row: dict) -> None:
 
 
 def plot_occlusion(rows: Sequence[dict], *, auc_label: str = "ROC-AUC", verdict: str | None = None,
-                   n: int | None = None, lungs_filled_max: float = 0.65,
+                   n: int | None = None, lungs_filled_max: float = 0.65, shortcut_auc: float = 0.80,
                    path: str | Path | None = None) -> Figure:
     """Bars of the ROC-AUCs of the occlusion check's ``rows`` (``variant``, ``fill``, ``auc``, ``ci95``), top to
-    bottom in their order; a dashed chance line at 0.5 and a dotted line at ``lungs_filled_max`` (green when the
-    verdict says the model decides from the lungs, red otherwise)."""
+    bottom in their order; a dashed chance line at 0.5 and dotted lines at the verdict's lungs-filled thresholds:
+    ``lungs_filled_max`` (green: at or below, from the lungs) and ``shortcut_auc`` (red: at or above, shortcuts)."""
     rows = list(rows)
     fig = Figure(figsize=(7.5, 1.6 + 0.55 * len(rows)), layout="constrained")
     ax = fig.subplots()
     for y, row in enumerate(rows):
         _bar(ax, y, row)
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="chance (0.5)")
-    colour = RIGHT_COLOUR if verdict == "decides from the lungs" else WRONG_COLOUR
-    ax.axvline(lungs_filled_max, color=colour, linestyle=":", linewidth=1.5,
+    ax.axvline(lungs_filled_max, color=RIGHT_COLOUR, linestyle=":", linewidth=1.5,
                label=f"lungs filled: from the lungs at or below {lungs_filled_max:.2f}")
+    ax.axvline(shortcut_auc, color=WRONG_COLOUR, linestyle=":", linewidth=1.5,
+               label=f"lungs filled: shortcuts at or above {shortcut_auc:.2f}")
     ax.set_yticks(range(len(rows)), [bar_label(row) for row in rows])
     ax.invert_yaxis()
     count = f", n={n}" if n is not None else ""
@@ -60,5 +61,5 @@ def plot_occlusion(rows: Sequence[dict], *, auc_label: str = "ROC-AUC", verdict:
         title += f"\nverdict: {verdict}"
     ax.set(xlim=(0, VALUE_GUTTER), xticks=np.linspace(0.0, 1.0, 6), xlabel=auc_label, title=title)
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
+    fig.legend(loc="outside lower center", ncols=3, fontsize="small", frameon=False)
     return finish(fig, path)
