@@ -317,6 +317,13 @@ def test_bad_inputs_give_one_clear_error(shortcut_data, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and reason in err[0], err
     assert not (tmp_path / "o1").exists() and not (shortcut_data / "o").exists()
+    unsafe = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.Lambda(lambda x: x * 1.0),
+                               keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    save_run(unsafe, tmp_path / "unsafe")
+    assert main(["occlusion", str(tmp_path / "unsafe" / "model.keras"), str(shortcut_data), "--out",
+                 str(tmp_path / "o5"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Lambda" in err[0] and "--allow-unsafe" in err[0]
     with pytest.raises(CovidTfError, match="no lung masks"):
         occlusion.run_occlusion(model, no_masks, tmp_path / "o4", use_segmenter=False)
 
