@@ -28,8 +28,6 @@ BLUR_SIGMA = 0.08  # of the image's longer side
 # resized back: the same smooth image (the shrink and the bilinear resize widen it by under 1 %, corrected),
 # at a fraction of the cost of a kernel hundreds of pixels wide.
 DIRECT_BLUR_MAX_SIGMA = 6.0
-VARIANTS = ("original", "lungs_filled", "outside_filled")
-VARIANT_TITLES = {"original": "original", "lungs_filled": "lungs filled", "outside_filled": "outside lungs filled"}
 
 
 def parse_fills(text: str | Sequence[str]) -> tuple[str, ...]:
