@@ -41,6 +41,9 @@ COMMANDS = {
                 "lungs.csv."),
     "audit": ("audit", "Shortcut audit: one quick model on the full image, the lungs only and the lungs removed "
               "(same split); audit.json, audit.png and a verdict."),
+    "occlusion": ("occlusion", "Counterfactual lung check: ROC-AUC of a saved model on the original images, with the "
+                  "lungs filled and with the outside of the lungs filled; occlusion.json, occlusion.png, "
+                  "occlusion.csv and a verdict."),
 }
 
 

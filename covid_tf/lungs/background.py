@@ -4,7 +4,7 @@ With probability ``P`` per training image, everything outside its dilated lungs 
 fill: the image's mean grey, a strong blur of the image itself, noise of the image's own mean and spread,
 or another training image of the batch. The lungs and the mask channel stay as they are. What lies around
 the lungs then stops predicting the label, so a model can only keep its accuracy from the lungs; the
-occlusion check (``covid_tf.lungs.occlusion``) measures whether it did.
+occlusion check (``covid_tf.workflows.occlusion``) measures whether it did.
 """
 
 from __future__ import annotations
