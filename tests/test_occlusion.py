@@ -4,21 +4,25 @@ corner outside them), the lung-attention mask channel, the ROI applied after fil
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import cv2
 import keras
 import numpy as np
 import pytest
-from covid_tf.evaluation.inference import load_model, loaded_model
 from sklearn.metrics import roc_auc_score
 
 from covid_tf.cli import main
 from covid_tf.data.images import save_png
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation import occlusion as occlusion_stats
 from covid_tf.figures.occlusion import plot_occlusion
-from covid_tf.lungs import fills, occlusion, occlusion_stats
-from covid_tf.lungs.roi_inputs import RoiSpec, roi_image
+from covid_tf.lungs import fills
+from covid_tf.lungs.roi_inputs import roi_image
+from covid_tf.lungs.roi_modes import RoiSpec
+from covid_tf.runs.inference import load_model, loaded_model
+from covid_tf.workflows import occlusion
 
 SIZE = 64
 LUNGS = ((slice(14, 50), slice(8, 28)), (slice(14, 50), slice(36, 56)))  # two "lungs", left and right
@@ -208,6 +212,20 @@ def test_figure_has_one_bar_per_variant_and_fill_and_a_chance_line(tmp_path):
     assert (tmp_path / "o.png").stat().st_size > 5000
 
 
+def test_the_figure_of_a_saved_summary_has_the_same_bars():
+    from covid_tf.figures.occlusion import plot_occlusion_summary
+
+    summary = {"auc": "ROC-AUC of COVID", "verdict": "mixed", "n": 10,
+               "thresholds": {"lungs_filled_max_auc": 0.6, "shortcut_auc": 0.9},
+               "results": {"original": {"auc": 0.9, "ci95": [0.8, 1.0], "n": 10},
+                           "lungs_filled": {"mean": {"auc": 0.7, "ci95": [0.6, 0.8], "n": 10},
+                                            "blur": {"auc": 0.5, "ci95": [0.4, 0.6], "n": 10}},
+                           "outside_filled": {"mean": {"auc": 0.85, "ci95": [0.7, 0.95], "n": 10}}}}
+    ax = plot_occlusion_summary(summary).axes[0]
+    assert len(ax.patches) == 4 and ax.get_yticklabels()[2].get_text() == "lungs filled (blur)"
+    assert any(list(line.get_xdata()) == [0.6, 0.6] for line in ax.get_lines())  # the summary's own threshold
+
+
 # ---- models whose decision we control -------------------------------------------------------------------------
 
 
@@ -284,7 +302,7 @@ def test_attention_model_gets_the_original_mask_in_its_mask_channel(tmp_path):
 def test_the_run_roi_is_applied_after_filling_the_full_image(tmp_path):
     model = keras.Sequential([keras.Input((24, 24, 1)), keras.layers.Flatten(), keras.layers.Dense(2, "softmax")])
     loaded = loaded_model(model, tmp_path / "model.keras", class_names=["COVID", "Normal"])
-    loaded.roi = RoiSpec("lungs-masked")
+    loaded = dataclasses.replace(loaded, roi=RoiSpec("lungs-masked"))
     image = make_image(np.random.default_rng(5), 0.2, True)
     path, mask_path = tmp_path / "x.png", tmp_path / "m.png"
     save_png(image, path)
@@ -308,7 +326,9 @@ def test_bad_inputs_give_one_clear_error(shortcut_data, tmp_path, capsys):
         (["occlusion", str(model), str(no_masks), "--out", str(tmp_path / "o1"), "--no-segmenter"], "no lung masks"),
         (["occlusion", str(model), str(one_class), "--out", str(tmp_path / "o2")], "only one class"),
         (["occlusion", str(model), str(shortcut_data), "--out", str(shortcut_data / "o")], "inside the input folder"),
-        (["occlusion", str(model), str(shortcut_data), "--out", str(tmp_path / "run" / "o")], "inside the input"),
+        (["occlusion", str(model), str(shortcut_data), "--out", str(tmp_path / "run")], "choose another"),
+        (["occlusion", str(model), str(shortcut_data), "--out", str(tmp_path / "run" / "config.json")],
+         "exists and is not a folder"),
         (["occlusion", str(model), str(shortcut_data), "--out", str(tmp_path / "o3"), "--fills", "sharpen"],
          "unknown fill"),
     ]
@@ -360,8 +380,8 @@ def test_command_writes_three_files_reports_an_unreadable_mask_and_prints_the_ve
 
 
 def test_a_trained_run_with_a_lung_crop_goes_through(tmp_path):
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import train_run
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.workflows.train import train_run
 
     data = write_dataset(tmp_path / "data", per_class=12, shortcut=True)
     cfg = TrainConfig(data=str(data), image_size=32, epochs=1, batch_size=8, n_bootstrap=10, precise_bn_images=0,
@@ -379,10 +399,9 @@ def test_a_trained_run_with_a_lung_crop_goes_through(tmp_path):
 def test_a_model_trained_on_a_burned_in_marker_is_caught(tmp_path):
     """A full-image model trained where every COVID film carries the synthetic side marker (outside the lungs) and
     the lesions are faint: with its lungs filled it still separates the classes."""
-    from covid_tf.training.config import TrainConfig
-    from covid_tf.training.run import train_run
-
+    from covid_tf.runs.config import TrainConfig
     from covid_tf.synthetic.xray import generate_dataset
+    from covid_tf.workflows.train import train_run
 
     generate_dataset(tmp_path / "data", classes=("COVID", "Normal"), per_class=60, size=48, seed=1, difficulty=0.9,
                      shortcut_class="COVID", shortcut_probability=1.0)

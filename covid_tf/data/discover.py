@@ -28,15 +28,13 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
 from covid_tf.data.images import scan_image
-from covid_tf.data.mask_files import MASK_FOLDERS as FOLDER_OF_KIND
-from covid_tf.data.mask_files import find_mask
+from covid_tf.data.mask_files import MASK_FOLDER_NAMES, find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.io_utils import progress_bar, restore_formulas
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
 CSV_NAMES = ("metadata.csv", "labels.csv")
-MASK_FOLDERS = tuple(FOLDER_OF_KIND.values())
 MASK_COLUMNS = {"mask_path": "lungs", "lesion_path": "lesions"}  # index column -> mask kind
 COLUMNS = ("path", "label", "patient_id", "split", "mask_path", "lesion_path")
 
@@ -147,7 +145,7 @@ def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[
         return []
     source = images_dir if radiography else folder
     rows = []
-    for path in _walk_files(source, skip_dirs=MASK_FOLDERS, skipped=skipped):
+    for path in _walk_files(source, skip_dirs=MASK_FOLDER_NAMES, skipped=skipped):
         if not _is_image_name(path.name):
             skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
             continue
@@ -313,7 +311,7 @@ def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: lis
 
 def _unlisted_images(root: Path, csv_path: Path, listed: set[str]) -> list[str]:
     """A note naming (the first five of) the image files below ``root`` that its index CSV does not list."""
-    unlisted = [str(path.relative_to(root)) for path in _walk_files(root, skip_dirs=MASK_FOLDERS)
+    unlisted = [str(path.relative_to(root)) for path in _walk_files(root, skip_dirs=MASK_FOLDER_NAMES)
                 if _is_image_name(path.name) and str(path.resolve()) not in listed]
     more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
     return [f"{root}: {len(unlisted)} image file(s) not listed in {csv_path.name} are left out: "
@@ -330,7 +328,7 @@ def list_images(
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_dir():
-            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDERS, skipped=skipped))
+            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDER_NAMES, skipped=skipped))
         elif path.exists() or path.is_symlink():
             candidates.append(path)
         else:

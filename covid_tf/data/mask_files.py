@@ -13,6 +13,7 @@ from covid_tf import config
 from covid_tf.errors import CovidTfError
 
 MASK_FOLDERS = {"lungs": "masks", "lesions": "lesions"}  # mask kind -> folder beside images/
+MASK_FOLDER_NAMES = tuple(MASK_FOLDERS.values())  # skipped when images are listed
 
 
 def find_mask(image_path: str | Path, masks_dir: str | Path | None = None, kind: str = "lungs") -> Path | None:

@@ -63,3 +63,15 @@ def plot_occlusion(rows: Sequence[dict], *, auc_label: str = "ROC-AUC", verdict:
     ax.grid(axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=3, fontsize="small", frameon=False)
     return finish(fig, path)
+
+
+def plot_occlusion_summary(summary: dict, path: str | Path | None = None) -> Figure:
+    """:func:`plot_occlusion` of an ``occlusion.json`` summary (its nested ``results``, verdict and thresholds)."""
+    rows = []
+    for variant, values in summary["results"].items():
+        for fill, entry in ({None: values} if "auc" in values else values).items():
+            rows.append({"variant": variant, "fill": fill, "auc": entry["auc"], "ci95": entry["ci95"]})
+    thresholds = summary.get("thresholds") or {}
+    return plot_occlusion(rows, auc_label=summary.get("auc", "ROC-AUC"), verdict=summary.get("verdict"),
+                          n=summary.get("n"), lungs_filled_max=thresholds.get("lungs_filled_max_auc", 0.65),
+                          shortcut_auc=thresholds.get("shortcut_auc", 0.80), path=path)

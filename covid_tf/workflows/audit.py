@@ -29,6 +29,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.io_utils import atomic_write_json, refuse_output_inside_inputs, resolved_path
 from covid_tf.lungs.roi_modes import MODES
+from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.record import read_json_object
 from covid_tf.workflows.train import prepare_split, train_or_reuse
@@ -57,6 +58,7 @@ class AuditResult:
     json_path: Path
     figure_path: Path
     seconds: float
+    occlusion: dict | None = None  # the occlusion check of the full-image model (occlusion.json's content)
 
 
 def audit_config(data: str | Path, *, classes: Sequence[str] | None = None, model: str = DEFAULT_MODEL,
@@ -168,6 +170,8 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
         rows.append(_row(name, mode, metrics, fallbacks, run_dir))
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     shortcuts, text = verdict(table, class_names, threshold)
+    say("the occlusion check of the full-image model ...")
+    check = occlusion_of_full_model(out, data, split_file, classes, n_bootstrap, seed, batch_size)
     say("probing the source of the images ...")
     source = source_predictability(base.data, split, seed=seed, n_bootstrap=n_bootstrap)
     figure_path = out / "audit.png"
@@ -179,9 +183,25 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
                "n_bootstrap": n_bootstrap, "threshold": threshold, "split_file": str(split_file),
                "n": {name: int((split["split"] == name).sum()) for name in config.SPLIT_NAMES},
                "variants": table.to_dict("records"), "shortcuts_outside_lungs": shortcuts, "verdict": text,
-               "source": source, "figure": str(figure_path), "seconds": seconds}
+               "source": source, "occlusion": check, "figure": str(figure_path), "seconds": seconds}
     json_path = atomic_write_json(out / "audit.json", to_jsonable(summary))
-    return AuditResult(table, shortcuts, text, list(class_names), source, out, json_path, figure_path, seconds)
+    return AuditResult(table, shortcuts, text, list(class_names), source, out, json_path, figure_path, seconds,
+                       check)
+
+
+def occlusion_of_full_model(out: Path, data, split_file: Path, classes, n_bootstrap: int, seed: int,
+                            batch_size: int) -> dict:
+    """The occlusion check (:mod:`covid_tf.workflows.occlusion`) of the audit's full-image model on its test
+    split, written to ``out/occlusion/``: the summary, or ``{"error": ...}`` when it cannot run (no lungs)."""
+    from covid_tf.workflows.occlusion import run_occlusion
+
+    try:
+        check = run_occlusion(out / "runs" / "none" / record.MODEL_FILE, data, out / "occlusion",
+                              split_file=split_file, subset="test", classes=classes, n_bootstrap=n_bootstrap,
+                              seed=seed, batch_size=batch_size, overwrite=True)
+    except CovidTfError as error:
+        return {"error": str(error)}
+    return check.summary
 
 
 def train_roi_run(audit_dir: str | Path, roi: str, verbose: int | str = 0, run_figures: bool = True) -> Path:
@@ -207,4 +227,19 @@ def audit_table(result: AuditResult | dict) -> pd.DataFrame:
     if source and source.get("available"):
         shown.append({"model input": "source from simple features", "train --roi": "-",
                       "test ROC-AUC [95% CI]": auc_interval(source), "test images": source["n_test"]})
+    check = result.occlusion if isinstance(result, AuditResult) else result.get("occlusion")
+    shown += _occlusion_rows(check or {})
     return pd.DataFrame(shown)
+
+
+def _occlusion_rows(check: dict) -> list[dict]:
+    """The occlusion check of the full-image model as rows of :func:`audit_table` (original, then each fill)."""
+    rows = []
+    for variant, fills in (check.get("results") or {}).items():
+        for fill, entry in ({None: fills} if "auc" in fills else fills).items():
+            low, high = entry.get("ci95") or (None, None)
+            name = f"full-image model, {variant.replace('_', ' ')}" + (f" ({fill})" if fill else "")
+            rows.append({"model input": name, "train --roi": "none", "test images": entry.get("n"),
+                         "test ROC-AUC [95% CI]": auc_interval({"roc_auc": entry.get("auc"), "ci_low": low,
+                                                                "ci_high": high})})
+    return rows

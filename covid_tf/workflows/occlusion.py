@@ -55,6 +55,7 @@ from covid_tf.io_utils import (
     progress_bar,
     refuse_output_inside_inputs,
     resolved_path,
+    run_folder_of,
 )
 from covid_tf.lungs import fills as lung_fills
 from covid_tf.lungs.masks import read_mask, resize_mask
@@ -133,8 +134,11 @@ def predict_variants(model, paths: Sequence[str], loader: VariantLoader,
 
 
 def check_output(out_dir: Path, data: str | Path, model_path: str | Path, overwrite: bool) -> None:
-    """Refuse an --out inside the data or the model's run folder, an unwritable one, or one holding a check."""
-    refuse_output_inside_inputs(out_dir, [data, Path(model_path).expanduser().parent])
+    """Refuse an --out inside the data, that is or replaces a file of the model's run folder, an unwritable one,
+    or one holding a check."""
+    # The model's run folder is read (its config.json, split.csv): a new folder in it is fine (RUN/occlusion),
+    # the folder itself or any of its files is not.
+    refuse_output_inside_inputs(out_dir, [data, model_path], read_folders=[run_folder_of(model_path)])
     check_writable_output(out_dir, folder=True)
     if (out_dir / OUTPUT_FILES[0]).exists() and not overwrite:
         raise CovidTfError(f"{out_dir}: already holds an occlusion check ({OUTPUT_FILES[0]}); choose another --out "

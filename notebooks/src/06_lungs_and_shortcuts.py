@@ -11,7 +11,16 @@
 # 3. run the **shortcut audit** (`python -m covid_tf audit`): the same quick model trained on the full
 #    image, on the lungs only and on everything *but* the lungs, on one grouped split,
 # 4. put a full-image model and ROI models side by side: test ROC-AUC with its 95 % CI, the share of the
-#    Grad-CAM heat inside the lungs, and the heatmaps on the same images.
+#    Grad-CAM heat inside the lungs, and the heatmaps on the same images,
+# 5. and ask the question that matters most, of each model: **does it decide from the lungs?** The
+#    counterfactual check (`python -m covid_tf occlusion`) scores the same test images again with the lungs
+#    filled and with everything outside them filled, with two fills (the image's mean grey and a strong blur
+#    of the image itself), because one fill alone can mislead.
+#
+# What each number can show: the ROC-AUC says how well a model separates the classes, not from what; the
+# Grad-CAM lung energy says where the heat of one layer lies, and for lung attention's pooled layer it is in
+# the lungs by construction (the backbone's own layer is the honest one); only the occlusion check changes
+# the image and watches the decision, so it leads.
 #
 # By default the data are the synthetic X-rays of notebook 04 with a marker burned into the corner of most
 # COVID images, so the shortcut is known. Set `audit_data` to a real dataset (for example
@@ -40,12 +49,15 @@ seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 # ## Setup
 
 # %%
+from pathlib import Path
+
 import tensorflow as tf
 from IPython.display import Image, display
 
 from covid_tf import figures
 from covid_tf.data.discover import discover
 from covid_tf.figures.lungs import plot_audit, plot_image_panels
+from covid_tf.figures.occlusion import plot_occlusion_summary
 from covid_tf.studies import lungs as lung_studies
 from covid_tf.studies import shortcuts as explain_studies
 from covid_tf.workflows import audit
@@ -152,7 +164,34 @@ figure = explain_studies.overlay_grid(first.images[:count],
 Image(filename=figures.save_report_figure(figure, figures_dir / "06_gradcam.png"))
 
 # %% [markdown]
+# ## Does the model decide from the lungs? The counterfactual check
+#
+# Each model scores the same test images three ways: as they are, with the (slightly dilated) lungs filled,
+# and with everything outside them filled. A model that decides from the lungs falls to chance when the
+# lungs are filled and keeps its ROC-AUC when the outside is filled; a model that reads a shortcut outside
+# the lungs does the opposite. Two fills are shown: the image's mean grey writes the film's brightness into
+# the lungs (and brightness may differ by class, an artefact of that fill), the blur removes the lungs'
+# detail but keeps their brightness. The lung-attention model always gets the original lung masks.
+
+# %%
+from covid_tf.workflows.occlusion import run_occlusion
+
+checks = {name: run_occlusion(Path(run) / "model.keras", data, audit_dir / "occlusion" / name.replace(" ", "_"),
+                              split_file=audit_dir / "split.csv", subset="test", classes=class_names,
+                              n_bootstrap=n_bootstrap, seed=seed, overwrite=True)
+          for name, run in runs.items() if name != "lungs only"}
+for name, check in checks.items():
+    print(f"{name}: {check.line}")
+    display(Image(filename=figures.save_report_figure(
+        plot_occlusion_summary(check.summary), figures_dir / f"06_occlusion_{name.replace(' ', '_')}.png")))
+
+# %% [markdown]
 # ## What it means for a reader
+#
+# - **Lead with the counterfactual check.** A model whose ROC-AUC survives with its lungs filled is not
+#   reading the lungs, whatever its heatmaps look like; one that falls to chance with the lungs filled and
+#   holds with the outside filled decides from the lungs. Read both fills: when only the mean-grey fill keeps
+#   a high score, the model is reading brightness, not lung detail.
 #
 # - **A high ROC-AUC is not evidence that a model reads the lungs.** Read the audit's verdict above: when
 #   the lungs-removed model is well above chance (0.5; the verdict's line is 0.80), the images carry

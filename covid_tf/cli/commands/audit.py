@@ -71,5 +71,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"{'image source':>14}: not probed ({source.get('reason', 'no sources')})")
     print(result.verdict)
+    check = result.occlusion or {}
+    print(f"occlusion check of the full-image model: {check.get('verdict_line') or check.get('error', 'not run')}")
     print(f"audit.json and audit.png in {result.out_dir} ({result.seconds:.0f} s)")
     return 0

@@ -77,6 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
+    add_roi_arguments(parser)
+
+
+def add_roi_arguments(parser: argparse.ArgumentParser) -> None:
+    """The lung-ROI options of ``train`` (the modes come from the ROI table)."""
     parser.add_argument("--roi", choices=ROI_CHOICES, default=AUTO,
                         help="lung region of interest: auto (lungs-attention when plausible lungs are found on "
                              "at least 80%% of 64 sampled training images, else none), "
