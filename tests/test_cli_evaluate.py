@@ -13,9 +13,11 @@ import pytest
 
 from covid_tf.cli import main
 from covid_tf.data.splits import load_split
-from covid_tf.figures.run import FIGURE_NAMES, write_run_figures
+from covid_tf.figures.run import FIGURE_NAMES, save_figures
 from covid_tf.runs.config import TrainConfig
+from covid_tf.runs.record import RunRecord
 from covid_tf.synthetic.xray import generate_dataset
+from covid_tf.workflows.export_figures import training_run_figures
 from covid_tf.workflows.train import train_run
 
 METRIC_KEYS = ("n", "class_names", "accuracy", "balanced_accuracy", "roc_auc", "average_precision", "per_class",
@@ -100,6 +102,11 @@ def test_evaluate_split_file_threshold_from_val(trained, tmp_path: Path, capsys)
     table = pd.read_csv(out / "predictions.csv")
     test_paths = {str(Path(p).resolve()) for p in split.loc[split["split"] == "test", "path"]}
     assert set(table["path"]) == test_paths
+
+
+def write_run_figures(run: Path) -> list[Path]:
+    """A finished run's figures redrawn into its figures/ (the model predicts its test split again)."""
+    return save_figures(training_run_figures(RunRecord.read(run)), run / "figures")
 
 
 def test_write_run_figures(trained) -> None:
