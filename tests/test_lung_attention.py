@@ -144,6 +144,31 @@ def test_attention_run_is_recorded_and_applied_by_predict_and_explain(attention_
     assert len(measured) >= 2 and (measured > 1.5).all() and result.table["energy_in_lungs"].mean() > 0.5
 
 
+
+def test_attention_models_report_the_backbone_layers_lung_energy_beside_the_pooled_one(attention_run, synthetic_data,
+                                                                                        tmp_path):
+    """The pooled layer's Grad-CAM is in the lungs by construction; the backbone's own last conv layer is measured
+    too, named as such, by explain and by evaluate --lungs."""
+    from covid_tf.models.registry import backbone_layer_name
+    from covid_tf.runs.inference import load_model
+    from covid_tf.workflows.evaluate import evaluate_model
+    from covid_tf.workflows.explain import explain_images
+
+    loaded = load_model(attention_run / "model.keras")
+    layer = backbone_layer_name(loaded.model)
+    assert layer != lung_attention.LAYER_NAME and layer == last_conv_layer_name(build_model("baseline"))
+    result = explain_images(attention_run / "model.keras", [synthetic_data / "COVID" / "images"], tmp_path / "x",
+                            class_name="COVID")
+    assert result.backbone_layer == layer
+    backbone = result.table["backbone_energy_in_lungs"].dropna()
+    assert len(backbone) >= 2 and backbone.between(0.0, 1.0).all()
+    evaluation = evaluate_model(attention_run / "model.keras", synthetic_data, tmp_path / "eval", n_bootstrap=10,
+                                lungs=False)
+    energy = evaluation.metrics["lung_energy"]
+    assert energy["layer"] == lung_attention.LAYER_NAME and energy["backbone"]["layer"] == layer
+    assert energy["backbone"]["n"] >= 1
+
+
 class EmptySegmenter:
     """A stand-in segmenter that never finds lungs (as on CT slices or photographs)."""
 

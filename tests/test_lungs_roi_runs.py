@@ -173,7 +173,7 @@ def test_evaluate_applies_the_runs_roi(roi_run, synthetic_data, tmp_path):
 
 
 def test_crop_heatmaps_map_back_onto_the_full_image_exactly():
-    from covid_tf.lungs.energy import LungInputs
+    from covid_tf.explain.lung_energy import LungInputs
 
     class Loaded:  # what LungInputs reads of a loaded model
         image_size, channels, roi = 40, 1, ri.RoiSpec("none")
@@ -190,7 +190,8 @@ def test_crop_heatmaps_map_back_onto_the_full_image_exactly():
 
 
 def test_explain_applies_the_roi_and_reports_lung_energy(roi_run, synthetic_data, tmp_path):
-    from covid_tf.lungs.energy import LUNG_COLUMNS, class_lung_energy, summarize, summary_line
+    from covid_tf.explain.lung_energy import class_lung_energy
+    from covid_tf.lungs.energy import LUNG_COLUMNS, summarize, summary_line
     from covid_tf.runs.inference import load_model
     from covid_tf.workflows.explain import explain_images
 
@@ -232,18 +233,22 @@ def test_mismatched_mask_folder_warns_and_never_gives_nan(roi_run, synthetic_dat
 
 
 def test_lung_energy_words_and_evaluate_summary(roi_run, synthetic_data, tmp_path):
-    from covid_tf.lungs.energy import evaluate_lung_energy, verdict
+    """evaluate measures the lung energy in its one pass, and writes metrics.json once, with it inside."""
+    from covid_tf.lungs.energy import verdict
     from covid_tf.workflows.evaluate import evaluate_model
 
     assert verdict(1.05).startswith("no better than chance: the heat is not concentrated on the lungs")
     assert verdict(2.5) == "the heat is concentrated on the lungs"
     run_dir, _ = roi_run
-    evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval", n_bootstrap=10)
-    summary = evaluate_lung_energy(run_dir / "model.keras", tmp_path / "eval", evaluation.predictions,
-                                   use_segmenter=False)
+    evaluation = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "eval", n_bootstrap=10,
+                                lungs=False)
+    summary = evaluation.metrics["lung_energy"]
     per_image = pd.read_csv(tmp_path / "eval" / "lung_energy.csv")
     assert len(per_image) == 6  # every COVID image is listed; the summary counts those with a defined share
     measured = int(per_image["energy_in_lungs"].notna().sum())
     assert summary["class"] == "COVID" and summary["n"] == measured >= 3 and summary["lung_energy_ratio"] > 0
     saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert saved["lung_energy"]["lung_energy_ratio"] == summary["lung_energy_ratio"]
+    assert "backbone" not in summary  # not a lung-attention model: its Grad-CAM layer is the backbone's own
+    no_lungs = evaluate_model(run_dir / "model.keras", synthetic_data, tmp_path / "plain", n_bootstrap=10)
+    assert "lung_energy" not in no_lungs.metrics and not (tmp_path / "plain" / "lung_energy.csv").exists()
