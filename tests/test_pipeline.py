@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from covid_tf.data.images import load_image
-from covid_tf.data.pipeline import make_dataset, pixel_statistics
+from covid_tf.data.pipeline import make_dataset, make_training_datasets, pixel_statistics
 from covid_tf.data.preprocessing import augmentation_layers
 from tests.helpers import write_png
 
@@ -65,3 +67,21 @@ def test_file_cache_and_statistics(image_paths, tmp_path):
     assert mean[0] == pytest.approx(values.mean(), abs=1e-4) and std[0] == pytest.approx(values.std(), abs=1e-4)
     with pytest.raises(ValueError):
         make_dataset([])
+
+
+@pytest.mark.parametrize("cache", [True, "file"])
+def test_training_twin_reads_the_cache_and_equals_an_uncached_dataset(image_paths, tmp_path, cache):
+    cache = tmp_path / "cache" / "train" if cache == "file" else cache
+    labels = [0, 1, 0, 1, 0, 1]
+    options = dict(num_classes=2, image_size=16, batch_size=4, seed=3)
+    train, twin = make_training_datasets(image_paths, labels, cache=cache, **options)
+    alone = make_dataset(image_paths, labels, shuffle=True, cache=False, **options)
+    expected = make_dataset(image_paths, shuffle=True, cache=False, **options)
+    for _ in range(2):  # a training pass fills the cache, then the twin reads it; orders change each epoch
+        for (x, y), (x_alone, y_alone) in zip(train, alone, strict=True):
+            np.testing.assert_array_equal(x.numpy(), x_alone.numpy())
+            np.testing.assert_array_equal(y.numpy(), y_alone.numpy())
+        for x, x_expected in zip(twin, expected, strict=True):
+            np.testing.assert_array_equal(x.numpy(), x_expected.numpy())
+    Path(image_paths[1]).unlink()  # the twin reads the cache, not the files
+    assert sum(len(x) for x in twin) == 6
