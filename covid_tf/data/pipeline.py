@@ -28,10 +28,13 @@ SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER_BYTES = 128 << 20
 
 
-def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader=None) -> tf.data.Dataset:
+def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader=None,
+                  path_list: Sequence[str] | None = None) -> tf.data.Dataset:
     """Map a dataset of file paths to decoded, resized float32 images, in parallel.
 
-    ``loader`` (``path -> (S, S, loader.channels) float32``, e.g. a lung ROI) replaces ``load_image``.
+    ``loader`` (``path -> (S, S, loader.channels) float32``, e.g. a lung ROI) replaces ``load_image``. A loader
+    with a ``graph_decoder(path_list, fallback)`` (lung attention) decodes the images of ``path_list`` that it
+    can in the graph (no Python, no GIL) and the others with ``fallback``, i.e. in Python.
     """
     out_channels = getattr(loader, "channels", channels)
 
@@ -40,8 +43,14 @@ def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader
             return np.asarray(loader(path.decode("utf-8")), dtype=np.float32)
         return load_image(path.decode("utf-8"), channels=channels, size=image_size)
 
+    def in_python(path: tf.Tensor) -> tf.Tensor:
+        return tf.numpy_function(load, [path], tf.float32, stateful=False)
+
+    graph_decoder = getattr(loader, "graph_decoder", None)
+    in_graph = graph_decoder(path_list, in_python) if graph_decoder is not None and path_list is not None else None
+
     def decode(path: tf.Tensor) -> tf.Tensor:
-        image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+        image = (in_graph or in_python)(path)
         return tf.ensure_shape(image, (image_size, image_size, out_channels))
 
     return paths.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -146,7 +155,8 @@ def _decoded(paths, labels, num_classes, image_size, channels, shuffle, cache, c
         raise ValueError("make_dataset needs at least one image path")
     order = np.random.default_rng(seed).permutation(len(paths)) if shuffle else np.arange(len(paths))
     ordered_paths = np.asarray(paths)[order]
-    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels, loader)
+    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels, loader,
+                           ordered_paths.tolist())
     label_array = None
     if labels is not None:
         label_array = np.asarray(labels, dtype="int64")[order]
