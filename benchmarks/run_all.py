@@ -4,7 +4,7 @@ Each benchmark runs in its own Python process (fresh TensorFlow state, its own m
 ``--json``; this script collects the results, the machine (CPU model, cores, memory, TensorFlow
 and Keras versions, GPUs) and the command that reproduces each, and writes the Markdown file.
 
-Usage: ``python benchmarks/run_all.py [--only startup gradcam pipeline memory throughput segmenter roi]
+Usage: ``python benchmarks/run_all.py [--only startup gradcam pipeline memory throughput segmenter roi epoch]
 [--quick] [--output BENCHMARKS.md]``. ``--quick`` runs smaller versions (a smoke test, not for
 the record). The exit status is 0 when every benchmark ran, whether or not its targets were met.
 """
@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
                                                "--min-seconds", "0.2"]),
     "segmenter": ("bench_segmenter.py", [], ["--images", "16", "--repeats", "1"]),
     "roi": ("bench_roi.py", [], ["--images", "32", "--source-size", "64", "--size", "64", "--repeats", "1"]),
+    "epoch": ("bench_epoch.py", [], ["--images", "64", "--size", "64", "--repeats", "1"]),
 }
 
 CHANGES = """\
