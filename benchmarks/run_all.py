@@ -52,6 +52,13 @@ CHANGES = """\
 - `covid_tf/data/pipeline.py`: the shuffle buffer is bounded in bytes as well (`SHUFFLE_BUFFER_BYTES`, 128 MiB),
   not only in images (1,024 RGB images at 224 px would be 588 MiB).
 - `tests/test_startup.py` asserts that `--help` imports neither TensorFlow nor Keras.
+- `covid_tf/data/pipeline.py` (`make_training_datasets`), `covid_tf/training/fit.py`: PreciseBatchNorm's
+  un-augmented training images come from the training set's cache instead of a second, uncached dataset that
+  decoded every training image again each epoch (same images, same order; `tests/test_pipeline.py`).
+- `covid_tf/data/roi_pipeline.py`: lungs-attention inputs (image + lung-mask channel) decoded in the `tf.data`
+  graph (`decode_png`, `tf.image.resize(method="area")`) instead of PIL + OpenCV in Python per image, where that
+  gives `roi_image`'s input to within 1e-5 (8-bit PNGs, a mask of the image's size; tested); the Python loader
+  for the rest.
 """
 
 GPU_NOTE = """\
