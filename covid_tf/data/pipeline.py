@@ -7,6 +7,7 @@ augmentation runs after the cache, so each epoch sees new variations without dec
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,10 +28,13 @@ SHUFFLE_BUFFER = 1024
 SHUFFLE_BUFFER_BYTES = 128 << 20
 
 
-def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader=None) -> tf.data.Dataset:
+def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader=None,
+                  path_list: Sequence[str] | None = None) -> tf.data.Dataset:
     """Map a dataset of file paths to decoded, resized float32 images, in parallel.
 
-    ``loader`` (``path -> (S, S, loader.channels) float32``, e.g. a lung ROI) replaces ``load_image``.
+    ``loader`` (``path -> (S, S, loader.channels) float32``, e.g. a lung ROI) replaces ``load_image``. A loader
+    with a ``graph_decoder(path_list, fallback)`` (lung attention) decodes the images of ``path_list`` that it
+    can in the graph (no Python, no GIL) and the others with ``fallback``, i.e. in Python.
     """
     out_channels = getattr(loader, "channels", channels)
 
@@ -39,8 +43,14 @@ def decode_images(paths: tf.data.Dataset, image_size: int, channels: int, loader
             return np.asarray(loader(path.decode("utf-8")), dtype=np.float32)
         return load_image(path.decode("utf-8"), channels=channels, size=image_size)
 
+    def in_python(path: tf.Tensor) -> tf.Tensor:
+        return tf.numpy_function(load, [path], tf.float32, stateful=False)
+
+    graph_decoder = getattr(loader, "graph_decoder", None)
+    in_graph = graph_decoder(path_list, in_python) if graph_decoder is not None and path_list is not None else None
+
     def decode(path: tf.Tensor) -> tf.Tensor:
-        image = tf.numpy_function(load, [path], tf.float32, stateful=False)
+        image = (in_graph or in_python)(path)
         return tf.ensure_shape(image, (image_size, image_size, out_channels))
 
     return paths.map(decode, num_parallel_calls=AUTOTUNE, deterministic=True)
@@ -97,12 +107,56 @@ def make_dataset(
     its ``key`` names its cache); ``batch_transform`` maps each batch of images after the cache, before
     augmentation (e.g. random lung-mask jitter).
     """
+    decoded = _decoded(paths, labels, num_classes, image_size, channels, shuffle, cache, cache_dir, seed, loader)
+    return _batched(decoded, batch_size, shuffle, seed, drop_remainder, batch_transform, augmentation)
+
+
+def make_training_datasets(
+    paths: Sequence[str],
+    labels: Sequence[int],
+    *,
+    num_classes: int | None = None,
+    image_size: int = config.IMAGE_SIZE,
+    channels: int = config.CHANNELS,
+    batch_size: int = config.BATCH_SIZE,
+    augmentation: keras.layers.Layer | None = None,
+    cache: bool | str | Path = "auto",
+    cache_dir: str | Path | None = None,
+    seed: int = config.SEED,
+    loader=None,
+    batch_transform=None,
+) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+    """The shuffled training dataset of :func:`make_dataset` and its un-augmented twin, from one cache.
+
+    The twin holds the images only, without ``batch_transform`` and ``augmentation``: exactly what
+    ``make_dataset(paths, shuffle=True, cache=False, ...)`` gives (same order, same values), but read from the
+    training dataset's cache instead of decoding every image again (PreciseBatchNorm iterates it every epoch).
+    Iterate the twin after a full pass of the training dataset (which fills the cache; before, it decodes).
+    """
+    decoded = _decoded(paths, labels, num_classes, image_size, channels, True, cache, cache_dir, seed, loader)
+    train = _batched(decoded, batch_size, True, seed, False, batch_transform, augmentation)
+    images_only = dataclasses.replace(decoded, dataset=decoded.dataset.map(lambda x, y: x), labelled=False)
+    return train, _batched(images_only, batch_size, True, seed, False, None, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Decoded:
+    """Decoded (and cached) single images in their seeded order, before shuffling and batching."""
+
+    dataset: tf.data.Dataset
+    count: int
+    image_bytes: int
+    labelled: bool
+
+
+def _decoded(paths, labels, num_classes, image_size, channels, shuffle, cache, cache_dir, seed, loader) -> _Decoded:
     paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("make_dataset needs at least one image path")
     order = np.random.default_rng(seed).permutation(len(paths)) if shuffle else np.arange(len(paths))
     ordered_paths = np.asarray(paths)[order]
-    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels, loader)
+    images = decode_images(tf.data.Dataset.from_tensor_slices(ordered_paths), image_size, channels, loader,
+                           ordered_paths.tolist())
     label_array = None
     if labels is not None:
         label_array = np.asarray(labels, dtype="int64")[order]
@@ -116,14 +170,20 @@ def make_dataset(
     key = getattr(loader, "key", "")
     name = _cache_name(ordered_paths, label_array, image_size, channels, num_classes, key) if cache == "auto" else ""
     dataset = _cache(dataset, cache, len(paths) * image_bytes, Path(cache_dir) if cache_dir else None, name)
+    return _Decoded(dataset, len(paths), image_bytes, labels is not None)
+
+
+def _batched(decoded: _Decoded, batch_size: int, shuffle: bool, seed: int, drop_remainder: bool, batch_transform,
+             augmentation) -> tf.data.Dataset:
+    dataset = decoded.dataset
     if shuffle:
-        buffer = min(len(paths), SHUFFLE_BUFFER, max(1, SHUFFLE_BUFFER_BYTES // image_bytes))
+        buffer = min(decoded.count, SHUFFLE_BUFFER, max(1, SHUFFLE_BUFFER_BYTES // decoded.image_bytes))
         dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     if batch_transform is not None:
-        dataset = _map_images(dataset, batch_transform, labels is not None)
+        dataset = _map_images(dataset, batch_transform, decoded.labelled)
     if augmentation is not None:
-        dataset = _map_images(dataset, lambda x: augmentation(x, training=True), labels is not None)
+        dataset = _map_images(dataset, lambda x: augmentation(x, training=True), decoded.labelled)
     return dataset.prefetch(AUTOTUNE)
 
 

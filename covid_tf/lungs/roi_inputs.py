@@ -169,6 +169,17 @@ class RoiLoader:
     def __call__(self, path: str) -> np.ndarray:
         return self.load(path)[0]
 
+    def graph_decoder(self, paths, fallback):
+        """For ``tf.data``: ``path tensor -> input`` decoding ``paths`` in the graph where it gives what
+        :meth:`__call__` gives (lungs-attention: no crop; :mod:`covid_tf.data.roi_pipeline`), else ``fallback``;
+        None for the other modes."""
+        if self.spec.mode != ATTENTION_MODE:
+            return None
+        from covid_tf.data import roi_pipeline
+
+        table = roi_pipeline.mask_table(self.masks, [str(p) for p in paths], self.image_size, self.image_channels)
+        return roi_pipeline.attention_decoder(table, self.image_size, self.image_channels, fallback)
+
 
 def jitter_transform(spec: RoiSpec, seed: int = 0):
     """A batch function for training: dilate or erode each image's mask channel by a random radius in

@@ -18,7 +18,7 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.data.pipeline import make_dataset, pixel_statistics
+from covid_tf.data.pipeline import make_dataset, make_training_datasets, pixel_statistics
 from covid_tf.data.preprocessing import augmentation_layers
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
@@ -71,16 +71,19 @@ def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[s
     train_paths, train_labels = parts["train"]
     common = dict(num_classes=len(class_names), image_size=cfg.image_size, channels=cfg.channels,
                   batch_size=cfg.batch_size, seed=cfg.seed)
-    train = make_dataset(train_paths, train_labels, shuffle=True,
-                         augmentation=augmentation_layers(cfg.augmentation, seed=cfg.seed),
-                         cache_dir=cache_dir and cache_dir / "train", loader=inputs.train_loader,
-                         batch_transform=inputs.transform, **common)
+    training = dict(augmentation=augmentation_layers(cfg.augmentation, seed=cfg.seed),
+                    cache_dir=cache_dir and cache_dir / "train", loader=inputs.train_loader,
+                    batch_transform=inputs.transform, **common)
+    if inputs.train_loader is inputs.loader:
+        # Un-augmented training images in a mixed order for PreciseBatchNorm, read from the training cache
+        # (the same images in the same order as an uncached dataset of their own, without decoding again).
+        train, statistics = make_training_datasets(train_paths, train_labels, **training)
+    else:  # the training loader differs (the mask channel of the ROI jitter): decode apart, uncached
+        train = make_dataset(train_paths, train_labels, shuffle=True, **training)
+        statistics = make_dataset(train_paths, shuffle=True, cache=False, loader=inputs.loader, **common)
     val = None
     if len(parts["val"][0]):
         val = make_dataset(*parts["val"], cache_dir=cache_dir and cache_dir / "val", loader=inputs.loader, **common)
-    # Un-augmented training images in a mixed order for PreciseBatchNorm; not cached, as it reads
-    # at most precise_bn_images of them per epoch.
-    statistics = make_dataset(train_paths, shuffle=True, cache=False, loader=inputs.loader, **common)
     return train, val, statistics, parts
 
 
