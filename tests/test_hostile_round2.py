@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from tests.forkserver import Child, ForkServer
-from tests.helpers import make_class_folders, write_png
+from tests.helpers import TINY_TRANSFER_SCRIPT, make_class_folders, write_png
 from tests.hostile import tree_fingerprint, write_dicom
 
 TRACEBACK = "Traceback (most recent call last)"
@@ -118,31 +118,6 @@ def partial_rows(run: Path) -> int:
 # stops a chain pair from being started after that many, should a kind never come up (the test then fails).
 COVERAGE, MIN_KILLS, MAX_KILLS = 3, 10, 40
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 2, 2
-# The smallest two-phase model: one convolution on a "backbone" that is frozen for the head phase, then
-# fine-tuned (transfer=True). It compiles in a fraction of a second where resnet18 took 15-30 s per restart
-# and as long again to recompile for fine-tuning, so twenty kills cost about two minutes, not twenty.
-TINY_TRANSFER_SCRIPT = '''
-import sys
-
-import keras
-from keras import layers
-
-from covid_tf.cli import main
-from covid_tf.models import architectures, common
-
-
-def build_tiny(options):
-    inputs, x = options.stem(rgb=False)
-    x = layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
-    x = layers.ReLU(name="block1_relu")(x)
-    return keras.Model(inputs, options.head(x, dense_units=()), name=common.model_name("tiny"))
-
-
-architectures.register(architectures.Architecture(
-    name="tiny", builder=build_tiny, last_conv_layer="block1_relu", transfer=True, learning_rate=3e-3,
-    auto_normalization="dataset", block_patterns=architectures.CNN_BLOCKS))
-sys.exit(main(sys.argv[1:]))
-'''
 
 
 def _progress(run: Path) -> int:
