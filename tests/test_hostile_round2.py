@@ -197,6 +197,7 @@ def test_1_sigkill_at_any_instant_always_resumes_to_the_whole_history(server, tm
                     next(chain)
                 except StopIteration:
                     chains.remove(chain)
+    print(f"{len(log)} kills in {len(runs)} chains: {_kill_kinds(log)}")  # shown by pytest -rA
     phases = [phase for phase, _ in log]
     assert phases.count("head") >= COVERAGE and phases.count("fine_tune") >= COVERAGE, log
     assert sum(how == "after an epoch is logged" for _, how in log) >= COVERAGE, log
