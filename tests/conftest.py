@@ -30,3 +30,26 @@ def ct_dir() -> Path:
     if not config.CT_UCSD_SUBSET_DIR.is_dir():
         pytest.skip("real data ../shared/data/covid-ct-ucsd-subset is absent")
     return config.CT_UCSD_SUBSET_DIR
+
+
+# ------------------------------------------------------------------------------------ pytest-xdist (-n 2)
+# `make test` runs `pytest -n 2` with `--dist loadgroup` (pyproject.toml addopts). Module-scoped fixtures live
+# once per worker: a test that needs one of the costly ones below (a trained model, an audit, a forked
+# server's finished run) is put in its module's xdist group, so that fixture is built on one worker only,
+# once. Every other test is scheduled on its own (as with --dist load).
+COSTLY_MODULE_FIXTURES = frozenset({
+    "trained", "evaluation", "trained_run", "finished_run", "segmenter_run", "roi_run", "attention_run",
+    "shortcut_audit",
+})
+# Modules with the longest tests go first, so that no long test starts last while the other worker idles.
+# (Whole modules move: a module's tests stay together, and its module fixtures are built once.)
+LONG_MODULES_FIRST = ("test_hostile_round2", "test_notebooks", "test_lungs_audit", "test_portable_models",
+                      "test_tuning", "test_hostile_inputs", "test_resume", "test_train", "test_lungs_cli")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: index for index, name in enumerate(LONG_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).stem, len(rank)))  # stable
+    for item in items:
+        if COSTLY_MODULE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group(Path(item.nodeid.split("::")[0]).stem))

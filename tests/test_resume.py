@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from covid_tf.cli import main
+from tests.helpers import TINY_TRANSFER_SCRIPT
 
 EPOCHS = 6
 TRACEBACK = "Traceback (most recent call last)"
@@ -99,8 +100,13 @@ def test_killed_run_resumes_after_the_finished_epochs(tiny_data, tmp_path, capsy
 
 @pytest.mark.slow
 def test_run_killed_while_fine_tuning_resumes_without_retraining_the_head(tiny_data, tmp_path):
+    """The two-phase machinery (head_done.json, backup_fine_tune) is the same for every transfer model: the
+    tiny one of ``tests.helpers`` runs it in seconds where resnet18 took a minute or more to compile."""
     run = tmp_path / "run"
-    command = [*_command(tiny_data, run), "--model", "resnet18", "--fine-tune-epochs", "3"]
+    script = tmp_path / "tiny_transfer.py"
+    script.write_text(TINY_TRANSFER_SCRIPT)
+    command = [sys.executable, str(script), *_command(tiny_data, run)[3:], "--model", "tiny",
+               "--fine-tune-epochs", "3"]
     command[command.index("--epochs") + 1] = "2"
     metadata = run / "checkpoints" / "backup_fine_tune" / "training_metadata.json"
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)

@@ -27,7 +27,9 @@ def synthetic_index(tmp_path_factory) -> data.DatasetIndex:
 
 
 def _config(root: Path) -> TrainConfig:
-    return TrainConfig(data=str(root), image_size=32, epochs=1, batch_size=8, n_bootstrap=0, seed=0)
+    # The small CNN (no BatchNorm, so no precise-BN pass): the search and the folds are under test, not the model.
+    return TrainConfig(data=str(root), model="small", image_size=32, epochs=1, batch_size=8, n_bootstrap=0, seed=0,
+                       precise_bn_images=0)
 
 
 def test_grid_search_tries_every_combination_and_ranks_best_first(synthetic_index, tmp_path):
