@@ -53,7 +53,7 @@ def test_build_train_save_load_and_gradcam_layer(name, tmp_path):
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, rtol=1e-5)
     path = tmp_path / f"{name}.keras"
     model.save(path)
-    loaded = keras.models.load_model(path)
+    loaded = keras.models.load_model(path, custom_objects=losses.custom_objects())  # registered where it loads
     np.testing.assert_allclose(loaded.predict(images, verbose=0), predictions, rtol=1e-5, atol=1e-6)
     assert isinstance(loaded.loss, losses.WeightedCategoricalCrossentropy)
 

@@ -241,7 +241,7 @@ def select_images(data: str | Path, *, split_file=None, subset=None, classes=Non
     if len(present) < 2:
         raise CovidTfError(f"{data}: only one class ({present[0]}) among the {len(rows)} image(s) to check; the "
                            "occlusion check compares ROC-AUCs and needs images of two or more classes")
-    return rows, skipped, list(index.notes), index.root
+    return rows, skipped, [], index.root  # the data's own notes are said by select_rows
 
 
 def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool) -> pd.DataFrame:
