@@ -276,10 +276,9 @@ def train_or_reuse(cfg: TrainConfig, run_dir: str | Path, *, compare: Sequence[s
     if found is None:
         return train_run(cfg, run_dir if save else None, overwrite=overwrite, verbose=verbose, figures=figures), False
     loaded = load_model(found.folder / record.MODEL_FILE)
-    roi_file = found.folder / record.ROI_FILE
-    roi_table = pd.read_csv(roi_file, keep_default_na=False) if roi_file.is_file() else None
+    settings = TrainConfig(**{**cfg.to_dict(), **_saved_settings(found)})
     return TrainResult(loaded.model, found.history(), found.split(), loaded.class_names, found.metrics() or {},
-                       found.folder, roi_table, TrainConfig(**{**cfg.to_dict(), **_saved_settings(found)})), True
+                       found.folder, found.roi_table(), settings), True
 
 
 def _saved_settings(found: RunRecord) -> dict:
