@@ -295,7 +295,9 @@ def test_report_shows_a_value_of_the_wrong_type_as_a_question_mark(capsys, folde
     code, _, err = run_case(capsys, commands(folders, "odd")["report"])
     assert code == 0, err
     page = (folders["outs"] / "odd" / "report.html").read_text()
-    assert "<b>high</b>" not in page and "?" in page
+    assert "<b>high</b>" not in page and "&lt;b&gt;" not in page
+    assert '? <span class="ci">[?]</span>' in page  # the ROC-AUC and its interval
+    assert "<th>versions</th><td>?</td>" in page and "<th>image size</th><td>?</td>" in page
 
 
 def test_history_with_text_cells_reads_as_numbers_or_is_named(folders):
