@@ -8,6 +8,8 @@ fewer than 30 images or patients), a table of the runs, a comparison chart, a pa
 metrics have one, and then each run's configuration (model, image size, epochs, learning rate, ROI, data,
 software versions) and figures (ROC and precision-recall curves side by side). Paths are written relative to
 the report's folder, never absolute. It loads nothing from outside: no scripts, fonts or remote images.
+A value of the wrong type in ``config.json`` or ``metrics.json`` is shown as ``?``
+(:mod:`covid_tf.cli.report_values`); a file that is not a JSON object is one error naming it.
 
 Only real PNG files that lie inside the run folder are embedded: a symbolic link (say
 ``figures/x.png -> /etc/passwd``), a file reached through a linked folder, or a file named ``.png`` that
@@ -18,16 +20,17 @@ is not a PNG is left out and named in a note on the page. A folder with neither 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime
 import html
 import io
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from covid_tf import config
+from covid_tf.cli.report_values import ODD, clean_metrics, config_rows, count, plottable, relative_path
 from covid_tf.errors import CovidTfError
 from covid_tf.figures.comparison import plot_run_comparison
 from covid_tf.io_utils import atomic_write_text
@@ -108,7 +111,7 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
     if data is not None:
         chosen_split, metrics = select_split(data, split)
     config: dict[str, Any] = dict(run.settings)
-    model = run.model_name or "?"
+    model = config.get("model") if isinstance(config.get("model"), str) and config.get("model") else ODD
     figures, left_out = _figure_files(path)
     figures.sort(key=_figure_rank)
     finished = next((f for f in (metrics_file, config_file) if f.is_file()), None)
@@ -150,20 +153,23 @@ def _figure_files(run_dir: Path) -> tuple[list[Path], list[str]]:
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{float(value):.{digits}f}"
+    """A number of the cleaned metrics (:func:`clean_metrics`): ``n/a`` when absent, ``?`` when odd."""
+    return "n/a" if value is None else ODD if value == ODD else f"{float(value):.{digits}f}"
 
 
 def _degenerate(metrics: Mapping[str, Any], name: str) -> bool:
     """Whether the 95% interval of ``name`` collapsed to one value (too few images or patients to vary)."""
-    low, high = ((metrics.get("ci95") or {}).get(name) or [None, None])[:2]
-    return low is not None and high is not None and float(low) == float(high)
+    interval = (metrics.get("ci95") or {}).get(name)
+    return isinstance(interval, tuple) and interval[0] == interval[1]
 
 
 def _with_ci(metrics: Mapping[str, Any], name: str) -> str:
     value = metrics.get(name)
-    interval = (metrics.get("ci95") or {}).get(name) or [None, None]
+    interval = (metrics.get("ci95") or {}).get(name)
     text = html.escape(_number(value))
-    if value is not None and interval[0] is not None and interval[1] is not None:
+    if value is not None and interval == ODD:
+        text += f' <span class="ci">[{ODD}]</span>'
+    elif value is not None and interval is not None:
         text += f' <span class="ci">[{_number(interval[0])}, {_number(interval[1])}]</span>'
         if _degenerate(metrics, name):
             text += ' <span class="warn" title="the bootstrap interval is one value: too few samples">&#9888;</span>'
@@ -171,7 +177,7 @@ def _with_ci(metrics: Mapping[str, Any], name: str) -> str:
 
 
 def _n_cell(metrics: Mapping[str, Any]) -> str:
-    n = metrics.get("n")
+    n = count(metrics.get("n"))
     small = isinstance(n, int) and n < SMALL_N
     flag = ' <span class="warn">&#9888; small</span>' if small else ""
     return html.escape(str(n if n is not None else "n/a")) + flag
@@ -229,32 +235,9 @@ def _patient_table(runs: list[RunSummary]) -> str:
     )
 
 
-def relative_path(path: str | Path, start: Path) -> str:
-    """``path`` relative to the folder ``start`` (POSIX separators); URLs such as ``gs://`` stay as they are."""
-    text = str(path)
-    if "://" in text:
-        return text
-    return Path(os.path.relpath(Path(text).expanduser().resolve(), start.resolve())).as_posix()
-
-
 def _config_table(run: RunSummary, out_dir: Path) -> str:
     """The run's configuration (what config.json holds of it), with paths relative to the report."""
-    config = run.config
-    epochs = config.get("epochs")
-    if epochs is not None and config.get("fine_tune_epochs"):
-        epochs = f"{epochs} + {config['fine_tune_epochs']} fine-tuning"
-    roi = config.get("roi_resolved") or config.get("roi")  # the mode that ran, not "auto"
-    if roi and roi != "none" and config.get("roi_margin") is not None:
-        roi = f"{roi} (margin {config['roi_margin']})"
-    versions = config.get("versions") or {}
-    rows = [("folder", relative_path(run.path, out_dir)), ("model", config.get("model")),
-            ("image size", config.get("image_size")), ("epochs", epochs),
-            ("learning rate", config.get("learning_rate")), ("ROI", roi),
-            ("data", relative_path(config["data"], out_dir) if config.get("data") else None),
-            ("model file", relative_path(config["model_path"], out_dir) if config.get("model_path") else None),
-            ("versions", ", ".join(f"{name} {versions[name]}" for name in ("covid_tf", "tensorflow", "keras")
-                                   if name in versions) or "not recorded"),
-            ("date", run.date)]
+    rows = [("folder", relative_path(run.path, out_dir)), *config_rows(run.config, out_dir), ("date", run.date)]
     cells = "".join(f"<tr><th>{html.escape(name)}</th><td>{html.escape(str(value))}</td></tr>"
                     for name, value in rows if value is not None)
     return f'<table class="config">{cells}</table>'
@@ -272,7 +255,7 @@ def _comparison_figure(runs: list[RunSummary]) -> str:
             label = run.name
             while label in with_metrics:
                 label += "'"
-            with_metrics[label] = {**run.metrics, "model": run.model}
+            with_metrics[label] = {**plottable(run.metrics), "model": run.model}
     if not with_metrics:
         return ""
     fig = plot_run_comparison(with_metrics)
@@ -306,6 +289,8 @@ def _run_section(run: RunSummary, out_dir: Path) -> list[str]:
 def render_html(runs: list[RunSummary], *, title: str = "covid_tf report", out_dir: str | Path = ".") -> str:
     """The report page as a string; paths are written relative to ``out_dir`` (the report's folder)."""
     written = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    runs = [dataclasses.replace(run, metrics=None if run.metrics is None else clean_metrics(run.metrics))
+            for run in runs]  # every number checked once: a value of the wrong type is shown as '?'
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',

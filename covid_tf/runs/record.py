@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from covid_tf import config
@@ -33,6 +34,7 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 # Settings that may differ when a killed run is resumed: they do not change what the run computes.
 RESUME_MAY_DIFFER = ("class_names", "roi_resolved", "strategy", "devices", "versions")
+ROI_KEYS = ("roi", "roi_resolved", "roi_margin", "roi_dilation", "roi_jitter")
 
 
 def read_json(path: Path, what: str = "file") -> Any:
@@ -89,12 +91,13 @@ class RunRecord:
             raise self._bad(key, "a string")
         return value
 
-    def integer(self, key: str, default: int | None = None, least: int = 0) -> int | None:
+    def integer(self, key: str, default: int | None = None, least: int = 0, most: int | None = None) -> int | None:
         value = self.settings.get(key, default)
         if value is None:
             return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < least:
-            raise self._bad(key, f"a whole number of at least {least}")
+        if (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+                or value != int(value) or value < least or (most is not None and value > most)):
+            raise self._bad(key, f"a whole number of at least {least}" + (f" and at most {most}" if most else ""))
         return int(value)
 
     def number(self, key: str, default: float | None = None) -> float | None:
@@ -131,7 +134,9 @@ class RunRecord:
                            dilation=self.number("roi_dilation", RoiSpec.dilation),
                            jitter=self.integer("roi_jitter", 0) or 0)
         except ValueError as error:
-            raise CovidTfError(f"{self.path}: the lung ROI is not valid ({error})") from None
+            keys = [key for key in ROI_KEYS if key in self.settings]
+            raise CovidTfError(f"{self.path}: {', '.join(map(repr, keys))} do not make a valid lung ROI "
+                               f"({error})") from None
 
     @property
     def model_name(self) -> str | None:
@@ -145,15 +150,32 @@ class RunRecord:
         return load_split(path) if path.is_file() else None
 
     def history(self) -> pd.DataFrame | None:
-        """``history.csv``, or None when there is none (or it is empty or unreadable)."""
+        """``history.csv``: one row per whole epoch number, in order, with numbers (a cell that is not a finite
+        number reads as NaN), ``phase`` as text and ``best`` as true/false; None when there is none, or when it
+        is unreadable or has no row with a whole epoch number."""
         path = self.folder / HISTORY_FILE
         if not path.is_file():
             return None
         try:
             history = pd.read_csv(path)
-        except (OSError, ValueError, pd.errors.ParserError):
+        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError):
             return None
-        return None if history.empty else history
+        return _clean_history(history)
+
+    def roi_table(self) -> pd.DataFrame | None:
+        """``roi.csv`` (each image's lung mask, its source, whether the ROI applied), None when absent."""
+        path = self.folder / ROI_FILE
+        if not path.is_file():
+            return None
+        try:
+            table = pd.read_csv(path, keep_default_na=False, dtype=str)
+        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
+            raise CovidTfError(f"{path}: cannot read this table ({type(error).__name__}: {error})") from None
+        missing = [column for column in ("path", "roi_applied") if column not in table.columns]
+        if missing:
+            raise CovidTfError(f"{path}: lacks the column(s) {', '.join(missing)}")
+        table["roi_applied"] = table["roi_applied"].str.strip().str.lower() == "true"
+        return table
 
     def metrics(self) -> dict | None:
         """``metrics.json`` (None when absent: the run or evaluation has not finished)."""
@@ -169,6 +191,25 @@ class RunRecord:
         """The keys of ``settings`` whose recorded value differs (those a resumed run may change left out)."""
         return [key for key, value in settings.items()
                 if key not in RESUME_MAY_DIFFER and _jsonable(value) != self.settings.get(key)]
+
+
+def _clean_history(history: pd.DataFrame) -> pd.DataFrame | None:
+    if history.empty or "epoch" not in history.columns:
+        return None
+    epochs = pd.to_numeric(history["epoch"], errors="coerce").astype(float)
+    history = history[np.isfinite(epochs) & (epochs >= 0) & (epochs == epochs.round())].copy()
+    if history.empty:
+        return None
+    for column in history.columns:
+        if column == "phase":
+            history[column] = history[column].fillna("").astype(str)
+        elif column == "best":
+            history[column] = history[column].astype(str).str.strip().str.lower() == "true"
+        else:
+            values = pd.to_numeric(history[column], errors="coerce").astype(float)
+            history[column] = values.where(np.isfinite(values))
+    history["epoch"] = history["epoch"].astype(int)
+    return history.drop_duplicates("epoch", keep="last").sort_values("epoch", kind="stable").reset_index(drop=True)
 
 
 def _jsonable(value: Any) -> Any:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import keras
@@ -164,6 +163,12 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     never disagree. On resume the latest readable backup is used; when the latest is unreadable the
     callback says so and falls back to the previous one, or to the start of the phase.
     ``training_metadata.json`` is still written (atomically) after each backup, as Keras does.
+
+    Unlike Keras's, the backup is not deleted when the fit ends: until the caller has saved what the fit
+    produced (``head.weights.h5``, ``model.keras``) it is the only copy of the trained weights, and the caller
+    deletes it then (:func:`covid_tf.training.resume.discard_backups`). The end of the fit is marked in
+    ``finished.json`` (the epoch of the latest backup): a rerun restores that backup and trains no epoch,
+    also when early stopping ended the fit before its last epoch.
     """
 
     EPOCH_ATTRIBUTE = "covid_tf_epoch"
@@ -172,8 +177,10 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         super().__init__(str(backup_dir), save_freq="epoch", delete_checkpoint=True)
         self.backup_path = Path(backup_dir)
         self.previous_path = self.backup_path / "previous.weights.h5"
+        self.finished_path = self.backup_path / "finished.json"
         self.report = report
         self.restored_epoch: int | None = None
+        self.saved_epoch: int | None = None
 
     def _saved_epoch(self, path: Path) -> int:
         import h5py
@@ -204,8 +211,9 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
                 continue
             if failures:
                 self.report(f"warning: {'; '.join(failures)}; resuming from {path.name} (epoch {epoch})")
-            self.model._initial_epoch = epoch
-            self.restored_epoch = epoch
+            self.restored_epoch = self.saved_epoch = epoch
+            # The fit had ended (all its epochs, or stopped early): none is trained again.
+            self.model._initial_epoch = self.params.get("epochs", epoch) if self._finished_at(epoch) else epoch
             return
         self.report(f"warning: {'; '.join(failures)}; no readable backup is left, so this training phase "
                     "starts again from its first epoch")
@@ -226,6 +234,16 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
             os.replace(latest, self.previous_path)  # one rename: the previous backup stays whole
         atomic_write(latest, write)
         atomic_write_json(self._training_metadata_path, {"epoch": epoch, "batch": self._last_batch_seen})
+        self.saved_epoch = epoch
+
+    def _finished_at(self, epoch: int) -> bool:
+        """Whether ``finished.json`` says that the fit ended with the backup of ``epoch``."""
+        try:
+            return int(json.loads(self.finished_path.read_text())["epoch"]) == epoch
+        except (OSError, ValueError, KeyError, TypeError):
+            return False
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        shutil.rmtree(self.backup_path, ignore_errors=True)
+        # The backup stays (see the class): the caller deletes it once it has saved what this fit produced.
+        if self.saved_epoch is not None:
+            atomic_write_json(self.finished_path, {"epoch": self.saved_epoch})

@@ -230,12 +230,13 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     start = resume.load_finished_head(model, marker)  # a run killed while fine-tuning keeps its head phase
     frames = []
     if start is None:
-        history = model.fit(train, epochs=cfg.epochs, callbacks=callbacks("head" if two_phase else "all"),
-                            **fit_options)
+        first = callbacks("head" if two_phase else "all")
+        history = model.fit(train, epochs=cfg.epochs, callbacks=first, **fit_options)
         frames.append(_history_frame(history, "head" if two_phase else "train"))
-        # After a resumed head phase its history starts late: count epochs, not rows.
-        start = int(frames[0]["epoch"].max()) + 1 if len(frames[0]) else cfg.epochs
+        start = _next_epoch(frames[0], first, cfg.epochs)
         resume.save_finished_head(model, marker, start)
+        if marker is not None:  # the head phase is kept: its backup is not needed any more
+            resume.discard_backups(run_dir, "head")
     # Phase 2: unfreeze the top blocks and fine-tune at a smaller learning rate (recompiled after the change).
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
@@ -253,6 +254,15 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
                                                 head_epochs=start if two_phase else None)
     history_frame["best"] = history_frame["epoch"] == (best.best_epoch if best.best_epoch is not None else -1)
     return model, history_frame
+
+
+def _next_epoch(frame: pd.DataFrame, callbacks: Sequence[keras.callbacks.Callback], epochs: int) -> int:
+    """The epoch after a fit: after its last row (a resumed fit's history starts late: epochs, not rows), or,
+    when it trained none (its backup said it had ended), the epoch that backup restored."""
+    if len(frame):
+        return int(frame["epoch"].max()) + 1
+    restored = [c.restored_epoch for c in callbacks if isinstance(c, SafeBackupAndRestore) and c.restored_epoch]
+    return restored[0] if restored else epochs
 
 
 def _history_frame(history: keras.callbacks.History, phase: str, offset: int = 0) -> pd.DataFrame:

@@ -1,9 +1,13 @@
 """Resuming a killed run: the finished head phase, Keras's restored start epoch, the epochs logged before.
 
-``keras.callbacks.BackupAndRestore`` (one folder per phase, :mod:`covid_tf.training.fit`) restores the
-model, the optimizer and the epoch of an interrupted ``fit``. This module adds what it does not cover:
-a fine-tuning run killed after its head phase keeps that phase (``checkpoints/head.weights.h5`` and
+``SafeBackupAndRestore`` (one folder per phase, ``checkpoints/backup_<phase>``, :mod:`covid_tf.training.fit`)
+restores the model, the optimizer and the epoch of an interrupted ``fit``. This module adds what it does not
+cover: a fine-tuning run killed after its head phase keeps that phase (``checkpoints/head.weights.h5`` and
 ``head_done.json``), and the history of the resumed run is completed with the epochs logged before.
+
+A phase's backup outlives its fit and is deleted (:func:`discard_backups`) only once what the fit produced
+is saved: the head phase's weights and marker, or the run's ``model.keras`` and ``history.csv``. A kill at
+any instant in between finds the backup of the last epoch, and the rerun trains no epoch again.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +48,15 @@ def save_finished_head(model: keras.Model, marker: Path | None, fine_tune_start:
         return
     atomic_write(marker.with_name(HEAD_WEIGHTS), model.save_weights)
     atomic_write_json(marker, {"fine_tune_start": fine_tune_start})
+
+
+def discard_backups(run_dir: Path | None, phase: str = "*") -> None:
+    """Delete the backups of ``phase`` (all phases by default) once what they kept is saved elsewhere."""
+    if run_dir is None:
+        return
+    for folder in sorted((run_dir / "checkpoints").glob(f"backup_{phase}")):
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def forget_restored_epoch(model: keras.Model) -> None:

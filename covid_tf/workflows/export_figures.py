@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 from covid_tf import config, figures
@@ -64,17 +66,32 @@ def evaluation_figures(run_dir: Path, run: RunRecord) -> dict[str, Figure]:
                if column not in table.columns]
     if missing:
         raise CovidTfError(f"{run_dir / PREDICTIONS_FILE}: lacks the column(s) {', '.join(missing)}")
-    probabilities = table[[PROB_PREFIX + name for name in names]].astype(float).to_numpy()
+    probabilities = _probabilities(table, names, run_dir / PREDICTIONS_FILE)
+    try:
+        truth, predicted = label_indices(table["label"], names), label_indices(table["predicted"], names)
+    except CovidTfError as error:
+        raise CovidTfError(f"{run_dir / PREDICTIONS_FILE}: {error}") from None
     paths = table["path"].astype(str).tolist()
-    image_size = run.integer("image_size", least=1)
+    image_size = run.integer("image_size", least=1, most=config.max_image_size())
     images_exist = image_size is not None and all(Path(path).is_file() for path in paths)
     model_path = run.text("model_path")
     history = RunRecord.of_model(model_path).history() if model_path else None
     split = run.text("split")
-    return make_figures(label_indices(table["label"], names), probabilities, label_indices(table["predicted"], names),
-                        names, paths=paths if images_exist else None, image_size=image_size,
-                        channels=run.integer("channels", 1, least=1), history=history,
+    return make_figures(truth, probabilities, predicted, names, paths=paths if images_exist else None,
+                        image_size=image_size, channels=run.integer("channels", 1, least=1, most=3), history=history,
                         label=f"{split}, n={len(table)}" if split else f"n={len(table)}")
+
+
+def _probabilities(table: pd.DataFrame, names: Sequence[str], path: Path) -> np.ndarray:
+    """The ``prob_<class>`` columns as numbers in [0, 1]; one error naming the first cell that is not one."""
+    columns = [PROB_PREFIX + name for name in names]
+    values = table[columns].apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = ~(values.ge(0) & values.le(1)).to_numpy()
+    if bad.any():
+        row, column = (int(index[0]) for index in bad.nonzero())
+        raise CovidTfError(f"{path}: row {row + 2}, {columns[column]!r}: {table[columns[column]].iloc[row]!r} is not "
+                           "a probability (a number from 0 to 1)")
+    return values.to_numpy()
 
 
 def training_run_figures(run: RunRecord, split: str = "test") -> dict[str, Figure]:
@@ -92,8 +109,8 @@ def training_run_figures(run: RunRecord, split: str = "test") -> dict[str, Figur
                            "cannot draw the figures")
     loaded = load_model(run.folder / record.MODEL_FILE)
     mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
-    probabilities = loaded.predict_paths(rows["path"].tolist(), run.integer("batch_size", config.BATCH_SIZE, 1),
-                                         mask_paths)
+    batch_size = run.integer("batch_size", config.BATCH_SIZE, 1, config.MAX_BATCH_SIZE)
+    probabilities = loaded.predict_paths(rows["path"].tolist(), batch_size, mask_paths)
     return run_figures(history, label_indices(rows["label"].astype(str), loaded.class_names), probabilities,
                        loaded.class_names, model_name=run.model_name or "?", label=f"{chosen}, n={len(rows)}")
 

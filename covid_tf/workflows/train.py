@@ -219,17 +219,37 @@ def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_pa
     inputs = run_inputs(cfg, split)  # lung masks once (cached), before any epoch
     if run_path is not None and inputs.table is not None:
         record.write_table(run_path, record.ROI_FILE, inputs.table)
-    model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
+    fitted = _fitted(run_path)  # a run killed after its model was saved is not trained again
+    if fitted is not None:
+        model, history = fitted
+    else:
+        model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
+        if run_path is not None:  # saved at once: until then the backup of the last epoch is their only copy
+            record.write_table(run_path, record.HISTORY_FILE, history)
+            atomic_write(run_path / record.MODEL_FILE, partial(save_model, model))
+    if run_path is not None:
+        resume.discard_backups(run_path)  # model.keras and history.csv hold what they kept
+        shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
     metrics, probabilities = evaluate_splits(model, cfg, split, class_names, loader=inputs.loader)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     if run_path is not None:
-        record.write_table(run_path, record.HISTORY_FILE, history)
-        atomic_write(run_path / record.MODEL_FILE, partial(save_model, model))
-        shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
         if figures:
             _draw_figures(run_path, cfg, split, history, class_names, probabilities)
         record.write_metrics(run_path, metrics)  # last: its presence marks a finished run
     return TrainResult(model, history, split, list(class_names), metrics, run_path, inputs.table, cfg, probabilities)
+
+
+def _fitted(run_path: Path | None) -> tuple[keras.Model, pd.DataFrame] | None:
+    """The saved model and history of a run killed after its fit (``model.keras`` is written after
+    ``history.csv``, and ``metrics.json`` last), or None: the run has still to be fitted."""
+    if run_path is None or not (run_path / record.MODEL_FILE).is_file():
+        return None
+    history = RunRecord(run_path).history()
+    if history is None or "epoch" not in history:
+        _warn(f"{run_path / record.HISTORY_FILE}: missing or unreadable beside model.keras; training again")
+        return None
+    logger.info("%s: the model of this run is trained and saved; evaluating it", run_path)
+    return load_model(run_path / record.MODEL_FILE).model, history
 
 
 def reusable(run_dir: str | Path, cfg: TrainConfig, compare: Sequence[str] | None = None) -> RunRecord | None:
@@ -256,10 +276,9 @@ def train_or_reuse(cfg: TrainConfig, run_dir: str | Path, *, compare: Sequence[s
     if found is None:
         return train_run(cfg, run_dir if save else None, overwrite=overwrite, verbose=verbose, figures=figures), False
     loaded = load_model(found.folder / record.MODEL_FILE)
-    roi_file = found.folder / record.ROI_FILE
-    roi_table = pd.read_csv(roi_file, keep_default_na=False) if roi_file.is_file() else None
+    settings = TrainConfig(**{**cfg.to_dict(), **_saved_settings(found)})
     return TrainResult(loaded.model, found.history(), found.split(), loaded.class_names, found.metrics() or {},
-                       found.folder, roi_table, TrainConfig(**{**cfg.to_dict(), **_saved_settings(found)})), True
+                       found.folder, found.roi_table(), settings), True
 
 
 def _saved_settings(found: RunRecord) -> dict:
