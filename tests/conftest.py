@@ -47,6 +47,7 @@ LONG_MODULES_FIRST = ("test_hostile_round2", "test_notebooks", "test_lungs_audit
                       "test_tuning", "test_hostile_inputs", "test_resume", "test_train", "test_lungs_cli")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the xdist_group marks
 def pytest_collection_modifyitems(config, items) -> None:
     rank = {name: index for index, name in enumerate(LONG_MODULES_FIRST)}
     items.sort(key=lambda item: rank.get(Path(item.nodeid.split("::")[0]).stem, len(rank)))  # stable
