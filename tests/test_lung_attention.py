@@ -199,6 +199,7 @@ def test_train_command_defaults_to_auto_and_records_its_choice(synthetic_data, t
     assert code in (0, None)
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["roi"], saved["roi_resolved"]) == ("auto", "lungs-attention")
+    assert saved["roi_background"] == 0.5  # auto's lung attention randomises half the backgrounds
     from covid_tf.runs.inference import load_model
 
     loaded = load_model(run_dir / "model.keras")

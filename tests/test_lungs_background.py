@@ -56,3 +56,22 @@ def test_the_setting_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(CovidTfError, match="needs --roi lungs-attention"):
         TrainConfig(data=str(tmp_path), roi="none", roi_background=0.5)
     assert TrainConfig(data=str(tmp_path), roi="auto", roi_background=0.5).roi_background == 0.5
+
+
+def test_auto_adds_background_randomisation_to_lung_attention_only(tmp_path, monkeypatch):
+    """The default (--roi auto) chose lung attention with half the backgrounds randomised (docs/LUNG_ROI.md)."""
+    import pandas as pd
+
+    from covid_tf.lungs.roi_modes import AUTO_BACKGROUND
+    from covid_tf.workflows import train
+
+    split = pd.DataFrame({"path": ["a.png"], "label": ["COVID"], "split": ["train"], "mask_path": [""]})
+    for found, given, expected in (("lungs-attention", None, AUTO_BACKGROUND), ("none", None, 0.0),
+                                   ("lungs-attention", 0.2, 0.2), ("lungs-attention", 0.0, 0.0)):
+        monkeypatch.setattr(train, "resolve_auto", lambda *args, found=found, **kwargs: (found, "note"))
+        cfg = TrainConfig(data=str(tmp_path), roi="auto", roi_background=given)
+        resolved = train.resolve_run_config(cfg, split, ["COVID", "Normal"])
+        assert (resolved.roi_resolved, resolved.roi_background) == (found, expected)
+        assert cfg.roi_background == given and cfg.roi_resolved is None  # the caller's config is not changed
+    explicit = train.resolve_run_config(TrainConfig(data=str(tmp_path), roi="lungs-attention"), split, ["C", "N"])
+    assert explicit.roi_background == 0.0

@@ -249,7 +249,7 @@ def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
     mask_paths = split["mask_path"].tolist() if "mask_path" in split else None
     table = prepare_masks(split["path"].tolist(), mask_paths)
     loader = RoiLoader(spec, table, cfg.image_size, cfg.channels)
-    background = getattr(cfg, "roi_background", 0.0)
+    background = getattr(cfg, "roi_background", None) or 0.0
     if spec.mask_input and background:  # the outside of the lungs randomly filled (lung-attention training)
         dilation = round(spec.dilation * cfg.image_size)
         return RoiInputs(loader, loader, background_transform(cfg.channels, background, dilation, cfg.seed), table)

@@ -17,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 AUTO = "auto"  # train's default: lungs-attention when the training images have lungs, else none
+# What auto adds to lung attention: the outside of the lungs randomly filled in half the training images
+# (covid_tf.lungs.background), the variant that passed the occlusion check on the dev set (docs/LUNG_ROI.md).
+AUTO_BACKGROUND = 0.5
 ATTENTION_MODE = "lungs-attention"
 DEFAULT_MARGIN = 0.10  # of the lung box's height/width per side
 DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay

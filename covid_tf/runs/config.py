@@ -66,8 +66,9 @@ class TrainConfig:
     roi_dilation: float = DEFAULT_DILATION  # of the image's longer side, for lungs-masked and lungs-removed
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
     # training only, lung attention: share of training images whose outside (beyond the dilated lungs) is
-    # replaced by a random fill each epoch (covid_tf.lungs.background)
-    roi_background: float = 0.0
+    # replaced by a random fill each epoch (covid_tf.lungs.background); None: AUTO_BACKGROUND when roi="auto"
+    # chooses lungs-attention, else 0 (train_run records the value that ran)
+    roi_background: float | None = None
     class_names: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -106,7 +107,7 @@ class TrainConfig:
                               ("--roi-jitter", self.roi_jitter)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise CovidTfError(f"{option} must be a number of 0 or more, got {value}")
-        if not 0.0 <= self.roi_background <= 1.0:
+        if self.roi_background is not None and not 0.0 <= self.roi_background <= 1.0:
             raise CovidTfError(f"--roi-background must be a probability in [0, 1], got {self.roi_background}")
         if self.roi_background and self.roi not in (AUTO, ATTENTION_MODE):
             raise CovidTfError(f"--roi-background needs --roi {ATTENTION_MODE} (or auto), not {self.roi}")

@@ -34,6 +34,8 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 # Settings that may differ when a killed run is resumed: they do not change what the run computes.
 RESUME_MAY_DIFFER = ("class_names", "roi_resolved", "strategy", "devices", "versions")
+# Settings a run decides at its start when they are None (train_run's resolve_run_config records the value).
+DECIDED_AT_START = ("roi_background",)
 ROI_KEYS = ("roi", "roi_resolved", "roi_margin", "roi_dilation", "roi_jitter")
 
 
@@ -190,7 +192,8 @@ class RunRecord:
     def differences(self, settings: Mapping[str, Any]) -> list[str]:
         """The keys of ``settings`` whose recorded value differs (those a resumed run may change left out)."""
         return [key for key, value in settings.items()
-                if key not in RESUME_MAY_DIFFER and _jsonable(value) != self.settings.get(key)]
+                if key not in RESUME_MAY_DIFFER and not (value is None and key in DECIDED_AT_START)
+                and _jsonable(value) != self.settings.get(key)]
 
 
 def _clean_history(history: pd.DataFrame) -> pd.DataFrame | None:

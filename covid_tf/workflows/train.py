@@ -30,7 +30,7 @@ from covid_tf.evaluation.tables import label_indices
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write
 from covid_tf.lungs.roi_inputs import resolve_auto, run_inputs
-from covid_tf.lungs.roi_modes import AUTO
+from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, AUTO_BACKGROUND
 from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
 from covid_tf.runs import record
@@ -153,16 +153,20 @@ def _warn(message: str) -> None:
 
 
 def resolve_run_config(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str]) -> TrainConfig:
-    """A copy of ``cfg`` with what the run decides once, before anything is written: its class names, and what
-    ``roi="auto"`` means for its training images (said in one line)."""
+    """A copy of ``cfg`` with what the run decides once, before anything is written: its class names, what
+    ``roi="auto"`` means for its training images (said in one line), and the background randomisation that
+    goes with it (``AUTO_BACKGROUND`` with lung attention from auto, unless given)."""
     resolved = dataclasses.replace(cfg, class_names=list(class_names))
     if cfg.roi != AUTO:
-        return resolved
+        return dataclasses.replace(resolved, roi_background=cfg.roi_background or 0.0)
     train = split[split["split"] == "train"]
     masks = train["mask_path"].tolist() if "mask_path" in train else None
     mode, note = resolve_auto(train["path"].tolist(), masks, seed=cfg.seed)
-    logger.info(note)
-    return dataclasses.replace(resolved, roi_resolved=mode)
+    background = cfg.roi_background
+    if background is None:
+        background = AUTO_BACKGROUND if mode == ATTENTION_MODE else 0.0
+    logger.info(note + (f", background randomisation {background:g}" if background else ""))
+    return dataclasses.replace(resolved, roi_resolved=mode, roi_background=background)
 
 
 def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite: bool = False,

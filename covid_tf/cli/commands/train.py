@@ -91,10 +91,11 @@ def add_roi_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi-margin", type=float, default=DEFAULT_MARGIN,
                         help="margin around the lung box, as a share of its height/width per side (default "
                              "%(default)s)")
-    parser.add_argument("--roi-background", type=float, default=0.0, metavar="P",
+    parser.add_argument("--roi-background", type=float, default=None, metavar="P",
                         help="lungs-attention: replace everything outside the dilated lungs of a share P of the "
                              "training images, each epoch, by a random fill (mean grey, blur, noise or another "
-                             "image), so the model must decide from the lungs (default %(default)s)")
+                             "image), so the model must decide from the lungs (default: 0.5 when --roi auto "
+                             "chooses lungs-attention, else 0)")
     parser.add_argument("--roi-jitter", type=int, default=0, metavar="PIXELS",
                         help="lungs-masked/lungs-removed: dilate or erode each training image's mask by a random "
                              "radius up to PIXELS (at --image-size), so that the mask's outline stops being a cue")
