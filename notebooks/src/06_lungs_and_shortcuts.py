@@ -137,7 +137,8 @@ audit.audit_table(result)
 # ## Full image against lung ROIs, side by side
 #
 # Next to the audit's full-image and lungs-only models we train a third one with **lung attention**
-# (`--roi lungs-attention`, what `train`'s default `--roi auto` picks when the training images have lungs):
+# (`--roi lungs-attention`; `train`'s default `--roi auto` picks it, with background randomisation, when the
+# training images have lungs):
 # it sees the whole image, but its last feature map is averaged over the lungs only, so its decision is made
 # from the lungs while their context stays visible. For each model, Grad-CAM explains the class COVID on the
 # same COVID test images; heatmaps of cropped inputs are mapped back onto the full image, so all three are
