@@ -36,15 +36,15 @@ quiet_tensorflow()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from covid_tf.training.config import TrainConfig  # noqa: E402
-from covid_tf.training.run import prepare_split  # noqa: E402
 
 from covid_tf import config  # noqa: E402
 from covid_tf.data.pipeline import make_dataset  # noqa: E402
 from covid_tf.lungs.roi_inputs import run_inputs  # noqa: E402
 from covid_tf.models.registry import build_model  # noqa: E402
+from covid_tf.runs.config import TrainConfig  # noqa: E402
 from covid_tf.training import fit as fitting  # noqa: E402
 from covid_tf.training.callbacks import BestModelCheckpoint  # noqa: E402
+from covid_tf.workflows.train import prepare_split  # noqa: E402
 
 warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 CLASSES = ["COVID", "Normal"]

@@ -3,7 +3,7 @@
 Both run in this process, on the same model and the same images, alternately (``--repeats`` times each, after
 one untimed warm-up of each), so a busy machine slows both alike; the median of each is compared:
 
-- ``evaluate``: :func:`covid_tf.evaluation.evaluate.evaluate_model` (discover, predict, metrics with 1000
+- ``evaluate``: :func:`covid_tf.workflows.evaluate.evaluate_model` (discover, predict, metrics with 1000
   bootstrap resamples, figures);
 - ``occlusion``: :func:`covid_tf.workflows.occlusion.run_occlusion` with ``--fills`` (default mean,blur: five
   forward passes per image), the same bootstrap, its JSON, CSV and figure.
@@ -89,7 +89,7 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
 
-    from covid_tf.evaluation.evaluate import evaluate_model
+    from covid_tf.workflows.evaluate import evaluate_model
     from covid_tf.workflows.occlusion import run_occlusion
 
     with tempfile.TemporaryDirectory() as tmp_name:
