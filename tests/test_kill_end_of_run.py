@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from tests.forkserver import ForkServer
+from tests.helpers import TINY_TRANSFER_SCRIPT
 
 TRACEBACK = "Traceback (most recent call last)"
 EPOCHS = 3  # one-phase runs
@@ -30,16 +31,9 @@ HEAD_EPOCHS, FINE_TUNE_EPOCHS = 2, 2  # two-phase runs
 # Registers a two-phase model that compiles in a fraction of a second (as tests/test_hostile_round2.py) and
 # kills this process when the run folder's file named by KILL_AT is renamed into place: KILL_AT is
 # "<path ending>[#<n-th rename of it>][:after]" (default: the first rename, killed just before it).
-SCRIPT = '''
+KILL_HOOK = '''
 import os
 import signal
-import sys
-
-import keras
-from keras import layers
-
-from covid_tf.cli import main
-from covid_tf.models import architectures, common
 
 target, _, when = os.environ.get("KILL_AT", "").partition(":")
 target, _, nth = target.partition("#")
@@ -61,20 +55,8 @@ def replace(src, dst, *args, **kwargs):
 
 
 os.replace = replace
-
-
-def build_tiny(options):
-    inputs, x = options.stem(rgb=False)
-    x = layers.Conv2D(4, 3, padding="same", name="block1_conv")(x)
-    x = layers.ReLU(name="block1_relu")(x)
-    return keras.Model(inputs, options.head(x, inputs, dense_units=()), name=common.model_name("tiny"))
-
-
-architectures.register(architectures.Architecture(
-    name="tiny", builder=build_tiny, last_conv_layer="block1_relu", transfer=True, learning_rate=3e-3,
-    auto_normalization="dataset", block_patterns=architectures.CNN_BLOCKS))
-sys.exit(main(sys.argv[1:]))
 '''
+SCRIPT = KILL_HOOK + TINY_TRANSFER_SCRIPT  # the hook first, then the tiny two-phase model and the command line
 
 
 @pytest.fixture(scope="module")
