@@ -43,7 +43,7 @@ from covid_tf.runs.inference import load_model
 
 data, out = sys.argv[1], sys.argv[2]
 common = ["--model", "small", "--image-size", "32", "--epochs", "2", "--batch-size", "16", "--dropout", "0",
-          "--augmentation", "none", "--seed", "7", "--quiet"]
+          "--augmentation", "none", "--roi-background", "0", "--seed", "7", "--quiet"]  # no random augmentation
 codes = {
     "default": main(["train", data, "--out", out + "/default", *common]),
     "mirrored": main(["train", data, "--out", out + "/mirrored", *common, "--strategy", "mirrored",
