@@ -26,6 +26,7 @@ from covid_tf.io_utils import safe_name
 from covid_tf.lungs.roi_inputs import RoiInputs, run_inputs
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
+from covid_tf.models.fused_batch_norm import fuse_batch_norm
 from covid_tf.models.registry import build_model
 from covid_tf.runs.config import TrainConfig
 from covid_tf.training import resume
@@ -212,6 +213,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
                             num_classes=len(class_names), weights=cfg.weights, dropout=cfg.dropout,
                             normalization=cfg.normalization, mean=mean, std=std,
                             lung_attention=cfg.roi_spec.mask_input)
+    fuse_batch_norm(model)  # training steps and PreciseBatchNorm use TensorFlow's fused kernel (same numbers)
     best = BestModelCheckpoint(run_dir / "checkpoints" / "best.weights.h5" if run_dir else None,
                                restore_at_end=select_best)
     two_phase = get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0
