@@ -189,7 +189,8 @@ def report(args, source: str, counts, first, times, mask_seconds: float, variant
                                         "spread", "/ bare pipeline", "CPU ms per image",
                                         "CPU-bound images/s (cores / CPU per image)"], rows)],
         "notes": [f"lungs-attention epoch / full-image epoch: {attention / full:.2f}x the images/s.",
-                  f"fused batch norm / Keras's own (lungs-attention epoch): {attention / rate[UNFUSED]:.2f}x the images/s.",
+                  f"fused batch norm / Keras's own (lungs-attention epoch): {attention / rate[UNFUSED]:.2f}x "
+                  "the images/s.",
                   "CPU-bound images/s: what the epoch would reach if it kept every usable core busy with no other "
                   "load (CPU time is not inflated by other processes' load, wall time is).",
                   f"Masks prepared for both variants in {mask_seconds:.1f} s before timing; the normalisation "
