@@ -40,6 +40,8 @@ def ct_dir() -> Path:
 COSTLY_MODULE_FIXTURES = frozenset({
     "trained", "evaluation", "trained_run", "finished_run", "segmenter_run", "roi_run", "attention_run",
     "shortcut_audit",
+    # The notebooks run in order on one worker: 03 and 04 reuse the runs 02 and 03 saved (as in `make demo`).
+    "notebook_environment",
 })
 # Modules with the longest tests go first, so that no long test starts last while the other worker idles.
 # (Whole modules move: a module's tests stay together, and its module fixtures are built once.)

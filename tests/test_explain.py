@@ -430,7 +430,7 @@ def test_logit_needs_a_dense_output_and_a_known_score() -> None:
 def reference_score_cam(model: keras.Model, layer_name: str, image: np.ndarray, class_index: int,
                         subtract_baseline: bool = False) -> np.ndarray:
     """Score-CAM written out as in Wang et al.'s official code: one masked forward pass per channel."""
-    feature_maps = keras.Model(model.inputs, model.get_layer(layer_name).output)(image[np.newaxis]).numpy()[0]
+    feature_maps = keras.Model(model.inputs[0], model.get_layer(layer_name).output)(image[np.newaxis]).numpy()[0]
     height, width = image.shape[:2]
     baseline = float(model(np.zeros_like(image)[np.newaxis])[0, class_index]) if subtract_baseline else 0.0
     saliency = np.zeros((height, width), np.float64)

@@ -114,9 +114,10 @@ def partial_rows(run: Path) -> int:
 
 
 # Kill chains run in pairs until every kind of kill was made at least COVERAGE times (in the head phase,
-# in fine-tuning, just after an epoch is logged, at a random instant) and MIN_KILLS kills in all; MAX_KILLS
-# stops a chain pair from being started after that many, should a kind never come up (the test then fails).
-COVERAGE, MIN_KILLS, MAX_KILLS = 3, 10, 40
+# in fine-tuning, just after an epoch is logged, at a random instant) and MIN_KILLS kills in all (6: the
+# fewest that can hold three head-phase and three fine-tuning kills); MAX_KILLS stops a chain pair from
+# being started after that many, should a kind never come up (the test then fails).
+COVERAGE, MIN_KILLS, MAX_KILLS = 3, 6, 40
 HEAD_EPOCHS, FINE_TUNE_EPOCHS = 2, 2
 
 

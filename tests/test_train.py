@@ -73,7 +73,7 @@ def test_transfer_model_trains_frozen_then_fine_tuned(tiny_data, tmp_path):
     result = train_run(cfg, tmp_path / "run", verbose=0)
     assert result.history["phase"].tolist() == ["head", "fine_tune"]
     loaded = load_model(tmp_path / "run" / "model.keras").model
-    grad_model = keras.Model(loaded.inputs, [loaded.get_layer("post_relu").output, loaded.outputs[0]])
+    grad_model = keras.Model(loaded.inputs[0], [loaded.get_layer("post_relu").output, loaded.outputs[0]])
     activations, _ = grad_model(np.zeros((1, 32, 32, 1), "float32"))
     assert activations.shape[-1] == 2048
 

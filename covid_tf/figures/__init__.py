@@ -258,7 +258,9 @@ def plot_training_curves(
             ax.axvline(float(fine_tune_epoch) - 0.5, color="grey", linestyle="--", label="fine-tuning starts")
         ax.set(xlabel="Epoch", ylabel=label, title=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_xlim(float(epochs.min()) - 0.5, float(epochs.max()) + 0.5)
+        low, high = float(epochs.min()) - 0.5, float(epochs.max()) + 0.5
+        if np.isfinite(low) and np.isfinite(high) and low < high:  # epochs near 1e16 leave no room for +-0.5
+            ax.set_xlim(low, high)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small")
