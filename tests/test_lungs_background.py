@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.background import background_transform
+from covid_tf.lungs.background import background_transform, grow_masks
 from covid_tf.runs.config import TrainConfig
 
 
@@ -41,6 +41,18 @@ def test_dilation_keeps_a_rim_around_the_lungs():
     out = np.asarray(background_transform(1, 1.0, 2, seed=3)(batch))
     rim = (slice(None, -1), slice(8, 24), 12)  # 1 px right of the left lung: inside the 2 px dilation
     np.testing.assert_array_equal(out[rim + (0,)], batch[rim + (0,)])
+
+
+@pytest.mark.parametrize("radius", [0, 1, 4])
+def test_grow_masks_is_a_square_maximum_filter_for_dilation_and_erosion(radius):
+    from scipy import ndimage
+
+    masks = (np.random.default_rng(radius).random((3, 20, 24, 1)) > 0.8).astype(np.float32)
+    width = 2 * radius + 1
+    expected = ndimage.maximum_filter(masks, size=(1, width, width, 1), mode="constant", cval=0.0)
+    np.testing.assert_array_equal(np.asarray(grow_masks(masks, radius)), expected)
+    eroded = -np.asarray(grow_masks(-masks, radius))
+    np.testing.assert_array_equal(eroded, ndimage.minimum_filter(masks, size=(1, width, width, 1), mode="nearest"))
 
 
 def test_the_same_seed_gives_the_same_fills():

@@ -13,6 +13,18 @@ FILLS = ("mean", "blur", "noise", "other")
 BLUR_GRID = 8  # the blur fill: the image shrunk to 8 x 8 (area) and enlarged again, a blur of ~1/8 of the side
 
 
+def grow_masks(masks, radius: int):
+    """``(N, H, W, 1)`` masks dilated by a square of ``radius`` pixels (a (2r+1)-wide max filter; ``radius`` 0:
+    unchanged). The square's maximum is a row maximum of column maxima: two thin windows, the same result at a
+    third of the cost of one square window."""
+    import tensorflow as tf
+
+    if radius <= 0:
+        return masks
+    width = 2 * radius + 1
+    return tf.nn.max_pool2d(tf.nn.max_pool2d(masks, [1, width], 1, "SAME"), [width, 1], 1, "SAME")
+
+
 def background_transform(channels: int, probability: float, dilation: int, seed: int = 0):
     """A batch function for training: ``(N, S, S, channels + 1)`` image + mask batches -> the same with the
     outside of the lungs (dilated by ``dilation`` pixels) randomly filled in a share ``probability`` of them.
@@ -40,7 +52,7 @@ def background_transform(channels: int, probability: float, dilation: int, seed:
         content = tf.reduce_sum(tf.cast(tf.round(batch * 255.0), tf.int64))
         key = tf.stack([tf.constant(seed, tf.int64), content])
         choice_seed, apply_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(key, 3))
-        grown = tf.nn.max_pool2d(masks, 2 * dilation + 1, 1, "SAME") if dilation > 0 else masks
+        grown = grow_masks(masks, dilation)
         choice = tf.random.stateless_uniform([count], choice_seed, 0, len(FILLS), dtype=tf.int32)
         fill = tf.gather(fills(images, noise_seed), choice, axis=1, batch_dims=1)
         chosen = tf.cast(tf.random.stateless_uniform([count, 1, 1, 1], apply_seed) < probability, images.dtype)

@@ -37,7 +37,7 @@ from covid_tf.errors import ImageReadError
 from covid_tf.io_utils import atomic_write, resolved_path
 from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
-from covid_tf.lungs.background import background_transform
+from covid_tf.lungs.background import background_transform, grow_masks
 from covid_tf.lungs.masks import read_mask
 from covid_tf.lungs.roi_modes import ATTENTION_MODE, RoiSpec
 
@@ -192,7 +192,7 @@ def jitter_transform(spec: RoiSpec, seed: int = 0):
     def morph(masks, step: int):
         if step == 0:
             return masks
-        pooled = tf.nn.max_pool2d(masks if step > 0 else -masks, 2 * abs(step) + 1, 1, "SAME")
+        pooled = grow_masks(masks if step > 0 else -masks, abs(step))  # erosion: the dilation of the negative
         return pooled if step > 0 else -pooled
 
     def apply(batch):
