@@ -17,6 +17,17 @@ from covid_tf import config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One ``ForkServer`` per test process (``tests/forkserver.py``): ``python -m covid_tf`` children that start
+    in a fraction of a second, for every test that runs, kills and reruns commands."""
+    from tests.forkserver import ForkServer
+
+    built = ForkServer(tmp_path_factory.mktemp("forkserver"))
+    yield built
+    built.close()
+
+
+@pytest.fixture(scope="session")
 def radiography_dir() -> Path:
     """The real Radiography Database subset, or skip."""
     if not config.RADIOGRAPHY_SUBSET_DIR.is_dir():

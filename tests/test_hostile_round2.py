@@ -56,13 +56,6 @@ ROOT = not _permissions_bind()  # "root": file permissions do not stop this proc
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    built = ForkServer(tmp_path_factory.mktemp("forkserver"))
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
 def data(server, tmp_path_factory) -> Path:
     """Synthetic X-rays (Radiography layout with metadata.csv), 8 per class, 32 px."""
     out = tmp_path_factory.mktemp("synth") / "data"

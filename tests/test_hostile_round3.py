@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.forkserver import ForkServer
 from tests.helpers import make_class_folders, write_png
 from tests.hostile import tree_fingerprint
 from tests.test_hostile_round2 import FAST, assert_error, cli
@@ -32,13 +31,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FORMULA = "=cmd|' /C calc'!A0"  # the classic CSV-injection payload, as a class label
 CLASSES = (FORMULA, "Normal")
 UNLISTED = "extra/not_in_the_index.png"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    built = ForkServer(tmp_path_factory.mktemp("forkserver"))
-    yield built
-    built.close()
 
 
 def _image(seed: int) -> np.ndarray:

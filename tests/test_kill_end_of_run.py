@@ -60,13 +60,6 @@ SCRIPT = KILL_HOOK + TINY_TRANSFER_SCRIPT  # the hook first, then the tiny two-p
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    built = ForkServer(tmp_path_factory.mktemp("forkserver"))
-    yield built
-    built.close()
-
-
-@pytest.fixture(scope="module")
 def data(server, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "data"  # 2 classes x 6 images: 4 train, 1 val, 1 test each
     child = server.run(["synth", "--out", out, "--per-class", "6", "--size", "32", "--seed", "2"])

@@ -1,6 +1,7 @@
 """A training run killed with SIGKILL resumes where it stopped, and a finished run is never overwritten.
 
-The run is ``python -m covid_tf train`` in a subprocess on tiny synthetic data. It is killed as soon
+The run is ``python -m covid_tf train`` in a child process (a ``ForkServer`` child, ``tests/forkserver.py``: the
+same command line, started without importing TensorFlow again) on tiny synthetic data. It is killed as soon
 as ``checkpoints/backup_all/training_metadata.json`` (written by Keras' ``BackupAndRestore`` after
 each finished epoch) exists, then the same command runs again: it must start after the epochs that
 were done, write one ``history.csv`` row per epoch (the killed run's rows come from
@@ -10,11 +11,7 @@ were done, write one ``history.csv`` row per epoch (the killed run's rows come f
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -35,12 +32,16 @@ def tiny_data(tmp_path_factory):
 
 
 def _command(data, run):
-    return [sys.executable, "-m", "covid_tf", "train", str(data), "--out", str(run), "--image-size", "32",
-            "--epochs", str(EPOCHS), "--batch-size", "4", "--patience", "100"]
+    return ["train", str(data), "--out", str(run), "--image-size", "32", "--epochs", str(EPOCHS), "--batch-size", "4",
+            "--patience", "100"]
 
 
-def _env():
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1", "PYTHONUNBUFFERED": "1"}
+def _kill_when_done(server, child, metadata) -> None:
+    """Wait until ``metadata`` says an epoch is finished (or the child ended), then SIGKILL the child."""
+    deadline = time.monotonic() + 240
+    while not _finished_epochs(metadata) and server.poll(child) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.kill(child)
 
 
 def _finished_epochs(metadata) -> int:
@@ -52,24 +53,18 @@ def _finished_epochs(metadata) -> int:
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_after_the_finished_epochs(tiny_data, tmp_path, capsys):
+def test_killed_run_resumes_after_the_finished_epochs(server, tiny_data, tmp_path, capsys):
     run = tmp_path / "run"
     metadata = run / "checkpoints" / "backup_all" / "training_metadata.json"
-    process = subprocess.Popen(_command(tiny_data, run), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env=_env(), text=True)
-    deadline = time.monotonic() + 240
-    while not _finished_epochs(metadata) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=60)
+    _kill_when_done(server, server.start(_command(tiny_data, run)), metadata)
     assert metadata.exists(), "the first run never finished an epoch"
     assert not (run / "metrics.json").exists(), "the first run finished before it could be killed"
     partial = pd.read_csv(run / "checkpoints" / "history.partial.csv")
     done = len(partial)
     assert 1 <= done < EPOCHS
 
-    second = subprocess.run(_command(tiny_data, run), capture_output=True, env=_env(), text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = server.run(_command(tiny_data, run))
+    assert second.code == 0, second.stderr[-3000:]
     assert TRACEBACK not in second.stderr
     first_epoch = re.search(r"Epoch (\d+)/(\d+)", second.stdout)
     assert first_epoch is not None, second.stdout
@@ -99,27 +94,21 @@ def test_killed_run_resumes_after_the_finished_epochs(tiny_data, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_run_killed_while_fine_tuning_resumes_without_retraining_the_head(tiny_data, tmp_path):
+def test_run_killed_while_fine_tuning_resumes_without_retraining_the_head(server, tiny_data, tmp_path):
     """The two-phase machinery (head_done.json, backup_fine_tune) is the same for every transfer model: the
     tiny one of ``tests.helpers`` runs it in seconds where resnet18 took a minute or more to compile."""
     run = tmp_path / "run"
     script = tmp_path / "tiny_transfer.py"
     script.write_text(TINY_TRANSFER_SCRIPT)
-    command = [sys.executable, str(script), *_command(tiny_data, run)[3:], "--model", "tiny",
-               "--fine-tune-epochs", "3"]
+    command = [*_command(tiny_data, run), "--model", "tiny", "--fine-tune-epochs", "3"]
     command[command.index("--epochs") + 1] = "2"
     metadata = run / "checkpoints" / "backup_fine_tune" / "training_metadata.json"
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), text=True)
-    deadline = time.monotonic() + 240
-    while not _finished_epochs(metadata) and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.communicate(timeout=60)
+    _kill_when_done(server, server.start(command, script=script), metadata)
     assert (run / "checkpoints" / "head_done.json").is_file(), "the first run never finished its head phase"
     assert not (run / "metrics.json").exists(), "the first run finished before it could be killed"
 
-    second = subprocess.run(command, capture_output=True, env=_env(), text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
+    second = server.run(command, script=script)
+    assert second.code == 0, second.stderr[-3000:]
     epochs = [int(number) for number in re.findall(r"Epoch (\d+)/\d+", second.stdout)]
     # Keras numbers epochs from 1: the head phase was epochs 1-2, and the resumed run trains none of them.
     assert epochs and min(epochs) >= 4, second.stdout[-2000:]
