@@ -66,10 +66,14 @@ class Patient:
                 rng.uniform(0.45, 0.7),
             )
         self.patchiness = _smooth_noise(rng, (size, size), sigma=max(1.0, size / 48))
+        # Where the patient lies in the field of view: no two patients' slices at one height look alike (else the
+        # near-duplicate check of a split joins patients, lesion-free slices of different classes among them).
+        self.offset = rng.uniform(-0.06, 0.06, size=2)
 
     def _grid(self) -> tuple[np.ndarray, np.ndarray]:
         coords = (np.arange(self.size) + 0.5) / self.size * 2.0 - 1.0
-        return np.meshgrid(coords, coords)  # x: patient right -> left, y: anterior -> posterior
+        x, y = np.meshgrid(coords - self.offset[0], coords - self.offset[1])
+        return x, y  # x: patient right -> left, y: anterior -> posterior
 
     def _lungs_and_heart(self, x: np.ndarray, y: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
         """The lungs (the heart cut out) and the heart of the slice at height ``t``."""
