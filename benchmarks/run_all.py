@@ -32,6 +32,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "throughput": ("bench_throughput.py", [], ["--models", "baseline", "small", "--sizes", "64",
                                                "--min-seconds", "0.2"]),
     "segmenter": ("bench_segmenter.py", [], ["--images", "16", "--repeats", "1"]),
+    "ct_lungs": ("bench_ct_lungs.py", [], ["--images", "8", "--sizes", "128", "--repeats", "1"]),
     "roi": ("bench_roi.py", [], ["--images", "32", "--source-size", "64", "--size", "64", "--repeats", "1"]),
     "occlusion": ("bench_occlusion.py", [], ["--images", "40", "--size", "64", "--repeats", "1"]),
     "epoch": ("bench_epoch.py", [], ["--images", "64", "--size", "64", "--repeats", "1"]),

@@ -24,6 +24,8 @@ PROFILES: dict[str, dict[str, object]] = {
 # Synthetic datasets per profile: (images per class, size).
 SYNTHETIC_SIZES = {"demo": (150, 128), "smoke": (24, 64)}
 SYNTHETIC_CLASSES = ("COVID", "Normal", "Viral Pneumonia", "Lung Opacity")
+# The chest the synthetic CT series cover: the lower and middle chest, where the lesions are (notebook 05 says why).
+SYNTHETIC_CT_EXTENT = (0.1, 0.5)
 # The Jupyter kernel `make install` registers in .venv (python -m ipykernel install --sys-prefix --name covid_tf).
 PROJECT_KERNEL = "covid_tf"
 FALLBACK_KERNEL = "python3"
@@ -72,7 +74,7 @@ def ensure_synthetic_data(profile: str, data_dir: Path) -> dict[str, str]:
     else:
         if not (paths["ct_dir"] / "labels.csv").is_file():
             generate_ct_dataset(paths["ct_dir"], patients_per_class=4 if profile == "smoke" else 8,
-                                seed=config.SEED, overwrite=True)
+                                seed=config.SEED, overwrite=True, extent=SYNTHETIC_CT_EXTENT)
     return {name: str(path) for name, path in paths.items()}
 
 

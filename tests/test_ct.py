@@ -190,3 +190,29 @@ def test_figures(dicom_dir, trained, evaluation, tmp_path):
 def test_ucsd_png_slices_need_no_conversion(ct_dir):
     assert not ct.is_dicom_dataset(ct_dir)
     assert ct.prepare_ct_data(ct_dir) == (str(ct_dir.resolve()), None)
+
+
+@pytest.mark.slow  # VGG16, one epoch at 32 px: about 25 s of CPU
+def test_seed_002_end_to_end_vgg16_focal_loss_majority_vote_one_csv_per_test_folder(converted, tmp_path):
+    """Seed 002 as written: three classes of DICOM series -> PNG slices -> VGG16 with focal loss (weights=None here;
+    "imagenet" when online) -> majority vote per patient -> one CSV per test folder."""
+    run_dir = tmp_path / "vgg16"
+    result = ct.train_slices(converted.csv_path, run_dir, weights=None, image_size=32, epochs=1, batch_size=8,
+                             split_fractions=(1.0, 1.0, 1.0), n_bootstrap=10, augmentation="none", verbose=0)
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert (saved["model"], saved["loss"]) == (ct.CT_SLICE_MODEL, ct.CT_SLICE_LOSS) == ("vgg16", "focal")
+    assert result.class_names == CLASSES and result.model.outputs[0].shape[-1] == 3
+    split = result.split
+    assert split.groupby("patient_id")["split"].nunique().max() == 1  # no patient in two splits
+    evaluation = ct.evaluate_ct(run_dir, tmp_path / "evaluation", rules=("majority",), n_bootstrap=10)
+    test_patients = set(split.loc[split["split"] == "test", "patient_id"])
+    written = evaluation.patient_csvs["majority"]
+    per_folder = [path for path in written if path.name != "patients_majority.csv"]
+    assert sorted(path.name for path in per_folder) == [f"patients_majority_{name}.csv" for name in CLASSES]
+    seen = []
+    for path in per_folder:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        assert table["patient_id"].is_unique and (table["predicted"].isin(CLASSES)).all()
+        assert (table["folder"] == path.stem.removeprefix("patients_majority_")).all()
+        seen += table["patient_id"].tolist()
+    assert sorted(seen) == sorted(test_patients)  # every test patient once, with its vote

@@ -39,11 +39,15 @@ from covid_tf.lungs import masks as lung_masks
 from covid_tf.lungs import roi
 from covid_tf.lungs.background import background_transform, grow_masks
 from covid_tf.lungs.masks import read_mask
-from covid_tf.lungs.roi_modes import ATTENTION_MODE, RoiSpec
+from covid_tf.lungs.roi_modes import ATTENTION_MODE, CT_ATTENTION_MODE, RoiSpec
 
 AUTO_SAMPLE = 64  # training images segmented to decide what "auto" means
 AUTO_MIN_LUNGS = 0.8  # share of them that must have plausible lungs
+# CT lungs are tried only when the X-ray segmenter finds lungs on at most this share (X-rays get plausible "CT
+# lungs" too: their lung fields are dark regions inside the body; the X-ray U-Net finds lungs on 3 % of CT slices).
+AUTO_MAX_XRAY_LUNGS_FOR_CT = 0.2
 MASK_CACHE = "lung_masks"
+CACHE_SUFFIXES = {"xray": "", "ct": "-ct"}  # a CT mask's cache file: <key>-ct.png
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
 
 
@@ -54,7 +58,14 @@ def cache_key(image_path: str | Path) -> str:
     return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
-def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int) -> None:
+def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int, modality: str = "xray") -> None:
+    if modality == "ct":
+        from covid_tf.lungs.ct_lungs import segment_ct_slice
+
+        for path, target in todo:
+            mask = segment_ct_slice(load_image(path, channels=1)[..., 0])
+            atomic_write(target, lambda tmp, m=mask: save_png(m.astype(np.uint8) * 255, tmp))
+        return
     from covid_tf.lungs.segment import load_segmenter, predict_masks
 
     model = segmenter if segmenter is not None else load_segmenter()
@@ -67,13 +78,14 @@ def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int
 
 def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *,
                   cache_dir: str | Path | None = None, use_segmenter: bool = True, segmenter=None,
-                  batch_size: int = 16) -> pd.DataFrame:
+                  batch_size: int = 16, modality: str = "xray") -> pd.DataFrame:
     """One row per image: its mask file, where it came from, and whether the ROI applies (``ROI_COLUMNS``).
 
     ``mask_paths`` (e.g. the index's ``mask_path``; empty for none) win, then the dataset layout's mask,
     then the segmenter's cached mask (segmented now when missing; never without ``use_segmenter``:
     ``lung_mask_source`` is then ``none``). ``roi_applied`` is False, with the reason, when a segmenter's
     mask is not a plausible pair of lungs (or a dataset's mask is empty): such an image is used whole.
+    ``modality`` ``ct``: the CT lung segmenter and CT plausibility (:mod:`covid_tf.lungs.ct_lungs`), cached apart.
     """
     cache = Path(cache_dir) if cache_dir is not None else Path(config.CACHE_DIR) / MASK_CACHE
     rows, todo = [], []
@@ -83,20 +95,20 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
         if found is not None:
             rows.append([str(path), str(found), "dataset"])
         elif use_segmenter:
-            target = cache / f"{cache_key(path)}.png"
+            target = cache / f"{cache_key(path)}{CACHE_SUFFIXES[modality]}.png"
             rows.append([str(path), str(target), "segmenter"])
             if not target.is_file():
                 todo.append((str(path), target))
         else:
             rows.append([str(path), "", "none"])
     if todo:
-        _segment_into_cache(todo, segmenter, batch_size)
+        _segment_into_cache(todo, segmenter, batch_size, modality)
     for row in rows:
-        row.extend(_plausibility(row[1], trusted=row[2] == "dataset"))
+        row.extend(_plausibility(row[1], trusted=row[2] == "dataset", modality=modality))
     return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
 
 
-def _plausibility(mask_path: str, trusted: bool) -> tuple[bool, str]:
+def _plausibility(mask_path: str, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
     """Whether the ROI applies: a dataset's own (``trusted``) mask unless empty; a segmenter's when plausible."""
     if not mask_path:
         return False, "no lung mask"
@@ -106,7 +118,12 @@ def _plausibility(mask_path: str, trusted: bool) -> tuple[bool, str]:
         return False, f"mask unreadable: {error.reason}"
     if trusted:
         return (True, "") if mask.any() else (False, "the dataset's mask is empty")
-    summary = lung_masks.describe_mask(mask)
+    if modality == "ct":
+        from covid_tf.lungs.ct_lungs import describe_ct_mask
+
+        summary = describe_ct_mask(mask)
+    else:
+        summary = lung_masks.describe_mask(mask)
     return summary.plausible, summary.reason
 
 
@@ -173,7 +190,7 @@ class RoiLoader:
         """For ``tf.data``: ``path tensor -> input`` decoding ``paths`` in the graph where it gives what
         :meth:`__call__` gives (lungs-attention: no crop; :mod:`covid_tf.data.roi_pipeline`), else ``fallback``;
         None for the other modes."""
-        if self.spec.mode != ATTENTION_MODE:
+        if not self.spec.kind.mask_channel:  # lungs-attention and ct-lungs-attention
             return None
         from covid_tf.data import roi_pipeline
 
@@ -217,13 +234,22 @@ class RoiInputs:
     table: pd.DataFrame | None = None
 
 
+def _ct_share(paths: Sequence[str]) -> float:
+    """The share of images that look like windowed CT slices (:func:`covid_tf.lungs.ct_lungs.looks_like_ct`)."""
+    from covid_tf.lungs.ct_lungs import looks_like_ct
+
+    return float(np.mean([looks_like_ct(load_image(path, channels=1)[..., 0]) for path in paths]))
+
+
 def resolve_auto(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *, seed: int = 0,
                  segmenter=None, cache_dir: str | Path | None = None) -> tuple[str, str]:
     """What ``roi="auto"`` means for these training images, and one line saying why.
 
     ``lungs-attention`` when at least :data:`AUTO_MIN_LUNGS` of a seeded sample of :data:`AUTO_SAMPLE` images
     have plausible lungs (the dataset's masks, else the segmenter's, cached as :func:`prepare_masks` does),
-    else ``none``: CT slices or other images where no pair of lungs is found train on the full image.
+    else, when the X-ray segmenter finds lungs on at most :data:`AUTO_MAX_XRAY_LUNGS_FOR_CT` of them and at least
+    :data:`AUTO_MIN_LUNGS` look like CT slices and have plausible CT lungs, ``ct-lungs-attention``, else ``none``:
+    images where no pair of lungs is found train on the full image.
     """
     if not len(paths):
         return "none", "lung ROI (auto): no training images; full images"
@@ -235,8 +261,15 @@ def resolve_auto(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
     found = f"plausible lungs on {share:.0%} of {len(table)} sampled training images"
     if share >= AUTO_MIN_LUNGS:
         return ATTENTION_MODE, f"lung ROI (auto): {found}: --roi {ATTENTION_MODE}"
-    return "none", (f"lung ROI (auto): only {found} (not chest X-rays, or the segmenter fails on them): "
-                    "full images (--roi none)")
+    if share <= AUTO_MAX_XRAY_LUNGS_FOR_CT and _ct_share([paths[i] for i in chosen]) >= AUTO_MIN_LUNGS:
+        ct_table = prepare_masks([paths[i] for i in chosen], given, cache_dir=cache_dir, modality="ct")
+        ct_share = float(ct_table["roi_applied"].astype(bool).mean())
+        if ct_share >= AUTO_MIN_LUNGS:
+            return CT_ATTENTION_MODE, (f"lung ROI (auto): {found}, CT lungs on {ct_share:.0%}: "
+                                       f"--roi {CT_ATTENTION_MODE}")
+        found += f" (CT lungs on {ct_share:.0%})"
+    return "none", (f"lung ROI (auto): only {found} (not chest X-rays or CT slices, or the segmenters fail on "
+                    "them): full images (--roi none)")
 
 
 def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
@@ -247,7 +280,7 @@ def run_inputs(cfg, split: pd.DataFrame) -> RoiInputs:
     if not spec.active:
         return RoiInputs()
     mask_paths = split["mask_path"].tolist() if "mask_path" in split else None
-    table = prepare_masks(split["path"].tolist(), mask_paths)
+    table = prepare_masks(split["path"].tolist(), mask_paths, modality=spec.kind.modality)
     loader = RoiLoader(spec, table, cfg.image_size, cfg.channels)
     background = getattr(cfg, "roi_background", None) or 0.0
     if spec.mask_input and background:  # the outside of the lungs randomly filled (lung-attention training)

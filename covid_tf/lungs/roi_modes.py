@@ -10,6 +10,9 @@ nothing heavy, so the command line's parser can offer the modes without TensorFl
 | ``lungs-masked`` | that crop, outside the dilated lungs filled | yes | outside | | yes |
 | ``lungs-removed`` | the full image, the dilated lungs filled (the shortcut audit) | | lungs | | yes |
 | ``lungs-attention`` | the full image, unmasked; its last feature map averaged over the lungs | | | yes | |
+| ``ct-lungs-attention`` | the same on axial CT slices, lungs from ``covid_tf.lungs.ct_lungs`` | | | yes | |
+
+Every mode but the last finds lungs with the X-ray segmenter (``modality`` ``xray``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ AUTO = "auto"  # train's default: lungs-attention when the training images have 
 # (covid_tf.lungs.background), the variant that passed the occlusion check on the dev set (docs/LUNG_ROI.md).
 AUTO_BACKGROUND = 0.5
 ATTENTION_MODE = "lungs-attention"
+CT_ATTENTION_MODE = "ct-lungs-attention"
 DEFAULT_MARGIN = 0.10  # of the lung box's height/width per side
 DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
 
@@ -35,6 +39,7 @@ class RoiMode:
     fill: str | None = None  # "outside" or "lungs": that region (dilated lungs) set to a constant
     mask_channel: bool = False  # the lung mask is the model's last input channel (lung-attention pooling)
     help: str = ""
+    modality: str = "xray"  # whose lungs: "xray" (the U-Net, covid_tf.lungs.segment) or "ct" (lungs.ct_lungs)
 
     @property
     def active(self) -> bool:
@@ -60,6 +65,8 @@ MODES: dict[str, RoiMode] = {mode.name: mode for mode in (
             help="the full image, the dilated lungs set to a constant (for the shortcut audit only)"),
     RoiMode(ATTENTION_MODE, "lung attention", mask_channel=True,
             help="the full image, the last feature map averaged over the lungs only"),
+    RoiMode(CT_ATTENTION_MODE, "lung attention (CT)", mask_channel=True, modality="ct",
+            help="lungs-attention on axial CT slices, with the CT lung segmenter"),
 )}
 ROI_MODES = tuple(MODES)
 JITTER_MODES = tuple(name for name, mode in MODES.items() if mode.jitter)

@@ -1,6 +1,8 @@
 """Lung masks for a list of images with a trained U-Net (the shipped one by default): the ``segment`` back-end.
 
-    python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--segmenter FILE] [--size 256]
+    python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--segmenter FILE] [--size 256] [--modality ct]
+
+``--modality ct``: axial CT slices, segmented by the classical CT segmenter (:mod:`covid_tf.lungs.ct_lungs`).
 
 Images are read in threads, resized to ``--size`` for the network and segmented in batches; each
 probability map is resized back to the image's own size, post-processed (two largest components,
@@ -34,6 +36,7 @@ DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 32
 LUNGS_CSV = "lungs.csv"
 MAX_CLEAN_SIDE = 1024  # masks of larger images are cleaned at this size, then enlarged
+MODALITIES = ("xray", "ct")  # segment --modality: chest X-rays (the U-Net) or axial CT slices (covid_tf.lungs.ct_lungs)
 LUNGS_COLUMNS = ("path", "mask_path", "lung_area_fraction", "components", "plausible", "reason")
 
 
@@ -139,8 +142,8 @@ def predict_masks(model, images: list[np.ndarray], size: int, batch_size: int = 
     return [probability_to_mask(probability, image.shape) for image, probability in zip(images, probabilities)]
 
 
-def _summary_row(path: str, mask_path: Path, mask: np.ndarray) -> dict:
-    summary = lung_masks.describe_mask(mask)
+def _summary_row(path: str, mask_path: Path, mask: np.ndarray, describe: Callable = lung_masks.describe_mask) -> dict:
+    summary = describe(mask)
     return {
         "path": path,
         "mask_path": str(mask_path),
@@ -188,6 +191,27 @@ def segment_paths(
     return table
 
 
+def segment_ct_paths(paths: Sequence[str], out: str | Path, inputs: Sequence[str | Path] = (),
+                     workers: int = 4) -> pd.DataFrame:
+    """Segment axial CT slices (image files) with the classical CT segmenter (:mod:`covid_tf.lungs.ct_lungs`),
+    write mask PNGs under ``out`` and return (and write) the lungs.csv table, CT plausibility in it."""
+    from covid_tf.lungs import ct_lungs
+
+    out = Path(out)
+    destinations = unique_destinations(paths, inputs, out)
+
+    def one(path: str, destination: Path) -> dict:
+        mask = ct_lungs.segment_ct_slice(load_image(path, channels=1)[..., 0])
+        _write_mask(destination, mask)
+        return _summary_row(path, destination, mask, ct_lungs.describe_ct_mask)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        rows = list(pool.map(one, paths, destinations))
+    table = pd.DataFrame(rows, columns=list(LUNGS_COLUMNS))
+    atomic_write_text(out / LUNGS_CSV, csv_text(table))
+    return table
+
+
 @dataclass
 class SegmentResult:
     """What ``segment`` did: the lungs.csv table, where it went, skipped files and the speed."""
@@ -204,9 +228,14 @@ class SegmentResult:
 
 def segment_images(
     inputs: Sequence[str | Path], out: str | Path, model_path: str | Path | None = None, size: int = DEFAULT_SIZE,
-    batch_size: int = DEFAULT_BATCH_SIZE, on_skipped: Callable | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, on_skipped: Callable | None = None, modality: str = "xray",
 ) -> SegmentResult:
-    """The ``segment`` command: check the output folder, find the images, segment them, write masks and lungs.csv."""
+    """The ``segment`` command: check the output folder, find the images, segment them, write masks and lungs.csv.
+
+    ``modality`` ``ct``: axial CT slices, with the classical CT segmenter (no model file; ``model_path`` and ``size``
+    do not apply)."""
+    if modality not in MODALITIES:
+        raise CovidTfError(f"--modality must be one of {', '.join(MODALITIES)}, got {modality!r}")
     out = Path(out).expanduser()
     segmenter = SHIPPED_MODEL if model_path is None else Path(model_path)
     refuse_output_inside_inputs(out, [*inputs, segmenter], read_folders=[run_folder_of(segmenter)])
@@ -218,6 +247,10 @@ def segment_images(
             on_skipped(item)
     if not paths:
         raise CovidTfError(f"no readable image in {', '.join(str(item) for item in inputs)}")
+    if modality == "ct":
+        started = time.perf_counter()
+        table = segment_ct_paths(paths, out, inputs=inputs)
+        return SegmentResult(table, out / LUNGS_CSV, skipped, time.perf_counter() - started)
     model = load_segmenter(model_path)
     if size % size_multiple(model):
         raise CovidTfError(f"--size must be a multiple of {size_multiple(model)} for this segmenter, got {size}")

@@ -36,7 +36,7 @@ class LoadedModel:
         """The ROI loader of ``paths`` and their mask table (both None without an ROI); masks are cached."""
         if not self.roi.active:
             return None, None
-        table = prepare_masks([str(p) for p in paths], mask_paths)
+        table = prepare_masks([str(p) for p in paths], mask_paths, modality=self.roi.kind.modality)
         return RoiLoader(self.roi, table, self.image_size, self.channels), table
 
     def predict_with_roi(self, paths, batch_size: int = config.BATCH_SIZE,

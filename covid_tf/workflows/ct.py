@@ -180,15 +180,17 @@ def train_slices(
     *,
     overwrite: bool = False,
     verbose: int | str = "auto",
+    figures: bool = True,
     **options: Any,
 ):
     """Train a slice classifier (:func:`slice_config` with ``options``) with :func:`covid_tf.workflows.train.train_run`.
 
-    Splits are grouped by patient id, so a patient's slices share one split. Returns the ``TrainResult``.
+    Splits are grouped by patient id, so a patient's slices share one split. Returns the ``TrainResult``
+    (``figures=False``: no run figures drawn).
     """
     from covid_tf.workflows.train import train_run
 
-    return train_run(slice_config(data, **options), run_dir, overwrite=overwrite, verbose=verbose)
+    return train_run(slice_config(data, **options), run_dir, overwrite=overwrite, verbose=verbose, figures=figures)
 
 
 # --------------------------------------------------------------------------------------------------

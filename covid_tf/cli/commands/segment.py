@@ -31,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "size (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images per batch (default: %(default)s)")
+    parser.add_argument("--modality", choices=("xray", "ct"), default="xray",
+                        help="xray: chest X-rays, the U-Net; ct: axial CT slices (8-bit PNG), the classical CT lung "
+                        "segmenter (body, air inside it, two lungs; --segmenter and --size do not apply) "
+                        "(default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)
 
     result = segment_images(args.inputs, args.out, model_path=args.segmenter, size=args.size,
-                            batch_size=args.batch_size, on_skipped=report)
+                            batch_size=args.batch_size, on_skipped=report, modality=args.modality)
     count = len(result.table)
     print(f"segmented {count} image(s) in {result.seconds:.1f} s ({count / max(result.seconds, 1e-9):.1f} images/s); "
           f"{result.implausible} implausible mask(s) (see the reason column); table: {result.csv_path}")
