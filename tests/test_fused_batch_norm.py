@@ -40,15 +40,21 @@ def test_fused_training_step_matches_keras_in_outputs_gradients_and_moving_stati
         np.testing.assert_allclose(weight_a, weight_b, rtol=1e-5, atol=1e-6)
     assert not np.allclose(weights_a[3], 0.0)  # the moving mean did move
     np.testing.assert_allclose(plain(images, training=False), fused(images, training=False), rtol=1e-5, atol=1e-6)
+    for model in (plain, fused):  # a frozen layer (transfer learning) uses its moving statistics in training too
+        model.layers[2].trainable = False
+    np.testing.assert_allclose(plain(images, training=True), fused(images, training=True), rtol=1e-5, atol=1e-6)
 
 
-def test_a_fused_model_saves_as_plain_keras(tmp_path):
+def test_a_fused_model_saves_as_plain_keras_and_covid_tf_loads_it_fused(tmp_path):
+    from covid_tf.models.loading import load_keras_model
+
     model = _model()
     fuse_batch_norm(model)
     model.save(tmp_path / "m.keras")
     loaded = keras.saving.load_model(tmp_path / "m.keras")
     assert [type(layer).__name__ for layer in loaded.layers] == [type(layer).__name__ for layer in model.layers]
     assert "call" not in vars(loaded.layers[2])
+    assert "call" in vars(load_keras_model(tmp_path / "m.keras").layers[2])
 
 
 def test_layers_the_kernel_cannot_match_are_left_alone():

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from covid_tf.errors import CovidTfError
+from covid_tf.models.fused_batch_norm import fuse_batch_norm
 
 # A .keras archive is a zip: its declared sizes are checked before Keras extracts anything, so a small
 # file that inflates to gigabytes (a "zip bomb") is refused at once. Our largest model (ResNet50V2 with
@@ -43,8 +44,8 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False) -> keras.M
     if unsafe and not allow_unsafe:
         raise _unsafe_error(path, unsafe)
     try:
-        return keras.models.load_model(path, custom_objects=custom_objects(), compile=False,
-                                       safe_mode=not allow_unsafe)
+        model = keras.models.load_model(path, custom_objects=custom_objects(), compile=False,
+                                        safe_mode=not allow_unsafe)
     except ValueError as error:
         if "safe_mode" in str(error) or "Lambda" in str(error):
             raise _unsafe_error(path, "Lambda") from None
@@ -53,6 +54,8 @@ def load_keras_model(path: str | Path, *, allow_unsafe: bool = False) -> keras.M
         if not allow_unsafe and ("Lambda" in str(error) or "Could not locate function" in str(error)):
             raise _unsafe_error(path, "Lambda") from None
         raise CovidTfError(f"{path}: cannot load the model ({type(error).__name__}: {_first_line(error)})") from None
+    fuse_batch_norm(model)  # the same outputs, about a third less CPU per image (covid_tf.models.fused_batch_norm)
+    return model
 
 
 def _first_line(error: BaseException) -> str:
