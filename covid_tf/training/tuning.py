@@ -270,7 +270,8 @@ def cross_validate(
     ``DatasetIndex.frame``). Each fold is tested once; the other folds are split again (grouped, about
     ``val_fraction``) into training and validation images for early stopping. ``summary`` holds the mean
     and the sample standard deviation (ddof=1) of each metric over the folds. ``tta``: predict the test folds
-    with test-time augmentation (:func:`covid_tf.runs.inference.predict_paths`).
+    with test-time augmentation (:func:`covid_tf.runs.inference.predict_paths`); ``predictions`` then has the plain
+    probabilities too (``plain_p_<class>``).
     """
     label_of = _check_cross_validation(frame, class_names, k, val_fraction)
     seed = cfg.seed if seed is None else seed
@@ -306,6 +307,9 @@ def cross_validate(
             "path": test_rows["path"].to_numpy(), "label": test_rows["label"].to_numpy(),
             "group": test_rows["group"].to_numpy(), "fold": fold,
             **{f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)},
+            # with TTA, the plain predictions too: what the augmentation at test time adds costs no training
+            **({f"plain_p_{name}": column for name, column in zip(class_names, partial(predict, tta=False)(
+                test_rows["path"]).T)} if tta else {}),
         }))
         keras.backend.clear_session()
     return _cross_validation_result(fold_rows, predictions)
