@@ -88,22 +88,28 @@ def run_candidate(name: str, args: argparse.Namespace, frame, class_names) -> li
     if args.epochs:
         overrides["epochs"] = args.epochs
     cfg = TrainConfig(data=str(args.data), roi="none", n_bootstrap=0, **overrides)
-    started, cpu_started = time.perf_counter(), cpu_seconds()
-    result = cross_validate(cfg, frame, class_names, k=args.folds, verbose=0, tta=True)
-    minutes = (time.perf_counter() - started) / 60
-    cpu_minutes = (cpu_seconds() - cpu_started) / 60
-    tag = f"{name}-k{args.folds}-e{cfg.epochs}"
-    result.predictions.to_csv(args.out / f"{tag}.csv", index=False)
+    path = args.out / f"{name}-k{args.folds}-e{cfg.epochs}.csv"
+    if args.rescore is not None:  # score the predictions of an earlier run (its minutes as measured then)
+        import pandas as pd
+
+        predictions, minutes, cpu_minutes, epochs_run = pd.read_csv(path), args.rescore, float("nan"), []
+    else:
+        started, cpu_started = time.perf_counter(), cpu_seconds()
+        result = cross_validate(cfg, frame, class_names, k=args.folds, verbose=0, tta=True)
+        minutes = (time.perf_counter() - started) / 60
+        cpu_minutes = (cpu_seconds() - cpu_started) / 60
+        predictions, epochs_run = result.predictions, result.folds["epochs_run"].tolist()
+        predictions.to_csv(path, index=False)
     rows = []
-    for suffix, prefix in (("", "plain_p_"), ("+tta", "p_")):
-        pooled = pooled_auc(result.predictions, class_names, args.n_bootstrap, cfg.seed, prefix)
-        folds = result.predictions.groupby("fold").apply(
+    variants = (("", "plain_p_"), ("+tta", "p_")) if f"plain_p_{class_names[0]}" in predictions else (("", "p_"),)
+    for suffix, prefix in variants:
+        pooled = pooled_auc(predictions, class_names, args.n_bootstrap, cfg.seed, prefix)
+        folds = predictions.groupby("fold").apply(
             lambda part, p=prefix: pooled_auc(part, class_names, 0, cfg.seed, p)["roc_auc"], include_groups=False)
         rows.append({"candidate": name + suffix, "folds": args.folds, "epochs": cfg.epochs,
                      "overrides": CANDIDATES[name], "tta": bool(suffix), **pooled,
                      "fold_auc_mean": float(folds.mean()), "fold_auc_sd": float(folds.std(ddof=1)),
-                     "epochs_run": result.folds["epochs_run"].tolist(), "minutes": minutes,
-                     "cpu_minutes": cpu_minutes})
+                     "epochs_run": epochs_run, "minutes": minutes, "cpu_minutes": cpu_minutes})
     return rows
 
 
@@ -133,6 +139,8 @@ def main(argv=None) -> int:
     parser.add_argument("--group-level", choices=("figure", "page"), default="page")
     parser.add_argument("--n-bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("reports/ct_recipe"))
+    parser.add_argument("--rescore", type=float, metavar="MINUTES",
+                        help="do not train: score the candidates' prediction CSVs in --out, which took MINUTES")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.candidates.split(",") if name.strip()]
     unknown = [name for name in names if name not in CANDIDATES]

@@ -65,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate of the classification head")
     parser.add_argument("--augmentation", default="default",
-                        help="none, rotate, shift-rotate-zoom (default), rotate-flip (README: presets and papers)")
+                        help="none, rotate, shift-rotate-zoom (default), rotate-flip, shift-rotate-zoom-flip, ct "
+                             "(README: presets and papers)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions")
     split.add_argument("--split-counts", help="train,val,test image counts, e.g. 1600,400,200")
