@@ -120,6 +120,8 @@ def test_train_recipe_sets_its_defaults_and_explicit_options_win(tmp_path):
     assert python.epochs == 3 and python.recipe == "ct"
     assert {name: getattr(python, name) for name in overrides if name != "epochs"} == \
         {name: value for name, value in overrides.items() if name != "epochs"}
+    recorded = python.to_dict()  # what config.json records
+    assert recorded["recipe"] == "ct" and {"label_smoothing", "mixup", "lr_schedule"} <= set(recorded)
     assert set(RECIPES) == {"ct"}
     with pytest.raises(ValueError, match="recipe"):
         recipe_overrides("xray")
