@@ -153,12 +153,35 @@ def test_test_time_augmentation_averages_each_image_and_its_mirror(tmp_path):
             path = tmp_path / f"{name}{index}.png"
             Image.fromarray(np.ascontiguousarray(array)).save(path)
             bucket.append(str(path))
-    inputs = keras.Input((16, 16, 1))
-    # A model that is not mirror-symmetric: the share of brightness in the left half.
-    left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :8], axis=(1, 2)))(inputs)
-    right = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, 8:], axis=(1, 2)))(inputs)
-    model = keras.Model(inputs, keras.layers.Softmax()(keras.layers.Concatenate()([left, right]) * 20))
+    model = _left_right_model(16)
     plain = predict_paths(model, paths, 16, 1)
     mirrored = predict_paths(model, mirrors, 16, 1)
     assert not np.allclose(plain, mirrored)
     assert np.allclose(predict_paths(model, paths, 16, 1, tta=True), (plain + mirrored) / 2, atol=1e-6)
+
+
+
+def _left_right_model(size: int) -> keras.Model:
+    """Not mirror-symmetric: the share of brightness in the left half of the image."""
+    inputs = keras.Input((size, size, 1))
+    half = size // 2
+    left = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :half], axis=(1, 2)))(inputs)
+    right = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, half:], axis=(1, 2)))(inputs)
+    return keras.Model(inputs, keras.layers.Softmax()(keras.layers.Concatenate()([left, right]) * 20))
+
+
+def test_cross_validation_with_tta_keeps_the_plain_predictions(tiny_split, monkeypatch):
+    import pandas as pd
+
+    from covid_tf.training import tuning
+
+    root, split = tiny_split
+    # The fold's training is not what is tested: a fixed model that a mirror changes.
+    monkeypatch.setattr(tuning.train, "fit", lambda *args, **kwargs: (_left_right_model(32), pd.DataFrame({"a": [0]})))
+    cfg = TrainConfig(data=str(root), image_size=32, epochs=1, batch_size=8, roi="none")
+    predictions = tuning.cross_validate(cfg, split.drop(columns=["split", "group"]), ["COVID", "Normal"], k=2,
+                                        tta=True).predictions
+    plain = predictions[["plain_p_COVID", "plain_p_Normal"]].to_numpy()
+    assert np.allclose(plain.sum(axis=1), 1.0, atol=1e-5)
+    assert np.allclose(plain, predict_paths(_left_right_model(32), predictions["path"], 32, 1), atol=1e-6)
+    assert not np.allclose(predictions["p_COVID"], predictions["plain_p_COVID"])

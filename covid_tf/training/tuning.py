@@ -303,16 +303,21 @@ def cross_validate(
             "fold": fold, "n_train": len(train_part), "n_val": len(val_part), "n_test": len(test),
             "epochs_run": len(history), **{name: metrics[name] for name in CV_METRICS},
         })
-        predictions.append(pd.DataFrame({
-            "path": test_rows["path"].to_numpy(), "label": test_rows["label"].to_numpy(),
-            "group": test_rows["group"].to_numpy(), "fold": fold,
-            **{f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)},
-            # with TTA, the plain predictions too: what the augmentation at test time adds costs no training
-            **({f"plain_p_{name}": column for name, column in zip(class_names, partial(predict, tta=False)(
-                test_rows["path"]).T)} if tta else {}),
-        }))
+        # with TTA, the plain predictions too: what the augmentation at test time adds costs no training
+        plain = partial(predict, tta=False)(test_rows["path"]) if tta else None
+        predictions.append(_fold_predictions(test_rows, fold, class_names, probabilities, plain))
         keras.backend.clear_session()
     return _cross_validation_result(fold_rows, predictions)
+
+
+def _fold_predictions(test_rows: pd.DataFrame, fold: int, class_names: Sequence[str], probabilities: np.ndarray,
+                      plain: np.ndarray | None) -> pd.DataFrame:
+    columns = {"path": test_rows["path"].to_numpy(), "label": test_rows["label"].to_numpy(),
+               "group": test_rows["group"].to_numpy(), "fold": fold,
+               **{f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)}}
+    if plain is not None:
+        columns.update({f"plain_p_{name}": plain[:, i] for i, name in enumerate(class_names)})
+    return pd.DataFrame(columns)
 
 
 def _cross_validation_result(fold_rows: list[dict], predictions: list[pd.DataFrame]) -> CrossValidationResult:
