@@ -113,6 +113,30 @@ def run_candidate(name: str, args: argparse.Namespace, frame, class_names) -> li
     return rows
 
 
+def paired_difference(first, second, class_names, n_bootstrap: int, seed: int) -> dict:
+    """ROC-AUC of ``second`` minus that of ``first`` on the same out-of-fold slices (plain predictions), with a
+    paired bootstrap 95 % CI: both are scored on each resample of figure groups, so the folds' shared noise cancels."""
+    from covid_tf.evaluation.bootstrap import bootstrap_weights, percentile_interval, weighted_auc
+    from covid_tf.evaluation.metrics import positive_class_index
+
+    merged = first.merge(second, on=["path", "label", "group", "fold"], suffixes=("_a", "_b"))
+    positive = class_names[positive_class_index(class_names)]
+    is_positive = (merged["label"] == positive).to_numpy()
+    weights = bootstrap_weights(is_positive.astype(int), groups=merged["group"].to_numpy(), n_bootstrap=n_bootstrap,
+                                seed=seed)
+    full = np.ones((1, len(merged)))
+    scores = {side: merged[f"{column}{positive}_{side}"].to_numpy()
+              for side, column in (("a", _plain(first)), ("b", _plain(second)))}
+    difference = weighted_auc(full, is_positive, scores["b"])[0] - weighted_auc(full, is_positive, scores["a"])[0]
+    resampled = weighted_auc(weights, is_positive, scores["b"]) - weighted_auc(weights, is_positive, scores["a"])
+    return {"difference": float(difference), "ci": percentile_interval(resampled),
+            "share_above_0": float(np.mean(resampled[np.isfinite(resampled)] > 0)), "n": len(merged)}
+
+
+def _plain(predictions) -> str:
+    return "plain_p_" if any(column.startswith("plain_p_") for column in predictions.columns) else "p_"
+
+
 def cpu_seconds() -> float:
     """User and system CPU time of this process and its threads: on a shared machine it moves less than wall time."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -139,6 +163,8 @@ def main(argv=None) -> int:
     parser.add_argument("--group-level", choices=("figure", "page"), default="page")
     parser.add_argument("--n-bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("reports/ct_recipe"))
+    parser.add_argument("--compare", metavar="A,B",
+                        help="do not train: the paired ROC-AUC difference B - A of two candidates' saved predictions")
     parser.add_argument("--rescore", type=float, metavar="MINUTES",
                         help="do not train: score the candidates' prediction CSVs in --out, which took MINUTES")
     args = parser.parse_args(argv)
@@ -152,6 +178,17 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     frame = dev_frame(args.data, args.group_level)
     class_names = sorted(frame["label"].unique())
+    if args.compare:
+        import pandas as pd
+
+        epochs = args.epochs or 20
+        first, second = (pd.read_csv(args.out / f"{name}-k{args.folds}-e{epochs}.csv") for name in
+                         args.compare.split(","))
+        result = paired_difference(first, second, class_names, args.n_bootstrap, seed=config.SEED)
+        low, high = result["ci"]
+        print(f"{args.compare}: ROC-AUC difference {result['difference']:+.3f} [{low:+.3f}, {high:+.3f}], "
+              f"above 0 in {result['share_above_0']:.0%} of resamples (n={result['n']})")
+        return 0
     results_path = args.out / "results.json"
     for name in names:
         rows = run_candidate(name, args, frame, class_names)
