@@ -119,14 +119,15 @@ def paired_difference(first, second, class_names, n_bootstrap: int, seed: int) -
     from covid_tf.evaluation.bootstrap import bootstrap_weights, percentile_interval, weighted_auc
     from covid_tf.evaluation.metrics import positive_class_index
 
-    merged = first.merge(second, on=["path", "label", "group", "fold"], suffixes=("_a", "_b"))
     positive = class_names[positive_class_index(class_names)]
+    keys = ["path", "label", "group", "fold"]
+    merged = first[keys].assign(a=first[f"{_plain(first)}{positive}"]).merge(
+        second[keys].assign(b=second[f"{_plain(second)}{positive}"]), on=keys)
     is_positive = (merged["label"] == positive).to_numpy()
     weights = bootstrap_weights(is_positive.astype(int), groups=merged["group"].to_numpy(), n_bootstrap=n_bootstrap,
                                 seed=seed)
     full = np.ones((1, len(merged)))
-    scores = {side: merged[f"{column}{positive}_{side}"].to_numpy()
-              for side, column in (("a", _plain(first)), ("b", _plain(second)))}
+    scores = {side: merged[side].to_numpy() for side in ("a", "b")}
     difference = weighted_auc(full, is_positive, scores["b"])[0] - weighted_auc(full, is_positive, scores["a"])[0]
     resampled = weighted_auc(weights, is_positive, scores["b"]) - weighted_auc(weights, is_positive, scores["a"])
     return {"difference": float(difference), "ci": percentile_interval(resampled),
