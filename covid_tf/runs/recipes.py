@@ -16,7 +16,10 @@ from types import MappingProxyType
 LR_SCHEDULES = ("plateau", "cosine")
 
 RECIPES: Mapping[str, Mapping[str, object]] = MappingProxyType({
-    "ct": MappingProxyType({}),
+    # The best pooled out-of-fold ROC-AUC of the confirmed candidates (0.709 against 0.705 for train's defaults,
+    # paired difference +0.005 [-0.045, +0.056]: not separable from the defaults on 522 slices), with the lowest
+    # spread over folds (SD 0.047 against 0.071), at the defaults' cost.
+    "ct": MappingProxyType({"augmentation": "ct", "label_smoothing": 0.1, "lr_schedule": "cosine"}),
 })
 
 

@@ -42,7 +42,8 @@ class _StoreExplicit(argparse._StoreAction):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.register("action", "store", _StoreExplicit)  # every plain option of train records that it was given
+    for name in (None, "store"):  # every plain option of train records that it was given (None: no action=)
+        parser.register("action", name, _StoreExplicit)
     parser.set_defaults(explicit=set())
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
