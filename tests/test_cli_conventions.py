@@ -45,7 +45,9 @@ def test_a_flag_means_the_same_in_every_command() -> None:
     meanings: dict[str, dict[tuple, list[str]]] = defaultdict(lambda: defaultdict(list))
     for name, parser in commands().items():
         for action in options(parser):
-            meaning = (type(action).__name__, getattr(action.type, "__name__", action.type),
+            # argparse's own action class: train's store action only also records that an option was given
+            kind = next(cls.__name__ for cls in type(action).__mro__ if cls.__module__ == "argparse")
+            meaning = (kind, getattr(action.type, "__name__", action.type),
                        tuple(action.choices) if action.choices else None)
             meanings[action.option_strings[-1]][meaning].append(name)
     differing = {flag: dict(found) for flag, found in meanings.items() if len(found) > 1}

@@ -187,6 +187,19 @@ def _batched(decoded: _Decoded, batch_size: int, shuffle: bool, seed: int, drop_
     return dataset.prefetch(AUTOTUNE)
 
 
+def mix_labels(dataset: tf.data.Dataset, layer: keras.layers.Layer | None) -> tf.data.Dataset:
+    """Map a batched ``(images, one-hot labels)`` dataset through a label-mixing layer (``keras.layers.MixUp``),
+    which takes and returns ``{"images", "labels"}``; ``None`` returns ``dataset`` as it is."""
+    if layer is None:
+        return dataset
+
+    def mixed(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        output = layer({"images": images, "labels": labels}, training=True)
+        return output["images"], output["labels"]
+
+    return dataset.map(mixed, num_parallel_calls=AUTOTUNE, deterministic=True).prefetch(AUTOTUNE)
+
+
 def _map_images(dataset: tf.data.Dataset, function, labelled: bool) -> tf.data.Dataset:
     """Apply ``function`` to the image batches of a dataset (of ``(images, labels)`` when ``labelled``)."""
     if labelled:

@@ -9,6 +9,7 @@ below are kept only to load models saved by earlier versions.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
@@ -124,6 +125,7 @@ class AugmentationConfig:
     height_shift: float = 0.0
     zoom: float = 0.0
     horizontal_flip: bool = False
+    contrast: float = 0.0  # RandomContrast factor: contrast scaled by a random factor in [1 - c, 1 + c]
     # Keras' ImageDataGenerator (seed 001) fills with the nearest edge pixel: no black borders that
     # exist only in training (they shift batch-norm statistics away from those of unaugmented images).
     fill_mode: str = "nearest"
@@ -139,6 +141,11 @@ AUGMENTATION_PRESETS = {
     "rotate": AugmentationConfig(rotation_degrees=30.0),
     "shift-rotate-zoom": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2),
     "rotate-flip": AugmentationConfig(rotation_degrees=10.0, horizontal_flip=True),
+    "shift-rotate-zoom-flip": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2,
+                                                 horizontal_flip=True),
+    # Axial CT slices are near mirror-symmetric; figure crops vary in framing and window: stronger zoom, contrast.
+    "ct": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.3,
+                             horizontal_flip=True, contrast=0.3),
 }
 AUGMENTATION_PRESETS["default"] = AUGMENTATION_PRESETS["shift-rotate-zoom"]
 # The names of the first versions (after the seed documents), still accepted but not listed.
@@ -179,4 +186,19 @@ def augmentation_layers(
         steps.append(layers.RandomZoom(params.zoom, params.zoom, fill_mode=params.fill_mode, seed=seed + 2))
     if params.horizontal_flip:
         steps.append(layers.RandomFlip("horizontal", seed=seed + 3))
+    if params.contrast:
+        steps.append(layers.RandomContrast(params.contrast, value_range=(0.0, 1.0), seed=seed + 4))
     return keras.Sequential(steps or [layers.Identity()], name="augmentation")
+
+
+def mixup_layer(alpha: float, *, seed: int = config.SEED) -> layers.Layer | None:
+    """Keras's ``MixUp`` (Zhang et al., 2018) with Beta(``alpha``, ``alpha``) weights, or ``None`` when ``alpha`` is 0.
+
+    Called on ``{"images": x, "labels": y}`` batches (one-hot labels) in the training pipeline, after augmentation:
+    each image and its label are blended with those of another image of the batch.
+    """
+    if not alpha:
+        return None
+    if not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"mixup alpha must be a number above 0, got {alpha}")
+    return layers.MixUp(alpha=float(alpha), seed=seed + 5)

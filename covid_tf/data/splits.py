@@ -7,6 +7,7 @@ never straddles two splits. Within that rule, each class is divided in the asked
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +46,36 @@ def assign_groups(frame: pd.DataFrame) -> np.ndarray:
         cols.append(leaders)
     graph = coo_matrix((np.ones(count * len(keys)), (np.concatenate(rows), np.concatenate(cols))), shape=(count, count))
     return connected_components(graph, directed=False)[1]
+
+
+# A UCSD COVID-CT slice name: the paper's id, "-p<page>-<figure>", then optional panel numbers ("-1", "_3") and
+# "%<slice>" for slices cut from one figure: 2020.03.22.20040782-p24-1533-2.png, ...-p6-52%3.png.
+_PANEL_SUFFIX = re.compile(r"(-p\d+-\d+)(?:[-_]\d+)+$")
+_NUMBER_SUFFIX = re.compile(r"_\d+$")
+_PAGE = re.compile(r"(-p\d+)-\d+$")
+GROUP_LEVELS = ("figure", "page")
+
+
+def figure_group(path: str | Path, level: str = "figure") -> str:
+    """The paper figure a UCSD COVID-CT slice was cut from, as a group key (its class folder and figure name).
+
+    Slices of one figure (``name%1.png``, ``name%2.png``) and panels of one figure (``...-p17-80-1.png``,
+    ``...-p17-80-2.png``; ``PIIS0140673620301549_2.png``) get one key, so that grouped splits keep them together.
+    The key starts with the class folder, so the unrelated numbered images of two classes (``CT_NonCOVID/12.jpg``)
+    never meet. ``level="page"`` joins every figure of one page of one paper (``...-p23-152`` and ``...-p23-156``,
+    often panels of one patient's figure extracted apart): stricter, and the grouping the CT recipe was chosen with.
+    """
+    if level not in GROUP_LEVELS:
+        raise ValueError(f"level must be one of {', '.join(GROUP_LEVELS)}, got {level!r}")
+    path = Path(path)
+    stem = path.name.rsplit(".", 1)[0] if "." in path.name else path.name
+    stem = stem.split("%", 1)[0]
+    figure = _PANEL_SUFFIX.sub(r"\1", stem)
+    if figure == stem:
+        figure = _NUMBER_SUFFIX.sub("", stem)
+    if level == "page":
+        figure = _PAGE.sub(r"\1", figure)
+    return f"{path.parent.name}/{figure or stem}"
 
 
 def _largest_remainder(total: int, weights: Sequence[float]) -> list[int]:

@@ -19,6 +19,7 @@ from covid_tf.lungs.roi_modes import (
     RoiSpec,
 )
 from covid_tf.models.architectures import get_architecture
+from covid_tf.runs.recipes import LR_SCHEDULES, RECIPES, recipe_overrides
 
 # Split fractions may be written with rounding (0.33,0.33,0.34 or 0.7,0.15,0.15); further off is a mistake.
 FRACTION_TOLERANCE = 1e-3
@@ -70,6 +71,13 @@ class TrainConfig:
     # chooses lungs-attention, else 0 (train_run records the value that ran)
     roi_background: float | None = None
     class_names: list[str] = field(default_factory=list)
+    # Small-data training (covid_tf.runs.recipes; docs/CT.md): label smoothing of the cross-entropy, MixUp's
+    # Beta alpha (0: off), the learning-rate schedule ("plateau": halve on a validation-loss plateau; "cosine":
+    # cosine decay over the epochs) and the recipe whose defaults the run took (None: train's own defaults).
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    lr_schedule: str = "plateau"
+    recipe: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.data).lower().startswith(("gs://", "s3://")):
@@ -77,6 +85,12 @@ class TrainConfig:
         if self.learning_rate is None:  # said where the field is declared: the model's own default
             self.learning_rate = get_architecture(self.model).learning_rate
         self.validate()
+
+    @classmethod
+    def from_recipe(cls, name: str | None, **explicit) -> TrainConfig:
+        """A config with recipe ``name``'s defaults (``covid_tf.runs.recipes``) under the fields given in ``explicit``
+        (``data`` at least): what the caller gives wins, as options given on ``train --recipe``'s command line do."""
+        return cls(**{**recipe_overrides(name), **explicit})
 
     def validate(self) -> None:
         """Refuse settings no run can use, before anything is read or written (``CovidTfError``, one line each)."""
@@ -97,6 +111,19 @@ class TrainConfig:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()
         self._validate_roi()
+        self._validate_regularisation()
+
+    def _validate_regularisation(self) -> None:
+        if not (isinstance(self.label_smoothing, int | float) and 0.0 <= self.label_smoothing < 1.0):
+            raise CovidTfError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.label_smoothing and self.loss == "focal":
+            raise CovidTfError("--label-smoothing applies to the cross-entropy losses, not --loss focal")
+        if not (isinstance(self.mixup, int | float) and math.isfinite(self.mixup) and self.mixup >= 0):
+            raise CovidTfError(f"--mixup (MixUp's alpha) must be a number of 0 or more, got {self.mixup}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise CovidTfError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise CovidTfError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
 
     def _validate_roi(self) -> None:
         if self.roi not in (AUTO, *ROI_MODES):

@@ -74,9 +74,16 @@ def loaded_model(model: keras.Model, path: str | Path, *, class_names=None) -> L
 
 
 def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32,
-                  loader=None) -> np.ndarray:
+                  loader=None, tta: bool = False) -> np.ndarray:
     """Softmax probabilities for image files, streamed from disk (memory does not grow with N);
-    ``loader``: a lung ROI (:class:`covid_tf.lungs.roi_inputs.RoiLoader`) instead of plain decoding."""
+    ``loader``: a lung ROI (:class:`covid_tf.lungs.roi_inputs.RoiLoader`) instead of plain decoding.
+    ``tta``: test-time augmentation, the mean of the probabilities of each image and of its left-right mirror."""
+    if tta:
+        paths = [str(p) for p in paths]
+        # The mirror of each image (and of a lung-attention model's mask channel), axis 2 of (N, H, W, C).
+        mirrored = keras.Sequential([keras.layers.Lambda(lambda images: keras.ops.flip(images, axis=2)), model])
+        plain = predict_paths(model, paths, image_size, channels, batch_size, loader)
+        return (plain + predict_paths(mirrored, paths, image_size, channels, batch_size, loader)) / 2
     from covid_tf.data.pipeline import make_dataset
 
     paths = [str(p) for p in paths]

@@ -18,8 +18,8 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
-from covid_tf.data.pipeline import make_dataset, make_training_datasets, pixel_statistics
-from covid_tf.data.preprocessing import augmentation_layers
+from covid_tf.data.pipeline import make_dataset, make_training_datasets, mix_labels, pixel_statistics
+from covid_tf.data.preprocessing import augmentation_layers, mixup_layer
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.io_utils import safe_name
@@ -82,6 +82,7 @@ def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[s
     else:  # the training loader differs (the mask channel of the ROI jitter): decode apart, uncached
         train = make_dataset(train_paths, train_labels, shuffle=True, **training)
         statistics = make_dataset(train_paths, shuffle=True, cache=False, loader=inputs.loader, **common)
+    train = mix_labels(train, mixup_layer(cfg.mixup, seed=cfg.seed))
     val = None
     if len(parts["val"][0]):
         val = make_dataset(*parts["val"], cache_dir=cache_dir and cache_dir / "val", loader=inputs.loader, **common)
@@ -118,7 +119,7 @@ def compile_model(model: keras.Model, cfg: TrainConfig, class_counts: Sequence[i
     names = list(class_names or cfg.class_names or [str(index) for index in range(len(class_counts))])
     model.compile(
         optimizer=get_optimizer(cfg.optimizer, learning_rate),
-        loss=get_loss(cfg.loss, list(class_counts)),
+        loss=get_loss(cfg.loss, list(class_counts), label_smoothing=cfg.label_smoothing),
         metrics=["accuracy", auc_metric(names)],
     )
 
@@ -142,16 +143,28 @@ def precise_batch_norm(cfg: TrainConfig, statistics: tf.data.Dataset) -> Precise
     return PreciseBatchNorm(statistics, max_batches=math.ceil(cfg.precise_bn_images / cfg.batch_size))
 
 
+def cosine_schedule(learning_rate: float, epochs: int, first_epoch: int = 0):
+    """Cosine decay per epoch, from ``learning_rate`` at ``first_epoch`` towards 0 after ``epochs`` epochs
+    (Loshchilov & Hutter, 2017, without restarts), as a ``keras.callbacks.LearningRateScheduler`` function."""
+    def rate(epoch: int, current: float | None = None) -> float:
+        progress = min(max(epoch - first_epoch, 0) / max(epochs, 1), 1.0)
+        return float(learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return rate
+
+
 def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint, phase: str,
-               validating: bool, statistics: tf.data.Dataset):
+               validating: bool, statistics: tf.data.Dataset, schedule=None):
     callbacks: list[keras.callbacks.Callback] = [precise_batch_norm(cfg, statistics)]
     if validating:
         callbacks += [
             best,
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
-            keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, cfg.patience // 2),
-                                              min_lr=1e-7),
         ]
+        if cfg.lr_schedule == "plateau":
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
+                                                               patience=max(1, cfg.patience // 2), min_lr=1e-7))
+    if schedule is not None:  # after PreciseBatchNorm; sets the rate at the start of each epoch
+        callbacks.append(keras.callbacks.LearningRateScheduler(schedule))
     if run_dir is not None:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         callbacks += [
@@ -219,8 +232,10 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     two_phase = get_architecture(cfg.model).transfer and cfg.fine_tune_epochs > 0
     fit_options = dict(validation_data=val, shuffle=False, verbose=verbose)
 
-    def callbacks(phase: str) -> list[keras.callbacks.Callback]:
-        return _callbacks(cfg, run_dir, best, phase, validating=val is not None, statistics=statistics)
+    def callbacks(phase: str, learning_rate: float, epochs: int, first_epoch: int = 0) -> list:
+        schedule = cosine_schedule(learning_rate, epochs, first_epoch) if cfg.lr_schedule == "cosine" else None
+        return _callbacks(cfg, run_dir, best, phase, validating=val is not None, statistics=statistics,
+                          schedule=schedule)
 
     # Phase 1: the head on a frozen backbone (or the whole model when there is no backbone).
     if two_phase:
@@ -232,7 +247,7 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     start = resume.load_finished_head(model, marker)  # a run killed while fine-tuning keeps its head phase
     frames = []
     if start is None:
-        first = callbacks("head" if two_phase else "all")
+        first = callbacks("head" if two_phase else "all", cfg.learning_rate, cfg.epochs)
         history = model.fit(train, epochs=cfg.epochs, callbacks=first, **fit_options)
         frames.append(_history_frame(history, "head" if two_phase else "train"))
         start = _next_epoch(frames[0], first, cfg.epochs)
@@ -242,13 +257,14 @@ def _fit(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[str], run_
     # Phase 2: unfreeze the top blocks and fine-tune at a smaller learning rate (recompiled after the change).
     if two_phase:
         unfreeze_top(model, cfg.unfreeze_blocks)
+        fine_tune_rate = cfg.fine_tune_learning_rate or cfg.learning_rate / 10
         with strategy.scope():
-            compile_model(model, cfg, class_counts, cfg.fine_tune_learning_rate or cfg.learning_rate / 10,
-                          class_names)
+            compile_model(model, cfg, class_counts, fine_tune_rate, class_names)
             build_training_state(model, train.element_spec)
         resume.forget_restored_epoch(model)
         history = model.fit(train, initial_epoch=start, epochs=start + cfg.fine_tune_epochs,
-                            callbacks=callbacks("fine_tune"), **fit_options)
+                            callbacks=callbacks("fine_tune", fine_tune_rate, cfg.fine_tune_epochs, start),
+                            **fit_options)
         frames.append(_history_frame(history, "fine_tune", offset=start))
     history_frame = pd.concat(frames, ignore_index=True)
     if run_dir is not None:

@@ -262,13 +262,16 @@ def cross_validate(
     val_fraction: float = 0.2,
     n_bootstrap: int = 0,
     verbose: int | str = 0,
+    tta: bool = False,
 ) -> CrossValidationResult:
     """Grouped, stratified k-fold cross-validation of the model of ``cfg`` on the images of ``frame``.
 
     ``frame`` needs ``path``, ``label`` and ``patient_id`` (and ``duplicate_group`` when known, as in a
     ``DatasetIndex.frame``). Each fold is tested once; the other folds are split again (grouped, about
     ``val_fraction``) into training and validation images for early stopping. ``summary`` holds the mean
-    and the sample standard deviation (ddof=1) of each metric over the folds.
+    and the sample standard deviation (ddof=1) of each metric over the folds. ``tta``: predict the test folds
+    with test-time augmentation (:func:`covid_tf.runs.inference.predict_paths`); ``predictions`` then has the plain
+    probabilities too (``plain_p_<class>``).
     """
     label_of = _check_cross_validation(frame, class_names, k, val_fraction)
     seed = cfg.seed if seed is None else seed
@@ -292,7 +295,7 @@ def cross_validate(
         model, history = train.fit(cfg, split, class_names, None, verbose=verbose)
         test_rows = split.loc[test]
         predict = partial(predict_paths, model, image_size=cfg.image_size, channels=cfg.channels,
-                          batch_size=cfg.batch_size)
+                          batch_size=cfg.batch_size, tta=tta)
         # Image-level metrics per fold (one "patient" per image), as the fold table reports them.
         probabilities, metrics = evaluate_rows(predict, test_rows.assign(patient_id=test_rows["path"]),
                                                class_names, n_bootstrap=n_bootstrap, seed=seed)
@@ -300,12 +303,24 @@ def cross_validate(
             "fold": fold, "n_train": len(train_part), "n_val": len(val_part), "n_test": len(test),
             "epochs_run": len(history), **{name: metrics[name] for name in CV_METRICS},
         })
-        predictions.append(pd.DataFrame({
-            "path": test_rows["path"].to_numpy(), "label": test_rows["label"].to_numpy(),
-            "group": test_rows["group"].to_numpy(), "fold": fold,
-            **{f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)},
-        }))
+        # with TTA, the plain predictions too: what the augmentation at test time adds costs no training
+        plain = partial(predict, tta=False)(test_rows["path"]) if tta else None
+        predictions.append(_fold_predictions(test_rows, fold, class_names, probabilities, plain))
         keras.backend.clear_session()
+    return _cross_validation_result(fold_rows, predictions)
+
+
+def _fold_predictions(test_rows: pd.DataFrame, fold: int, class_names: Sequence[str], probabilities: np.ndarray,
+                      plain: np.ndarray | None) -> pd.DataFrame:
+    columns = {"path": test_rows["path"].to_numpy(), "label": test_rows["label"].to_numpy(),
+               "group": test_rows["group"].to_numpy(), "fold": fold,
+               **{f"p_{name}": probabilities[:, i] for i, name in enumerate(class_names)}}
+    if plain is not None:
+        columns.update({f"plain_p_{name}": plain[:, i] for i, name in enumerate(class_names)})
+    return pd.DataFrame(columns)
+
+
+def _cross_validation_result(fold_rows: list[dict], predictions: list[pd.DataFrame]) -> CrossValidationResult:
     folds = pd.DataFrame(fold_rows)
     for name in CV_METRICS:
         folds[name] = pd.to_numeric(folds[name], errors="coerce")

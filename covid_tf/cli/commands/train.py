@@ -32,7 +32,19 @@ def _devices(args: argparse.Namespace) -> list[str] | None:
     return devices or None
 
 
+class _StoreExplicit(argparse._StoreAction):
+    """argparse's ``store`` that also notes the option as given (``args.explicit``), so a recipe knows what to keep."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        super().__call__(parser, namespace, values, option_string)
+        explicit = set(getattr(namespace, "explicit", None) or ())
+        namespace.explicit = explicit | {self.dest}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for name in (None, "store"):  # every plain option of train records that it was given (None: no action=)
+        parser.register("action", name, _StoreExplicit)
+    parser.set_defaults(explicit=set())
     parser.add_argument("data", help="dataset folder (any supported layout) or label CSV")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
     parser.add_argument("--model", choices=model_names(), default="baseline", help="architecture")
@@ -54,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate of the classification head")
     parser.add_argument("--augmentation", default="default",
-                        help="none, rotate, shift-rotate-zoom (default), rotate-flip (README: presets and papers)")
+                        help="none, rotate, shift-rotate-zoom (default), rotate-flip, shift-rotate-zoom-flip, ct "
+                             "(README: presets and papers)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions")
     split.add_argument("--split-counts", help="train,val,test image counts, e.g. 1600,400,200")
@@ -77,7 +90,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precise-bn-images", type=int, default=config.PRECISE_BATCH_NORM_IMAGES,
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
+    add_recipe_arguments(parser)
     add_roi_arguments(parser)
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--recipe`` and the small-data options it sets (docs/CT.md)."""
+    from covid_tf.runs.recipes import LR_SCHEDULES, RECIPES
+
+    parser.add_argument("--recipe", choices=tuple(RECIPES),
+                        help="named defaults for one kind of data (ct: the recipe for a few hundred CT slices, "
+                             "docs/CT.md); options given explicitly still win")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
+    parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
+                        help="MixUp of training batches with Beta(ALPHA, ALPHA) weights (0: off, default)")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
+                        help="plateau: halve the learning rate when the validation loss stalls (default); "
+                             "cosine: cosine decay over the epochs")
+
+
+# TrainConfig fields a recipe may set, and the option (argparse dest) that gives each on the command line.
+RECIPE_OPTIONS = {"model": "model", "image_size": "image_size", "epochs": "epochs", "augmentation": "augmentation",
+                  "learning_rate": "lr", "batch_size": "batch_size", "dropout": "dropout", "patience": "patience",
+                  "label_smoothing": "label_smoothing", "mixup": "mixup", "lr_schedule": "lr_schedule"}
+
+
+def with_recipe(fields: dict, args: argparse.Namespace) -> dict:
+    """``fields`` (TrainConfig keywords from the options) with ``--recipe``'s defaults where no option was given."""
+    from covid_tf.runs.recipes import recipe_overrides
+
+    overrides = recipe_overrides(getattr(args, "recipe", None))
+    given = getattr(args, "explicit", set())
+    for name, value in overrides.items():
+        if name == "recipe" or RECIPE_OPTIONS.get(name) not in given:
+            fields[name] = value
+    return fields
 
 
 def add_roi_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,7 +160,7 @@ def config_from_args(args: argparse.Namespace):
     weights = None if args.weights.lower() == "none" else args.weights
     if weights not in (None, "auto", "imagenet") and not Path(weights).is_file():
         raise CovidTfError(f"{weights}: weights file not found (use auto, none, imagenet or a path)")
-    return TrainConfig(
+    return TrainConfig(**with_recipe(dict(
         data=str(Path(args.data).expanduser().resolve()), model=args.model, image_size=args.image_size,
         channels=args.channels, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
         unfreeze_blocks=unfreeze, weights=weights, loss=args.loss, optimizer=args.optimizer,
@@ -126,7 +173,8 @@ def config_from_args(args: argparse.Namespace):
         patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
         devices=_devices(args), mixed_precision=args.mixed_precision, precise_bn_images=args.precise_bn_images,
         roi=args.roi, roi_margin=args.roi_margin, roi_jitter=args.roi_jitter, roi_background=args.roi_background,
-    )
+        label_smoothing=args.label_smoothing, mixup=args.mixup, lr_schedule=args.lr_schedule,
+    ), args))
 
 
 def run(args: argparse.Namespace) -> int:
