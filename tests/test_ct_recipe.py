@@ -185,3 +185,13 @@ def test_cross_validation_with_tta_keeps_the_plain_predictions(tiny_split, monke
     assert np.allclose(plain.sum(axis=1), 1.0, atol=1e-5)
     assert np.allclose(plain, predict_paths(_left_right_model(32), predictions["path"], 32, 1), atol=1e-6)
     assert not np.allclose(predictions["p_COVID"], predictions["plain_p_COVID"])
+
+
+def test_ct_slice_config_takes_the_recipe_under_the_options_given(tmp_path):
+    from covid_tf.workflows.ct import slice_config
+
+    plain = slice_config(tmp_path, model="baseline", loss="focal", epochs=3)
+    recipe = slice_config(tmp_path, model="baseline", loss="focal", recipe="ct", epochs=3, label_smoothing=0.0)
+    assert (plain.augmentation, plain.lr_schedule, plain.recipe) != (recipe.augmentation, recipe.lr_schedule, "ct")
+    assert (recipe.augmentation, recipe.lr_schedule, recipe.recipe) == ("ct", "cosine", "ct")
+    assert recipe.label_smoothing == 0.0 and recipe.epochs == 3  # what the caller gives wins

@@ -162,16 +162,19 @@ def prepare_ct_data(
 # Slice classifier
 
 
-def slice_config(data: str | Path, *, model: str = CT_SLICE_MODEL, loss: str = CT_SLICE_LOSS, **options: Any):
+def slice_config(data: str | Path, *, model: str = CT_SLICE_MODEL, loss: str = CT_SLICE_LOSS,
+                 recipe: str | None = None, **options: Any):
     """A :class:`~covid_tf.runs.config.TrainConfig` for a slice classifier; by default seed 002's VGG16, focal loss.
 
     ``data`` is a label CSV from :func:`convert_ct` or a folder of slices; ``options`` are further
-    ``TrainConfig`` fields (``image_size``, ``epochs``, ``fine_tune_epochs``, ``weights``, ``split_fractions``...).
+    ``TrainConfig`` fields (``image_size``, ``epochs``, ``fine_tune_epochs``, ``weights``, ``split_fractions``...);
+    ``recipe`` (``"ct"``, ``covid_tf.runs.recipes``) sets the defaults it changes, under ``options``.
     """
     from covid_tf.runs.config import TrainConfig
 
     # An absolute path, so that the run's config.json still finds the data from another working directory.
-    return TrainConfig(data=str(Path(data).expanduser().resolve()), model=model, loss=loss, **options)
+    return TrainConfig.from_recipe(recipe, data=str(Path(data).expanduser().resolve()), model=model, loss=loss,
+                                   **options)
 
 
 def train_slices(
