@@ -128,6 +128,22 @@ def test_unfinished_run_with_other_settings_is_refused(tiny_data, tmp_path, caps
     assert json.loads((run / "config.json").read_text())["epochs"] == 99
 
 
+def test_an_unfinished_run_of_an_older_version_without_newer_settings_resumes(tiny_data, tmp_path):
+    """A config.json written before a setting existed lacks its key: that means the setting's default."""
+    from covid_tf.errors import CovidTfError
+    from covid_tf.runs.config import TrainConfig
+    from covid_tf.workflows.train import _check_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(data=str(tiny_data), epochs=2)
+    older = {key: value for key, value in cfg.to_dict().items() if key not in ("mixup", "label_smoothing")}
+    (run / "config.json").write_text(json.dumps(older))
+    _check_run_dir(run, cfg, overwrite=False)  # resumes: no error
+    with pytest.raises(CovidTfError, match="other settings \\(label_smoothing\\)"):
+        _check_run_dir(run, TrainConfig(data=str(tiny_data), epochs=2, label_smoothing=0.1), overwrite=False)
+
+
 def test_best_checkpoint_state_survives_a_new_callback(tmp_path):
     """What a resumed run sees: a fresh callback takes over the best key and epoch from best.json."""
     import keras

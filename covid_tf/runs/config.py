@@ -87,6 +87,11 @@ class TrainConfig:
         self.validate()
 
     @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Every field's default (what a ``config.json`` written before a field existed meant by its absence)."""
+        return {item.name: item.default for item in dataclasses.fields(cls) if item.default is not dataclasses.MISSING}
+
+    @classmethod
     def from_recipe(cls, name: str | None, **explicit) -> TrainConfig:
         """A config with recipe ``name``'s defaults (``covid_tf.runs.recipes``) under the fields given in ``explicit``
         (``data`` at least): what the caller gives wins, as options given on ``train --recipe``'s command line do."""

@@ -189,11 +189,15 @@ class RunRecord:
         """A finished training run: its model and its metrics (written last) are there."""
         return (self.folder / MODEL_FILE).is_file() and (self.folder / METRICS_FILE).is_file()
 
-    def differences(self, settings: Mapping[str, Any]) -> list[str]:
-        """The keys of ``settings`` whose recorded value differs (those a resumed run may change left out)."""
+    def differences(self, settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> list[str]:
+        """The keys of ``settings`` whose recorded value differs (those a resumed run may change left out).
+
+        A key the record lacks (a ``config.json`` of an older covid_tf, written before the setting existed)
+        counts as its value in ``defaults``: the setting's default, which is what that version did."""
+        defaults = defaults or {}
         return [key for key, value in settings.items()
                 if key not in RESUME_MAY_DIFFER and not (value is None and key in DECIDED_AT_START)
-                and _jsonable(value) != self.settings.get(key)]
+                and _jsonable(value) != self.settings.get(key, _jsonable(defaults.get(key)))]
 
 
 def _clean_history(history: pd.DataFrame) -> pd.DataFrame | None:

@@ -139,7 +139,7 @@ def _check_run_dir(run_dir: Path, cfg: TrainConfig, overwrite: bool) -> None:
         raise CovidTfError(f"{run_dir}: a finished run is already there; choose another --out or pass --overwrite")
     try:
         saved = RunRecord.read(run_dir, required=False)
-        changed = saved.differences(cfg.to_dict()) if saved.exists else []
+        changed = saved.differences(cfg.to_dict(), TrainConfig.defaults()) if saved.exists else []
     except CovidTfError:
         raise CovidTfError(f"{run_dir / record.CONFIG_FILE}: unreadable; pass --overwrite to start this run "
                            "again") from None
@@ -266,7 +266,7 @@ def reusable(run_dir: str | Path, cfg: TrainConfig, compare: Sequence[str] | Non
         run = RunRecord.read(run_dir)
         settings = cfg.to_dict()
         wanted = {key: settings[key] for key in compare} if compare is not None else settings
-        return None if run.differences(wanted) else run
+        return None if run.differences(wanted, TrainConfig.defaults()) else run
     except CovidTfError:
         return None
 
