@@ -107,6 +107,16 @@ def test_ct_lung_attention_trains_with_ct_masks(ct_slices, tmp_path):
     roi_table = pd.read_csv(tmp_path / "run" / "roi.csv")
     assert roi_table["roi_applied"].all()
 
+    # The counterfactual lung check of a CT run finds the lungs with the CT segmenter (the run's modality).
+    from covid_tf.workflows.occlusion import run_occlusion
+
+    checked = run_occlusion(tmp_path / "run" / "model.keras", ct_slices.csv_path, tmp_path / "occlusion",
+                            fills=["blur"], n_bootstrap=5)
+    summary = json.loads((tmp_path / "occlusion" / "occlusion.json").read_text())
+    assert summary["modality"] == "ct" and summary["n"] > 0 and summary["lung_mask_sources"] == {
+        "segmenter": summary["n_images"]}
+    assert checked.summary["results"]["lungs_filled"]["blur"]["n"] == summary["n"]
+
 
 @pytest.mark.realdata
 def test_roi_auto_chooses_ct_lungs_on_the_ucsd_slices(ct_dir, tmp_path):

@@ -25,6 +25,7 @@ AUTO = "auto"  # train's default: lungs-attention when the training images have 
 AUTO_BACKGROUND = 0.5
 ATTENTION_MODE = "lungs-attention"
 CT_ATTENTION_MODE = "ct-lungs-attention"
+MODALITIES = ("xray", "ct")  # whose lung segmenter: the X-ray U-Net (covid_tf.lungs.segment) or covid_tf.lungs.ct_lungs
 DEFAULT_MARGIN = 0.10  # of the lung box's height/width per side
 DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
 

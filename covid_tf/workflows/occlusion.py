@@ -60,7 +60,7 @@ from covid_tf.io_utils import (
 from covid_tf.lungs import fills as lung_fills
 from covid_tf.lungs.masks import read_mask, resize_mask
 from covid_tf.lungs.roi_inputs import prepare_masks, roi_image
-from covid_tf.lungs.roi_modes import DEFAULT_DILATION
+from covid_tf.lungs.roi_modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
 
@@ -162,18 +162,22 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
                   use_segmenter: bool = True, split_file: str | Path | None = None, subset: str | None = None,
                   classes: Sequence[str] | None = None, class_map: dict[str, str] | None = None,
                   batch_size: int = config.BATCH_SIZE, n_bootstrap: int = 1000, seed: int = config.SEED,
-                  allow_unsafe: bool = False, overwrite: bool = False,
+                  allow_unsafe: bool = False, overwrite: bool = False, modality: str | None = None,
                   on_step: Callable[[str], None] | None = None) -> OcclusionResult:
     """The counterfactual lung check of a saved model on a labelled dataset; writes ``occlusion.json``,
     ``occlusion.png`` and ``occlusion.csv`` into ``out_dir`` (see the module's docstring).
 
     ``fills``: ``"mean,blur"`` or a sequence (:data:`covid_tf.lungs.fills.FILLS`); ``dilation``: of the image's
     longer side; ``use_segmenter=False`` forbids the lung segmenter (only the dataset's masks);
-    ``split_file``/``subset``, ``classes``/``class_map``: which images, as in ``evaluate``.
+    ``split_file``/``subset``, ``classes``/``class_map``: which images, as in ``evaluate``; ``modality``
+    (``xray`` or ``ct``: whose lung segmenter, :mod:`covid_tf.lungs.ct_lungs` for CT slices) defaults to the
+    run's ROI mode's (``ct`` for ``ct-lungs-attention``, else ``xray``).
     """
     say = on_step or (lambda _line: None)
     started = time.perf_counter()
     fills = check_options(fills, dilation, batch_size, n_bootstrap)
+    if modality is not None and modality not in MODALITIES:
+        raise CovidTfError(f"--modality: unknown {modality!r}; choose one of {', '.join(MODALITIES)}")
     out_dir = Path(out_dir)
     check_output(out_dir, data, model_path, overwrite)
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
@@ -182,7 +186,8 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
                                                class_map=class_map)
     y_all, positive_index = label_indices(rows["label"], names), positive_class_index(names)
     say(f"lung masks of {len(rows)} image(s) ...")
-    masks = lung_masks_of(rows, data, use_segmenter)
+    modality = modality or loaded.roi.kind.modality
+    masks = lung_masks_of(rows, data, use_segmenter, modality)
     included = masks["roi_applied"].astype(bool).to_numpy()
     check_classes(y_all[included], names, positive_index, data, int((~included).sum()))
     paths = rows["path"].astype(str)[included].tolist()
@@ -198,7 +203,8 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     table = per_image_table(rows, masks, included, scores, loader.keys, names[positive_index])
     notes.extend(filter(None, [left_out_note(table)]))
     summary = {
-        "model": resolved_path(loaded.path), "data": str(root), "roi": loaded.roi.mode, "class_names": names,
+        "model": resolved_path(loaded.path), "data": str(root), "roi": loaded.roi.mode, "modality": modality,
+        "class_names": names,
         "positive_class": names[positive_index], "auc": f"ROC-AUC of {positive}", "fills": list(fills),
         "dilation": dilation, "blur_sigma": lung_fills.BLUR_SIGMA, "subset": subset,
         "split_file": resolved_path(split_file) if split_file else None, "n_images": len(rows),
@@ -244,11 +250,12 @@ def select_images(data: str | Path, *, split_file=None, subset=None, classes=Non
     return rows, skipped, [], index.root  # the data's own notes are said by select_rows
 
 
-def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool) -> pd.DataFrame:
+def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str = "xray") -> pd.DataFrame:
     """The images' lung masks (:func:`prepare_masks`: the dataset's, else the segmenter's, cached), one row each;
     a ``CovidTfError`` when there are none at all or no image has plausible lungs."""
     mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
-    masks = prepare_masks(rows["path"].astype(str).tolist(), mask_paths, use_segmenter=use_segmenter)
+    masks = prepare_masks(rows["path"].astype(str).tolist(), mask_paths, use_segmenter=use_segmenter,
+                          modality=modality)
     if not use_segmenter and (masks["lung_mask_source"] == "none").all():
         raise CovidTfError(f"{data}: has no lung masks (no <Class>/masks/ beside images/, no mask_path column) and "
                            "--no-segmenter forbids the lung segmenter; add masks or drop --no-segmenter")

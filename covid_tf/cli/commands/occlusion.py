@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.lungs.roi_modes import MODALITIES
 
 HELP = ("Counterfactual lung check: ROC-AUC of a saved model on the original images, with the lungs filled and "
         "with the outside of the lungs filled; occlusion.json, occlusion.png, occlusion.csv and a verdict.")
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="load models with Lambda layers (runs their code: only for models you trust)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier occlusion check in --out")
+    parser.add_argument("--modality", choices=MODALITIES, default=None,
+                        help="whose lung segmenter finds the lungs: xray (the U-Net) or ct (axial CT slices); "
+                             "default: the run's (ct for --roi ct-lungs-attention, else xray)")
 
 
 def _interval(entry: dict) -> str:
@@ -65,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         use_segmenter=not args.no_segmenter, split_file=args.split_file, subset=args.subset,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, allow_unsafe=args.allow_unsafe,
-        overwrite=args.overwrite, on_step=None if args.quiet else lambda line: print(line, file=sys.stderr),
+        overwrite=args.overwrite, modality=args.modality,
+        on_step=None if args.quiet else lambda line: print(line, file=sys.stderr),
     )
     for note in result.notes:
         print(note)
