@@ -129,8 +129,12 @@ def test_main_called_with_arguments_leaves_stderr_alone(tmp_path):
 
 
 def test_ctrl_c_interrupts_the_command_and_its_last_words_still_show():
-    probe = FILTERED + ("import time\ntry:\n    print('waiting', flush=True)\n    time.sleep(60)\n"
-                        "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)\n")
+    # A terminal's Ctrl-C state, whatever the test process left to its children (a blocked or ignored SIGINT is
+    # inherited through exec: a flaky 60 s hang in one `make test`).
+    terminal = ("import signal\nsignal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\n"
+                "signal.signal(signal.SIGINT, signal.default_int_handler)\n")
+    probe = terminal + FILTERED + ("import time\ntry:\n    print('waiting', flush=True)\n    time.sleep(60)\n"
+                                   "except KeyboardInterrupt:\n    print('interrupted', file=sys.stderr)\n")
     process = subprocess.Popen([sys.executable, "-c", probe], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env=_environment(), start_new_session=True)
     assert process.stdout.readline() == "True False\n" and process.stdout.readline() == "waiting\n"
