@@ -34,7 +34,17 @@ def test_every_notebook_is_numbered_and_has_a_source():
         assert (config.NOTEBOOKS_DIR / "src" / (notebook.stem + ".py")).is_file(), notebook.name
 
 
+@pytest.mark.xdist_group("test_notebooks")
+def test_xdist_groups_take_effect(request):
+    """Under `make test` (-n 2 --dist loadgroup) a grouped test's id carries its group: the module fixtures and the
+    notebooks' shared runs are built once. pytest 9.2 with pytest-xdist 3.8 silently dropped it (constraints.txt)."""
+    if os.environ.get("PYTEST_XDIST_WORKER") is None or not request.config.getoption("loadgroup", False):
+        pytest.skip("not run by pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@test_notebooks"), request.node.nodeid
+
+
 @pytest.mark.notebook
+@pytest.mark.xdist_group("test_notebooks")  # in order, on one worker: 03 and 04 reuse the runs of 02 and 03
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
 def test_notebook_runs_and_writes_figures(notebook, notebook_environment):
     root, parameters = notebook_environment
