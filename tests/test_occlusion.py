@@ -414,3 +414,9 @@ def test_a_model_trained_on_a_burned_in_marker_is_caught(tmp_path):
     assert found["original"]["auc"] >= 0.9, found
     assert all(entry["auc"] >= occlusion.SHORTCUT_AUC for entry in found["lungs_filled"].values()), found
     assert result.label == occlusion.SHORTCUTS
+
+
+def test_an_unknown_modality_is_one_clear_error_before_anything_is_read(tmp_path):
+    with pytest.raises(CovidTfError, match="--modality: unknown 'mri'"):
+        occlusion.run_occlusion(tmp_path / "missing.keras", tmp_path / "nowhere", tmp_path / "out", modality="mri")
+    assert not (tmp_path / "out").exists()

@@ -175,9 +175,7 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     """
     say = on_step or (lambda _line: None)
     started = time.perf_counter()
-    fills = check_options(fills, dilation, batch_size, n_bootstrap)
-    if modality is not None and modality not in MODALITIES:
-        raise CovidTfError(f"--modality: unknown {modality!r}; choose one of {', '.join(MODALITIES)}")
+    fills = check_options(fills, dilation, batch_size, n_bootstrap, modality)
     out_dir = Path(out_dir)
     check_output(out_dir, data, model_path, overwrite)
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
@@ -220,8 +218,11 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     return OcclusionResult(summary, table, label, line, out_dir, notes)
 
 
-def check_options(fills: str | Sequence[str], dilation: float, batch_size: int, n_bootstrap: int) -> tuple[str, ...]:
-    """The fills asked for; a ``CovidTfError`` for an unknown fill or a bad number."""
+def check_options(fills: str | Sequence[str], dilation: float, batch_size: int, n_bootstrap: int,
+                  modality: str | None = None) -> tuple[str, ...]:
+    """The fills asked for; a ``CovidTfError`` for an unknown fill or modality, or a bad number."""
+    if modality is not None and modality not in MODALITIES:
+        raise CovidTfError(f"--modality: unknown {modality!r}; choose one of {', '.join(MODALITIES)}")
     try:
         chosen = lung_fills.parse_fills(fills)
         lung_fills.dilation_pixels(dilation, (1, 1))
