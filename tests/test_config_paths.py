@@ -20,7 +20,7 @@ def _installed_copy(tmp_path: Path) -> Path:
     """covid_tf's light modules where a wheel puts them (``.../site-packages/covid_tf``)."""
     site = tmp_path / "venv" / "lib" / "python3" / "site-packages"
     (site / "covid_tf").mkdir(parents=True)
-    for name in ("__init__.py", "config.py"):
+    for name in ("__init__.py", "config.py", "tf_quiet.py", "errors.py"):  # what `import covid_tf.config` runs
         shutil.copy(ROOT / "covid_tf" / name, site / "covid_tf" / name)
     return site
 
