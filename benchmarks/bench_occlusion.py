@@ -40,16 +40,23 @@ CLASSES = ("COVID", "Normal")
 
 def link_images(source: Path, out: Path, count: int) -> None:
     """``out/<Class>/images/*`` (and ``masks/`` where the source has them): links to ``count`` images of COVID
-    and Normal, half each, the first ones by name."""
+    and Normal, half each, the first ones by name. Past the source's own images the links go round again under
+    new names (``copy1_<name>``, ...): each is read, decoded and scored as a separate image, and its cached
+    lung mask (keyed by the resolved path) is found once."""
     for name in CLASSES:
-        images = sorted((source / name / "images").glob("*.png"))[: count // 2]
+        available = sorted((source / name / "images").glob("*.png"))
+        if not available:
+            raise SystemExit(f"{source / name / 'images'}: no PNG images to link")
         (out / name / "images").mkdir(parents=True)
-        for image in images:
-            os.symlink(image.resolve(), out / name / "images" / image.name)
+        for index in range(count // 2):
+            image = available[index % len(available)]
+            turn = index // len(available)
+            link_name = image.name if turn == 0 else f"copy{turn}_{image.name}"
+            os.symlink(image.resolve(), out / name / "images" / link_name)
             mask = source / name / "masks" / image.name
             if mask.is_file():
                 (out / name / "masks").mkdir(exist_ok=True)
-                os.symlink(mask.resolve(), out / name / "masks" / image.name)
+                os.symlink(mask.resolve(), out / name / "masks" / link_name)
 
 
 def prepare(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, str]:
