@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -129,16 +130,19 @@ def _kill_chain(server: ForkServer, script: Path, data: Path, run: Path, rng: ra
 
     Kills come (a) just after an epoch is logged (history.partial.csv grew: the backup of that epoch is
     being written then), (b) at a random instant up to about one epoch's time after the start, or (c) just
-    after a backup was completed, which is chosen whenever two cycles in a row made no progress, so the
+    after a backup was completed, which is chosen whenever the cycle before made no progress, so the
     chain always ends. Yields after each kill; any exit other than the kill or success fails the test.
     """
     argv = ["train", data, "--out", run, "--model", "tiny", "--image-size", "32", "--batch-size", "4",
             "--patience", "100", "--precise-bn-images", "0", "--quiet", "--epochs", str(HEAD_EPOCHS),
             "--fine-tune-epochs", str(FINE_TUNE_EPOCHS)]
     stalled, epoch_seconds = 0, 3.0
+    # The two kinds of kill take turns (from a random first one), so that few kills cover both; the instant of
+    # a random kill is still random.
+    turns = itertools.cycle(rng.sample(["after an epoch is logged", "at random"], 2))
     while True:
         child = server.start(argv, script=script)
-        mode = "after a backup" if stalled >= 2 else rng.choice(["after an epoch is logged", "at random"])
+        mode = "after a backup" if stalled >= 1 else next(turns)
         rows, progress, started = partial_rows(run), _progress(run), time.monotonic()
         delay = rng.uniform(0.0, 1.2 * epoch_seconds)
         while server.poll(child) is None:

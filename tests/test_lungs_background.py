@@ -68,6 +68,20 @@ def test_the_setting_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(CovidTfError, match="needs --roi lungs-attention"):
         TrainConfig(data=str(tmp_path), roi="none", roi_background=0.5)
     assert TrainConfig(data=str(tmp_path), roi="auto", roi_background=0.5).roi_background == 0.5
+    with pytest.raises(CovidTfError, match="--roi-dilation"):
+        TrainConfig(data=str(tmp_path), roi="auto", roi_dilation=1.5)
+
+
+def test_the_command_line_sets_the_dilation_of_the_randomised_outside(tmp_path):
+    """``--roi-dilation`` reaches the config (0: randomise right up to the lungs' outline); the default is kept."""
+    from covid_tf.cli import build_parser
+    from covid_tf.cli.commands.train import config_from_args
+    from covid_tf.lungs.roi_modes import DEFAULT_DILATION
+
+    parser = build_parser()
+    base = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--roi-background", "0.5"]
+    assert config_from_args(parser.parse_args([*base, "--roi-dilation", "0"])).roi_dilation == 0.0
+    assert config_from_args(parser.parse_args(base)).roi_dilation == DEFAULT_DILATION
 
 
 def test_auto_adds_background_randomisation_to_lung_attention_only(tmp_path, monkeypatch):

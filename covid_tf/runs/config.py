@@ -64,7 +64,7 @@ class TrainConfig:
     roi: str = "none"
     roi_resolved: str | None = None
     roi_margin: float = DEFAULT_MARGIN  # of the lung box's height/width per side
-    roi_dilation: float = DEFAULT_DILATION  # of the image's longer side, for lungs-masked and lungs-removed
+    roi_dilation: float = DEFAULT_DILATION  # of the longer side: lungs-masked, lungs-removed, --roi-background
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
     # training only, lung attention: share of training images whose outside (beyond the dilated lungs) is
     # replaced by a random fill each epoch (covid_tf.lungs.background); None: AUTO_BACKGROUND when roi="auto"
@@ -139,6 +139,9 @@ class TrainConfig:
                               ("--roi-jitter", self.roi_jitter)):
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 raise CovidTfError(f"{option} must be a number of 0 or more, got {value}")
+        if self.roi_dilation >= 1.0:
+            raise CovidTfError(f"--roi-dilation is a share of the image's longer side (below 1), got "
+                               f"{self.roi_dilation}")
         if self.roi_background is not None and not 0.0 <= self.roi_background <= 1.0:
             raise CovidTfError(f"--roi-background must be a probability in [0, 1], got {self.roi_background}")
         if self.roi_background and self.roi not in (AUTO, ATTENTION_MODE):

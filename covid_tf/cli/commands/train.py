@@ -8,7 +8,7 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.roi_modes import AUTO, DEFAULT_MARGIN, MODES
+from covid_tf.lungs.roi_modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, MODES
 from covid_tf.models.architectures import model_names
 
 ROI_CHOICES = (AUTO, *MODES)  # the ROI table imports no TensorFlow or OpenCV
@@ -138,6 +138,10 @@ def add_roi_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--roi-margin", type=float, default=DEFAULT_MARGIN,
                         help="margin around the lung box, as a share of its height/width per side (default "
                              "%(default)s)")
+    parser.add_argument("--roi-dilation", type=float, default=DEFAULT_DILATION, metavar="SHARE",
+                        help="how far the lungs are grown, as a share of the image's longer side, before the "
+                             "outside is blacked out (lungs-masked), the lungs are (lungs-removed) or the outside "
+                             "is randomised (--roi-background) (default %(default)s)")
     parser.add_argument("--roi-background", type=float, default=None, metavar="P",
                         help="lungs-attention: replace everything outside the dilated lungs of a share P of the "
                              "training images, each epoch, by a random fill (mean grey, blur, noise or another "
@@ -172,7 +176,8 @@ def config_from_args(args: argparse.Namespace):
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map), seed=args.seed,
         patience=args.patience, allow_leakage=args.allow_leakage, strategy=args.strategy,
         devices=_devices(args), mixed_precision=args.mixed_precision, precise_bn_images=args.precise_bn_images,
-        roi=args.roi, roi_margin=args.roi_margin, roi_jitter=args.roi_jitter, roi_background=args.roi_background,
+        roi=args.roi, roi_margin=args.roi_margin, roi_dilation=args.roi_dilation, roi_jitter=args.roi_jitter,
+        roi_background=args.roi_background,
         label_smoothing=args.label_smoothing, mixup=args.mixup, lr_schedule=args.lr_schedule,
     ), args))
 
