@@ -117,6 +117,14 @@ def test_ct_lung_attention_trains_with_ct_masks(ct_slices, tmp_path):
         "segmenter": summary["n_images"]}
     assert checked.summary["results"]["lungs_filled"]["blur"]["n"] == summary["n"]
 
+    # explain and evaluate --lungs measure (and feed the attention model) the CT segmenter's lungs too.
+    from covid_tf.explain.lung_energy import LungInputs
+    from covid_tf.runs.inference import load_model
+
+    paths = pd.read_csv(tmp_path / "run" / "split.csv")["path"].head(3).tolist()
+    masks = LungInputs(load_model(tmp_path / "run" / "model.keras"), paths).table["mask_path"]
+    assert masks.str.endswith("-ct.png").all(), masks.tolist()
+
 
 @pytest.mark.realdata
 def test_roi_auto_chooses_ct_lungs_on_the_ucsd_slices(ct_dir, tmp_path):

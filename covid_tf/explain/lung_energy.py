@@ -40,7 +40,9 @@ class LungInputs:
     def __init__(self, loaded: LoadedModel, paths: Sequence[str], mask_paths: Sequence[str | None] | None = None,
                  use_segmenter: bool = True) -> None:
         self.loaded, self.size = loaded, loaded.image_size
-        self.table = prepare_masks(list(paths), mask_paths, use_segmenter=use_segmenter)
+        # The lungs of the run's modality: a CT run's masks come from the CT segmenter, as in training.
+        self.table = prepare_masks(list(paths), mask_paths, use_segmenter=use_segmenter,
+                                   modality=loaded.roi.kind.modality)
         self.loader = RoiLoader(loaded.roi, self.table, self.size, loaded.channels) if loaded.roi.active else None
 
     def model_input(self, path: str) -> tuple[np.ndarray, roi.Box | None, tuple[int, int] | None]:
@@ -132,8 +134,8 @@ def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_s
     mask_paths = chosen["mask_path"].fillna("").astype(str).tolist() if "mask_path" in chosen else None
     if not paths:
         return None
-    if not use_segmenter and (prepare_masks(paths, mask_paths, use_segmenter=False)["lung_mask_source"]
-                              == "none").all():
+    found = prepare_masks(paths, mask_paths, use_segmenter=False, modality=loaded.roi.kind.modality)
+    if not use_segmenter and (found["lung_mask_source"] == "none").all():
         return None
     class_index = loaded.class_names.index(positive)
     measure = partial(class_lung_energy, loaded, paths, class_index, use_segmenter=use_segmenter,
