@@ -20,13 +20,15 @@ help:
 	@echo "make notebooks - regenerate notebooks/*.ipynb from notebooks/src/*.py (jupytext)"
 
 # The packages come through uv (same versions as pip, from the same constraints; 23 s instead of about 2 min on
-# a fresh machine: BENCHMARKS.md). Where uv cannot be installed, pip does the same work.
+# a fresh machine: BENCHMARKS.md). Where uv cannot be installed or fails, pip does the same work.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON_SYSTEM) -m venv $(VENV)
-	if $(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt uv; then \
-	  $(UV) pip install --quiet --python $(PYTHON) -c constraints.txt -r requirements-dev.txt && \
-	  $(UV) pip install --quiet --python $(PYTHON) --no-deps -e . ; \
+	if $(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt uv && \
+	   $(UV) pip install --quiet --python $(PYTHON) -c constraints.txt -r requirements-dev.txt && \
+	   $(UV) pip install --quiet --python $(PYTHON) --no-deps -e . ; then \
+	  true; \
 	else \
+	  echo "uv failed: installing with pip"; \
 	  $(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt -r requirements-dev.txt && \
 	  $(PYTHON) -m pip install $(PIP_FLAGS) --no-deps -e . ; \
 	fi
