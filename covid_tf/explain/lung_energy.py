@@ -134,8 +134,8 @@ def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_s
     mask_paths = chosen["mask_path"].fillna("").astype(str).tolist() if "mask_path" in chosen else None
     if not paths:
         return None
-    found = prepare_masks(paths, mask_paths, use_segmenter=False, modality=loaded.roi.kind.modality)
-    if not use_segmenter and (found["lung_mask_source"] == "none").all():
+    if not use_segmenter and (prepare_masks(paths, mask_paths, use_segmenter=False, modality=loaded.roi.kind.modality)
+                              ["lung_mask_source"] == "none").all():
         return None
     class_index = loaded.class_names.index(positive)
     measure = partial(class_lung_energy, loaded, paths, class_index, use_segmenter=use_segmenter,

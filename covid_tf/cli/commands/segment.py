@@ -8,6 +8,7 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.cli import Renamed
+from covid_tf.lungs.roi_modes import MODALITIES
 
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "size (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help="images per batch (default: %(default)s)")
-    parser.add_argument("--modality", choices=("xray", "ct"), default="xray",
+    parser.add_argument("--modality", choices=MODALITIES, default="xray",
                         help="xray: chest X-rays, the U-Net; ct: axial CT slices (8-bit PNG), the classical CT lung "
                         "segmenter (body, air inside it, two lungs; --segmenter and --size do not apply) "
                         "(default: %(default)s)")
