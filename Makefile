@@ -21,9 +21,9 @@ help:
 
 # The packages come through uv (same versions as pip, from the same constraints; 23 s instead of about 2 min on
 # a fresh machine: BENCHMARKS.md). Where uv cannot be installed or fails, pip does the same work.
-# --compile-bytecode: pip writes every package's .pyc at install, uv only when asked. Without them a machine with
-# PYTHONDONTWRITEBYTECODE set (as on the machines this project is developed and tested on) compiles TensorFlow again in every process: 13.6 s per import
-# instead of 5.4 s, in every test worker, notebook kernel and command the tests start.
+# --compile-bytecode: pip writes every package's .pyc at install, uv only when asked. Without them, where
+# PYTHONDONTWRITEBYTECODE is set (as on the machines this project is built and tested on), every process compiles
+# TensorFlow again: 13.6 s per import instead of 5.4 s, in each test worker, notebook kernel and child command.
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON_SYSTEM) -m venv $(VENV)
 	if $(PYTHON) -m pip install $(PIP_FLAGS) -c constraints.txt uv && \

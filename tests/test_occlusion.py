@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from covid_tf import config as occlusion_config
 from covid_tf.cli import main
 from covid_tf.data.images import save_png
 from covid_tf.errors import CovidTfError
@@ -377,6 +378,39 @@ def test_command_writes_three_files_reports_an_unreadable_mask_and_prints_the_ve
     assert table.loc[~table["included"], "p_COVID"].isna().all()
     assert main(argv) == 2 and "already holds an occlusion check" in capsys.readouterr().err
     assert main([*argv, "--overwrite"]) == 0
+
+
+def test_masks_are_checked_as_they_are_streamed_like_evaluate_checks_them(tmp_path, monkeypatch):
+    """The check reads each mask once, in the stream: a segmenter's implausible mask (one blob) and a dataset's
+    empty mask are left out with prepare_masks's own reasons, the rest scored as if checked beforehand; when no
+    image has plausible lungs, one clear error."""
+    from covid_tf.lungs.roi_inputs import cache_key, prepare_masks
+
+    monkeypatch.setattr(occlusion_config, "CACHE_DIR", tmp_path / "cache")
+    data = write_dataset(tmp_path / "data", per_class=6, shortcut=True)
+    save_png(np.zeros((SIZE, SIZE), np.uint8), data / "COVID" / "masks" / "COVID-0.png")  # the dataset's, empty
+    moved = data / "Normal" / "masks" / "Normal-1.png"  # this image's mask comes from the segmenter's cache
+    blob = np.zeros((SIZE, SIZE), np.uint8)
+    blob[10:54, 10:54] = 255  # one component: not a plausible pair of lungs
+    cache = tmp_path / "cache" / "lung_masks"
+    cache.mkdir(parents=True)
+    save_png(blob, cache / f"{cache_key(data / 'Normal' / 'images' / 'Normal-1.png')}.png")
+    moved.unlink()
+    model = save_run(corner_model(), tmp_path / "run")
+    result = occlusion.run_occlusion(model, data, tmp_path / "out", n_bootstrap=0)
+    table = result.table.set_index("path")
+    expected = prepare_masks(list(table.index), use_segmenter=True, cache_dir=cache).set_index("path")
+    assert table["lung_mask_source"].equals(expected["lung_mask_source"])
+    assert table["included"].tolist() == expected["roi_applied"].tolist()
+    assert table.loc[~table["included"], "reason"].tolist() == expected.loc[~expected["roi_applied"], "reason"].tolist()
+    assert (~table["included"]).sum() == 2 and "expected 2" in " ".join(table["reason"])
+    assert result.summary["n"] == 10 and table.loc[table["included"], "p_COVID"].notna().all()
+    again = occlusion.run_occlusion(model, data, tmp_path / "again", n_bootstrap=0, use_segmenter=False)
+    assert again.summary["n"] == 10 and again.summary["lung_mask_sources"] == {"dataset": 11, "none": 1}
+    for mask in data.rglob("masks/*.png"):
+        save_png(np.zeros((SIZE, SIZE), np.uint8), mask)
+    with pytest.raises(CovidTfError, match="none of the 12 image"):
+        occlusion.run_occlusion(model, data, tmp_path / "none", n_bootstrap=0)
 
 
 def test_a_trained_run_with_a_lung_crop_goes_through(tmp_path):

@@ -86,7 +86,23 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
     ``lung_mask_source`` is then ``none``). ``roi_applied`` is False, with the reason, when a segmenter's
     mask is not a plausible pair of lungs (or a dataset's mask is empty): such an image is used whole.
     ``modality`` ``ct``: the CT lung segmenter and CT plausibility (:mod:`covid_tf.lungs.ct_lungs`), cached apart.
+    :func:`locate_masks` is the first half (the files), :func:`mask_file_plausibility` the second (each file read).
     """
+    table = locate_masks(paths, mask_paths, cache_dir=cache_dir, use_segmenter=use_segmenter, segmenter=segmenter,
+                         batch_size=batch_size, modality=modality)
+    checked = [mask_file_plausibility(mask_path, trusted=source == "dataset", modality=modality)
+               for mask_path, source in zip(table["mask_path"], table["lung_mask_source"])]
+    table["roi_applied"] = [applied for applied, _ in checked]
+    table["reason"] = [reason for _, reason in checked]
+    return table[list(ROI_COLUMNS)]
+
+
+def locate_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None = None, *,
+                 cache_dir: str | Path | None = None, use_segmenter: bool = True, segmenter=None,
+                 batch_size: int = 16, modality: str = "xray") -> pd.DataFrame:
+    """``path, mask_path, lung_mask_source`` of each image, as :func:`prepare_masks` finds them (the segmenter's
+    missing masks computed and cached now); no mask is read. ``mask_path`` is '' where ``lung_mask_source`` is
+    ``none``."""
     cache = Path(cache_dir) if cache_dir is not None else Path(config.CACHE_DIR) / MASK_CACHE
     rows, todo = [], []
     for index, path in enumerate(paths):
@@ -103,19 +119,24 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
             rows.append([str(path), "", "none"])
     if todo:
         _segment_into_cache(todo, segmenter, batch_size, modality)
-    for row in rows:
-        row.extend(_plausibility(row[1], trusted=row[2] == "dataset", modality=modality))
-    return pd.DataFrame(rows, columns=list(ROI_COLUMNS))
+    return pd.DataFrame(rows, columns=list(ROI_COLUMNS[:3]))
 
 
-def _plausibility(mask_path: str, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
-    """Whether the ROI applies: a dataset's own (``trusted``) mask unless empty; a segmenter's when plausible."""
+def mask_file_plausibility(mask_path: str, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
+    """:func:`mask_plausibility` of a mask file; ``(False, reason)`` for no file or an unreadable one."""
     if not mask_path:
         return False, "no lung mask"
     try:
         mask = read_mask(mask_path)
     except ImageReadError as error:
         return False, f"mask unreadable: {error.reason}"
+    return mask_plausibility(mask, trusted, modality)
+
+
+def mask_plausibility(mask: np.ndarray, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
+    """Whether the ROI applies to a bool mask, and why not: a dataset's own (``trusted``) mask unless empty; a
+    segmenter's when it is a plausible pair of lungs (:func:`covid_tf.lungs.masks.describe_mask`, or for CT
+    :func:`covid_tf.lungs.ct_lungs.describe_ct_mask`)."""
     if trusted:
         return (True, "") if mask.any() else (False, "the dataset's mask is empty")
     if modality == "ct":

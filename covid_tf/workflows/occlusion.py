@@ -13,15 +13,16 @@ ROC-AUC survives filled lungs reads something else (markers, borders, the film's
   reported.
 - Filling happens on the full-resolution image, before the run's own ROI (crop, mask, ...) turns it into the
   model's input; a lung-attention model gets the original lung mask as its mask channel.
-- Images are streamed from disk through ``tf.data``: each is read, masked and filled once, and all its
-  variants go through the model in the same batch.
+- Images are streamed from disk through ``tf.data``: each image and its mask are read once; the mask is checked
+  there (the check ``evaluate`` makes before it predicts) and the image filled, while the model scores the batches
+  before; all of an image's variants go through the model in the same batch.
 """
 
 from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.images import load_image
-from covid_tf.errors import CovidTfError
+from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.evaluation.occlusion import (  # noqa: F401  (the verdict's labels and thresholds, re-exported)
     DECIDES_FROM_LUNGS,
@@ -59,7 +60,7 @@ from covid_tf.io_utils import (
 )
 from covid_tf.lungs import fills as lung_fills
 from covid_tf.lungs.masks import read_mask, resize_mask
-from covid_tf.lungs.roi_inputs import prepare_masks, roi_image
+from covid_tf.lungs.roi_inputs import locate_masks, mask_plausibility, roi_image
 from covid_tf.lungs.roi_modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
@@ -71,19 +72,37 @@ MAX_RESIZE_CHANNELS = 4  # OpenCV's area resize takes at most four channels
 
 class VariantLoader:
     """``path -> (V, S, S, C)``: the model inputs of every variant of one image (:func:`fills.occlusion_images`,
-    each through the run's ROI with the image's original mask), for ``tf.data``."""
+    each through the run's ROI with the image's original mask), for ``tf.data``. :meth:`checked` also checks the
+    mask first (:func:`~covid_tf.lungs.roi_inputs.mask_plausibility`, as ``evaluate`` does) from the same read."""
 
     def __init__(self, loaded, mask_files: dict[str, str], fills: Sequence[str], dilation: float,
-                 seed: int = config.SEED) -> None:
+                 seed: int = config.SEED, *, trusted: Collection[str] = (), modality: str = "xray") -> None:
         self.spec, self.size, self.image_channels = loaded.roi, loaded.image_size, loaded.channels
         self.channels = int(loaded.model.inputs[0].shape[-1])
         self.masks, self.fills, self.dilation, self.seed = dict(mask_files), tuple(fills), dilation, seed
+        self.trusted, self.modality = frozenset(trusted), modality
         self.keys = lung_fills.variant_keys(self.fills)
         self.per_call = max(1, MAX_RESIZE_CHANNELS // self.image_channels)  # variants per ROI call
 
     def __call__(self, path: str) -> np.ndarray:
+        return self.variants(path, read_mask(self.masks[path]))
+
+    def checked(self, path: str) -> tuple[np.ndarray, str]:
+        """``(inputs, reason)``: the variants' inputs and ``''`` when the mask is plausible; else zeros and why not
+        (the image is then left out of every variant)."""
+        try:
+            mask = read_mask(self.masks[path])
+        except ImageReadError as error:
+            return self.empty(), f"mask unreadable: {error.reason}"
+        plausible, reason = mask_plausibility(mask, path in self.trusted, self.modality)
+        return (self.variants(path, mask), "") if plausible else (self.empty(), reason)
+
+    def empty(self) -> np.ndarray:
+        return np.zeros((len(self.keys), self.size, self.size, self.channels), np.float32)
+
+    def variants(self, path: str, mask: np.ndarray) -> np.ndarray:
         image = load_image(path, channels=self.image_channels)
-        mask = resize_mask(read_mask(self.masks[path]), *image.shape[:2])
+        mask = resize_mask(mask, *image.shape[:2])
         rng = np.random.default_rng([self.seed, zlib.crc32(path.encode("utf-8", "surrogateescape"))])
         variants = lung_fills.occlusion_images(image, mask, self.fills, self.dilation, rng)
         return np.stack([model_input for start in range(0, len(variants), self.per_call)
@@ -100,37 +119,37 @@ class VariantLoader:
 
 
 def predict_variants(model, paths: Sequence[str], loader: VariantLoader,
-                     batch_size: int = config.BATCH_SIZE) -> np.ndarray:
-    """Softmax probabilities ``(N, V, K)`` of every variant of every image, streamed from disk in batches of
-    about ``batch_size`` model inputs (``batch_size // V`` images, each read and filled once)."""
-    import keras
+                     batch_size: int = config.BATCH_SIZE) -> tuple[np.ndarray, list[str]]:
+    """Softmax probabilities ``(N, V, K)`` of every variant of every image and each image's mask verdict ('' for
+    plausible lungs, else why not: its probabilities are then meaningless), streamed from disk in batches of
+    about ``batch_size`` model inputs (``batch_size // V`` images, each read, checked and filled once, while the
+    model scores the batches before)."""
     import tensorflow as tf
 
     paths = [str(p) for p in paths]
     n_variants, size, channels = len(loader.keys), loader.size, loader.channels
     if not paths:
-        return np.zeros((0, n_variants, int(model.outputs[0].shape[-1])), np.float32)
+        return np.zeros((0, n_variants, int(model.outputs[0].shape[-1])), np.float32), []
     per_batch = max(1, batch_size // n_variants)
 
-    def decode(path: tf.Tensor) -> tf.Tensor:
-        inputs = tf.numpy_function(lambda p: loader(p.decode("utf-8")), [path], tf.float32, stateful=False)
-        return tf.ensure_shape(inputs, (n_variants, size, size, channels))
+    def decode(path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        inputs, reason = tf.numpy_function(lambda p: loader.checked(p.decode("utf-8")), [path],
+                                           (tf.float32, tf.string), stateful=False)
+        return tf.ensure_shape(inputs, (n_variants, size, size, channels)), tf.ensure_shape(reason, ())
 
     dataset = (tf.data.Dataset.from_tensor_slices(paths)
                .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-               .batch(per_batch).map(lambda x: tf.reshape(x, (-1, size, size, channels)))
+               .batch(per_batch).map(lambda x, reason: (tf.reshape(x, (-1, size, size, channels)), reason))
                .prefetch(tf.data.AUTOTUNE))
-    bar = progress_bar(total=-(-len(paths) // per_batch), desc="occlusion", unit="batch")
-
-    class Progress(keras.callbacks.Callback):
-        def on_predict_batch_end(self, batch, logs=None) -> None:  # noqa: ANN001
+    spec = tf.TensorSpec((None, size, size, channels), tf.float32)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
+    probabilities, reasons = [], []
+    with progress_bar(total=-(-len(paths) // per_batch), desc="occlusion", unit="batch") as bar:
+        for inputs, batch_reasons in dataset:
+            probabilities.append(np.asarray(forward(inputs), np.float32))
+            reasons.extend(reason.decode("utf-8") for reason in batch_reasons.numpy())
             bar.update(1)
-
-    try:
-        probabilities = np.asarray(model.predict(dataset, verbose=0, callbacks=[Progress()]), np.float32)
-    finally:
-        bar.close()
-    return probabilities.reshape(len(paths), n_variants, -1)
+    return np.concatenate(probabilities).reshape(len(paths), n_variants, -1), reasons
 
 
 def check_output(out_dir: Path, data: str | Path, model_path: str | Path, overwrite: bool) -> None:
@@ -185,14 +204,15 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     y_all, positive_index = label_indices(rows["label"], names), positive_class_index(names)
     say(f"lung masks of {len(rows)} image(s) ...")
     modality = modality or loaded.roi.kind.modality
-    masks = lung_masks_of(rows, data, use_segmenter, modality)
-    included = masks["roi_applied"].astype(bool).to_numpy()
+    masks, probabilities, loader = score_variants(loaded, rows, data, use_segmenter, modality, fills, dilation, seed,
+                                                  batch_size, say)
+    included = masks["roi_applied"].to_numpy(bool)
+    if not included.any():
+        first = masks.iloc[0]
+        raise CovidTfError(f"{data}: none of the {len(masks)} image(s) has plausible lungs (e.g. {first['path']}: "
+                           f"{first['reason']}); nothing to occlude")
     check_classes(y_all[included], names, positive_index, data, int((~included).sum()))
-    paths = rows["path"].astype(str)[included].tolist()
-    loader = VariantLoader(loaded, dict(zip(paths, masks["mask_path"][included])), fills, dilation, seed)
-    say(f"predicting {len(paths)} image(s) x {len(loader.keys)} variants (the original; lungs filled and outside "
-        f"filled with {', '.join(fills)}) ...")
-    scores = predict_variants(loaded.model, paths, loader, batch_size)[..., positive_index]
+    scores = probabilities[included, :, positive_index]
     patients = rows["patient_id"].astype(str)[included].to_numpy()
     auc_rows = auc_results(y_all[included], scores, positive_index, loader.keys, n_bootstrap=n_bootstrap, seed=seed,
                            groups=patients if len(set(patients)) < len(patients) else None)
@@ -216,6 +236,26 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     }
     write_outputs(out_dir, summary | {"seconds": round(time.perf_counter() - started, 1)}, table, auc_rows)
     return OcclusionResult(summary, table, label, line, out_dir, notes)
+
+
+def score_variants(loaded, rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str,
+                   fills: Sequence[str], dilation: float, seed: int, batch_size: int,
+                   say: Callable[[str], None]) -> tuple[pd.DataFrame, np.ndarray, VariantLoader]:
+    """Every image's mask row (:func:`~covid_tf.lungs.roi_inputs.prepare_masks`'s columns: each mask checked as the stream reads it), the
+    probabilities ``(N, V, K)`` of its variants (NaN for an image left out) and the loader (its ``keys``)."""
+    located = lung_masks_of(rows, data, use_segmenter, modality)
+    streamed = located["mask_path"].astype(bool).to_numpy()  # with a mask file, to be checked as it is read
+    paths = rows["path"].astype(str)[streamed].tolist()
+    loader = VariantLoader(loaded, dict(zip(paths, located["mask_path"][streamed])), fills, dilation, seed,
+                           trusted=located.loc[located["lung_mask_source"].eq("dataset"), "path"], modality=modality)
+    say(f"checking the lungs and predicting {len(paths)} image(s) x {len(loader.keys)} variants (the original; lungs "
+        f"filled and outside filled with {', '.join(fills)}) ...")
+    streamed_probabilities, reasons = predict_variants(loaded.model, paths, loader, batch_size)
+    masks = with_plausibility(located, streamed, reasons)
+    probabilities = np.full((len(rows), len(loader.keys), int(loaded.model.outputs[0].shape[-1])), np.nan, np.float32)
+    probabilities[streamed] = streamed_probabilities
+    probabilities[~masks["roi_applied"].to_numpy(bool)] = np.nan
+    return masks, probabilities, loader
 
 
 def check_options(fills: str | Sequence[str], dilation: float, batch_size: int, n_bootstrap: int,
@@ -252,19 +292,24 @@ def select_images(data: str | Path, *, split_file=None, subset=None, classes=Non
 
 
 def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str = "xray") -> pd.DataFrame:
-    """The images' lung masks (:func:`prepare_masks`: the dataset's, else the segmenter's, cached), one row each;
-    a ``CovidTfError`` when there are none at all or no image has plausible lungs."""
+    """The images' lung mask files (:func:`locate_masks`: the dataset's, else the segmenter's, cached), one row each;
+    a ``CovidTfError`` when there are none at all. Whether each is plausible is checked as it is read
+    (:meth:`VariantLoader.checked`, :func:`with_plausibility`)."""
     mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
-    masks = prepare_masks(rows["path"].astype(str).tolist(), mask_paths, use_segmenter=use_segmenter,
-                          modality=modality)
+    masks = locate_masks(rows["path"].astype(str).tolist(), mask_paths, use_segmenter=use_segmenter,
+                         modality=modality)
     if not use_segmenter and (masks["lung_mask_source"] == "none").all():
         raise CovidTfError(f"{data}: has no lung masks (no <Class>/masks/ beside images/, no mask_path column) and "
                            "--no-segmenter forbids the lung segmenter; add masks or drop --no-segmenter")
-    if not masks["roi_applied"].astype(bool).any():
-        first = masks.iloc[0]
-        raise CovidTfError(f"{data}: none of the {len(masks)} image(s) has plausible lungs (e.g. {first['path']}: "
-                           f"{first['reason']}); nothing to occlude")
     return masks
+
+
+def with_plausibility(located: pd.DataFrame, streamed: np.ndarray, reasons: Sequence[str]) -> pd.DataFrame:
+    """:func:`lung_masks_of`'s table with ``roi_applied`` and ``reason`` (the columns of
+    :func:`~covid_tf.lungs.roi_inputs.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the rest."""
+    reason = np.full(len(located), "no lung mask", dtype=object)
+    reason[streamed] = list(reasons)
+    return located.assign(roi_applied=reason == "", reason=reason)
 
 
 def check_classes(y_true: np.ndarray, names: Sequence[str], positive_index: int, data: str | Path,
