@@ -241,8 +241,9 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
 def score_variants(loaded, rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str,
                    fills: Sequence[str], dilation: float, seed: int, batch_size: int,
                    say: Callable[[str], None]) -> tuple[pd.DataFrame, np.ndarray, VariantLoader]:
-    """Every image's mask row (:func:`~covid_tf.lungs.roi_inputs.prepare_masks`'s columns: each mask checked as the stream reads it), the
-    probabilities ``(N, V, K)`` of its variants (NaN for an image left out) and the loader (its ``keys``)."""
+    """Every image's mask row (the columns of :func:`~covid_tf.lungs.roi_inputs.prepare_masks`: each mask checked as
+    the stream reads it), the probabilities ``(N, V, K)`` of its variants (NaN for an image left out) and the loader
+    (its ``keys``)."""
     located = lung_masks_of(rows, data, use_segmenter, modality)
     streamed = located["mask_path"].astype(bool).to_numpy()  # with a mask file, to be checked as it is read
     paths = rows["path"].astype(str)[streamed].tolist()
