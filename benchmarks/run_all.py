@@ -4,9 +4,10 @@ Each benchmark runs in its own Python process (fresh TensorFlow state, its own m
 ``--json``; this script collects the results, the machine (CPU model, cores, memory, TensorFlow
 and Keras versions, GPUs) and the command that reproduces each, and writes the Markdown file.
 
-Usage: ``python benchmarks/run_all.py [--only startup gradcam pipeline memory throughput segmenter roi occlusion epoch]
-[--quick] [--output BENCHMARKS.md]``. ``--quick`` runs smaller versions (a smoke test, not for
-the record). The exit status is 0 when every benchmark ran, whether or not its targets were met.
+Usage: ``python benchmarks/run_all.py [--only startup gradcam pipeline memory throughput segmenter roi occlusion epoch
+threads] [--quick] [--output BENCHMARKS.md]``. ``--quick`` runs smaller versions (a smoke test, not for
+the record). The exit status is 0 when every benchmark ran, whether or not its targets were met. Sections of the
+existing file that no benchmark writes (hand-written analyses) are kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "roi": ("bench_roi.py", [], ["--images", "32", "--source-size", "64", "--size", "64", "--repeats", "1"]),
     "occlusion": ("bench_occlusion.py", [], ["--images", "40", "--size", "64", "--repeats", "1"]),
     "epoch": ("bench_epoch.py", [], ["--images", "64", "--size", "64", "--repeats", "1"]),
+    "threads": ("bench_threads.py", [], ["--size", "64", "--calls", "3"]),
 }
 
 CHANGES = """\
@@ -62,6 +64,8 @@ CHANGES = """\
   gives `roi_image`'s input to within 1e-5 (8-bit PNGs, a mask of the image's size; tested); the Python loader
   for the rest.
 """
+
+CHANGES_HEADING = CHANGES.splitlines()[0].removeprefix("## ")
 
 GPU_NOTE = """\
 ## GPU and mixed precision
@@ -158,6 +162,29 @@ def render(results: dict[str, tuple[dict | None, float, str]], machine: dict, qu
     return "\n".join(lines)
 
 
+def sections(text: str) -> list[tuple[str, str]]:
+    """``(heading, text)`` of each ``## `` section of a Markdown file (its ``### `` subsections included); the
+    text before the first one has the heading ''."""
+    found: list[tuple[str, list[str]]] = [("", [])]
+    for line in text.splitlines():
+        if line.startswith("## "):
+            found.append((line[3:].strip(), []))
+        found[-1][1].append(line)
+    return [(heading, "\n".join(lines)) for heading, lines in found]
+
+
+def keep_hand_written(generated: str, previous: str) -> str:
+    """``generated`` with every section of ``previous`` that it does not write itself (the hand-written analyses,
+    tried-and-not-taken notes, ...) kept, in their order, before the changes and GPU notes at the end."""
+    written = {heading for heading, _ in sections(generated)}
+    kept = [body for heading, body in sections(previous) if heading and heading not in written]
+    if not kept:
+        return generated
+    parts = sections(generated)
+    tail = next((index for index, (heading, _) in enumerate(parts) if heading == CHANGES_HEADING), len(parts))
+    return "\n".join([*(body for _, body in parts[:tail]), *kept, *(body for _, body in parts[tail:])])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), help="run only these benchmarks")
@@ -173,8 +200,10 @@ def main() -> None:
         for name in args.only or list(BENCHMARKS):
             results[name] = run_benchmark(name, args.quick, Path(temp))
     total = time.perf_counter() - start
-    text = render(results, machine, args.quick, total)
     output = Path(args.output)
+    text = render(results, machine, args.quick, total)
+    if output.is_file():  # keep its hand-written sections
+        text = keep_hand_written(text, output.read_text())
     temporary = output.with_name(output.name + ".tmp")
     temporary.write_text(text)
     os.replace(temporary, output)
