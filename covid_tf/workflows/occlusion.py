@@ -89,13 +89,18 @@ class VariantLoader:
 
     def checked(self, path: str) -> tuple[np.ndarray, str]:
         """``(inputs, reason)``: the variants' inputs and ``''`` when the mask is plausible; else zeros and why not
-        (the image is then left out of every variant)."""
+        (the image is then left out of every variant), as for an image or mask that cannot be read."""
         try:
             mask = read_mask(self.masks[path])
         except ImageReadError as error:
             return self.empty(), f"mask unreadable: {error.reason}"
         plausible, reason = mask_plausibility(mask, path in self.trusted, self.modality)
-        return (self.variants(path, mask), "") if plausible else (self.empty(), reason)
+        if not plausible:
+            return self.empty(), reason
+        try:
+            return self.variants(path, mask), ""
+        except ImageReadError as error:  # read whole when the data was indexed, broken since
+            return self.empty(), f"image unreadable: {error.reason}"
 
     def empty(self) -> np.ndarray:
         return np.zeros((len(self.keys), self.size, self.size, self.channels), np.float32)
