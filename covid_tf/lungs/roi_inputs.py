@@ -49,6 +49,7 @@ AUTO_MAX_XRAY_LUNGS_FOR_CT = 0.2
 MASK_CACHE = "lung_masks"
 CACHE_SUFFIXES = {"xray": "", "ct": "-ct"}  # a CT mask's cache file: <key>-ct.png
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
+NO_MASK = "no lung mask"  # the reason of an image without a mask file
 
 
 def cache_key(image_path: str | Path) -> str:
@@ -124,13 +125,21 @@ def locate_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
 
 def mask_file_plausibility(mask_path: str, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
     """:func:`mask_plausibility` of a mask file; ``(False, reason)`` for no file or an unreadable one."""
+    mask, reason = read_plausible_mask(mask_path, trusted, modality)
+    return mask is not None, reason
+
+
+def read_plausible_mask(mask_path: str, trusted: bool, modality: str = "xray") -> tuple[np.ndarray | None, str]:
+    """``(mask, '')`` when the ROI applies to the mask file (:func:`mask_plausibility`), else ``(None, reason)``:
+    no file (:data:`NO_MASK`), an unreadable one, or an implausible mask."""
     if not mask_path:
-        return False, "no lung mask"
+        return None, NO_MASK
     try:
         mask = read_mask(mask_path)
     except ImageReadError as error:
-        return False, f"mask unreadable: {error.reason}"
-    return mask_plausibility(mask, trusted, modality)
+        return None, f"mask unreadable: {error.reason}"
+    plausible, reason = mask_plausibility(mask, trusted, modality)
+    return (mask, "") if plausible else (None, reason)
 
 
 def mask_plausibility(mask: np.ndarray, trusted: bool, modality: str = "xray") -> tuple[bool, str]:

@@ -60,7 +60,7 @@ from covid_tf.io_utils import (
 )
 from covid_tf.lungs import fills as lung_fills
 from covid_tf.lungs.masks import read_mask, resize_mask
-from covid_tf.lungs.roi_inputs import locate_masks, mask_plausibility, roi_image
+from covid_tf.lungs.roi_inputs import NO_MASK, locate_masks, read_plausible_mask, roi_image
 from covid_tf.lungs.roi_modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
@@ -73,7 +73,7 @@ MAX_RESIZE_CHANNELS = 4  # OpenCV's area resize takes at most four channels
 class VariantLoader:
     """``path -> (V, S, S, C)``: the model inputs of every variant of one image (:func:`fills.occlusion_images`,
     each through the run's ROI with the image's original mask), for ``tf.data``. :meth:`checked` also checks the
-    mask first (:func:`~covid_tf.lungs.roi_inputs.mask_plausibility`, as ``evaluate`` does) from the same read."""
+    mask first (:func:`~covid_tf.lungs.roi_inputs.read_plausible_mask`, as ``evaluate`` does) from the same read."""
 
     def __init__(self, loaded, mask_files: dict[str, str], fills: Sequence[str], dilation: float,
                  seed: int = config.SEED, *, trusted: Collection[str] = (), modality: str = "xray") -> None:
@@ -90,12 +90,8 @@ class VariantLoader:
     def checked(self, path: str) -> tuple[np.ndarray, str]:
         """``(inputs, reason)``: the variants' inputs and ``''`` when the mask is plausible; else zeros and why not
         (the image is then left out of every variant), as for an image or mask that cannot be read."""
-        try:
-            mask = read_mask(self.masks[path])
-        except ImageReadError as error:
-            return self.empty(), f"mask unreadable: {error.reason}"
-        plausible, reason = mask_plausibility(mask, path in self.trusted, self.modality)
-        if not plausible:
+        mask, reason = read_plausible_mask(self.masks[path], path in self.trusted, self.modality)
+        if mask is None:
             return self.empty(), reason
         try:
             return self.variants(path, mask), ""
@@ -147,7 +143,7 @@ def predict_variants(model, paths: Sequence[str], loader: VariantLoader,
                .batch(per_batch).map(lambda x, reason: (tf.reshape(x, (-1, size, size, channels)), reason))
                .prefetch(tf.data.AUTOTUNE))
     spec = tf.TensorSpec((None, size, size, channels), tf.float32)
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec], reduce_retracing=True)
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     probabilities, reasons = [], []
     with progress_bar(total=-(-len(paths) // per_batch), desc="occlusion", unit="batch") as bar:
         for inputs, batch_reasons in dataset:
@@ -313,7 +309,7 @@ def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, mod
 def with_plausibility(located: pd.DataFrame, streamed: np.ndarray, reasons: Sequence[str]) -> pd.DataFrame:
     """:func:`lung_masks_of`'s table with ``roi_applied`` and ``reason`` (the columns of
     :func:`~covid_tf.lungs.roi_inputs.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the rest."""
-    reason = np.full(len(located), "no lung mask", dtype=object)
+    reason = np.full(len(located), NO_MASK, dtype=object)
     reason[streamed] = list(reasons)
     return located.assign(roi_applied=reason == "", reason=reason)
 
