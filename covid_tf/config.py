@@ -82,6 +82,9 @@ MAX_BATCH_SIZE = 4096
 BATCH_IMAGES_AT_MAX_SIZE = 64  # one batch holds at most 64 x MAX_IMAGE_SIZE^2 pixels (64 Mpx)
 DEFAULT_SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 
+# How a model normalises its [0, 1] input (covid_tf.data.preprocessing.normalization_layer).
+NORMALIZATION_KINDS = ("dataset", "imagenet", "per_image", "resnet_v2", "vgg16", "none")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

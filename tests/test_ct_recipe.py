@@ -122,7 +122,7 @@ def test_train_recipe_sets_its_defaults_and_explicit_options_win(tmp_path):
         {name: value for name, value in overrides.items() if name != "epochs"}
     recorded = python.to_dict()  # what config.json records
     assert recorded["recipe"] == "ct" and {"label_smoothing", "mixup", "lr_schedule"} <= set(recorded)
-    assert set(RECIPES) == {"ct"}
+    assert "ct" in RECIPES
     with pytest.raises(ValueError, match="recipe"):
         recipe_overrides("xray")
 

@@ -365,7 +365,7 @@ def test_auto_weights_leave_other_choices_alone(monkeypatch):
 
     monkeypatch.setattr(transfer, "can_download", _no_network)
     lines = []
-    for name in ("baseline", "resnet18"):  # no ImageNet weights in keras.applications: random, quietly
+    for name in ("baseline", "lenet"):  # trained from scratch: random, quietly (resnet18: test_seed_recipes)
         assert transfer.resolve_weights(name, "auto", say=lines.append) is None
     assert transfer.resolve_weights("resnet50v2", None, say=lines.append) is None
     assert transfer.resolve_weights("resnet50v2", "w.h5", say=lines.append) == "w.h5"

@@ -19,7 +19,7 @@ from keras import layers, ops
 
 from covid_tf import config
 
-NORMALIZATION_KINDS = ("dataset", "imagenet", "per_image", "resnet_v2", "vgg16", "none")
+NORMALIZATION_KINDS = config.NORMALIZATION_KINDS
 # Caffe-style means of the ImageNet training set, in BGR order and 0-255 units.
 VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
 # Variance floor of per-image standardisation: a std floor of 0.01 in [0, 1] units.
@@ -139,6 +139,7 @@ class AugmentationConfig:
 AUGMENTATION_PRESETS = {
     "none": AugmentationConfig(),
     "rotate": AugmentationConfig(rotation_degrees=30.0),
+    "width-shift-rotate-zoom": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, zoom=0.2),
     "shift-rotate-zoom": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2),
     "rotate-flip": AugmentationConfig(rotation_degrees=10.0, horizontal_flip=True),
     "shift-rotate-zoom-flip": AugmentationConfig(rotation_degrees=15.0, width_shift=0.1, height_shift=0.1, zoom=0.2,

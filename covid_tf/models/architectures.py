@@ -96,6 +96,9 @@ register(Architecture("baseline", "covid_tf.models.cnn:build_baseline", "block3_
 register(Architecture("small", "covid_tf.models.cnn:build_small", "block2_conv", transfer=False,
                       learning_rate=config.SCRATCH_CNN_LEARNING_RATE, auto_normalization="dataset",
                       block_patterns=CNN_BLOCKS))
+register(Architecture("lenet", "covid_tf.models.cnn:build_lenet", "block2_conv", transfer=False,
+                      learning_rate=config.SCRATCH_CNN_LEARNING_RATE, auto_normalization="dataset",
+                      block_patterns=CNN_BLOCKS))
 register(Architecture("resnet50v2", "covid_tf.models.transfer:build_resnet50v2", "post_relu", transfer=True,
                       learning_rate=config.LEARNING_RATE, auto_normalization="resnet_v2",
                       block_patterns=RESNET_BLOCKS, dataset_statistics=False))

@@ -1,4 +1,4 @@
-"""Convolutional networks trained from scratch: the baseline of seed 001 and the small CNN of seed 004."""
+"""Convolutional networks trained from scratch: the baseline of seed 001 and two readings of seed 004's small CNN."""
 
 from __future__ import annotations
 
@@ -66,4 +66,38 @@ def build_small(options: common.BuildOptions) -> keras.Model:
     outputs = options.head(x, inputs, dense_units=(100, 50))
     model = keras.Model(inputs, outputs, name=common.model_name("small"))
     _load_full_weights(model, options.weights, "small")
+    return model
+
+
+LENET_POOL = 8  # seed 004's MaxPool2d(kernel_size=8, stride=8)
+LENET_KERNEL = 5
+
+
+def lenet_pool_size(image_size: int) -> int:
+    """Seed 004's pooling of 8, or less where 8 would leave the second 5x5 convolution under 5 pixels (inputs
+    under 44 px): the pool that leaves it at least 5."""
+    after_first = image_size - (LENET_KERNEL - 1)
+    return max(1, min(LENET_POOL, after_first // LENET_KERNEL))
+
+
+def build_lenet(options: common.BuildOptions) -> keras.Model:
+    """The small CNN of seed 004 as the seed wrote it: Conv(6, 5x5, valid) -> MaxPool(8) -> Conv(16, 5x5, valid)
+    -> Flatten -> Dense 100 -> Dense 50 -> softmax, on 3 channels (a grey image is repeated).
+
+    LeNet-5's shape (Conv 6@5x5, Conv 16@5x5, FC layers). The seed's printout names no activation: ReLU after
+    each convolution and hidden dense layer, as its PyTorch tutorial lineage does. Its ``Linear(16, 100)``
+    cannot follow a 11x11x16 map at 128 px; the flattened map is used (the global-pooled reading of that line
+    is ``small``). The last conv layer is ``block2_conv``; ``weights`` is None or a ``.weights.h5`` of the model.
+    """
+    inputs, x = options.stem(rgb=True)
+    x = layers.Conv2D(6, LENET_KERNEL, padding="valid", activation="relu", name="block1_conv")(x)
+    x = layers.MaxPooling2D(lenet_pool_size(options.image_size), name="block1_pool")(x)
+    x = layers.Conv2D(16, LENET_KERNEL, padding="valid", activation="relu", name="block2_conv")(x)
+    if options.lung_attention:  # the lung-masked average takes the place of the flattened map
+        outputs = options.head(x, inputs, dense_units=(100, 50))
+    else:
+        outputs = common.classification_head(x, num_classes=options.num_classes, dropout=options.dropout,
+                                             dense_units=(100, 50), pooling="flatten")
+    model = keras.Model(inputs, outputs, name=common.model_name("lenet"))
+    _load_full_weights(model, options.weights, "lenet")
     return model

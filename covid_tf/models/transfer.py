@@ -32,6 +32,9 @@ AUTO = "auto"
 OFFLINE_VARIABLE = "COVID_TF_OFFLINE"
 # Seconds to wait for the weights server before calling the machine offline.
 CONNECT_TIMEOUT = 3.0
+# Backbones keras.applications does not provide: the file `auto` takes from Keras' cache folder when it is there
+# (a ``.weights.h5`` saved from ``covid_tf.models.resnet18_backbone``, e.g. after porting torchvision's weights).
+LOCAL_BACKBONE_FILES = {"resnet18": "resnet18_notop.weights.h5"}
 
 
 @dataclass(frozen=True)
@@ -111,12 +114,14 @@ def resolve_weights(architecture: str, weights: str | Path | None, *, say=print)
     """What a model of ``architecture`` starts from; ``"auto"`` becomes ``"imagenet"`` or None.
 
     ``"auto"`` is ``"imagenet"`` when Keras' cached file exists or can be downloaded (it is downloaded
-    here, once); otherwise None, and ``say`` gets one line: the backbone is random, and why. Models
-    without ImageNet weights in ``keras.applications`` (trained from scratch, ResNet18) get None quietly.
-    Any other value is returned as it is.
+    here, once); otherwise None, and ``say`` gets one line: the backbone is random, and why. ResNet18, which
+    ``keras.applications`` lacks, takes :data:`LOCAL_BACKBONE_FILES`' file from Keras' cache folder, else it is
+    random, said in one line too. Models trained from scratch get None quietly. Any other value is returned as it is.
     """
     if weights != AUTO:
         return weights
+    if architecture in LOCAL_BACKBONE_FILES:
+        return _cached_local_backbone(architecture, say)
     if architecture not in BACKBONES:
         return None
     backbone = BACKBONES[architecture]
@@ -136,6 +141,16 @@ def resolve_weights(architecture: str, weights: str | Path | None, *, say=print)
             reason = f"the download failed: {error.__cause__ or error}"
     say(f"{architecture}: random backbone, no ImageNet weights ({reason}; {backbone.weights_file} is not in "
         f"{cached.parent}); put it there or pass --weights PATH")
+    return None
+
+
+def _cached_local_backbone(architecture: str, say) -> Path | None:
+    cached = keras_models_dir() / LOCAL_BACKBONE_FILES[architecture]
+    if cached.is_file():
+        return cached
+    say(f"{architecture}: random backbone, no ImageNet weights (keras.applications has no {architecture} and "
+        f"{cached.name} is not in {cached.parent}); put a .weights.h5 of covid_tf.models.{architecture}_backbone "
+        "there or pass --weights PATH")
     return None
 
 

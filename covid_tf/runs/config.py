@@ -78,6 +78,11 @@ class TrainConfig:
     mixup: float = 0.0
     lr_schedule: str = "plateau"
     recipe: str | None = None
+    # Stop when the validation loss has not improved for `patience` epochs (False: train every epoch, a fixed
+    # schedule as in seeds 000 and 004); alpha and gamma of loss "focal" (Lin et al. 2017's values).
+    early_stopping: bool = True
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
 
     def __post_init__(self) -> None:
         if not str(self.data).lower().startswith(("gs://", "s3://")):
@@ -112,6 +117,7 @@ class TrainConfig:
                 bound = "0 or more" if least == 0 else f"at least {least}"
                 raise CovidTfError(f"{option} must be {bound}, got {value}")
         config.check_sizes(self.image_size, self.batch_size)
+        self._validate_normalization()
         if not 0.0 <= self.dropout < 1.0:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()
@@ -127,8 +133,23 @@ class TrainConfig:
             raise CovidTfError(f"--mixup (MixUp's alpha) must be a number of 0 or more, got {self.mixup}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise CovidTfError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if not (isinstance(self.focal_alpha, int | float) and 0.0 <= self.focal_alpha <= 1.0):
+            raise CovidTfError(f"--focal-alpha must be in [0, 1], got {self.focal_alpha}")
+        if not (isinstance(self.focal_gamma, int | float) and math.isfinite(self.focal_gamma)
+                and self.focal_gamma >= 0):
+            raise CovidTfError(f"--focal-gamma must be a number of 0 or more, got {self.focal_gamma}")
         if self.recipe is not None and self.recipe not in RECIPES:
             raise CovidTfError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+
+    def _validate_normalization(self) -> None:
+        if self.normalization == "per-image":  # the command line's spelling
+            self.normalization = "per_image"
+        if self.normalization not in ("auto", *config.NORMALIZATION_KINDS):
+            raise CovidTfError(f"--normalization must be one of {', '.join(('auto', *config.NORMALIZATION_KINDS))}, "
+                               f"got {self.normalization!r}")
+        if self.normalization == "dataset" and not get_architecture(self.model).dataset_statistics:
+            raise CovidTfError(f"--normalization dataset does not fit {self.model}, whose pretrained weights expect "
+                               "its own input convention: use auto (or imagenet, per-image)")
 
     def _validate_roi(self) -> None:
         if self.roi not in (AUTO, *ROI_MODES):

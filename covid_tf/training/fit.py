@@ -119,7 +119,8 @@ def compile_model(model: keras.Model, cfg: TrainConfig, class_counts: Sequence[i
     names = list(class_names or cfg.class_names or [str(index) for index in range(len(class_counts))])
     model.compile(
         optimizer=get_optimizer(cfg.optimizer, learning_rate),
-        loss=get_loss(cfg.loss, list(class_counts), label_smoothing=cfg.label_smoothing),
+        loss=get_loss(cfg.loss, list(class_counts), label_smoothing=cfg.label_smoothing, alpha=cfg.focal_alpha,
+                      gamma=cfg.focal_gamma),
         metrics=["accuracy", auc_metric(names)],
     )
 
@@ -156,10 +157,10 @@ def _callbacks(cfg: TrainConfig, run_dir: Path | None, best: BestModelCheckpoint
                validating: bool, statistics: tf.data.Dataset, schedule=None):
     callbacks: list[keras.callbacks.Callback] = [precise_batch_norm(cfg, statistics)]
     if validating:
-        callbacks += [
-            best,
-            keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=False),
-        ]
+        callbacks.append(best)
+        if cfg.early_stopping:
+            callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
+                                                           restore_best_weights=False))
         if cfg.lr_schedule == "plateau":
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5,
                                                                patience=max(1, cfg.patience // 2), min_lr=1e-7))

@@ -12,7 +12,8 @@ from covid_tf.lungs.roi_modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, MOD
 from covid_tf.models.architectures import model_names
 
 ROI_CHOICES = (AUTO, *MODES)  # the ROI table imports no TensorFlow or OpenCV
-HELP = "Train a model (baseline, small, resnet50v2, resnet18, vgg16) and write a run directory."
+HELP = "Train a model (baseline, small, lenet, resnet50v2, resnet18, vgg16) and write a run directory."
+NORMALIZATION_CHOICES = ("auto", "dataset", "imagenet", "per-image", "resnet_v2", "vgg16", "none")
 
 
 def _numbers(text: str, kind, option: str) -> tuple:
@@ -41,6 +42,14 @@ class _StoreExplicit(argparse._StoreAction):
         namespace.explicit = explicit | {self.dest}
 
 
+class _StoreFalseExplicit(argparse._StoreFalseAction):
+    """argparse's ``store_false`` that notes the option as given, as :class:`_StoreExplicit` does."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        super().__call__(parser, namespace, values, option_string)
+        namespace.explicit = set(getattr(namespace, "explicit", None) or ()) | {self.dest}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name in (None, "store"):  # every plain option of train records that it was given (None: no action=)
         parser.register("action", name, _StoreExplicit)
@@ -66,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE, help="images per batch")
     parser.add_argument("--dropout", type=float, default=0.5, help="dropout rate of the classification head")
     parser.add_argument("--augmentation", default="default",
-                        help="none, rotate, shift-rotate-zoom (default), rotate-flip, shift-rotate-zoom-flip, ct "
+                        help="none, rotate, shift-rotate-zoom (default), width-shift-rotate-zoom, rotate-flip, "
+                             "shift-rotate-zoom-flip, ct "
                              "(README: presets and papers)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions")
@@ -91,28 +101,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="recompute BatchNormalization statistics after each epoch on this many un-augmented "
                              "training images (0: keep Keras's moving averages; default %(default)s)")
     add_recipe_arguments(parser)
+    add_seed_arguments(parser)
     add_roi_arguments(parser)
+
+
+def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
+    """Normalisation, early stopping and focal loss's parameters: what the seed recipes set (README: Presets)."""
+    parser.add_argument("--focal-alpha", type=float, default=0.25, help="--loss focal: alpha (default %(default)s)")
+    parser.add_argument("--focal-gamma", type=float, default=2.0, help="--loss focal: gamma (default %(default)s)")
+    parser.add_argument("--normalization", choices=NORMALIZATION_CHOICES, default="auto",
+                        help="how the model normalises its input: auto (the model's own: the training images' "
+                             "mean/std for the CNNs, ImageNet's for resnet18, [-1, 1] for resnet50v2, caffe for "
+                             "vgg16), dataset (the training images' mean/std), imagenet (ImageNet's mean/std), "
+                             "per-image (each image standardised), resnet_v2, vgg16 or none")
+    parser.add_argument("--no-early-stopping", dest="early_stopping", action=_StoreFalseExplicit,
+                        help="train every epoch (a fixed schedule, with --lr-schedule constant); the best epoch "
+                             "is still kept")
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     """``--recipe`` and the small-data options it sets (docs/CT.md)."""
-    from covid_tf.runs.recipes import LR_SCHEDULES, RECIPES
+    from covid_tf.runs.recipes import LR_SCHEDULES, RECIPE_SOURCES, RECIPES
 
+    described = "; ".join(f"{name} ({RECIPE_SOURCES[name]})" for name in RECIPES)
     parser.add_argument("--recipe", choices=tuple(RECIPES),
-                        help="named defaults for one kind of data (ct: the recipe for a few hundred CT slices, "
-                             "docs/CT.md); options given explicitly still win")
+                        help=f"named defaults for one kind of data or one seed's experiment: {described}. "
+                             "Options given explicitly still win (README: Presets)")
     parser.add_argument("--label-smoothing", type=float, default=0.0, help="label smoothing of the cross-entropy")
     parser.add_argument("--mixup", type=float, default=0.0, metavar="ALPHA",
                         help="MixUp of training batches with Beta(ALPHA, ALPHA) weights (0: off, default)")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="plateau",
                         help="plateau: halve the learning rate when the validation loss stalls (default); "
-                             "cosine: cosine decay over the epochs")
+                             "cosine: cosine decay over the epochs; constant: never change it")
 
 
 # TrainConfig fields a recipe may set, and the option (argparse dest) that gives each on the command line.
 RECIPE_OPTIONS = {"model": "model", "image_size": "image_size", "epochs": "epochs", "augmentation": "augmentation",
                   "learning_rate": "lr", "batch_size": "batch_size", "dropout": "dropout", "patience": "patience",
-                  "label_smoothing": "label_smoothing", "mixup": "mixup", "lr_schedule": "lr_schedule"}
+                  "label_smoothing": "label_smoothing", "mixup": "mixup", "lr_schedule": "lr_schedule",
+                  "normalization": "normalization", "optimizer": "optimizer", "loss": "loss", "weights": "weights",
+                  "fine_tune_epochs": "fine_tune_epochs", "early_stopping": "early_stopping", "roi": "roi",
+                  "focal_alpha": "focal_alpha", "focal_gamma": "focal_gamma"}
 
 
 def with_recipe(fields: dict, args: argparse.Namespace) -> dict:
@@ -122,7 +151,9 @@ def with_recipe(fields: dict, args: argparse.Namespace) -> dict:
     overrides = recipe_overrides(getattr(args, "recipe", None))
     given = getattr(args, "explicit", set())
     for name, value in overrides.items():
-        if name == "recipe" or RECIPE_OPTIONS.get(name) not in given:
+        if name not in RECIPE_OPTIONS and name != "recipe":
+            raise CovidTfError(f"recipe {args.recipe!r} sets {name!r}, which has no option of train")
+        if name == "recipe" or RECIPE_OPTIONS[name] not in given:
             fields[name] = value
     return fields
 
@@ -179,6 +210,8 @@ def config_from_args(args: argparse.Namespace):
         roi=args.roi, roi_margin=args.roi_margin, roi_dilation=args.roi_dilation, roi_jitter=args.roi_jitter,
         roi_background=args.roi_background,
         label_smoothing=args.label_smoothing, mixup=args.mixup, lr_schedule=args.lr_schedule,
+        normalization=args.normalization, early_stopping=args.early_stopping, focal_alpha=args.focal_alpha,
+        focal_gamma=args.focal_gamma,
     ), args))
 
 
