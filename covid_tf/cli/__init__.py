@@ -44,6 +44,9 @@ COMMANDS = {
     "occlusion": ("occlusion", "Counterfactual lung check: ROC-AUC of a saved model on the original images, with the "
                   "lungs filled and with the outside of the lungs filled; occlusion.json, occlusion.png, "
                   "occlusion.csv and a verdict."),
+    "stress": ("stress", "Stress check: ROC-AUC of a saved model on the same images under acquisition shifts "
+               "(exposure, contrast, blur, noise, JPEG, resolution, border crop and pad, burned-in text, inverted "
+               "LUT); stress.json, stress.png and a one-line summary (mean drop, worst shift)."),
 }
 
 
