@@ -12,8 +12,8 @@ import pytest
 from covid_tf.cli import main
 from covid_tf.cli.commands import segment_train as segment_train_command
 from covid_tf.data.images import load_image
+from covid_tf.lungs import mask_sources, scoring, segment, segmenter_eval, train_segmenter
 from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import scoring, segment, train_segmenter
 from tests.helpers import write_png
 
 SIZE = 64
@@ -44,16 +44,17 @@ def otsu_dice(image_path: str, mask_path: str) -> float:
 
 @pytest.mark.slow  # trains a U-Net for 12 epochs (about 20 s on 2 free cores, more when they are shared)
 def test_segment_train_writes_its_outputs_and_beats_a_threshold_baseline(segmenter_run):
-    for name in ("model.keras", "history.csv", "split.csv", "metrics.json", "figures/test_worst.png",
+    for name in ("model.keras", "history.csv", "split.csv", "scores.csv", "metrics.json", "figures/test_worst.png",
                  "figures/test_best.png"):
         assert (segmenter_run / name).is_file(), name
-    metrics = json.loads((segmenter_run / "metrics.json").read_text())
-    for split in ("train", "val", "test"):
+    metrics = json.loads((segmenter_run / "metrics.json").read_text())["sources"]["data"]  # the source's name
+    for split in ("train", "val", "test", "all"):
         low, high = metrics[split]["dice"]["ci95"]
-        assert low <= metrics[split]["dice"]["mean"] <= high and set(metrics[split]) == {"dice", "iou"}
+        assert low <= metrics[split]["dice"]["mean"] <= high and set(metrics[split]) == {"dice", "iou", "flags"}
     assert len(pd.read_csv(segmenter_run / "history.csv")) == 12
     test_rows = pd.read_csv(segmenter_run / "split.csv").query("split == 'test'")
     assert metrics["test"]["dice"]["n"] == len(test_rows) > 0
+    assert len(pd.read_csv(segmenter_run / "scores.csv")) == metrics["all"]["dice"]["n"] == 24
     baseline = np.mean([otsu_dice(path, path.replace("/images/", "/masks/")) for path in test_rows["path"]])
     assert metrics["test"]["dice"]["mean"] > baseline + 0.1, (metrics["test"]["dice"]["mean"], baseline)
 
@@ -65,8 +66,8 @@ def test_segment_train_resizes_masks_of_another_size(synthetic, tmp_path):
         write_png(data / "Lungs" / "images" / path.name, (load_image(path)[..., 0] * 255).astype(np.uint8))
         mask = (load_image(synthetic / "COVID" / "masks" / path.name)[..., 0] * 255).astype(np.uint8)
         write_png(data / "Lungs" / "masks" / path.name, cv2.resize(mask, (2 * SIZE, 2 * SIZE)))
-    frame = train_segmenter.masked_images(data)
-    images, masks = train_segmenter.load_pairs(frame, 32)
+    frame = mask_sources.read_source(mask_sources.parse_source(str(data)))
+    images, masks = segmenter_eval.load_pairs(frame, 32)
     assert images.shape == masks.shape == (6, 32, 32, 1)
     assert 0.1 < masks.mean() < 0.6
 

@@ -1,10 +1,10 @@
 """Joint image + mask augmentation for lung segmentation, in TensorFlow ops (runs inside ``tf.data``).
 
 Geometry (scale, aspect ratio, rotation, shear, shift) is one projective transform applied to the
-image and its mask together, so they stay aligned; exposure (contrast, gamma, brightness, blur,
-noise) changes the image only. The ranges are wide on purpose: the masks we have are children's
-X-rays, and the segmenter must also work on adults' films from other hospitals, framed and exposed
-differently.
+image and its mask together, so they stay aligned; exposure (contrast, gamma, brightness, a washed-out
+or crushed grey range, histogram equalisation, blur, noise) changes the image only. The ranges are wide
+on purpose: the segmenter must work on films from hospitals it never saw, framed and exposed
+differently (JSRT's films are washed out: their black sits at mid-grey).
 """
 
 from __future__ import annotations
@@ -24,9 +24,13 @@ class AugmentationRanges:
     rotation_degrees: float = 12.0
     shear: float = 0.08
     shift: float = 0.10  # fraction of the image side
-    contrast: tuple[float, float] = (0.6, 1.5)
-    gamma: tuple[float, float] = (0.6, 1.7)
+    contrast: tuple[float, float] = (0.5, 1.5)
+    gamma: tuple[float, float] = (0.5, 2.0)
     brightness: float = 0.10
+    washout_probability: float = 0.4  # map [0, 1] onto [low, high]: black lifted to grey (or white dimmed)
+    washout_low: float = 0.45  # low drawn in [0, washout_low]
+    washout_high: float = 0.25  # high drawn in [1 - washout_high, 1]
+    equalize_probability: float = 0.25  # blend with the histogram-equalised image (weight drawn in [0, 1])
     noise: float = 0.04
     blur_probability: float = 0.25
 
@@ -79,13 +83,36 @@ def _blur(image: tf.Tensor) -> tf.Tensor:
     return tf.nn.conv2d(image[None], kernel[:, :, None, None], strides=1, padding="SAME")[0]
 
 
+def equalize(image: tf.Tensor, bins: int = 256) -> tf.Tensor:
+    """Global histogram equalisation of an image in [0, 1]: each value replaced by its share of darker pixels."""
+    histogram = tf.histogram_fixed_width(image, [0.0, 1.0], nbins=bins)
+    cdf = tf.cast(tf.cumsum(histogram), tf.float32)
+    cdf = (cdf - cdf[0]) / tf.maximum(cdf[-1] - cdf[0], 1.0)
+    index = tf.clip_by_value(tf.cast(image * bins, tf.int32), 0, bins - 1)
+    return tf.gather(cdf, index)
+
+
+def washout(image: tf.Tensor, ranges: AugmentationRanges) -> tf.Tensor:
+    """Map [0, 1] linearly onto a random [low, high]: a film whose black is grey (JSRT) or whose white is dim."""
+    low, high = _uniform(0.0, ranges.washout_low), _uniform(1.0 - ranges.washout_high, 1.0)
+    return low + image * (high - low)
+
+
+def _sometimes(probability: float, change, image: tf.Tensor) -> tf.Tensor:
+    return tf.cond(tf.random.uniform([]) < probability, lambda: change(image), lambda: image)
+
+
 def random_exposure(image: tf.Tensor, ranges: AugmentationRanges) -> tf.Tensor:
-    """Random contrast, gamma, brightness, blur and Gaussian noise on an (H, W, 1) image in [0, 1]."""
+    """Random contrast, gamma, brightness, washout, equalisation, blur and Gaussian noise on an (H, W, 1)
+    image in [0, 1]."""
     mean = tf.reduce_mean(image)
     image = tf.clip_by_value((image - mean) * _uniform(*ranges.contrast) + mean, 0.0, 1.0)
     image = tf.pow(image + 1e-6, _log_uniform(*ranges.gamma))
+    image = _sometimes(ranges.equalize_probability,
+                       lambda x: x + _uniform(0.0, 1.0) * (equalize(x) - x), image)
+    image = _sometimes(ranges.washout_probability, lambda x: washout(x, ranges), image)
     image = image + _uniform(-ranges.brightness, ranges.brightness)
-    image = tf.cond(tf.random.uniform([]) < ranges.blur_probability, lambda: _blur(image), lambda: image)
+    image = _sometimes(ranges.blur_probability, _blur, image)
     image = image + tf.random.normal(tf.shape(image)) * _uniform(0.0, ranges.noise)
     return tf.clip_by_value(image, 0.0, 1.0)
 

@@ -1,31 +1,32 @@
-"""Train the lung U-Net on every image of a dataset that has a lung mask (the ``segment-train`` back-end).
+"""Train the lung U-Net on images with lung masks from one or several sources (the ``segment-train`` back-end).
 
-    python -m covid_tf segment-train DATA --out RUN [--image-size 256] [--epochs 40]
+    python -m covid_tf segment-train SOURCE [SOURCE...] --out RUN [--image-size 256] [--epochs 40] [--init FILE]
 
-Any layout :func:`covid_tf.data.discover.discover` reads works; masks of any size are resized to the image
-size. The split is grouped (patients and near-duplicate images never straddle two splits) with the
-project's split code. Writes ``model.keras`` (inference only, no optimizer state), ``history.csv``,
-``split.csv``, ``metrics.json`` (Dice and IoU per split with bootstrap CIs, after post-processing)
-and ``figures/test_worst.png`` / ``figures/test_best.png``.
+A SOURCE is ``[NAME=]PATH`` (:mod:`covid_tf.lungs.mask_sources`): a dataset whose images have masks, or a
+folder with ``images/`` and ``masks/``. Each source is split on its own, grouped (patients and near-duplicate
+images never straddle two splits), with the project's split code. ``--init FILE`` starts from a trained
+segmenter's weights (fine-tuning) instead of random ones. Writes ``model.keras`` (inference only, no
+optimizer state), ``history.csv``, ``split.csv``, ``scores.csv`` (Dice, IoU and the plausibility verdict per
+image), ``metrics.json`` (per source and split: Dice and IoU with bootstrap CIs, after post-processing, and
+how many failures the plausibility check flags) and ``figures/test_worst.png`` / ``figures/test_best.png``.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data import discover, splits
-from covid_tf.data.images import load_image
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_json, refuse_output_inside_inputs
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import scoring
+from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text, refuse_output_inside_inputs
+from covid_tf.lungs import mask_sources, scoring
+from covid_tf.lungs import segmenter_eval as evaluation
+from covid_tf.lungs.mask_sources import MaskSource
 
 DEFAULT_IMAGE_SIZE = 256
 
@@ -43,6 +44,8 @@ class SegmenterOptions:
     stem: int = 2
     seed: int = config.SEED
     classes: tuple[str, ...] | None = None
+    init: str | None = None  # a trained segmenter (.keras) whose weights training starts from
+    init_seen: tuple[str, ...] = ()  # the sources ``init`` was trained on (a fold leaving one out starts afresh)
 
     def __post_init__(self) -> None:
         multiple = 2**self.levels * max(self.stem, 1)
@@ -54,28 +57,6 @@ class SegmenterOptions:
                 raise CovidTfError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise CovidTfError(f"--lr must be positive, got {self.lr}")
-
-
-def masked_images(root: str | Path, classes: Sequence[str] | None = None) -> pd.DataFrame:
-    """The rows of a dataset that have a lung mask (columns of ``DatasetIndex.frame``)."""
-    index = discover.discover(root, classes=classes)
-    frame = index.frame[index.frame["mask_path"].astype(str) != ""].reset_index(drop=True)
-    if frame.empty:
-        raise CovidTfError(f"{root}: no image has a lung mask (a <Class>/masks/ folder beside <Class>/images/ "
-                           "with the same file names, or a mask_path column in metadata.csv)")
-    if len(frame) < len(config.SPLIT_NAMES):
-        raise CovidTfError(f"{root}: only {len(frame)} image(s) have a lung mask; train, validation and test "
-                           "need at least one each")
-    return frame
-
-
-def load_pairs(frame: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, size, size, 1) in [0, 1] and {0, 1} masks resized to the same size."""
-    images = np.stack([load_image(path, channels=1, size=size) for path in frame["path"]])
-    masks = np.stack(
-        [lung_masks.binarize(load_image(path, channels=1, size=size), 0.5) for path in frame["mask_path"]]
-    )
-    return images.astype(np.float32), masks[..., None].astype(np.float32)
 
 
 def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, training: bool, seed: int):
@@ -135,19 +116,36 @@ def _best_weights_callback(monitor: str = "val_dice_metric"):
     return KeepBest()
 
 
-def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
-    """Build, train and return the U-Net (best validation epoch), logging ``history.csv``."""
-    import keras
-
+def initial_model(options: SegmenterOptions):
+    """A fresh U-Net of ``options``' shape, holding the weights of ``options.init`` when given."""
     from covid_tf.lungs.unet import build_unet
 
-    keras.utils.set_random_seed(options.seed)
     model = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
+    if options.init:
+        from covid_tf.lungs.segment import load_segmenter
+
+        try:
+            model.set_weights(load_segmenter(options.init).get_weights())
+        except ValueError as error:
+            raise CovidTfError(f"{options.init}: its layers do not match --levels {options.levels} --base-filters "
+                               f"{options.base_filters} --stem {options.stem}, so it cannot be --init "
+                               f"({error})") from None
+    return model
+
+
+def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
+    """Build (or load, with ``options.init``), train and return the U-Net (best validation epoch), logging
+    ``history.csv``; ``arrays`` maps ``train`` and ``val`` to (images, masks)."""
+    import keras
+
+    keras.utils.set_random_seed(options.seed)
+    model = initial_model(options)
     steps = -(-len(arrays["train"][0]) // options.batch_size) * options.epochs
     schedule = keras.optimizers.schedules.CosineDecay(options.lr, decay_steps=steps, alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_metric])
     train = make_dataset(*arrays["train"], options.batch_size, True, options.seed)
     val = make_dataset(*arrays["val"], options.batch_size, False, options.seed) if len(arrays["val"][0]) else None
+    out.mkdir(parents=True, exist_ok=True)
     callbacks = [keras.callbacks.CSVLogger(str(out / "history.csv")), _best_weights_callback()]
     # shuffle=False: the tf.data pipeline shuffles already (Keras warns otherwise).
     model.fit(train, validation_data=val, epochs=options.epochs, callbacks=callbacks, shuffle=False, verbose=2)
@@ -163,59 +161,93 @@ def save_inference_model(model, options: SegmenterOptions, path: Path) -> Path:
     return atomic_write(path, lambda tmp: copy.save(tmp))
 
 
-def score_split(model, images: np.ndarray, masks: np.ndarray, batch_size: int) -> tuple[list, list, list]:
-    """Post-processed predicted masks and per-image Dice and IoU."""
-    probabilities = model.predict(images, batch_size=batch_size, verbose=0)[..., 0]
-    predicted = [lung_masks.clean_mask(p) for p in probabilities]
-    pairs = [scoring.dice_and_iou(p, m[..., 0] >= 0.5) for p, m in zip(predicted, masks)]
-    return predicted, [d for d, _ in pairs], [i for _, i in pairs]
+def training_arrays(frame: pd.DataFrame, images: np.ndarray, masks: np.ndarray, keep=None) -> dict:
+    """``{"train": (images, masks), "val": ...}`` of the rows of ``frame`` (optionally only where ``keep``)."""
+    keep = np.ones(len(frame), bool) if keep is None else np.asarray(keep, bool)
+    chosen = {name: keep & (frame["split"] == name).to_numpy() for name in ("train", "val")}
+    return {name: (images[rows], masks[rows]) for name, rows in chosen.items()}
 
 
-def write_figures(frame: pd.DataFrame, images, masks, predicted, dice: list, out: Path, count: int = 10) -> None:
+def write_figures(scores: pd.DataFrame, arrays: dict, out: Path, count: int = 10) -> None:
     """Overlays of the worst and best test images by Dice (red: predicted, green: reference)."""
-    order = np.argsort(dice)
+    test = np.nonzero((scores["split"] == "test").to_numpy())[0]
+    if not len(test):
+        return
+    order = test[np.argsort(scores["dice"].to_numpy()[test], kind="stable")]
     for name, chosen in (("test_worst", order[:count]), ("test_best", order[::-1][:count])):
-        panels = [scoring.outline_overlay(images[i], predicted[i], masks[i][..., 0]) for i in chosen]
-        titles = [f"{Path(frame['path'].iloc[i]).name}\nDice {dice[i]:.3f}" for i in chosen]
+        panels = [scoring.outline_overlay(arrays["images"][i], arrays["predicted"][i], arrays["masks"][i][..., 0])
+                  for i in chosen]
+        titles = [f"{scores['source'].iloc[i]} {Path(scores['path'].iloc[i]).name}\nDice {scores['dice'].iloc[i]:.3f}"
+                  for i in chosen]
         scoring.save_overlay_grid(panels, titles, out / "figures" / f"{name}.png", title=name.replace("_", " "))
 
 
-def evaluate_all(model, frame: pd.DataFrame, arrays: dict, options: SegmenterOptions, out: Path) -> dict:
-    """Dice and IoU per split (with CIs), figures of the test split; returns the metrics."""
-    metrics: dict = {"image_size": options.image_size}
-    for name, (images, masks) in arrays.items():
-        predicted, dice, iou = score_split(model, images, masks, options.batch_size)
-        metrics[name] = {"dice": scoring.summarize_scores(dice), "iou": scoring.summarize_scores(iou)}
-        if name == "test" and len(dice):
-            write_figures(frame[frame["split"] == "test"].reset_index(drop=True), images, masks, predicted, dice, out)
-    return metrics
-
-
-def check_output_folder(data: str | Path, out: Path, overwrite: bool) -> None:
-    """Refuse an output inside the data, and an earlier run unless ``overwrite``."""
-    refuse_output_inside_inputs(out, [data])
+def check_output_folder(inputs: Sequence[str | Path], out: Path, overwrite: bool) -> None:
+    """Refuse an output inside an input, and an earlier run unless ``overwrite``."""
+    refuse_output_inside_inputs(out, list(inputs))
     if (out / "model.keras").exists() and not overwrite:
         raise CovidTfError(f"{out}: already holds a segmenter run (model.keras); choose another --out "
                            "or pass --overwrite")
 
 
-def train_segmenter(data: str | Path, out: str | Path, options: SegmenterOptions, overwrite: bool = False) -> dict:
-    """Train, evaluate and write every output of a segmenter run; return the metrics."""
-    out = Path(out)
-    check_output_folder(data, out, overwrite)
-    started = time.perf_counter()
-    frame = splits.make_split(masked_images(data, options.classes), seed=options.seed)
+def as_sources(sources: Sequence[str | Path | MaskSource]) -> list[MaskSource]:
+    """Sources given as ``[NAME=]PATH`` text (or paths) or as :class:`MaskSource`, names checked."""
+    parsed = [item if isinstance(item, MaskSource) else mask_sources.parse_source(str(item)) for item in sources]
+    return mask_sources.parse_sources([f"{item.name}={item.root}" for item in parsed])
+
+
+def load_sources(sources: list[MaskSource], out: Path, options: SegmenterOptions) -> tuple[pd.DataFrame, np.ndarray,
+                                                                                            np.ndarray]:
+    """Split the sources, write ``split.csv`` and load every image and mask at ``options.image_size``."""
+    frame = mask_sources.split_sources(sources, options.classes, options.seed)
     out.mkdir(parents=True, exist_ok=True)
-    splits.save_split(frame, out / "split.csv")
-    arrays = {}
-    for name in config.SPLIT_NAMES:
-        arrays[name] = load_pairs(frame[frame["split"] == name].reset_index(drop=True), options.image_size)
-    model = fit_unet(arrays, options, out)
+    columns = ["source", "path", "mask_path", "label", "patient_id", "split"]
+    atomic_write_text(out / "split.csv", csv_text(frame[columns]))
+    images, masks = evaluation.load_pairs(frame, options.image_size)
+    return frame, images, masks
+
+
+def train_segmenter(sources: Sequence[str | Path | MaskSource], out: str | Path, options: SegmenterOptions,
+                    overwrite: bool = False) -> dict:
+    """Train on the train splits of every source, evaluate every split of every source, write every output of a
+    segmenter run; return the metrics."""
+    out, sources = Path(out), as_sources(sources)
+    check_output_folder([source.root for source in sources], out, overwrite)
+    started = time.perf_counter()
+    frame, images, masks = load_sources(sources, out, options)
+    model = fit_unet(training_arrays(frame, images, masks), options, out)
     save_inference_model(model, options, out / "model.keras")
-    metrics = evaluate_all(model, frame, arrays, options, out)
-    metrics["n_images"] = {name: len(arrays[name][0]) for name in config.SPLIT_NAMES}
-    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    metrics["data"] = str(data)
-    metrics["options"] = asdict(options)
+    scores, arrays = evaluation.score_arrays(model, frame, images, masks, options.batch_size)
+    atomic_write_text(out / "scores.csv", csv_text(scores))
+    write_figures(scores, arrays, out)
+    metrics = {"image_size": options.image_size, "sources": evaluation.summarize_by_source(scores),
+               "n_images": {name: frame[frame["source"] == name]["split"].value_counts().to_dict()
+                            for name in frame["source"].unique()},
+               "train_seconds": round(time.perf_counter() - started, 1),
+               "data": {source.name: str(source.root) for source in sources},
+               "options": asdict(options)}
     atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def fold_options(options: SegmenterOptions, held_out: str) -> SegmenterOptions:
+    """The options of the fold that leaves ``held_out`` out: without ``init`` when ``init`` saw that source."""
+    return replace(options, init=None) if held_out in options.init_seen else options
+
+
+def score_segmenter(sources: Sequence[str | Path | MaskSource], out: str | Path, segmenter: str | Path | None,
+                    options: SegmenterOptions) -> dict:
+    """Score a trained segmenter (default: the shipped one) on every split of every source, without training:
+    ``scores.csv``, ``split.csv`` and ``evaluation.json`` (per source and split) in ``out``."""
+    from covid_tf.lungs.segment import load_segmenter
+
+    out, sources = Path(out), as_sources(sources)
+    refuse_output_inside_inputs(out, [source.root for source in sources])
+    model = load_segmenter(segmenter)
+    frame, images, masks = load_sources(sources, out, options)
+    scores, _ = evaluation.score_arrays(model, frame, images, masks, options.batch_size)
+    atomic_write_text(out / "scores.csv", csv_text(scores))
+    metrics = {"segmenter": str(segmenter or "shipped"), "image_size": options.image_size,
+               "sources": evaluation.summarize_by_source(scores)}
+    atomic_write_json(out / "evaluation.json", metrics)
     return metrics

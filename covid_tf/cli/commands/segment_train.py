@@ -7,18 +7,23 @@ from pathlib import Path
 
 from covid_tf import config
 
-HELP = "Train a lung segmenter on the images that have masks: model.keras, history.csv, metrics.json, figures."
+HELP = ("Train a lung segmenter on the images that have masks, from one or several sources: model.keras, "
+        "scores.csv, metrics.json (Dice per source), figures; --leave-one-source-out, --evaluate.")
 
 # The defaults of covid_tf.lungs.train_segmenter.SegmenterOptions (not imported here: it loads TensorFlow).
 DEFAULTS = {"image_size": 256, "epochs": 40, "batch_size": 16, "lr": 3e-3, "levels": 3, "base_filters": 16, "stem": 2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", help="dataset folder or label CSV; every image with a lung mask is used "
-                        "(masks of any size are resized to the image)")
+    parser.add_argument("sources", nargs="+", metavar="[NAME=]SOURCE",
+                        help="datasets whose images have lung masks: a dataset folder or label CSV (every image with "
+                        "a mask is used), or a folder holding images/ and masks/ with the same file names; NAME "
+                        "(default: the folder's name) labels the source in the tables. Each source is split "
+                        "70/15/15 on its own, grouped by patient and near-duplicate image; masks of any size are "
+                        "resized to the image")
     parser.add_argument("--out", required=True, type=Path,
-                        help="run folder to write (model.keras, history.csv, split.csv, metrics.json, figures/); "
-                        "never inside DATA")
+                        help="run folder to write (model.keras, history.csv, split.csv, scores.csv, metrics.json, "
+                        "figures/; loso.csv and without-<NAME>/ with --leave-one-source-out); never inside a source")
     parser.add_argument("--classes", default=None,
                         help="comma-separated classes to take masked images from (default: all)")
     parser.add_argument("--image-size", type=int, default=DEFAULTS["image_size"],
@@ -36,25 +41,77 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="average-pooling factor before the U-Net (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED,
                         help="seed of the split, the weights and the augmentation (default: %(default)s)")
+    parser.add_argument("--init", metavar="FILE", default=None,
+                        help="start from this trained segmenter's weights (fine-tuning; 'shipped' for "
+                        "covid_tf/lungs/lung_segmenter.keras) instead of random ones")
+    parser.add_argument("--init-seen", default="", metavar="NAMES",
+                        help="comma-separated sources --init was trained on: a --leave-one-source-out fold that "
+                        "leaves one of them out starts from random weights instead, so that it stays honest")
+    parser.add_argument("--leave-one-source-out", action="store_true",
+                        help="first train one model per source without it and score it on all of that source's "
+                        "images (loso.csv, without-<NAME>/), then the final model on every source")
+    parser.add_argument("--folds", default="", metavar="NAMES",
+                        help="with --leave-one-source-out: only leave out these sources (default: each in turn)")
+    parser.add_argument("--no-final", action="store_true",
+                        help="with --leave-one-source-out: stop after the folds (no final model)")
+    parser.add_argument("--evaluate", metavar="FILE", default=None,
+                        help="train nothing: score this segmenter ('shipped' for the shipped one) on every split of "
+                        "every source (scores.csv, evaluation.json)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier segmenter run in --out (default: refuse)")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _model_file(text: str | None) -> str | None:
+    """'shipped' names the shipped segmenter."""
+    if text == "shipped":
+        from covid_tf.lungs.segment import SHIPPED_MODEL
+
+        return str(SHIPPED_MODEL)
+    return text
+
+
+def _print_summaries(by_source: dict) -> None:
+    from covid_tf.lungs.segmenter_eval import summary_line
+
+    for source, parts in by_source.items():
+        for split in (*config.SPLIT_NAMES, "all"):
+            if split in parts:
+                print(summary_line(f"{source} {split}", parts[split]))
+
+
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
-    from covid_tf.lungs.train_segmenter import SegmenterOptions, train_segmenter
+    from covid_tf.lungs import loso
+    from covid_tf.lungs import train_segmenter as training
+    from covid_tf.lungs.segmenter_eval import summary_line
 
     config.check_sizes(args.image_size, args.batch_size)
     classes = parse_class_list(args.classes)
-    options = SegmenterOptions(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                               lr=args.lr, levels=args.levels, base_filters=args.base_filters, stem=args.stem,
-                               seed=args.seed, classes=tuple(classes) if classes else None)
-    metrics = train_segmenter(args.data, args.out, options, overwrite=args.overwrite)
-    for split in config.SPLIT_NAMES:
-        dice, iou = metrics[split]["dice"], metrics[split]["iou"]
-        if not dice["n"]:
-            continue
-        print(f"{split}: Dice {dice['mean']:.4f} [{dice['ci95'][0]:.4f}, {dice['ci95'][1]:.4f}], "
-              f"IoU {iou['mean']:.4f} [{iou['ci95'][0]:.4f}, {iou['ci95'][1]:.4f}] (n={dice['n']})")
+    options = training.SegmenterOptions(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                                        lr=args.lr, levels=args.levels, base_filters=args.base_filters,
+                                        stem=args.stem,
+                                        seed=args.seed, classes=tuple(classes) if classes else None,
+                                        init=_model_file(args.init), init_seen=_names(args.init_seen))
+    sources = training.as_sources(args.sources)
+    if args.evaluate:
+        metrics = training.score_segmenter(sources, args.out, _model_file(args.evaluate), options)
+        _print_summaries(metrics["sources"])
+        print(f"scores written to {args.out}")
+        return 0
+    if args.leave_one_source_out:
+        training.check_output_folder([source.root for source in sources], args.out, args.overwrite)
+        results = loso.leave_one_source_out(sources, args.out, options, folds=_names(args.folds))
+        for held_out, summary in results.items():
+            print(summary_line(f"left out: {held_out} (from {summary['started_from']})", summary))
+        if args.no_final:
+            print(f"folds written to {args.out} (loso.csv)")
+            return 0
+    overwrite = args.overwrite or args.leave_one_source_out  # the folds' check above stands for this one
+    metrics = training.train_segmenter(sources, args.out, options, overwrite=overwrite)
+    _print_summaries(metrics["sources"])
     print(f"segmenter run written to {args.out}")
     return 0
