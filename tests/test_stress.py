@@ -186,6 +186,19 @@ def test_every_model_input_kind_goes_through_and_strength_zero_leaves_its_auc(da
     assert all(row["auc"] is not None and row["ci95"] == [None, None] for row in moved.rows)
 
 
+def test_a_three_class_model_is_scored_positive_against_the_rest(tmp_path):
+    classes = ("COVID", "Normal", "Viral Pneumonia")
+    data = write_dataset(tmp_path / "data", per_class=6, classes=classes)
+    model = keras.Sequential([keras.Input((SIZE, SIZE, 1)), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(3, activation="softmax")])
+    model.layers[-1].set_weights([np.array([[20.0, -20.0, -20.0]], np.float32), np.array([-10.0, 10.0, 10.0],
+                                                                                         np.float32)])
+    result = stress.run_stress(save_run(model, tmp_path / "run", classes=classes), data, tmp_path / "out",
+                               shifts="gamma:1", n_bootstrap=0)
+    assert result.summary["auc"] == "ROC-AUC of COVID vs rest" and result.rows[0]["auc"] == 1.0
+    assert result.rows[1]["auc"] < 1.0 and result.line.startswith("stress: ROC-AUC of COVID vs rest 1.000 on")
+
+
 def test_the_attention_input_keeps_the_original_mask_unless_the_film_moves(data, tmp_path):
     from covid_tf.models.registry import build_model
     from covid_tf.runs.inference import loaded_model
