@@ -166,9 +166,10 @@ def test_a_brightness_model_collapses_under_gamma_and_strength_zero_changes_noth
     assert result.summary["worst"]["shift"] == "gamma" and "worst gamma 1" in result.line
 
 
-@pytest.mark.parametrize("roi", ["none", "lungs", "lungs-masked", "lungs-attention"])
+@pytest.mark.parametrize("roi", ["none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention",
+                                 "ct-lungs-attention"])
 def test_every_model_input_kind_goes_through_and_strength_zero_leaves_its_auc(data, tmp_path, roi):
-    if roi == "lungs-attention":
+    if roi.endswith("lungs-attention"):
         from covid_tf.models.registry import build_model
 
         model = build_model("baseline", image_size=SIZE, channels=1, num_classes=2, lung_attention=True,
