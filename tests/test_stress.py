@@ -164,6 +164,12 @@ def test_a_brightness_model_collapses_under_gamma_and_strength_zero_changes_noth
     assert collapsed["auc"] <= 0.75 and collapsed["drop"] >= 0.25 and collapsed["drop_ci95"][0] > 0  # 1.0 -> 0.695
     assert by_key[("blur", 0.02)]["auc"] == 1.0  # a blur keeps the brightness it reads
     assert result.summary["worst"]["shift"] == "gamma" and "worst gamma 1" in result.line
+    import shutil
+
+    moved = shutil.copytree(data, tmp_path / "elsewhere")  # the same data in another folder: the same shifts
+    again = stress.run_stress(model, moved, tmp_path / "again", shifts={"gamma": (0.0, 1.0), "blur": (0.02,)},
+                              n_bootstrap=100)
+    assert again.rows == result.rows
 
 
 @pytest.mark.parametrize("roi", ["none", "lungs", "lungs-masked", "lungs-removed", "lungs-attention",
