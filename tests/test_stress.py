@@ -277,3 +277,16 @@ def test_bad_inputs_give_one_clear_error(data, tmp_path, capsys):
     assert not (tmp_path / "o1").exists() and not (data / "inside").exists() and not (tmp_path / "o2").exists()
     with pytest.raises(CovidTfError, match="--shifts: unknown shift"):
         stress.run_stress(model, data, tmp_path / "o4", shifts=["gamma", "nope"])
+
+
+def test_an_image_broken_after_indexing_is_left_out_with_its_reason(tmp_path):
+    from covid_tf.runs.inference import loaded_model
+
+    loaded = loaded_model(brightness_model(), tmp_path / "model.keras", class_names=["COVID", "Normal"])
+    path = tmp_path / "x.png"
+    save_png(np.full((SIZE, SIZE, 1), 0.5, np.float32), path)
+    loader = stress.ShiftLoader(loaded, {"noise": (0.1,)})
+    assert loader.checked(str(path))[1] == "" and loader.checked(str(path))[0].shape == (2, SIZE, SIZE, 1)
+    path.write_bytes(path.read_bytes()[:60])
+    inputs, reason = loader.checked(str(path))
+    assert reason.startswith("image unreadable") and inputs.shape == (2, SIZE, SIZE, 1) and not inputs.any()
