@@ -60,3 +60,23 @@ def test_traced_forward_pass_does_not_keep_the_segmenter_alive():
     del model
     gc.collect()
     assert held() is None
+
+
+def test_a_film_in_a_sliver_of_the_grey_range_is_stretched_before_the_segmenter_sees_it():
+    from covid_tf.lungs import segment
+
+    film = np.random.default_rng(0).random((32, 32, 1)).astype(np.float32)
+    sliver = 237 / 255 + film * 18 / 255  # a JSRT film that lies in 237-255 of 255
+    np.testing.assert_allclose(segment.stretch_contrast(sliver), segment.stretch_contrast(film), atol=1e-5)
+    full = np.concatenate([np.zeros((1, 32, 1)), film[1:-1], np.ones((1, 32, 1))]).astype(np.float32)
+    np.testing.assert_array_equal(segment.stretch_contrast(full), full)
+    flat = np.full((8, 8, 1), 0.5, np.float32)
+    np.testing.assert_array_equal(segment.stretch_contrast(flat), flat)
+    seen = []
+
+    def model(batch, training=False):  # a stand-in segmenter that records its input
+        seen.append(np.asarray(batch))
+        return np.zeros_like(batch)
+
+    segment.predict_probabilities(model, [sliver], 32)
+    assert seen[0].min() == 0.0 and seen[0].max() == 1.0

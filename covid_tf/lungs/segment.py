@@ -113,9 +113,21 @@ def forward_pass(model, size: int) -> Callable:
     return passes[size]
 
 
+def stretch_contrast(image: np.ndarray) -> np.ndarray:
+    """An image's grey values stretched linearly to fill [0, 1] (its darkest pixel 0, its brightest 1).
+
+    The segmenter's input, in training and in use: some films hold their whole picture in a sliver of the grey
+    range (seven JSRT films lie in 237-255 of 255), and the U-Net finds no lungs in them unstretched. A film that
+    already spans [0, 1] is unchanged; a flat image is returned as it is."""
+    low, high = float(image.min()), float(image.max())
+    if high - low < 1e-6:
+        return image
+    return ((image - low) / (high - low)).astype(np.float32)
+
+
 def predict_probabilities(model, images: list[np.ndarray], size: int, batch_size: int = 32) -> np.ndarray:
-    """The U-Net's lung probabilities at ``size x size``, shape (N, size, size)."""
-    batch = np.stack([resize_image(image, size) for image in images]).astype(np.float32)
+    """The U-Net's lung probabilities at ``size x size`` (each image contrast-stretched), shape (N, size, size)."""
+    batch = np.stack([stretch_contrast(resize_image(image, size)) for image in images]).astype(np.float32)
     forward = forward_pass(model, size)
     starts = range(0, len(batch), batch_size)
     return np.concatenate([np.asarray(forward(batch[start : start + batch_size])) for start in starts])[..., 0]

@@ -1,11 +1,11 @@
 """Measure a lung segmenter on images with reference masks: Dice, IoU and plausibility flags per image,
 summarised per source and split with bootstrap CIs (``segment-train`` and ``segment-train --evaluate``).
 
-Images and masks are resized to ``size x size`` (256 px: the size ``segment`` runs the U-Net at), the
-prediction is post-processed as ``segment`` does (:func:`covid_tf.lungs.masks.clean_mask`) and judged by
-:func:`covid_tf.lungs.masks.describe_mask`. A *failure* is a film with Dice < 0.8, a *good* mask one with
-Dice >= 0.9: the flag counts say how many failures the plausibility check catches and how many good masks it
-flags for nothing.
+Images and masks are resized to ``size x size`` (256 px: the size ``segment`` runs the U-Net at), images
+contrast-stretched and the prediction post-processed as ``segment`` does
+(:func:`covid_tf.lungs.masks.clean_mask`) and judged by :func:`covid_tf.lungs.masks.describe_mask`. A
+*failure* is a film with Dice < 0.8, a *good* mask one with Dice >= 0.9: the flag counts say how many failures
+the plausibility check catches and how many good masks it flags for nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ SCORE_COLUMNS = ("source", "split", "path", "dice", "iou", "plausible", "reason"
 
 
 def load_pairs(frame: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (N, size, size, 1) in [0, 1] and {0, 1} masks resized to the same size."""
-    images = np.stack([load_image(path, channels=1, size=size) for path in frame["path"]])
+    """Images (N, size, size, 1), contrast-stretched to [0, 1] as ``segment`` does
+    (:func:`covid_tf.lungs.segment.stretch_contrast`), and {0, 1} masks resized to the same size."""
+    from covid_tf.lungs.segment import stretch_contrast
+
+    images = np.stack([stretch_contrast(load_image(path, channels=1, size=size)) for path in frame["path"]])
     masks = np.stack(
         [lung_masks.binarize(load_image(path, channels=1, size=size), 0.5) for path in frame["mask_path"]]
     )
