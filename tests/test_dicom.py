@@ -332,3 +332,23 @@ def test_cli_dicom2png_on_generated_three_patient_series(tmp_path, capsys):
         assert set(group["label"]) == set(truth["label"])
     assert main(["dicom2png", str(tmp_path / "ct"), "--out", str(tmp_path / "png2"), "--window", "wide"]) == 2
     assert "bad window" in capsys.readouterr().err
+
+
+def test_dicom2png_writes_seed_002s_512_px_jpegs(tmp_path, capsys):
+    make_series(tmp_path / "in" / "p1", "P1", "1.2.3.100", {0.0: -600, 10.0: 40}, ["a.dcm", "b.dcm"])
+    out = tmp_path / "jpg"
+    assert main(["dicom2png", str(tmp_path / "in"), "--out", str(out), "--format", "jpg", "--size", "16",
+                 "--no-progress"]) == 0
+    index = pd.read_csv(out / "index.csv")
+    assert [Path(p).suffix for p in index["png_path"]] == [".jpg", ".jpg"]
+    first = out / index["png_path"].iloc[0]
+    assert first.read_bytes()[:3] == b"\xff\xd8\xff"  # a JPEG, not a PNG named .jpg
+    image = cv2.imread(str(first), cv2.IMREAD_UNCHANGED)
+    assert image.shape == (16, 16) and abs(int(image.mean()) - 128) <= 2  # -600 HU in the lung window, 3 -> 16 px
+    assert not list(out.rglob("*.png"))
+    again = convert.convert_to_png(tmp_path / "in", out, overwrite=True, progress=False)  # PNG replaces the JPEGs
+    assert not list(out.rglob("*.jpg")) and len(again.index) == 2
+    assert main(["dicom2png", str(tmp_path / "in"), "--out", str(tmp_path / "bmp"), "--format", "bmp"]) == 2
+    assert "image format must be one of png, jpg, got 'bmp'" in capsys.readouterr().err
+    with pytest.raises(CovidTfError, match="size"):
+        convert.convert_to_png(tmp_path / "in", tmp_path / "zero", size=0, progress=False)

@@ -4,7 +4,9 @@
 names; ``<series>`` is the tail of the SeriesInstanceUID plus a short hash), an index ``OUT/index.csv`` and
 ``OUT/skipped.csv`` (path, reason) for files that are not DICOM, carry no pixel data or cannot be decoded.
 Slices are numbered from 1 at the lowest position along the slice normal (:mod:`covid_tf.ct.dicom`).
-Input files are never modified.
+Input files are never modified. ``image_format="jpg"`` writes JPEGs instead (seed 002 converted its slices to
+JPEG) and ``size`` resizes every slice to ``size`` x ``size`` (seed 002's 512); the index column keeps its
+name ``png_path`` either way.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from covid_tf.ct.dicom import (
 from covid_tf.ct.series import DicomSeries, read_series, tqdm_disable
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, is_within, restore_formulas
+
+# File formats of the slices: suffix and OpenCV encoder parameters (JPEG at quality 95, OpenCV's default).
+IMAGE_FORMATS = {"png": (".png", []), "jpg": (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])}
 
 INDEX_COLUMNS = (
     "png_path",
@@ -140,6 +145,8 @@ class _Converter:
     failed_files: dict[Path, str] = field(default_factory=dict)
     used_series_dirs: dict[str, str] = field(default_factory=dict)
     cache: tuple[Path | None, np.ndarray | None] = (None, None)
+    image_format: str = "png"
+    size: int | None = None
 
     def series_dir(self, series: DicomSeries) -> str:
         name = f"{safe_name(series.patient_id)}/{short_series_name(series.series_uid)}"
@@ -158,7 +165,7 @@ class _Converter:
             if image is None:
                 continue
             converted += 1
-            png_rel = f"{folder}/slice_{converted:0{digits}d}.png"
+            png_rel = f"{folder}/slice_{converted:0{digits}d}{IMAGE_FORMATS[self.image_format][0]}"
             self.write_png(item, image, png_rel)
             self.rows.append(self.index_row(item, series, png_rel, folder, converted))
         for row in self.rows[len(self.rows) - converted:]:
@@ -189,9 +196,14 @@ class _Converter:
         return 255 - image if item.inverted else image
 
     def write_png(self, item: DicomSlice, image: np.ndarray, png_rel: str) -> None:
-        ok, encoded = cv2.imencode(".png", image)
+        suffix, parameters = IMAGE_FORMATS[self.image_format]
+        if self.size is not None and image.shape != (self.size, self.size):
+            shrinking = self.size < max(image.shape)
+            image = cv2.resize(image, (self.size, self.size),
+                               interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        ok, encoded = cv2.imencode(suffix, image, parameters)
         if not ok:
-            raise CovidTfError(f"{item.path}: PNG encoding failed")
+            raise CovidTfError(f"{item.path}: {self.image_format.upper()} encoding failed")
         png_path = self.out_root / png_rel
         atomic_write(png_path, lambda tmp, data=encoded: tmp.write_bytes(data.tobytes()))
         self.written.add(png_path)
@@ -214,8 +226,11 @@ def convert_to_png(
     overwrite: bool = False,
     labels: Mapping[str, str] | str | Path | None = None,
     progress: bool | None = None,
+    image_format: str = "png",
+    size: int | None = None,
 ) -> ConversionResult:
-    """Convert every DICOM image under ``dicom_dir`` to an 8-bit PNG under ``out_dir``.
+    """Convert every DICOM image under ``dicom_dir`` to an 8-bit PNG (or ``image_format="jpg"``: JPEG) under
+    ``out_dir``, each resized to ``size`` x ``size`` pixels when ``size`` is given.
 
     Writes ``OUT/<PatientID>/<series>/slice_0001.png`` (1 = lowest position along the slice normal),
     ``OUT/index.csv`` (``INDEX_COLUMNS``; ``png_path`` relative to OUT, ``source_path`` absolute) and
@@ -226,10 +241,15 @@ def convert_to_png(
     source_root = Path(dicom_dir).expanduser().resolve()
     out_root = Path(out_dir).expanduser().resolve()
     center, width = parse_window(window)
+    if image_format not in IMAGE_FORMATS:
+        raise CovidTfError(f"image format must be one of {', '.join(IMAGE_FORMATS)}, got {image_format!r}")
+    if size is not None and (int(size) != size or size < 1):
+        raise CovidTfError(f"size must be a whole number of pixels above 0, got {size}")
     previous_pngs = _previous_pngs(dicom_dir, out_dir, source_root, out_root, overwrite)
     if labels is None and (source_root / "labels.csv").is_file():
         labels = source_root / "labels.csv"
-    converter = _Converter(out_root, center, width, load_labels(labels), skipped=[])
+    converter = _Converter(out_root, center, width, load_labels(labels), skipped=[], image_format=image_format,
+                           size=size)
 
     scan = read_series(source_root, progress=progress)
     converter.skipped.extend(scan.skipped.to_dict("records"))
@@ -239,7 +259,7 @@ def convert_to_png(
         converter.convert_series(series, bar)
     bar.close()
     for stale in previous_pngs - converter.written:
-        if is_within(stale, out_root) and stale.suffix == ".png":
+        if is_within(stale, out_root) and stale.suffix in (".png", ".jpg"):
             stale.unlink(missing_ok=True)
     index = pd.DataFrame(converter.rows, columns=list(INDEX_COLUMNS))
     skipped_frame = pd.DataFrame(converter.skipped, columns=list(SKIPPED_COLUMNS))

@@ -7,7 +7,7 @@ import sys
 
 from covid_tf.cli import add_out_argument
 
-HELP = "Convert DICOM CT slices to windowed 8-bit PNGs with an index.csv."
+HELP = "Convert DICOM CT slices to windowed 8-bit PNGs (or JPEGs) with an index.csv."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--labels", default=None,
         help="CSV patient_id,label for the index's label column (default: DICOM_DIR/labels.csv if present)",
     )  # fmt: skip
+    # No argparse choices: --format means "the file format written" in every command (figures: png, pdf, ...).
+    parser.add_argument("--format", default="png", dest="image_format",
+                        help="png (lossless, default) or jpg (quality 95, as seed 002 converted its slices)")
+    parser.add_argument("--size", type=int, default=None, metavar="PIXELS",
+                        help="resize every slice to PIXELS x PIXELS (seed 002: 512; default: as stored)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -45,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         labels=args.labels,
         progress=False if args.no_progress else None,
+        image_format=args.image_format,
+        size=args.size,
     )
     seconds = time.perf_counter() - start
     if result.num_converted == 0:
