@@ -83,6 +83,9 @@ class TrainConfig:
     early_stopping: bool = True
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # A CSV (path,infected) of slices a radiologist marked (seed 002): training drops those marked 0
+    # (covid_tf.ct.infected); validation and test keep every slice.
+    infected_slices: str | None = None
 
     def __post_init__(self) -> None:
         if not str(self.data).lower().startswith(("gs://", "s3://")):
@@ -118,6 +121,8 @@ class TrainConfig:
                 raise CovidTfError(f"{option} must be {bound}, got {value}")
         config.check_sizes(self.image_size, self.batch_size)
         self._validate_normalization()
+        if self.infected_slices is not None and not Path(self.infected_slices).expanduser().is_file():
+            raise CovidTfError(f"{self.infected_slices}: --infected-slices CSV not found")
         if not 0.0 <= self.dropout < 1.0:
             raise CovidTfError(f"--dropout must be in [0, 1), got {self.dropout}")
         self._validate_split()

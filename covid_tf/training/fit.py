@@ -18,6 +18,7 @@ import pandas as pd
 import tensorflow as tf
 
 from covid_tf import config
+from covid_tf.ct.infected import keep_infected_training_slices, read_infected_slices
 from covid_tf.data.pipeline import make_dataset, make_training_datasets, mix_labels, pixel_statistics
 from covid_tf.data.preprocessing import augmentation_layers, mixup_layer
 from covid_tf.errors import CovidTfError
@@ -64,6 +65,8 @@ def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[s
     ``inputs`` (a lung ROI, :func:`covid_tf.lungs.roi_inputs.run_inputs`) replaces the decoding of images.
     """
     inputs = inputs or RoiInputs()
+    if cfg.infected_slices:  # seed 002: train only on the slices a radiologist marked infected
+        split = keep_infected_training_slices(split, read_infected_slices(cfg.infected_slices), cfg.infected_slices)
     label_of = {name: i for i, name in enumerate(class_names)}
     parts = {}
     for name in config.SPLIT_NAMES:

@@ -114,6 +114,9 @@ def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
                              "mean/std for the CNNs, ImageNet's for resnet18, [-1, 1] for resnet50v2, caffe for "
                              "vgg16), dataset (the training images' mean/std), imagenet (ImageNet's mean/std), "
                              "per-image (each image standardised), resnet_v2, vgg16 or none")
+    parser.add_argument("--infected-slices", metavar="CSV",
+                        help="a CSV path,infected of slices marked by a radiologist (seed 002): training drops the "
+                             "slices it marks 0; validation and test keep every slice (default: none)")
     parser.add_argument("--no-early-stopping", dest="early_stopping", action=_StoreFalseExplicit,
                         help="train every epoch (a fixed schedule, with --lr-schedule constant); the best epoch "
                              "is still kept")
@@ -212,6 +215,7 @@ def config_from_args(args: argparse.Namespace):
         label_smoothing=args.label_smoothing, mixup=args.mixup, lr_schedule=args.lr_schedule,
         normalization=args.normalization, early_stopping=args.early_stopping, focal_alpha=args.focal_alpha,
         focal_gamma=args.focal_gamma,
+        infected_slices=str(Path(args.infected_slices).expanduser().resolve()) if args.infected_slices else None,
     ), args))
 
 
@@ -219,7 +223,8 @@ def run(args: argparse.Namespace) -> int:
     from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
 
     cfg = config_from_args(args)  # every setting checked (TrainConfig.validate) before anything is read or written
-    refuse_output_inside_inputs(args.out, [args.data, *[path for path in (args.split_file, cfg.weights)
+    refuse_output_inside_inputs(args.out, [args.data, *[path for path in (args.split_file, cfg.weights,
+                                                                           cfg.infected_slices)
                                                         if path and Path(path).is_file()]])
     check_writable_output(args.out, folder=True)
     from covid_tf.workflows.train import train_run
