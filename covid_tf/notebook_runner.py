@@ -18,8 +18,10 @@ from covid_tf import config
 # Parameters injected into every notebook's `parameters` cell, per profile. A notebook ignores
 # names it does not define (papermill only warns), so one table serves them all.
 PROFILES: dict[str, dict[str, object]] = {
-    "demo": {"image_size": 64, "epochs": 8, "fine_tune_epochs": 3, "batch_size": 32, "smoke": False},
-    "smoke": {"image_size": 32, "epochs": 1, "fine_tune_epochs": 1, "batch_size": 16, "smoke": True},
+    "demo": {"image_size": 64, "epochs": 8, "fine_tune_epochs": 3, "batch_size": 32, "smoke": False,
+             "train_resnet18": False},  # notebook 07's ResNet18 runs: minutes on a CPU (notebook 08 trains one)
+    "smoke": {"image_size": 32, "epochs": 1, "fine_tune_epochs": 1, "batch_size": 16, "smoke": True,
+              "train_resnet18": False},
 }
 # Synthetic datasets per profile: (images per class, size).
 SYNTHETIC_SIZES = {"demo": (150, 128), "smoke": (24, 64)}

@@ -27,6 +27,8 @@ data_dir = os.environ.get("COVID_TF_DATA", str(config.SYNTHETIC_DIR))
 image_size = int(os.environ.get("COVID_TF_IMAGE_SIZE", "128"))  # the seed's 128 x 128
 epochs = int(os.environ.get("COVID_TF_EPOCHS", "10"))  # the seed's "7-10 epochs"
 batch_size = int(os.environ.get("COVID_TF_BATCH_SIZE", "16"))  # not given by the seed
+# The two ResNet18 runs take minutes on a CPU: `make demo` and the tests leave them out (notebook 08 trains one).
+train_resnet18 = bool(int(os.environ.get("COVID_TF_TRAIN_RESNET18", "1")))
 smoke = bool(int(os.environ.get("COVID_TF_SMOKE", "0")))  # few bootstrap samples
 seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 
@@ -85,15 +87,15 @@ split.groupby(["split", "label"]).size().unstack(fill_value=0)
 # The "pretrained" ResNet18 needs ImageNet weights. Keras has none for ResNet18: `covid_tf` takes a
 # `resnet18_notop.weights.h5` from Keras' cache folder (`~/.keras/models`) when there is one, else the
 # backbone is random and one line says so. A random "pretrained" run would repeat the from-scratch run
-# image for image (same seed), so it is left out then. The smoke parameters (the tests) train the two small
-# CNNs only: a ResNet18 is trained end to end by notebook 08.
+# image for image (same seed), so it is left out then. `make demo` and the tests train the two small CNNs only
+# (`train_resnet18 = False`, to stay quick): a ResNet18 is trained end to end by notebook 08.
 
 # %%
 runs = {
     "small CNN": ("seed-004-small-cnn", {"augmentation": "none"}),
     "small CNN + augmentation": ("seed-004-small-cnn", {}),
 }
-if not smoke:
+if train_resnet18:
     runs["ResNet18 from scratch"] = ("seed-004-resnet18", {"weights": None})
     if resolve_weights("resnet18", "auto") is not None:
         runs["ResNet18 pretrained"] = ("seed-004-resnet18", {})
