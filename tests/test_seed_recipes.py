@@ -7,6 +7,7 @@ says, beside each, which value was chosen and why). A recipe that sets anything 
 
 from __future__ import annotations
 
+import argparse
 import os
 
 import keras
@@ -221,3 +222,16 @@ def _config(run_dir):
     import json
 
     return json.loads((run_dir / "config.json").read_text())
+
+
+def test_train_help_names_every_recipe_with_its_seed():
+    from covid_tf.runs.recipes import RECIPE_SOURCES
+
+    assert set(RECIPE_SOURCES) == set(RECIPES)
+    parser = build_parser("train")
+    subparsers = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    text = " ".join(subparsers.choices["train"].format_help().split())
+    for name in RECIPES:
+        assert f"{name} (" in text
+    for seed in ("seed 000", "seed 001", "seed 002", "seed 004"):
+        assert seed in text
