@@ -47,7 +47,8 @@ from IPython.display import Image
 
 from covid_tf import figures, models
 from covid_tf.data import splits
-from covid_tf.figures import comparison
+from covid_tf.data.pipeline import load_images
+from covid_tf.figures import comparison, grids
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.inference import predict_paths
 from covid_tf.workflows import train
@@ -154,3 +155,15 @@ test_probabilities = predict_paths(transfer.model, test_rows["path"], image_size
 figure = figures.plot_roc_curves(test_labels, test_probabilities, class_names,
                                title="ResNet50V2 (fine-tuned), test set")
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_roc.png"))
+
+# %% [markdown]
+# ## Test images with their true and predicted labels
+#
+# Seed 001's Fig. 6: a sample of test images, each titled with its true class and the model's prediction
+# (green when right, red when wrong), to see which images the fine-tuned model gets wrong.
+
+# %%
+shown = slice(0, 8 if smoke else 16)
+test_images = load_images(test_rows["path"].tolist()[shown], image_size, transfer_config.channels)
+figure = grids.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
+Image(filename=figures.save_report_figure(figure, figures_dir / "03_sample_predictions.png"))
