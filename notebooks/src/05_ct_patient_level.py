@@ -74,7 +74,11 @@ fractions = tuple(float(value) for value in split_fractions.split(","))
 # Every DICOM image becomes an 8-bit PNG: stored values are rescaled to Hounsfield units (HU), then a
 # window maps a range of HU onto 0-255. `prepare_ct_data` converts DICOM folders (into
 # `data/interim/`) and writes a label CSV with each slice's class, patient id and test folder; a folder
-# of PNG slices is used as it is.
+# of PNG slices is used as it is. Seed 002 wrote 512 × 512 JPEGs instead: `python -m covid_tf dicom2png
+# DICOM_DIR --out OUT --format jpg --size 512` does the same (PNG stays the default here: it is lossless).
+# The seed also trained only on the slices its radiologists had marked infected: with such marks as a CSV
+# (`path,infected`), `train --infected-slices CSV` (or `TrainConfig(infected_slices=...)`) leaves the
+# training slices marked 0 out; `train --recipe seed-002` sets the seed's VGG16, 512 px and focal loss.
 
 # %%
 data_path, slices = ct.prepare_ct_data(ct_dir, window=window)
