@@ -141,6 +141,9 @@ def test_stress_rows_are_sklearns_aucs_with_paired_drops():
     line = stress_stats.summary_line(rows, totals, "COVID")
     assert line.startswith("stress: ROC-AUC of COVID") and "worst gamma 1" in line and "sanity case invert 1" in line
     assert "\n" not in line
+    kept = rows[:2] + rows[3:]  # the original, gamma at strength 0 and the sanity case
+    only_sanity = stress_stats.summary_line(kept, stress_stats.summarise(kept, ["invert"]), "COVID")
+    assert "no shift at a strength above 0 but the sanity cases; sanity case invert 1" in only_sanity
     figure = plot_stress_summary({"results": rows, "auc": "ROC-AUC of COVID", "n": 80, "mean_drop": 0.1,
                                   "worst": rows[2], "shifts": {"gamma": {"title": "exposure (gamma)"}}})
     ax = figure.axes[0]

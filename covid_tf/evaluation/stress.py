@@ -75,11 +75,12 @@ def shift_label(row: dict) -> str:
 
 def summary_line(rows: Sequence[dict], summary: dict, positive: str) -> str:
     """One line: the original ROC-AUC, the mean drop, the worst shift and the sanity cases."""
-    original = rows[0]
-    if summary["worst"] is None:
+    original, worst = rows[0], summary["worst"]
+    if original["auc"] is None:
         return f"stress: ROC-AUC of {positive} undefined (one class among the images?)"
-    worst = summary["worst"]
     sanity = "; ".join(f"{shift_label(row)}: {interval(row)}" for row in summary["sanity"])
-    return (f"stress: ROC-AUC of {positive} {interval(original)} on the original images; mean drop "
-            f"{summary['mean_drop']:.3f} over {summary['n_shifted']} shifted versions; worst {shift_label(worst)}: "
-            f"{interval(worst)} (drop {interval(worst, 'drop')})" + (f"; sanity case {sanity}" if sanity else ""))
+    drops = (f"mean drop {summary['mean_drop']:.3f} over {summary['n_shifted']} shifted versions; worst "
+             f"{shift_label(worst)}: {interval(worst)} (drop {interval(worst, 'drop')})" if worst is not None
+             else "no shift at a strength above 0 but the sanity cases")
+    return (f"stress: ROC-AUC of {positive} {interval(original)} on the original images; {drops}"
+            + (f"; sanity case {sanity}" if sanity else ""))
