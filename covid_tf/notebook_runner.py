@@ -19,9 +19,10 @@ from covid_tf import config
 # names it does not define (papermill only warns), so one table serves them all.
 PROFILES: dict[str, dict[str, object]] = {
     "demo": {"image_size": 64, "epochs": 8, "fine_tune_epochs": 3, "batch_size": 32, "smoke": False,
-             "train_resnet18": False},  # notebook 07's ResNet18 runs: minutes on a CPU (notebook 08 trains one)
+             # ResNet18 takes minutes on a CPU: notebook 07 leaves its two runs out, notebook 08 trains 4 epochs
+             "train_resnet18": False, "resnet18_epochs": 4},
     "smoke": {"image_size": 32, "epochs": 1, "fine_tune_epochs": 1, "batch_size": 16, "smoke": True,
-              "train_resnet18": False},
+              "train_resnet18": False, "resnet18_epochs": 1},
 }
 # Synthetic datasets per profile: (images per class, size).
 SYNTHETIC_SIZES = {"demo": (150, 128), "smoke": (24, 64)}
