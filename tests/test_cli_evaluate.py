@@ -45,12 +45,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def evaluation(trained: dict[str, Path]) -> tuple[Path, int, str]:
-    """``evaluate`` over every image of the data with a broken file: (out folder, exit code, stderr)."""
+    """``evaluate`` over every image of the data with a broken file, the copies of the run's own training and
+    validation images kept in the headline (``--keep-overlap``): (out folder, exit code, stderr)."""
     out = trained["root"] / "evaluation"
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
         code = main(["evaluate", str(trained["model"]), str(trained["broken_data"]), "--out", str(out),
-                     "--n-bootstrap", "50"])
+                     "--n-bootstrap", "50", "--keep-overlap"])
     return out, code, stderr.getvalue()
 
 
@@ -61,6 +62,9 @@ def test_evaluate_writes_every_key_and_figure(evaluation: tuple[Path, int, str])
     for key in METRIC_KEYS:
         assert key in metrics, key
     assert metrics["n"] == 24
+    # The run's 20 train and val images (copied into broken_data) are found, and kept in the headline as asked.
+    assert metrics["overlap"]["n_copies"] == 20 and not metrics["overlap"]["excluded_from_headline"]
+    assert "all_images" not in metrics
     assert metrics["class_names"] == ["COVID", "Normal"]
     assert metrics["threshold"] == 0.5
     assert sum(map(sum, metrics["confusion_matrix"])) == 24

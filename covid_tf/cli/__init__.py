@@ -103,6 +103,17 @@ def resolve_out(args: argparse.Namespace) -> None:
         args.out = Path(str(default))
 
 
+def add_overlap_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--keep-overlap`` and ``--source-column``: the overlap check and the source-aware metrics of ``evaluate``
+    and ``occlusion``."""
+    parser.add_argument("--keep-overlap", action="store_true",
+                        help="keep test images that copy a training or validation image of the model in the headline "
+                             "numbers (default: left out; overlap.csv lists them)")
+    parser.add_argument("--source-column", metavar="NAME",
+                        help="column of the data's CSV (metadata.csv) naming each image's source (hospital, "
+                             "collection), for the within-source ROC-AUC (default: 'source' when the CSV has it)")
+
+
 class Renamed(argparse.Action):
     """A hidden old option name that is refused with a hint at its new name (``help`` holds the hint)."""
 

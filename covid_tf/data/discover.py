@@ -63,6 +63,7 @@ class DatasetIndex:
     skipped: list[SkippedFile] = field(default_factory=list)
     duplicate_groups: list[list[str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the reader repaired or left out, to show as warnings
+    frame_thumbnails: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # path -> for the overlap check
 
     @property
     def labels(self) -> np.ndarray:
@@ -225,8 +226,8 @@ def _report_folder_conflicts(csv_path: Path, rows: list[dict], notes: list[str])
                          f"folder of class {holder.name!r}")
 
 
-def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[list[dict], np.ndarray]:
-    """Decode every image once; keep the readable ones and their hashes."""
+def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[list, np.ndarray, np.ndarray, dict]:
+    """Decode every image once; keep the readable ones, their hashes, thumbnails and frame thumbnails."""
     def scan(row: dict):
         try:
             return scan_image(row["path"])
@@ -235,18 +236,17 @@ def _scan(rows: list[dict], skipped: list[SkippedFile], workers: int) -> tuple[l
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(progress_bar(pool.map(scan, rows), total=len(rows), desc="scanning images", unit="image"))
-    kept, hashes, thumbnails = [], [], []
+    kept, hashes, thumbnails, frames = [], [], [], {}  # frames: the overlap check's thumbnails (fingerprints)
     for row, result in zip(rows, results):
         if isinstance(result, ImageReadError):
             skipped.append(SkippedFile(result.path, result.reason))
             continue
-        info, thumbnail = result
+        info, thumbnail, frames[row["path"]] = result
         kept.append({**row, "width": info.width, "height": info.height, "mode": info.mode})
         hashes.append(difference_hash(thumbnail))
         thumbnails.append(thumbnail.astype(np.float16))
-    if not kept:
-        return kept, np.zeros((0, 0), dtype=bool), np.zeros((0, 32, 32), dtype=np.float16)
-    return kept, np.array(hashes, dtype=bool), np.array(thumbnails, dtype=np.float16)
+    return (kept, np.array(hashes, dtype=bool).reshape(len(kept), 256),
+            np.array(thumbnails, dtype=np.float16).reshape(len(kept), 32, 32), frames)
 
 
 def discover(root: str | Path, *, classes: Sequence[str] | None = None, class_map: Mapping[str, str] | None = None,
@@ -279,7 +279,7 @@ def discover(root: str | Path, *, classes: Sequence[str] | None = None, class_ma
     else:
         class_names = found
 
-    rows, hashes, thumbnails = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
+    rows, hashes, thumbnails, frames = _scan(rows, skipped, workers or min(8, (os.cpu_count() or 2) * 2))
     if not rows:
         reasons = f"; {len(skipped)} file(s) skipped, e.g. {skipped[0].path}: {skipped[0].reason}" if skipped else ""
         raise CovidTfError(f"no readable images in {root}{reasons}")
@@ -291,7 +291,7 @@ def discover(root: str | Path, *, classes: Sequence[str] | None = None, class_ma
     if empty and classes:
         raise CovidTfError(f"{root}: class(es) {', '.join(empty)} named in --classes have no readable image")
     skipped.extend(SkippedFile(str(root / name), "class has no readable images") for name in empty)
-    return DatasetIndex(root, layout, frame.reset_index(drop=True), class_names, skipped, groups, notes)
+    return DatasetIndex(root, layout, frame.reset_index(drop=True), class_names, skipped, groups, notes, frames)
 
 
 def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: list[str]) -> list[dict]:

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from covid_tf.data.fingerprints import frame_thumbnail
 from covid_tf.errors import ImageReadError
 
 # Luminance weights of ITU-R BT.601, as PIL's "L" conversion uses.
@@ -119,8 +120,9 @@ def load_image(path: str | Path, channels: int = 1, size: int | tuple[int, int] 
     return resize_image(image, size) if size is not None else image
 
 
-def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray]:
-    """Fully decode an image; return its size/mode and a small grayscale thumbnail for hashing."""
+def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray, np.ndarray]:
+    """Fully decode an image; return its size/mode, a small grayscale thumbnail for hashing and its frame
+    thumbnail for the overlap check (:func:`covid_tf.data.fingerprints.frame_thumbnail`)."""
     image = _open_checked(Path(path))
     info = ImageInfo(width=image.width, height=image.height, mode=image.mode)
     factor = max(image.size) // 256
@@ -128,7 +130,7 @@ def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray]:
         image = image.reduce(factor)  # shrink before converting a huge image to float
     gray = to_channels(_to_array(image), 1)
     thumbnail = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
-    return info, thumbnail
+    return info, thumbnail, frame_thumbnail(gray)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

@@ -18,6 +18,8 @@ from covid_tf import config
 from covid_tf.data.discover import DatasetIndex, SkippedFile
 from covid_tf.data.splits import apply_split_file
 from covid_tf.errors import CovidTfError
+from covid_tf.evaluation.metrics import positive_class_index
+from covid_tf.evaluation.sources import source_metrics
 from covid_tf.evaluation.summary import compute_metrics
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import resolved_path
@@ -97,6 +99,36 @@ def evaluate_rows(
     probabilities = predict(rows["path"].tolist())
     return probabilities, score_rows(probabilities, rows, class_names, threshold=threshold,
                                      n_bootstrap=n_bootstrap, seed=seed)
+
+
+def score_headline(probabilities: np.ndarray, rows: pd.DataFrame, class_names: Sequence[str], *,
+                   keep: np.ndarray | None = None, sources: Sequence[str] | None = None,
+                   threshold: float | None = None, n_bootstrap: int = 1000, seed: int = config.SEED) -> dict:
+    """The metrics of the rows in ``keep`` (the headline: the test images that copy no training image), those
+    of every row under ``all_images`` when some were left out, and, with ``sources`` (one per row), the
+    source-aware metrics of the headline rows under ``sources`` (:mod:`covid_tf.evaluation.sources`)."""
+    keep = np.ones(len(rows), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
+    options = {"threshold": threshold, "n_bootstrap": n_bootstrap, "seed": seed}
+    left_out = int((~keep).sum())
+    if left_out == len(rows):
+        keep = np.ones(len(rows), dtype=bool)
+        note = f"every one of the {len(rows)} images is a copy of a training image: the headline metrics include them"
+    else:
+        note = None
+    headline_rows = rows[keep].reset_index(drop=True)
+    metrics = score_rows(probabilities[keep], headline_rows, class_names, **options)
+    if note:
+        metrics["notes"] = [*metrics.get("notes", []), note]
+    if left_out and note is None:
+        metrics["all_images"] = score_rows(probabilities, rows, class_names, **options)
+    if sources is not None:
+        kept_sources = np.asarray(sources, dtype=str)[keep]
+        names = list(class_names)
+        metrics["sources"] = source_metrics(
+            label_indices(headline_rows["label"], names), probabilities[keep], names, kept_sources,
+            positive_index=positive_class_index(names) if len(names) == 2 else None,
+            groups=_patient_groups(headline_rows), n_bootstrap=n_bootstrap, seed=seed)
+    return metrics
 
 
 def score_rows(probabilities: np.ndarray, rows: pd.DataFrame, class_names: Sequence[str], *,

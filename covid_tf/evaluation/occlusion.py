@@ -10,11 +10,13 @@ resamples for every variant so that their differences are paired.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from covid_tf import config
+from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.bootstrap import bootstrap_weights, percentile_interval, weighted_auc
 
 LUNGS_FILLED_MAX_AUC = 0.65  # "decides from the lungs": lungs filled (blur) at most this ROC-AUC ...
@@ -112,3 +114,20 @@ def left_out_note(table: pd.DataFrame) -> str:
             f"(occlusion.csv, included=False), e.g. {examples}")
 
 
+def check_classes(y_all: np.ndarray, included: np.ndarray, masks: pd.DataFrame, names: Sequence[str],
+                  positive_index: int, data: str | Path) -> None:
+    """Refuse images (those with lungs) whose positive-class ROC-AUC is undefined: none at all, one class only, or
+    no positive."""
+    if not included.any():
+        first = masks.iloc[0]
+        raise CovidTfError(f"{data}: none of the {len(masks)} image(s) has plausible lungs (e.g. {first['path']}: "
+                           f"{first['reason']}); nothing to occlude")
+    y_true, n_left_out = y_all[included], int((~included).sum())
+    present = sorted({names[i] for i in np.unique(y_true)})
+    after = f" after leaving out {n_left_out} image(s) without plausible lungs" if n_left_out else ""
+    if len(present) < 2:
+        raise CovidTfError(f"{data}: only one class ({', '.join(present)}) among the images{after}; the occlusion "
+                           "check needs two or more")
+    if positive_index not in y_true:
+        raise CovidTfError(f"{data}: no image of the positive class {names[positive_index]}{after}; its ROC-AUC "
+                           "is undefined")

@@ -64,7 +64,7 @@ def _image_mask_folder(source: MaskSource) -> pd.DataFrame:
         if mask is None:
             continue
         try:
-            _, thumbnail = scan_image(path)
+            _, thumbnail, _ = scan_image(path)
         except ImageReadError:
             continue
         rows.append({"path": str(Path(path).resolve()), "mask_path": str(mask.resolve()), "label": source.name,

@@ -17,26 +17,12 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
+from covid_tf.data.sources import SOURCE_COLUMN, image_sources, source_table
 from covid_tf.evaluation.metrics import to_jsonable
 from covid_tf.evaluation.summary import compute_metrics
-from covid_tf.io_utils import resolved_path
 
 THUMBNAIL = 24
 HISTOGRAM_BINS = 32
-METADATA = "metadata.csv"
-SOURCE_COLUMN = "source"
-
-
-def image_sources(data: str | Path, paths: Sequence[str]) -> pd.Series | None:
-    """The ``source`` of each image path from ``DATA/metadata.csv`` (``""`` when unlisted), or None without one."""
-    metadata = Path(data) / METADATA
-    if not metadata.is_file():
-        return None
-    table = pd.read_csv(metadata, dtype=str, keep_default_na=False)
-    if SOURCE_COLUMN not in table or "path" not in table:
-        return None
-    source_of = {resolved_path(Path(data) / path): source for path, source in zip(table["path"], table[SOURCE_COLUMN])}
-    return pd.Series([source_of.get(resolved_path(p), "") for p in paths], dtype=str)
 
 
 def simple_features(paths: Sequence[str]) -> np.ndarray:
@@ -63,7 +49,7 @@ def source_predictability(data: str | Path, split: pd.DataFrame, *, seed: int = 
 
     sources = image_sources(data, split["path"].tolist())
     if sources is None:
-        return _unavailable(f"no {SOURCE_COLUMN!r} column in {Path(data) / METADATA}")
+        return _unavailable(f"no {SOURCE_COLUMN!r} column in {source_table(data) or Path(data) / 'metadata.csv'}")
     frame = split.reset_index(drop=True).assign(source=sources.to_numpy())
     frame = frame[(frame["source"] != "") & (frame["split"] != "")]
     counts = {name: group["label"].value_counts().to_dict() for name, group in frame.groupby("source")}

@@ -2,8 +2,9 @@
 
 A training run (``train --out``) or an evaluation (``evaluate --out``) folder holds ``config.json`` (the
 settings, the class names, the lung ROI that ran and the software versions), ``split.csv``,
-``skipped.csv``, ``roi.csv``, ``history.csv``, ``metrics.json`` (written last: a finished run) and
-``model.keras``. Every other module reads these through :class:`RunRecord` and writes them through the
+``skipped.csv``, ``roi.csv``, ``history.csv``, ``fingerprints.npz`` (the train and val images' fingerprints),
+``overlap.csv`` (an evaluation's test images that copy them), ``metrics.json`` (written last: a finished run)
+and ``model.keras``. Every other module reads these through :class:`RunRecord` and writes them through the
 ``write_*`` functions here, so a value of the wrong type is one ``CovidTfError`` naming the file and the key,
 never a traceback deep inside a command.
 """
@@ -15,15 +16,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text
+from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text
 from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, RoiSpec
+
+if TYPE_CHECKING:
+    from covid_tf.data.overlap import ReferenceSet
 
 CONFIG_FILE = "config.json"
 SPLIT_FILE = "split.csv"
@@ -32,6 +36,8 @@ ROI_FILE = "roi.csv"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
+FINGERPRINTS_FILE = "fingerprints.npz"  # the train and val images' fingerprints, for the overlap check
+OVERLAP_FILE = "overlap.csv"
 # Settings that may differ when a killed run is resumed: they do not change what the run computes.
 RESUME_MAY_DIFFER = ("class_names", "roi_resolved", "strategy", "devices", "versions")
 # Settings a run decides at its start when they are None (train_run's resolve_run_config records the value).
@@ -179,6 +185,21 @@ class RunRecord:
         table["roi_applied"] = table["roi_applied"].str.strip().str.lower() == "true"
         return table
 
+    def fingerprints(self) -> ReferenceSet | None:
+        """``fingerprints.npz``: the fingerprints of the run's train and val images (None when absent)."""
+        from covid_tf.data.overlap import ReferenceSet
+
+        path = self.folder / FINGERPRINTS_FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                return ReferenceSet(stored["paths"].tolist(), stored["splits"].tolist(), stored["fingerprints"],
+                                    f"the run's fingerprints ({FINGERPRINTS_FILE})")
+        except (OSError, KeyError, ValueError, EOFError) as error:
+            reason = f"{type(error).__name__}: {error}"
+            raise CovidTfError(f"{path}: cannot read the run's fingerprints ({reason})") from None
+
     def metrics(self) -> dict | None:
         """``metrics.json`` (None when absent: the run or evaluation has not finished)."""
         path = self.folder / METRICS_FILE
@@ -264,6 +285,16 @@ def write_table(folder: Path, name: str, table: pd.DataFrame) -> Path:
 
 def write_skipped(folder: Path, skipped: Sequence[tuple[str, str]]) -> Path:
     return write_table(folder, SKIPPED_FILE, pd.DataFrame(list(skipped), columns=["path", "reason"]))
+
+
+def write_fingerprints(folder: Path, reference: ReferenceSet) -> Path:
+    """``fingerprints.npz``: a compact fingerprint (256 bytes) of each train and val image, for the overlap check."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, paths=np.array(reference.paths, dtype=str),
+                                splits=np.array(reference.splits, dtype=str), fingerprints=reference.fingerprints)
+
+    return atomic_write(folder / FINGERPRINTS_FILE, write)
 
 
 def write_metrics(folder: Path, metrics: Mapping[str, Any]) -> None:

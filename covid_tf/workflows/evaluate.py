@@ -21,8 +21,9 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.discover import SkippedFile, discover
+from covid_tf.data.sources import image_sources
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.evaluate import score_rows, select_rows
+from covid_tf.evaluation.evaluate import score_headline, select_rows
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.operating_point import choose_threshold
 from covid_tf.evaluation.tables import label_indices, predictions_table
@@ -32,9 +33,11 @@ from covid_tf.io_utils import is_within, resolved_path
 from covid_tf.lungs.roi_inputs import fallback_note
 from covid_tf.runs import record
 from covid_tf.runs.inference import LoadedModel, load_model
+from covid_tf.runs.overlap import check_overlap
 from covid_tf.runs.record import RunRecord
 
-OUTPUT_FILES = (record.METRICS_FILE, "predictions.csv", record.SKIPPED_FILE, record.CONFIG_FILE)
+OUTPUT_FILES = (record.METRICS_FILE, "predictions.csv", record.SKIPPED_FILE, record.CONFIG_FILE,
+                record.OVERLAP_FILE)
 LUNG_ENERGY_FILE = "lung_energy.csv"
 
 
@@ -129,28 +132,21 @@ def _check_evaluate_options(batch_size: int, threshold: float | None, threshold_
 
 
 def evaluate_model(
-    model_path: str | Path,
-    data: str | Path,
-    out_dir: str | Path,
-    *,
-    split_file: str | Path | None = None,
-    split: str | None = None,
-    classes: Sequence[str] | None = None,
-    class_map: dict[str, str] | None = None,
-    threshold: float | None = None,
-    threshold_from_val: bool = False,
-    batch_size: int = config.BATCH_SIZE,
-    allow_unsafe: bool = False,
-    overwrite: bool = False,
-    n_bootstrap: int = 1000,
-    seed: int = config.SEED,
-    lungs: bool | None = None,
+    model_path: str | Path, data: str | Path, out_dir: str | Path, *, split_file: str | Path | None = None,
+    split: str | None = None, classes: Sequence[str] | None = None, class_map: dict[str, str] | None = None,
+    threshold: float | None = None, threshold_from_val: bool = False, batch_size: int = config.BATCH_SIZE,
+    allow_unsafe: bool = False, overwrite: bool = False, n_bootstrap: int = 1000, seed: int = config.SEED,
+    lungs: bool | None = None, keep_overlap: bool = False, source_column: str | None = None,
 ) -> EvaluationResult:
     """Evaluate a saved model on a labelled dataset and write metrics, predictions and figures to ``out_dir``.
 
     ``lungs``: the Grad-CAM lung energy of the positive class's images (``lung_energy.csv`` and ``lung_energy``
     in ``metrics.json``): ``True`` with the segmenter's masks where the data has none, ``False`` only where the
     data has its own masks, ``None`` (the default) not at all.
+
+    Copies of the run's training and validation images (:mod:`covid_tf.runs.overlap`) go to ``overlap.csv`` and out
+    of the headline (``keep_overlap``: kept); all images' metrics are then under ``all_images``. With a source per
+    image (the data CSV's ``source`` or ``source_column``), ``sources`` holds the source-aware metrics.
     """
     out_dir = Path(out_dir)
     _check_evaluate_options(batch_size, threshold, threshold_from_val, split_file, split)
@@ -167,17 +163,22 @@ def evaluate_model(
     notes: list[str] = []  # the data's own notes are said by select_rows
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 
+    overlap = check_overlap(RunRecord.of_model(loaded.path), rows["path"].tolist(),
+                            [index.frame_thumbnails[path] for path in rows["path"]])
     probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, _mask_paths(rows))
-    metrics = score_rows(probabilities, rows, names, threshold=threshold, n_bootstrap=n_bootstrap, seed=seed)
-    metrics["threshold_source"] = threshold_source
-    notes.extend(filter(None, [fallback_note(roi_table)]))  # a --roi run: masks, images used whole
+    keep = None if keep_overlap else overlap.keep
+    metrics = score_headline(probabilities, rows, names, keep=keep, threshold=threshold, n_bootstrap=n_bootstrap,
+                             sources=image_sources(index.root, rows["path"].tolist(), source_column), seed=seed)
+    metrics.update(threshold_source=threshold_source, overlap=overlap.summary(excluded=not keep_overlap))
+    notes.extend(filter(None, [*overlap.notes, overlap.warning(excluded=not keep_overlap),
+                               fallback_note(roi_table), *(metrics.get("sources") or {}).get("warnings", [])]))
     table = _predictions(rows, probabilities, names, metrics.get("threshold"))
     _write_tables(out_dir, table, skipped, overwrite, _evaluation_config(
         loaded, index.root, split_file, chosen_split, classes, class_map, metrics, threshold_source, len(skipped)))
-    figures = draw_figures(out_dir, y_true, probabilities, label_indices(table["predicted"], names), names,
-                           paths=rows["path"].tolist(), image_size=loaded.image_size, channels=loaded.channels,
-                           history=RunRecord.of_model(loaded.path).history(), seed=seed,
-                           label=f"{chosen_split}, n={len(rows)}" if chosen_split else f"n={len(rows)}")
+    record.write_table(out_dir, record.OVERLAP_FILE, overlap.copies)
+    shown = overlap.keep if keep is not None and overlap.keep.any() else np.ones(len(rows), dtype=bool)
+    figures = _draw(out_dir, loaded, rows[shown], y_true[shown], probabilities[shown],
+                    label_indices(table["predicted"], names)[shown], chosen_split, seed)
     if lungs is not None:
         energy = positive_class_lung_energy(loaded, rows, use_segmenter=bool(lungs), batch_size=batch_size)
         if energy is not None:
@@ -185,6 +186,15 @@ def evaluate_model(
             metrics["lung_energy"] = energy[1]
     record.write_metrics(out_dir, metrics)  # last, and once: its presence marks a finished evaluation
     return EvaluationResult(out_dir, metrics, table, skipped, figures, chosen_split, notes)
+
+
+def _draw(out_dir: Path, loaded: LoadedModel, rows: pd.DataFrame, y_true: np.ndarray, probabilities: np.ndarray,
+          predicted: np.ndarray, chosen_split: str | None, seed: int) -> list[Path]:
+    """The evaluation's figures, of the headline's images."""
+    label = f"{chosen_split}, n={len(rows)}" if chosen_split else f"n={len(rows)}"
+    return draw_figures(out_dir, y_true, probabilities, predicted, loaded.class_names, paths=rows["path"].tolist(),
+                        image_size=loaded.image_size, channels=loaded.channels,
+                        history=RunRecord.of_model(loaded.path).history(), seed=seed, label=label)
 
 
 def _predictions(rows: pd.DataFrame, probabilities: np.ndarray, names: Sequence[str],

@@ -14,8 +14,7 @@ ROC-AUC survives filled lungs reads something else (markers, borders, the film's
 - Filling happens on the full-resolution image, before the run's own ROI (crop, mask, ...) turns it into the
   model's input; a lung-attention model gets the original lung mask as its mask channel.
 - Images are streamed from disk through ``tf.data``: each image and its mask are read once; the mask is checked
-  there (the check ``evaluate`` makes before it predicts) and the image filled, while the model scores the batches
-  before; all of an image's variants go through the model in the same batch.
+  there (as ``evaluate`` does) and the image filled, while the model scores the batches before.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.images import load_image
+from covid_tf.data.sources import image_sources
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.evaluation.occlusion import (  # noqa: F401  (the verdict's labels and thresholds, re-exported)
@@ -42,11 +42,13 @@ from covid_tf.evaluation.occlusion import (  # noqa: F401  (the verdict's labels
     SHORTCUT_AUC,
     SHORTCUTS,
     auc_results,
+    check_classes,
     left_out_note,
     nested_results,
     per_image_table,
     verdict,
 )
+from covid_tf.evaluation.sources import variant_source_metrics
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import (
     atomic_write_json,
@@ -63,9 +65,10 @@ from covid_tf.lungs.masks import read_mask, resize_mask
 from covid_tf.lungs.roi_inputs import NO_MASK, locate_masks, read_plausible_mask, roi_image
 from covid_tf.lungs.roi_modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
-from covid_tf.runs.record import software_versions
+from covid_tf.runs.overlap import OverlapCheck, held_out_rows
+from covid_tf.runs.record import OVERLAP_FILE, RunRecord, software_versions, write_table
 
-OUTPUT_FILES = ("occlusion.json", "occlusion.png", "occlusion.csv")
+OUTPUT_FILES = ("occlusion.json", "occlusion.png", "occlusion.csv", OVERLAP_FILE)
 EXAMPLES = 5  # left-out images named in the JSON and the output
 MAX_RESIZE_CHANNELS = 4  # OpenCV's area resize takes at most four channels
 
@@ -183,36 +186,31 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
                   classes: Sequence[str] | None = None, class_map: dict[str, str] | None = None,
                   batch_size: int = config.BATCH_SIZE, n_bootstrap: int = 1000, seed: int = config.SEED,
                   allow_unsafe: bool = False, overwrite: bool = False, modality: str | None = None,
-                  on_step: Callable[[str], None] | None = None) -> OcclusionResult:
+                  on_step: Callable[[str], None] | None = None, keep_overlap: bool = False,
+                  source_column: str | None = None) -> OcclusionResult:
     """The counterfactual lung check of a saved model on a labelled dataset; writes ``occlusion.json``,
     ``occlusion.png`` and ``occlusion.csv`` into ``out_dir`` (see the module's docstring).
 
     ``fills``: ``"mean,blur"`` or a sequence (:data:`covid_tf.lungs.fills.FILLS`); ``dilation``: of the image's
     longer side; ``use_segmenter=False`` forbids the lung segmenter (only the dataset's masks);
     ``split_file``/``subset``, ``classes``/``class_map``: which images, as in ``evaluate``; ``modality``
-    (``xray`` or ``ct``: whose lung segmenter, :mod:`covid_tf.lungs.ct_lungs` for CT slices) defaults to the
-    run's ROI mode's (``ct`` for ``ct-lungs-attention``, else ``xray``).
+    (``xray`` or ``ct``: whose lung segmenter) defaults to the run's (``ct`` for ``ct-lungs-attention``). Copies of
+    training images are left out (``overlap.csv``) unless ``keep_overlap``; ``sources``: within-source ROC-AUCs.
     """
-    say = on_step or (lambda _line: None)
-    started = time.perf_counter()
+    say, started, out_dir = on_step or (lambda _line: None), time.perf_counter(), Path(out_dir)
     fills = check_options(fills, dilation, batch_size, n_bootstrap, modality)
-    out_dir = Path(out_dir)
     check_output(out_dir, data, model_path, overwrite)
     loaded = load_model(model_path, allow_unsafe=allow_unsafe)
     names = loaded.class_names
-    rows, skipped, notes, root = select_images(data, split_file=split_file, subset=subset, classes=classes,
-                                               class_map=class_map)
+    rows, skipped, notes, root, overlap = select_images(data, loaded.path, split_file=split_file, subset=subset,
+                                                        classes=classes, class_map=class_map, keep=keep_overlap)
     y_all, positive_index = label_indices(rows["label"], names), positive_class_index(names)
     say(f"lung masks of {len(rows)} image(s) ...")
     modality = modality or loaded.roi.kind.modality
     masks, probabilities, loader = score_variants(loaded, rows, data, use_segmenter, modality, fills, dilation, seed,
                                                   batch_size, say)
     included = masks["roi_applied"].to_numpy(bool)
-    if not included.any():
-        first = masks.iloc[0]
-        raise CovidTfError(f"{data}: none of the {len(masks)} image(s) has plausible lungs (e.g. {first['path']}: "
-                           f"{first['reason']}); nothing to occlude")
-    check_classes(y_all[included], names, positive_index, data, int((~included).sum()))
+    check_classes(y_all, included, masks, names, positive_index, data)
     scores = probabilities[included, :, positive_index]
     patients = rows["patient_id"].astype(str)[included].to_numpy()
     auc_rows = auc_results(y_all[included], scores, positive_index, loader.keys, n_bootstrap=n_bootstrap, seed=seed,
@@ -223,9 +221,8 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     notes.extend(filter(None, [left_out_note(table)]))
     summary = {
         "model": resolved_path(loaded.path), "data": str(root), "roi": loaded.roi.mode, "modality": modality,
-        "class_names": names,
-        "positive_class": names[positive_index], "auc": f"ROC-AUC of {positive}", "fills": list(fills),
-        "dilation": dilation, "blur_sigma": lung_fills.BLUR_SIGMA, "subset": subset,
+        "class_names": names, "positive_class": names[positive_index], "auc": f"ROC-AUC of {positive}",
+        "fills": list(fills), "dilation": dilation, "blur_sigma": lung_fills.BLUR_SIGMA, "subset": subset,
         "split_file": resolved_path(split_file) if split_file else None, "n_images": len(rows),
         "n": int(included.sum()), "n_left_out": int((~included).sum()),
         "left_out_examples": table.loc[~table["included"], ["path", "reason"]].head(EXAMPLES).to_dict("records"),
@@ -234,8 +231,14 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
         "thresholds": {"lungs_filled_max_auc": LUNGS_FILLED_MAX_AUC,
                        "outside_filled_tolerance": OUTSIDE_FILLED_TOLERANCE, "shortcut_auc": SHORTCUT_AUC},
         "n_bootstrap": n_bootstrap, "seed": seed, "versions": software_versions(),
+        "overlap": overlap.summary(excluded=not keep_overlap),
+        "sources": variant_source_metrics(image_sources(root, rows["path"][included].tolist(), source_column),
+                                          rows[included], scores, y_all[included] == positive_index, loader.keys,
+                                          n_bootstrap=n_bootstrap, seed=seed),
     }
-    write_outputs(out_dir, summary | {"seconds": round(time.perf_counter() - started, 1)}, table, auc_rows)
+    notes.extend((summary["sources"] or {}).get("warnings", []))
+    write_outputs(out_dir, summary | {"seconds": round(time.perf_counter() - started, 1)}, table, auc_rows,
+                  overlap.copies)
     return OcclusionResult(summary, table, label, line, out_dir, notes)
 
 
@@ -277,10 +280,11 @@ def check_options(fills: str | Sequence[str], dilation: float, batch_size: int, 
     return chosen
 
 
-def select_images(data: str | Path, *, split_file=None, subset=None, classes=None,
-                  class_map=None) -> tuple[pd.DataFrame, list, list[str], Path]:
-    """The labelled images to check (as ``evaluate`` selects them), the skipped files, notes and the data root;
-    a ``CovidTfError`` when they hold one class only."""
+def select_images(data: str | Path, model_path: Path, *, split_file=None, subset=None, classes=None,
+                  class_map=None, keep: bool = False) -> tuple[pd.DataFrame, list, list[str], Path, OverlapCheck]:
+    """The labelled images to check (as ``evaluate`` selects them, copies of the model's training images left out
+    unless ``keep``), the skipped files, notes, the data root and the overlap check; a ``CovidTfError`` when they
+    hold one class only."""
     from covid_tf.data.discover import discover
     from covid_tf.evaluation.evaluate import select_rows
 
@@ -290,7 +294,10 @@ def select_images(data: str | Path, *, split_file=None, subset=None, classes=Non
     if len(present) < 2:
         raise CovidTfError(f"{data}: only one class ({present[0]}) among the {len(rows)} image(s) to check; the "
                            "occlusion check compares ROC-AUCs and needs images of two or more classes")
-    return rows, skipped, [], index.root  # the data's own notes are said by select_rows
+    rows, overlap = held_out_rows(RunRecord.of_model(model_path), rows,
+                                  [index.frame_thumbnails[path] for path in rows["path"]], keep_overlap=keep)
+    notes = list(filter(None, [*overlap.notes, overlap.warning(excluded=not keep)]))
+    return rows, skipped, notes, index.root, overlap  # the data's own notes are said by select_rows
 
 
 def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str = "xray") -> pd.DataFrame:
@@ -314,24 +321,14 @@ def with_plausibility(located: pd.DataFrame, streamed: np.ndarray, reasons: Sequ
     return located.assign(roi_applied=reason == "", reason=reason)
 
 
-def check_classes(y_true: np.ndarray, names: Sequence[str], positive_index: int, data: str | Path,
-                  n_left_out: int) -> None:
-    """Refuse images (those with lungs) whose positive-class ROC-AUC is undefined: one class only, or no positive."""
-    present = sorted({names[i] for i in np.unique(y_true)})
-    after = f" after leaving out {n_left_out} image(s) without plausible lungs" if n_left_out else ""
-    if len(present) < 2:
-        raise CovidTfError(f"{data}: only one class ({', '.join(present)}) among the images{after}; the occlusion "
-                           "check needs two or more")
-    if positive_index not in y_true:
-        raise CovidTfError(f"{data}: no image of the positive class {names[positive_index]}{after}; its ROC-AUC "
-                           "is undefined")
-
-
-def write_outputs(out_dir: Path, summary: dict, table: pd.DataFrame, auc_rows: Sequence[dict]) -> None:
-    """``occlusion.csv``, ``occlusion.png`` and, last (its presence marks a finished check), ``occlusion.json``."""
+def write_outputs(out_dir: Path, summary: dict, table: pd.DataFrame, auc_rows: Sequence[dict],
+                  copies: pd.DataFrame) -> None:
+    """``occlusion.csv``, ``overlap.csv``, ``occlusion.png`` and, last (its presence marks a finished check),
+    ``occlusion.json``."""
     from covid_tf.figures.occlusion import plot_occlusion
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_table(out_dir, OVERLAP_FILE, copies)
     atomic_write_text(out_dir / OUTPUT_FILES[2], csv_rows(table, header=True))
     plot_occlusion(auc_rows, auc_label=summary["auc"], verdict=summary["verdict"], n=summary["n"],
                    lungs_filled_max=LUNGS_FILLED_MAX_AUC, shortcut_auc=SHORTCUT_AUC, path=out_dir / OUTPUT_FILES[1])

@@ -23,6 +23,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.discover import DatasetIndex, discover
+from covid_tf.data.overlap import ReferenceSet, reference_from_thumbnails
 from covid_tf.data.splits import apply_split_file, make_split, split_leaks
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import evaluate_rows
@@ -36,6 +37,7 @@ from covid_tf.models.transfer import resolve_weights
 from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.inference import load_model, predict_paths
+from covid_tf.runs.overlap import TRAINING_SPLITS
 from covid_tf.runs.record import RunRecord
 from covid_tf.training import resume, run_folder
 from covid_tf.training.fit import fit
@@ -86,6 +88,14 @@ def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[
     for note in index.notes:  # said before the epochs, not after them
         logger.warning(note)
     return split, class_names
+
+
+def training_fingerprints(index: DatasetIndex, split: pd.DataFrame) -> ReferenceSet:
+    """The fingerprints of the split's train and val images (from the index's one decoding pass)."""
+    rows = split[split["split"].isin(TRAINING_SPLITS) & split["path"].isin(index.frame_thumbnails.keys())]
+    paths = rows["path"].tolist()
+    return reference_from_thumbnails(paths, rows["split"].tolist(), [index.frame_thumbnails[path] for path in paths],
+                                     f"the run's fingerprints ({record.FINGERPRINTS_FILE})")
 
 
 def _check_every_class_in_every_split(split: pd.DataFrame, class_names: Sequence[str]) -> None:
@@ -186,17 +196,19 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     if run_path is not None:
         _check_run_dir(run_path, cfg, overwrite)
     started = time.perf_counter()
-    split, class_names = prepare_split(cfg)
+    index = discover(cfg.data, classes=cfg.classes, class_map=cfg.class_map)
+    split, class_names = prepare_split(cfg, index)
     cfg = resolve_run_config(cfg, split, class_names)
     if run_path is None:
         return _train(cfg, split, class_names, None, verbose, started, figures)
+    fingerprints = training_fingerprints(index, split)
     with run_folder.locked(run_path):
         _check_run_dir(run_path, cfg, overwrite)  # again: another run may have finished meanwhile
         aside = run_folder.move_aside(run_path) if overwrite else run_folder.pending_aside(run_path)
         run_folder.remove_stale_temporaries(run_path, _warn)
         resume.repair_partial_log(run_path / "checkpoints" / PARTIAL_LOG, _warn)
         try:
-            result = _train(cfg, split, class_names, run_path, verbose, started, figures)
+            result = _train(cfg, split, class_names, run_path, verbose, started, figures, fingerprints)
         except BaseException:
             if overwrite and aside is not None:
                 run_folder.restore_aside(run_path, aside)
@@ -215,11 +227,14 @@ def _draw_figures(run_path: Path, cfg: TrainConfig, split: pd.DataFrame, history
 
 
 def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_path: Path | None,
-           verbose: int | str, started: float, figures: bool = True) -> TrainResult:
+           verbose: int | str, started: float, figures: bool = True,
+           fingerprints: ReferenceSet | None = None) -> TrainResult:
     if run_path is not None:
         record.write_config(run_path, cfg.to_dict())
         record.write_split(run_path, split)
         record.write_skipped(run_path, split.attrs.get("skipped", []))
+        if fingerprints is not None:
+            record.write_fingerprints(run_path, fingerprints)
     inputs = run_inputs(cfg, split)  # lung masks once (cached), before any epoch
     if run_path is not None and inputs.table is not None:
         record.write_table(run_path, record.ROI_FILE, inputs.table)

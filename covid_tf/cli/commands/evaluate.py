@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from covid_tf import config
-from covid_tf.cli import Renamed
+from covid_tf.cli import Renamed, add_overlap_arguments
 from covid_tf.errors import CovidTfError
 
 HELP = "Evaluate a saved model on labelled images: metrics.json, predictions.csv and figures."
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lungs", action="store_true",
                         help="report the Grad-CAM lung energy of the positive class's images with lung masks from "
                              "the lung segmenter where the data has none (without it: only when the data has masks)")
+    add_overlap_arguments(parser)
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="load models with Lambda layers (runs their code: only for models you trust)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier evaluation in --out")
@@ -41,6 +42,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _number(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def overlap_and_source_lines(metrics: dict) -> list[str]:
+    """The console lines of ``metrics.json``'s ``all_images`` and ``sources`` (the overlap warning is a note)."""
+    lines = []
+    everything = metrics.get("all_images")
+    if everything:
+        lines.append(f"with the {metrics['overlap']['n_copies']} copies of training images: ROC-AUC "
+                     f"{_number(everything['roc_auc'])}, accuracy {_number(everything['accuracy'])} "
+                     f"(n={everything['n']})")
+    sources = metrics.get("sources")
+    if sources:
+        low, high = sources["within_source_ci95"]
+        interval = f" [{_number(low)}, {_number(high)}]" if low is not None else ""
+        lines.append(f"within-source ROC-AUC {_number(sources['within_source_roc_auc'])}{interval} "
+                     f"({sources['within_source_pairs']} positive-negative pairs of the same source, "
+                     f"{sources['n_sources']} sources)")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         threshold=args.threshold, threshold_from_val=args.threshold_from_val, batch_size=args.batch_size,
         allow_unsafe=args.allow_unsafe, overwrite=args.overwrite, n_bootstrap=args.n_bootstrap, lungs=args.lungs,
+        keep_overlap=args.keep_overlap, source_column=args.source_column,
     )
     print_skipped(result.skipped, limit=20)
     for note in result.notes:
@@ -69,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
           f"{_number(metrics['balanced_accuracy'])}, ROC-AUC {_number(metrics['roc_auc'])}, ECE "
           f"{_number(metrics['ece'])} (n={metrics['n']}"
           + (f", threshold {threshold:.3f}" if threshold is not None else "") + ")")
+    for line in overlap_and_source_lines(metrics):
+        print(line)
     for rule, values in (metrics.get("patients") or {}).items():
         print(f"patients ({rule}): accuracy {_number(values['accuracy'])}, ROC-AUC {_number(values['roc_auc'])} "
               f"(n={values['n']})")

@@ -1,4 +1,5 @@
-"""``inspect``: what a dataset holds: classes, sizes, modes, skipped files, duplicate groups."""
+"""``inspect``: what a dataset holds: classes, sizes, modes, skipped files, duplicate groups; with ``--against``,
+its images that are near-copies of images of other datasets."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import argparse
 import json
 import sys
 from collections import Counter
+from pathlib import Path
 
-HELP = "Summarise a dataset: class counts, image sizes and modes, skipped files, duplicate groups."
+from covid_tf.errors import CovidTfError
+
+HELP = ("Summarise a dataset: class counts, image sizes and modes, skipped files, duplicate groups; --against: "
+        "its near-copies of other datasets' images.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,6 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=Normal")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--strict", action="store_true", help="exit with code 1 when any file was skipped")
+    parser.add_argument("--against", nargs="+", metavar="OTHER",
+                        help="list the images of DATA that are near-copies of images of these datasets (resized, "
+                             "re-encoded, cropped, relabelled or mirrored copies count), e.g. a training set")
+    parser.add_argument("--out", type=Path,
+                        help="with --against: write copies.csv and a contact sheet of the pairs, copies.png, here")
 
 
 def summarize(index) -> dict:
@@ -38,8 +48,39 @@ def summarize(index) -> dict:
     }
 
 
+def run_against(args: argparse.Namespace) -> int:
+    """``inspect DATA --against OTHER...``: the near-copies, printed and (``--out``) written."""
+    from covid_tf.data.discover import parse_class_list, parse_class_map
+    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.workflows.copies import find_dataset_copies
+
+    if args.out is not None:
+        refuse_output_inside_inputs(args.out, [args.data, *args.against])
+        check_writable_output(args.out, folder=True)
+    result = find_dataset_copies(args.data, args.against, args.out, classes=parse_class_list(args.classes),
+                                 class_map=parse_class_map(args.class_map))
+    if args.json:
+        print(json.dumps({"n_images": result.n_images, "n_reference": result.n_reference,
+                          "n_copied": result.n_copied, "copies": result.copies.to_dict("records")}, indent=2))
+        return 0
+    print(f"{result.n_copied} of {result.n_images} images of {args.data} are near-copies of images among the "
+          f"{result.n_reference} of {', '.join(map(str, args.against))}")
+    for pair in result.copies.drop_duplicates("test_image").head(10).itertuples(index=False):
+        print(f"  {pair.test_image}  =  {pair.matched_image}  (similarity {pair.similarity:.3f})")
+    if result.n_copied > 10:
+        print(f"  ... and {result.n_copied - 10} more")
+    if result.files:
+        print(f"written: {', '.join(str(path) for path in result.files)}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import discover, parse_class_list, parse_class_map
+
+    if args.against:
+        return run_against(args)
+    if args.out is not None:
+        raise CovidTfError("--out goes with --against (the copies' CSV and contact sheet)")
 
     index = discover(args.data, classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map))
     for note in index.notes:

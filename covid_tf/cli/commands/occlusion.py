@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.cli import add_overlap_arguments
 from covid_tf.lungs.roi_modes import MODALITIES
 
 HELP = ("Counterfactual lung check: ROC-AUC of a saved model on the original images, with the lungs filled and "
@@ -48,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-unsafe", action="store_true",
                         help="load models with Lambda layers (runs their code: only for models you trust)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier occlusion check in --out")
+    add_overlap_arguments(parser)
     parser.add_argument("--modality", choices=MODALITIES, default=None,
                         help="whose lung segmenter finds the lungs: xray (the U-Net) or ct (axial CT slices); "
                              "default: the run's (ct for --roi ct-lungs-attention, else xray)")
@@ -69,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         use_segmenter=not args.no_segmenter, split_file=args.split_file, subset=args.subset,
         classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, allow_unsafe=args.allow_unsafe,
-        overwrite=args.overwrite, modality=args.modality,
+        overwrite=args.overwrite, modality=args.modality, keep_overlap=args.keep_overlap,
+        source_column=args.source_column,
         on_step=None if args.quiet else lambda line: print(line, file=sys.stderr),
     )
     for note in result.notes:
@@ -80,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     for variant, title in (("lungs_filled", "lungs filled"), ("outside_filled", "outside lungs filled")):
         for fill, entry in results[variant].items():
             print(f"  {title} ({fill}): {_interval(entry)}")
+    for fill_key, entry in ((summary.get("sources") or {}).get("within_source") or {}).items():
+        print(f"  within-source ({fill_key.replace('_', ' ')}): {_interval(entry)} ({entry['n_pairs']} pairs)")
     print(result.line)
-    print(f"occlusion.json, occlusion.png and occlusion.csv in {result.out_dir}")
+    print(f"occlusion.json, occlusion.png, occlusion.csv and overlap.csv in {result.out_dir}")
     return 0

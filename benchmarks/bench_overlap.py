@@ -1,0 +1,118 @@
+"""Benchmark: the overlap check's accuracy on real films, and its cost inside ``evaluate`` at scale.
+
+**Accuracy** (``--part accuracy``): every film of the dev set (``--data``, the Radiography subset) is fingerprinted
+as ``train`` does (:mod:`covid_tf.data.fingerprints`). For each copy kind of
+:data:`covid_tf.synthetic.copies.COPY_TRANSFORMS`, ``--copies`` films drawn at random are copied that way and
+matched against all stored fingerprints: recall is the share whose original (or a film of its duplicate group) is
+found. False matches: every film is matched against all the others; a match between two films of different known
+duplicate groups (``inspect``'s groups) is false; the rate is per ordered pair of distinct films.
+
+**Cost** (``--part cost``): ``evaluate`` of an untrained model on ``--images`` images (the dev set's films linked
+round again under new names, as ``bench_occlusion.py`` does), with and without the check (the model folder with
+and without its ``fingerprints.npz`` of ``--reference`` images), alternately, ``--repeats`` times each. Target:
+the check costs at most 10 % of ``evaluate``'s time.
+
+Usage: ``python benchmarks/bench_overlap.py [--part accuracy|cost|both] [--copies 400] [--images 12000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from common import PROJECT_ROOT, quiet_tensorflow, table, target, write_result
+
+quiet_tensorflow()
+
+REAL_DATA = PROJECT_ROOT.parent / "shared" / "data" / "covid19-radiography-subset"
+
+
+def _read_gray(path: str) -> np.ndarray:
+    film = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if film is None:
+        raise OSError(f"{path}: unreadable")
+    return film
+
+
+def _thumbnail(film: np.ndarray) -> np.ndarray:
+    from covid_tf.data.fingerprints import frame_thumbnail
+
+    image = film.astype(np.float32) / 255.0
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    return frame_thumbnail(image)
+
+
+def accuracy(data: Path, copies: int, seed: int) -> tuple[list[list], dict, list[str]]:
+    """Recall per copy kind and the false-match rate among distinct films."""
+    from covid_tf.data import fingerprints
+    from covid_tf.data.discover import discover
+    from covid_tf.synthetic.copies import COPY_TRANSFORMS, planted_copy
+
+    index = discover(data)
+    paths = index.frame["path"].tolist()
+    groups = index.frame["duplicate_group"].to_numpy()
+    films = [_read_gray(path) for path in paths]
+    thumbnails = np.stack([index.frame_thumbnails[path] for path in paths])
+    stored = fingerprints.stored_fingerprints(thumbnails)
+    started = time.perf_counter()
+    matches = fingerprints.match_fingerprints(thumbnails, stored)
+    all_pairs_seconds = time.perf_counter() - started
+    false = [(q, s) for q, s, _ in matches if groups[q] != groups[s]]
+    same_group_pairs = int(sum(np.bincount(groups) ** 2) - len(groups))
+    distinct_pairs = len(paths) * (len(paths) - 1) - same_group_pairs
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(paths), size=min(copies, len(paths)), replace=False)
+    rows = []
+    for name in COPY_TRANSFORMS:
+        queries = np.stack([_thumbnail(planted_copy(films[i], name, rng)) for i in chosen])
+        found = {(q, s) for q, s, _ in fingerprints.match_fingerprints(queries, stored)}
+        hits = [any((k, s) in found for s in np.flatnonzero(groups == groups[i])) for k, i in enumerate(chosen)]
+        wrong = {q for q, s in found if groups[s] != groups[chosen[q]]}
+        rows.append([name, len(chosen), round(float(np.mean(hits)), 4), len(wrong)])
+    rate = len(false) / max(distinct_pairs, 1)
+    summary = {"films": len(paths), "duplicate_groups": len(index.duplicate_groups), "distinct_pairs": distinct_pairs,
+               "false_pairs": len(false), "false_rate": rate,
+               "films_falsely_matched": len({q for q, _ in false}), "all_pairs_seconds": round(all_pairs_seconds, 1)}
+    named = ", ".join(f"{Path(paths[q]).name}~{Path(paths[s]).name}" for q, s in false[:12])
+    notes = [f"false pairs (query, stored): {named}" + (" ..." if len(false) > 12 else "")] if false else []
+    return rows, summary, notes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=REAL_DATA)
+    parser.add_argument("--copies", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if not args.data.is_dir():
+        print(f"skipped: {args.data} not found (the accuracy benchmark needs real films)")
+        return
+    rows, summary, notes = accuracy(args.data, args.copies, args.seed)
+    for row in rows:
+        print(f"{row[0]:<10} recall {row[2]:.4f} of {row[1]} copies ({row[3]} queries matched a wrong film too)")
+    print(f"false matches: {summary['false_pairs']} of {summary['distinct_pairs']} ordered pairs of distinct films "
+          f"({100 * summary['false_rate']:.4f} %), {summary['films_falsely_matched']} films; all pairs of "
+          f"{summary['films']} films in {summary['all_pairs_seconds']} s")
+    for note in notes:
+        print(note)
+    worst = min(row[2] for row in rows)
+    write_result(args.json, {
+        "title": "Overlap check: copies found and false matches (real films)",
+        "command": "python benchmarks/bench_overlap.py",
+        "summary": f"lowest recall {worst:.4f} over {len(rows)} copy kinds; false matches "
+                   f"{100 * summary['false_rate']:.4f} % of {summary['distinct_pairs']} pairs of distinct films",
+        "targets": [target("lowest recall per copy kind", worst, 0.99, ">=", ""),
+                    target("false matches per pair of distinct films", 100 * summary["false_rate"], 0.1, "<=", "%")],
+        "tables": [table("Recall per copy kind", ["copy kind", "copies", "recall", "queries with a wrong match"],
+                         rows)],
+        "notes": notes,
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""Image fingerprints that survive the ways a film is copied: finding a test image among a model's training images.
+
+A public film is often republished in another collection: resized, re-encoded as JPEG, brighter or darker,
+converted to colour or to another bit depth, with a few per cent of border cut off or added, or with a text
+label burned in. The fingerprint survives all of that and still tells two patients' chest films apart:
+
+1. Borders of (nearly) one value are trimmed (a pad of any colour leaves no trace), up to ``MAX_TRIM`` per side;
+   the rest is shrunk to a ``THUMBNAIL``-pixel square and its histogram equalised (a gamma, contrast or
+   bit-depth change leaves it nearly as it was) (:func:`frame_thumbnail`).
+2. The *core* (the central ``CORE`` of each axis) is averaged on a ``GRID`` x ``GRID`` grid and the smooth
+   shading every chest film shares is subtracted (a Gaussian of ``DETAIL_SIGMA`` cells): what is left is the
+   detail that differs between patients. Stored as ``GRID**2`` signed bytes per image (:func:`stored_fingerprints`).
+
+A query is compared with every stored fingerprint under several *framings* (:data:`FRAMINGS`): the core as it
+would lie in the query if the query were the stored film with up to ``MAX_CROP`` of each side cut off or added,
+each also mirrored (a mirrored copy is the same film: it counts). First the correlation of ``COARSE`` x
+``COARSE`` averages over all framings keeps the ``CANDIDATES`` best stored images of each query; then the
+full-grid correlation at their best framing, with the ``TRIM`` of cells that differ most left out (a burned-in
+label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`). Recall per copy kind
+and false matches among distinct real films: docs/OVERLAP.md, ``benchmarks/bench_overlap.py``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+THUMBNAIL = 96
+GRID = 24
+COARSE = 8
+CORE = 0.8
+MAX_TRIM = 0.2
+MAX_CROP = 0.05
+BORDER_STD = 2.0 / 255.0  # a row or column this flat is a border (pad), not part of the film
+BLUR_SIGMA = 1.5  # in thumbnail pixels, before the grid
+DETAIL_SIGMA = 1.8  # in grid cells: the shading subtracted
+CANDIDATES = 10
+COARSE_THRESHOLD = 0.75
+TRIM = 0.1
+REFINE_FROM = 0.9
+DEFAULT_THRESHOLD = 0.98
+FINGERPRINT_BYTES = GRID * GRID
+_CHUNK = 512
+
+
+def _border_span(spread: np.ndarray) -> tuple[int, int]:
+    """First and one-past-last index of the profile not part of a flat border, trimming at most ``MAX_TRIM``."""
+    size = spread.size
+    limit = int(MAX_TRIM * size)
+    start = 0
+    while start < limit and spread[start] <= BORDER_STD:
+        start += 1
+    stop = size
+    while size - stop < limit and spread[stop - 1] <= BORDER_STD:
+        stop -= 1
+    return start, max(stop, start + 1)
+
+
+def frame_thumbnail(gray: np.ndarray) -> np.ndarray:
+    """The ``THUMBNAIL``-pixel uint8 thumbnail of a grayscale image in [0, 1] (H, W[, 1]), flat borders trimmed."""
+    image = np.asarray(gray, dtype=np.float32)
+    if image.ndim == 3:
+        image = image[..., 0]
+    if image.ndim != 2 or min(image.shape) < 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {np.shape(gray)}")
+    top, bottom = _border_span(image.std(axis=1))
+    left, right = _border_span(image.std(axis=0))
+    film = image[top:bottom, left:right]
+    small = cv2.resize(film, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
+    return cv2.equalizeHist((np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the stored core lies in a query image: its centre and size as fractions of the query's sides."""
+
+    centre_x: float
+    centre_y: float
+    width: float
+    height: float
+
+
+def _framings() -> tuple[Framing, ...]:
+    """The stored core's place in a query that is the stored film cropped or padded by up to ``MAX_CROP`` a side.
+
+    The query cut by ``c`` on each side shows the core at size ``CORE / (1 - 2c)``; padded by ``p``, at
+    ``CORE / (1 + 2p)``; a cut on one side only shifts it by half the cut. Steps of half ``MAX_CROP``.
+    """
+    step = MAX_CROP / 2.0
+    cut = [CORE / (1.0 - 2.0 * c) for c in (2 * step, step, 0.0)]
+    scales = cut + [CORE / (1.0 + 2.0 * p) for p in (step, 2 * step)]
+    shifts = (-step, 0.0, step)
+    return tuple(Framing(0.5 + dx, 0.5 + dy, scale, scale)
+                 for scale, dx, dy in itertools.product(scales, shifts, shifts))
+
+
+FRAMINGS = _framings()
+STORED_FRAMING = Framing(0.5, 0.5, CORE, CORE)
+
+
+def _sampling_matrix(centre: float, size: float) -> np.ndarray:
+    """(GRID, THUMBNAIL) weights that average the thumbnail's pixels over each of ``GRID`` cells of a window."""
+    edges = (centre - size / 2.0 + size * np.arange(GRID + 1) / GRID) * THUMBNAIL
+    pixels = np.arange(THUMBNAIL, dtype=np.float64)
+    covered = np.clip(np.minimum(edges[1:, None], pixels + 1) - np.maximum(edges[:-1, None], pixels), 0.0, None)
+    return (covered / np.maximum(covered.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
+
+
+def _window_cells(thumbnails: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
+    """(N, F, GRID * GRID) cell means of each framing's window in each blurred thumbnail."""
+    blurred = np.stack([cv2.GaussianBlur(t.astype(np.float32), (0, 0), BLUR_SIGMA) for t in thumbnails])
+    rows = np.stack([_sampling_matrix(f.centre_y, f.height) for f in framings])
+    columns = np.stack([_sampling_matrix(f.centre_x, f.width) for f in framings])
+    # Columns first, then rows: two batched matrix products (one einsum over all four axes is 300 times slower).
+    cells = np.matmul(rows[None], np.matmul(blurred[:, None], columns.transpose(0, 2, 1)[None]))
+    return cells.reshape(len(thumbnails), len(framings), GRID * GRID)
+
+
+def _detail(cells: np.ndarray) -> np.ndarray:
+    """(..., GRID * GRID) cells minus their shading (a Gaussian of ``DETAIL_SIGMA`` cells), standardised."""
+    grids = cells.reshape(-1, GRID, GRID).astype(np.float32)
+    shading = np.stack([cv2.GaussianBlur(grid, (0, 0), DETAIL_SIGMA, borderType=cv2.BORDER_REFLECT) for grid in grids])
+    return _standardised((grids - shading).reshape(cells.shape))
+
+
+def _standardised(values: np.ndarray) -> np.ndarray:
+    centred = values - values.mean(axis=-1, keepdims=True)
+    return centred / np.maximum(np.linalg.norm(centred, axis=-1, keepdims=True), 1e-6)
+
+
+def stored_fingerprints(thumbnails: np.ndarray) -> np.ndarray:
+    """(N, ``FINGERPRINT_BYTES``) int8 fingerprints of (N, THUMBNAIL, THUMBNAIL) frame thumbnails."""
+    thumbnails = np.asarray(thumbnails)
+    if len(thumbnails) == 0:
+        return np.zeros((0, FINGERPRINT_BYTES), dtype=np.int8)
+    detail = _detail(_window_cells(thumbnails, [STORED_FRAMING])[:, 0])
+    scale = 127.0 / np.maximum(np.abs(detail).max(axis=1, keepdims=True), 1e-6)
+    return np.round(detail * scale).astype(np.int8)
+
+
+def query_descriptors(thumbnails: np.ndarray) -> np.ndarray:
+    """(N, 2 * len(FRAMINGS), GRID * GRID) standardised detail of every framing of each thumbnail and its mirror."""
+    thumbnails = np.asarray(thumbnails)
+    both = np.concatenate([thumbnails, thumbnails[:, :, ::-1]])
+    cells = _window_cells(both, FRAMINGS)
+    return _detail(np.concatenate([cells[: len(thumbnails)], cells[len(thumbnails):]], axis=1))
+
+
+def _coarse(descriptors: np.ndarray) -> np.ndarray:
+    """``COARSE`` x ``COARSE`` block means of (..., GRID * GRID) descriptors, standardised."""
+    factor = GRID // COARSE
+    blocks = descriptors.reshape(*descriptors.shape[:-1], COARSE, factor, COARSE, factor).mean(axis=(-3, -1))
+    return _standardised(blocks.reshape(*descriptors.shape[:-1], COARSE * COARSE))
+
+
+def trimmed_correlation(first: np.ndarray, second: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """Pearson correlation of matching rows of (P, D) arrays, the ``trim`` share of cells that differ most left out."""
+    first, second = _standardised(first), _standardised(second)
+    dropped = int(trim * first.shape[-1])
+    order = np.argsort(np.abs(first - second), axis=-1)
+    keep = np.zeros(first.shape, dtype=np.float32)
+    np.put_along_axis(keep, order[:, : first.shape[-1] - dropped], 1.0, axis=-1)
+    count = keep.sum(axis=-1, keepdims=True)
+    first = (first - (first * keep).sum(axis=-1, keepdims=True) / count) * keep
+    second = (second - (second * keep).sum(axis=-1, keepdims=True) / count) * keep
+    return (first * second).sum(axis=-1) / np.sqrt((first**2).sum(axis=-1) * (second**2).sum(axis=-1) + 1e-12)
+
+
+def _chunks(count: int, size: int) -> Iterator[slice]:
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def _candidates(descriptors: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``CANDIDATES`` best stored images of each query by the coarse correlation (at or above
+    ``COARSE_THRESHOLD``): (pair's query, stored index, best framing)."""
+    coarse_queries = _coarse(descriptors)
+    coarse_targets = _coarse(targets)
+    best = np.full((len(descriptors), len(targets)), -1.0, dtype=np.float32)
+    framing = np.zeros(best.shape, dtype=np.int16)
+    for index in range(descriptors.shape[1]):
+        score = coarse_queries[:, index] @ coarse_targets.T
+        better = score > best
+        best[better], framing[better] = score[better], index
+    keep = min(CANDIDATES, len(targets))
+    top = np.argpartition(-best, keep - 1, axis=1)[:, :keep]
+    queries = np.repeat(np.arange(len(descriptors)), keep)
+    stored = top.ravel()
+    chosen = best[queries, stored] >= COARSE_THRESHOLD
+    return queries[chosen], stored[chosen], framing[queries[chosen], stored[chosen]]
+
+
+def _refined(framing: Framing) -> list[Framing]:
+    """Framings around ``framing`` at a quarter of the search's step in scale and in each shift (27 in all)."""
+    step = MAX_CROP / 4.0
+    return [Framing(framing.centre_x + dx, framing.centre_y + dy, framing.width * scale, framing.height * scale)
+            for scale in (1.0 - step, 1.0, 1.0 + step) for dx in (-step, 0.0, step) for dy in (-step, 0.0, step)]
+
+
+def _refine(thumbnails: np.ndarray, framing_index: int, targets: np.ndarray) -> np.ndarray:
+    """(P,) best trimmed correlation of each query thumbnail (P, T, T) with its target (P, D), under the framings
+    near the one of ``framing_index`` (the search's best for all of them)."""
+    mirrored, base = divmod(framing_index, len(FRAMINGS))
+    images = thumbnails[:, :, ::-1] if mirrored else thumbnails
+    descriptors = _detail(_window_cells(images, _refined(FRAMINGS[base])))  # (P, 27, D)
+    count = descriptors.shape[1]
+    scores = trimmed_correlation(descriptors.reshape(-1, descriptors.shape[-1]), np.repeat(targets, count, axis=0))
+    return scores.reshape(len(targets), count).max(axis=1)
+
+
+def similarities(queries: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The candidate pairs of query thumbnails and stored fingerprints: (query index, stored index, similarity).
+
+    Pairs close to a copy (at or above ``REFINE_FROM``) are aligned more finely (:func:`_refine`) first.
+    """
+    queries = np.asarray(queries)
+    targets = _standardised(np.asarray(stored, dtype=np.float32))
+    descriptors = query_descriptors(queries)
+    pair_queries, pair_stored, framing = _candidates(descriptors, targets)
+    similarity = trimmed_correlation(descriptors[pair_queries, framing], targets[pair_stored])
+    close = np.flatnonzero(similarity >= REFINE_FROM)
+    for best in np.unique(framing[close]):
+        members = close[framing[close] == best]
+        refined = _refine(queries[pair_queries[members]], int(best), targets[pair_stored[members]])
+        similarity[members] = np.maximum(similarity[members], refined)
+    return pair_queries, pair_stored, similarity
+
+
+def match_fingerprints(queries: np.ndarray, stored: np.ndarray,
+                       threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int, float]]:
+    """``(query index, stored index, similarity)`` of every copy (similarity at or above ``threshold``), best
+    match first per query.
+
+    ``queries``: (Nq, THUMBNAIL, THUMBNAIL) frame thumbnails (:func:`frame_thumbnail`); ``stored``: (Ns,
+    ``FINGERPRINT_BYTES``) fingerprints (:func:`stored_fingerprints`).
+    """
+    queries = np.asarray(queries)
+    stored = np.asarray(stored)
+    if stored.ndim != 2 or stored.shape[1] != FINGERPRINT_BYTES:
+        raise ValueError(f"stored fingerprints must be (N, {FINGERPRINT_BYTES}), got {stored.shape}")
+    if len(queries) == 0 or len(stored) == 0:
+        return []
+    matches = []
+    for rows in _chunks(len(queries), _CHUNK):
+        pair_queries, pair_stored, similarity = similarities(queries[rows], stored)
+        for q, s, value in zip(pair_queries, pair_stored, similarity):
+            if value >= threshold:
+                matches.append((int(q) + rows.start, int(s), float(value)))
+    matches.sort(key=lambda match: (match[0], -match[2]))
+    return matches

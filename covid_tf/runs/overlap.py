@@ -1,0 +1,110 @@
+"""The train/test overlap check of ``evaluate``, ``occlusion`` and ``explain``: is a test image one the model learnt?
+
+Every test image is compared with the run's train and val images: their fingerprints stored by ``train``
+(``fingerprints.npz``), else made from ``split.csv``'s images where those still exist (older runs), else the
+check is said to be impossible in one line. :func:`check_overlap` returns the copies found
+(``overlap.csv``) and which test rows to keep for the headline metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from covid_tf.data.fingerprints import DEFAULT_THRESHOLD
+from covid_tf.data.overlap import OVERLAP_COLUMNS, ReferenceSet, find_copies, reference_from_files
+from covid_tf.errors import CovidTfError
+from covid_tf.runs.record import FINGERPRINTS_FILE, OVERLAP_FILE, SPLIT_FILE, RunRecord
+
+TRAINING_SPLITS = ("train", "val")
+
+
+@dataclass
+class OverlapCheck:
+    """What the overlap check found: ``copies`` (overlap.csv's rows), the test rows that copy nothing (``keep``)."""
+
+    checked: bool
+    copies: pd.DataFrame
+    keep: np.ndarray  # (N,) bool over the test rows
+    reference: str = ""  # where the training images' fingerprints came from
+    n_reference: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_copies(self) -> int:
+        """Test images that copy a training or validation image."""
+        return int((~self.keep).sum())
+
+    def summary(self, *, excluded: bool) -> dict:
+        """``metrics.json``'s ``overlap``."""
+        return {"checked": self.checked, "n_test_images": int(self.keep.size), "n_copies": self.n_copies,
+                "excluded_from_headline": bool(excluded and self.n_copies > 0), "reference": self.reference,
+                "n_reference_images": self.n_reference, "notes": list(self.notes)}
+
+    def warning(self, *, excluded: bool) -> str | None:
+        """The one warning line when copies were found."""
+        if not self.n_copies:
+            return None
+        splits = self.copies.drop_duplicates("test_image")["split"].value_counts().to_dict()
+        where = ", ".join(f"{count} of {name}" for name, count in splits.items())
+        effect = "left out of the headline metrics" if excluded else "kept in the headline metrics (--keep-overlap)"
+        return (f"warning: {self.n_copies} of {self.keep.size} test images are copies of the model's training or "
+                f"validation images ({where}; listed in {OVERLAP_FILE}): {effect}")
+
+
+def training_reference(record: RunRecord) -> tuple[ReferenceSet | None, list[str]]:
+    """The run's train and val fingerprints and notes on how they were found (None when nothing can be compared)."""
+    if not record.exists:
+        return None, ["overlap with the training images not checked: the model has no run folder (config.json, "
+                      f"{FINGERPRINTS_FILE} or {SPLIT_FILE}) beside it"]
+    reference = record.fingerprints()
+    if reference is not None:
+        return reference, []
+    split = record.split()
+    if split is None:
+        return None, [f"overlap with the training images not checked: {record.folder} has neither {FINGERPRINTS_FILE} "
+                      f"nor {SPLIT_FILE}"]
+    rows = split[split["split"].isin(TRAINING_SPLITS)]
+    origin = f"{SPLIT_FILE}'s train and val images (the run has no {FINGERPRINTS_FILE})"
+    reference, missing = reference_from_files(rows["path"].tolist(), rows["split"].tolist(), origin)
+    notes = [f"the run has no {FINGERPRINTS_FILE}: fingerprints made from the {len(reference)} train and val images "
+             f"of its {SPLIT_FILE} that still exist"]
+    if missing:
+        notes.append(f"{len(missing)} of the {len(rows)} train and val images of {SPLIT_FILE} no longer exist "
+                     f"(e.g. {missing[0]}): copies of those cannot be found")
+    if not len(reference):
+        return None, [f"overlap with the training images not checked: none of the train and val images of "
+                      f"{record.folder / SPLIT_FILE} can be read any more"]
+    return reference, notes
+
+
+def check_overlap(record: RunRecord, paths: Sequence[str], thumbnails: Sequence[np.ndarray], *,
+                  threshold: float = DEFAULT_THRESHOLD) -> OverlapCheck:
+    """Compare every test image (its path and frame thumbnail) with the run's train and val images."""
+    if len(paths) != len(thumbnails):
+        raise CovidTfError(f"overlap check: {len(paths)} test images but {len(thumbnails)} thumbnails")
+    reference, notes = training_reference(record)
+    keep = np.ones(len(paths), dtype=bool)
+    if reference is None:
+        return OverlapCheck(False, pd.DataFrame(columns=list(OVERLAP_COLUMNS)), keep, notes=notes)
+    copies = find_copies(list(paths), thumbnails, reference, threshold)
+    keep &= ~pd.Series(list(paths)).isin(set(copies["test_image"])).to_numpy()
+    return OverlapCheck(True, copies, keep, reference.origin, len(reference), notes)
+
+
+def held_out_rows(record: RunRecord, rows: pd.DataFrame, thumbnails: Sequence[np.ndarray], *,
+                  keep_overlap: bool = False) -> tuple[pd.DataFrame, OverlapCheck]:
+    """The rows to check (those that copy no training image, unless ``keep_overlap``) and the overlap check.
+
+    When every row is a copy, every row is kept and a note says so.
+    """
+    check = check_overlap(record, rows["path"].tolist(), thumbnails)
+    if keep_overlap or not check.n_copies:
+        return rows, check
+    if not check.keep.any():
+        check.notes.append(f"every one of the {len(rows)} images is a copy of a training image: all are checked")
+        return rows, check
+    return rows[check.keep].reset_index(drop=True), check
