@@ -220,3 +220,22 @@ def test_inspect_against_writes_the_pairs_and_their_sheet(external, capsys) -> N
     assert table["test_image"].nunique() == n_films
     assert (out / "copies.png").stat().st_size > 5000
     assert main(["inspect", str(external["external"]), "--out", str(out)]) == 2  # --out needs --against
+
+
+def test_explain_leaves_copies_out_of_its_summary(external, capsys) -> None:
+    out = external["root"] / "explained"
+    assert main(["explain", str(external["run"] / "model.keras"), str(external["external"]), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    n_copies = int((external["table"]["copy_of"] != "").sum())
+    assert pd.read_csv(out / "overlap.csv")["test_image"].nunique() == n_copies
+    assert f"{n_copies} of {len(external['table'])} images copy the model's training" in printed
+
+
+def test_report_says_whether_the_test_is_external(external, tmp_path: Path) -> None:
+    evaluation = tmp_path / "evaluation"
+    _evaluate(external["run"] / "model.keras", external["external"], evaluation)
+    assert main(["report", str(evaluation), "--out", str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Is the test really external?" in page and "within-source ROC-AUC" in page
+    n_copies = int((external["table"]["copy_of"] != "").sum())
+    assert f"{n_copies} of {len(external['table'])} (left out)" in page

@@ -235,6 +235,33 @@ def _patient_table(runs: list[RunSummary]) -> str:
     )
 
 
+def _external_table(runs: list[RunSummary]) -> str:
+    """Is the test really external? Copies of the training images found, the ROC-AUC without and with them, and
+    the within-source ROC-AUC, for the evaluations that measured them."""
+    rows = []
+    for run in runs:
+        metrics = run.metrics or {}
+        overlap, sources = metrics.get("overlap"), metrics.get("sources")
+        if overlap is None and sources is None:
+            continue
+        copies = ("not checked" if overlap and not overlap["checked"] else
+                  f"{overlap['n_copies']} of {overlap['n_test_images']}" + (" (left out)" if overlap["excluded"] else
+                                                                           "") if overlap else "-")
+        within = "-" if sources is None else (f"{_number(sources['auc'])} [{', '.join(map(_number, sources['ci95']))}]"
+                                              if isinstance(sources["ci95"], tuple) else _number(sources["auc"]))
+        cells = [run.name, copies, _number(metrics.get("roc_auc")),
+                 _number((metrics.get("all_images") or {}).get("roc_auc")), within,
+                 "-" if sources is None else f"{sources['pairs']} / {sources['n_sources']}",
+                 "; ".join([*(overlap or {}).get("notes", []), *(sources or {}).get("warnings", [])]) or "-"]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells) + "</tr>")
+    if not rows:
+        return ""
+    header = ["run", "test images copying training images", "ROC-AUC", "ROC-AUC with the copies",
+              "within-source ROC-AUC [95% CI]", "pairs / sources", "notes"]
+    return "\n".join(["<h2>Is the test really external?</h2>", "<table>",
+                      "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>", *rows, "</table>"])
+
+
 def _config_table(run: RunSummary, out_dir: Path) -> str:
     """The run's configuration (what config.json holds of it), with paths relative to the report."""
     rows = [("folder", relative_path(run.path, out_dir)), *config_rows(run.config, out_dir), ("date", run.date)]
@@ -300,6 +327,7 @@ def render_html(runs: list[RunSummary], *, title: str = "covid_tf report", out_d
         "confidence intervals in brackets; average precision = area under the precision-recall curve; "
         "ECE = expected calibration error.</p>",
         _warnings(runs), "<h2>Runs</h2>", _summary_table(runs), _comparison_figure(runs), _patient_table(runs),
+        _external_table(runs),
     ]
     for run in runs:
         parts += _run_section(run, Path(out_dir))

@@ -70,6 +70,19 @@ def clean_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
         cleaned["patients"] = {str(rule): clean_metrics(level) for rule, level in patients.items()
                                if isinstance(level, Mapping)}
     cleaned["notes"] = _notes(metrics.get("notes"))
+    if isinstance(metrics.get("all_images"), Mapping):
+        cleaned["all_images"] = clean_metrics(metrics["all_images"])
+    overlap, sources = metrics.get("overlap"), metrics.get("sources")
+    if isinstance(overlap, Mapping):
+        cleaned["overlap"] = {"checked": overlap.get("checked") is True, "n_copies": count(overlap.get("n_copies")),
+                              "n_test_images": count(overlap.get("n_test_images")),
+                              "excluded": overlap.get("excluded_from_headline") is True,
+                              "notes": _notes(overlap.get("notes"))}
+    if isinstance(sources, Mapping):
+        cleaned["sources"] = {"auc": number(sources.get("within_source_roc_auc")),
+                              "ci95": interval(sources.get("within_source_ci95")),
+                              "pairs": count(sources.get("within_source_pairs")),
+                              "n_sources": count(sources.get("n_sources")), "warnings": _notes(sources.get("warnings"))}
     return cleaned
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,14 @@ def reference_from_thumbnails(paths: Sequence[str], splits: Sequence[str], thumb
     """The reference set of images whose frame thumbnails are known (a dataset index made them)."""
     stack = np.stack(list(thumbnails)) if len(thumbnails) else np.zeros((0, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
     return ReferenceSet(list(map(str, paths)), list(map(str, splits)), stored_fingerprints(stack), origin)
+
+
+def frame_thumbnail_of(path: str | Path) -> np.ndarray:
+    """An image file's frame thumbnail (blank for an image that cannot be read: it matches nothing)."""
+    try:
+        return scan_image(path)[2]
+    except ImageReadError:
+        return np.zeros((THUMBNAIL, THUMBNAIL), dtype=np.uint8)
 
 
 def reference_from_files(paths: Sequence[str], splits: Sequence[str], origin: str = ""

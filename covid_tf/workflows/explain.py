@@ -29,6 +29,7 @@ from covid_tf.data.discover import SkippedFile, list_images
 from covid_tf.data.images import load_image
 from covid_tf.data.mask_files import MASK_FOLDERS as MASK_KINDS
 from covid_tf.data.mask_files import find_mask
+from covid_tf.data.overlap import frame_thumbnail_of
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.explain import get_explainer
@@ -43,6 +44,8 @@ from covid_tf.lungs.masks import read_mask
 from covid_tf.models.lung_attention import LAYER_NAME, has_lung_attention
 from covid_tf.models.registry import backbone_layer_name
 from covid_tf.runs.inference import load_model
+from covid_tf.runs.overlap import OverlapCheck, check_overlap
+from covid_tf.runs.record import OVERLAP_FILE, RunRecord, write_table
 
 CSV_NAME = "explanations.csv"
 MASK_COLUMNS = ("mask_path", "energy_in_mask", "mask_area_fraction", "pointing_hit", "iou")
@@ -63,6 +66,7 @@ class ExplainResult:
     layer_name: str
     notes: list[str]
     backbone_layer: str | None = None  # lung attention: the backbone's own last conv layer, measured beside it
+    overlap: OverlapCheck | None = None  # the images that copy the model's training images (overlap.csv)
 
 
 def _check_out_dir(out_dir: Path, inputs: Sequence[str | Path], masks_dir: Path | None, overwrite: bool) -> None:
@@ -326,9 +330,13 @@ def explain_images(
     atomic_write(out_dir / CSV_NAME, job.write_csv)
     if not job.tables:
         raise CovidTfError("none of the listed images could be read; nothing explained")
+    overlap = check_overlap(RunRecord.of_model(loaded.path), paths, [frame_thumbnail_of(path) for path in paths])
+    write_table(out_dir, OVERLAP_FILE, overlap.copies)
     return ExplainResult(out_dir, pd.concat(job.tables, ignore_index=True), job.outputs, job.skipped,
-                         list(loaded.class_names), job.explainer.name, job.explainer.layer_name, job.notes,
-                         job.backbone.layer_name if job.backbone is not None else None)
+                         list(loaded.class_names), job.explainer.name, job.explainer.layer_name,
+                         [*job.notes, *overlap.notes], job.backbone.layer_name if job.backbone is not None else None,
+                         overlap)
+
 
 
 def _backbone_explainer(model: keras.Model, explainer: BaseCAM, batch_size: int) -> BaseCAM | None:

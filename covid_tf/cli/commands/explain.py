@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(result.table)} image(s) explained with {result.method} on layer {result.layer_name!r} "
           f"into {result.out_dir}{skipped}")
     table = result.table
+    copies = set(result.overlap.copies["test_image"]) if result.overlap is not None else set()
+    if copies and not table["path"].isin(copies).all():
+        print(f"warning: {table['path'].isin(copies).sum()} of {len(table)} images copy the model's training or "
+              "validation images (overlap.csv): left out of the numbers below")
+        table = table[~table["path"].isin(copies)]
     if "pointing_hit" in table:
         measured = table[table["energy_in_mask"].notna()]
         if measured.empty:
