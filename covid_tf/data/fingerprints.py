@@ -13,15 +13,16 @@ label burned in. The fingerprint survives all of that and still tells two patien
 
 A query is compared with every stored fingerprint under several *framings* (:data:`FRAMINGS`): the core as it
 would lie in the query if the query were the stored film with up to ``MAX_CROP`` of each side cut off or added,
-each also mirrored (a mirrored copy is the same film: it counts). First the correlation of ``COARSE`` x
-``COARSE`` averages over all framings keeps the ``CANDIDATES`` best stored images of each query; then the
-full-grid correlation at their best framing, with the ``TRIM`` of cells that differ most left out (a burned-in
-label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`). Recall per copy kind
+and against each stored core mirrored too (a mirrored copy is the same film: it counts). First the correlation
+of ``COARSE`` x ``COARSE`` averages over all framings keeps the ``CANDIDATES`` best stored images of each query;
+then the full-grid correlation at their best framing, with the ``TRIM`` of cells that differ most left out (a
+burned-in label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`). Recall per copy kind
 and false matches among distinct real films: docs/OVERLAP.md, ``benchmarks/bench_overlap.py``.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ REFINE_FROM = 0.9
 DEFAULT_THRESHOLD = 0.98
 FINGERPRINT_BYTES = GRID * GRID
 _CHUNK = 512
+_SCORES_PER_BLOCK = 8_000_000  # coarse scores held at once (32 MB)
 
 
 def _border_span(spread: np.ndarray) -> tuple[int, int]:
@@ -110,20 +112,68 @@ def _sampling_matrix(centre: float, size: float) -> np.ndarray:
     return (covered / np.maximum(covered.sum(axis=1, keepdims=True), 1e-9)).astype(np.float32)
 
 
+def _blurred(thumbnails: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(t.astype(np.float32), (0, 0), BLUR_SIGMA) for t in thumbnails])
+
+
+def _sampled(blurred: np.ndarray, framings: Sequence[Framing], rows_of, columns_of) -> np.ndarray:
+    """(N, F, r, c): ``rows_of(centre, size) @ image @ columns_of(centre, size).T`` of each framing, columns first
+    (batched matrix products, each distinct column or row window computed once)."""
+    column_keys = sorted({(f.centre_x, f.width) for f in framings})
+    row_keys = sorted({(f.centre_y, f.height) for f in framings})
+    columns = np.stack([columns_of(*key) for key in column_keys])
+    rows = np.stack([rows_of(*key) for key in row_keys])
+    by_columns = np.matmul(blurred[:, None], columns.transpose(0, 2, 1)[None])  # (N, columns, T, c)
+    return np.stack([np.matmul(rows[row_keys.index((f.centre_y, f.height))],
+                               by_columns[:, column_keys.index((f.centre_x, f.width))]) for f in framings], axis=1)
+
+
 def _window_cells(thumbnails: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
     """(N, F, GRID * GRID) cell means of each framing's window in each blurred thumbnail."""
-    blurred = np.stack([cv2.GaussianBlur(t.astype(np.float32), (0, 0), BLUR_SIGMA) for t in thumbnails])
-    rows = np.stack([_sampling_matrix(f.centre_y, f.height) for f in framings])
-    columns = np.stack([_sampling_matrix(f.centre_x, f.width) for f in framings])
-    # Columns first, then rows: two batched matrix products (one einsum over all four axes is 300 times slower).
-    cells = np.matmul(rows[None], np.matmul(blurred[:, None], columns.transpose(0, 2, 1)[None]))
+    cells = _sampled(_blurred(thumbnails), framings, _sampling_matrix, _sampling_matrix)
     return cells.reshape(len(thumbnails), len(framings), GRID * GRID)
+
+
+def _coarse_query(thumbnails: np.ndarray) -> np.ndarray:
+    """(N, len(FRAMINGS), COARSE * COARSE): :func:`_coarse` of :func:`query_descriptors`, computed without the full
+    grid. Block means and the shading are linear: the blocks of ``cells - S cells S.T`` are
+    ``(B R) T (B C).T - (B S R) T (B S C).T`` for the window's row and column sampling ``R``, ``C``."""
+    blocks, shading = _block_matrix(), _shading_matrix()
+
+    def plain(centre: float, size: float) -> np.ndarray:
+        return blocks @ _sampling_matrix(centre, size)
+
+    def smoothed(centre: float, size: float) -> np.ndarray:
+        return blocks @ shading @ _sampling_matrix(centre, size)
+
+    blurred = _blurred(thumbnails)
+    detail = _sampled(blurred, FRAMINGS, plain, plain) - _sampled(blurred, FRAMINGS, smoothed, smoothed)
+    return _standardised(detail.reshape(len(thumbnails), len(FRAMINGS), COARSE * COARSE)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _block_matrix() -> np.ndarray:
+    """(COARSE, GRID): the means of consecutive blocks of ``GRID // COARSE`` cells."""
+    matrix = np.kron(np.eye(COARSE), np.full((1, GRID // COARSE), COARSE / GRID)).astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
+
+
+@functools.lru_cache(maxsize=1)
+def _shading_matrix() -> np.ndarray:
+    """(GRID, GRID) Gaussian smoothing of ``DETAIL_SIGMA`` cells along one axis, borders reflected."""
+    from scipy.ndimage import gaussian_filter1d
+
+    matrix = gaussian_filter1d(np.eye(GRID), DETAIL_SIGMA, axis=0, mode="reflect").astype(np.float32)
+    matrix.flags.writeable = False
+    return matrix
 
 
 def _detail(cells: np.ndarray) -> np.ndarray:
     """(..., GRID * GRID) cells minus their shading (a Gaussian of ``DETAIL_SIGMA`` cells), standardised."""
     grids = cells.reshape(-1, GRID, GRID).astype(np.float32)
-    shading = np.stack([cv2.GaussianBlur(grid, (0, 0), DETAIL_SIGMA, borderType=cv2.BORDER_REFLECT) for grid in grids])
+    smoothing = _shading_matrix()
+    shading = np.matmul(smoothing, np.matmul(grids, smoothing.T))
     return _standardised((grids - shading).reshape(cells.shape))
 
 
@@ -143,11 +193,15 @@ def stored_fingerprints(thumbnails: np.ndarray) -> np.ndarray:
 
 
 def query_descriptors(thumbnails: np.ndarray) -> np.ndarray:
-    """(N, 2 * len(FRAMINGS), GRID * GRID) standardised detail of every framing of each thumbnail and its mirror."""
-    thumbnails = np.asarray(thumbnails)
-    both = np.concatenate([thumbnails, thumbnails[:, :, ::-1]])
-    cells = _window_cells(both, FRAMINGS)
-    return _detail(np.concatenate([cells[: len(thumbnails)], cells[len(thumbnails):]], axis=1))
+    """(N, len(FRAMINGS), GRID * GRID) standardised detail of every framing of each thumbnail."""
+    return _detail(_window_cells(np.asarray(thumbnails), FRAMINGS))
+
+
+def _with_mirrors(targets: np.ndarray) -> np.ndarray:
+    """(2N, D): the stored fingerprints, then their mirror images (the core is centred: a mirrored film's core is
+    the mirrored core), so that mirrored copies are found without mirroring every query."""
+    grids = targets.reshape(-1, GRID, GRID)
+    return np.concatenate([targets, grids[:, :, ::-1].reshape(len(targets), -1)])
 
 
 def _coarse(descriptors: np.ndarray) -> np.ndarray:
@@ -160,10 +214,10 @@ def _coarse(descriptors: np.ndarray) -> np.ndarray:
 def trimmed_correlation(first: np.ndarray, second: np.ndarray, trim: float = TRIM) -> np.ndarray:
     """Pearson correlation of matching rows of (P, D) arrays, the ``trim`` share of cells that differ most left out."""
     first, second = _standardised(first), _standardised(second)
-    dropped = int(trim * first.shape[-1])
-    order = np.argsort(np.abs(first - second), axis=-1)
-    keep = np.zeros(first.shape, dtype=np.float32)
-    np.put_along_axis(keep, order[:, : first.shape[-1] - dropped], 1.0, axis=-1)
+    difference = np.abs(first - second)
+    kept = first.shape[-1] - int(trim * first.shape[-1])
+    cut = np.partition(difference, kept - 1, axis=-1)[:, kept - 1 : kept]
+    keep = (difference <= cut).astype(np.float32)
     count = keep.sum(axis=-1, keepdims=True)
     first = (first - (first * keep).sum(axis=-1, keepdims=True) / count) * keep
     second = (second - (second * keep).sum(axis=-1, keepdims=True) / count) * keep
@@ -175,23 +229,35 @@ def _chunks(count: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
-def _candidates(descriptors: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _candidates(coarse_queries: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``CANDIDATES`` best stored images of each query by the coarse correlation (at or above
     ``COARSE_THRESHOLD``): (pair's query, stored index, best framing)."""
-    coarse_queries = _coarse(descriptors)
-    coarse_targets = _coarse(targets)
-    best = np.full((len(descriptors), len(targets)), -1.0, dtype=np.float32)
-    framing = np.zeros(best.shape, dtype=np.int16)
-    for index in range(descriptors.shape[1]):
-        score = coarse_queries[:, index] @ coarse_targets.T
-        better = score > best
-        best[better], framing[better] = score[better], index
+    coarse_targets = np.ascontiguousarray(_coarse(targets).T, dtype=np.float32)
+    count, framings = coarse_queries.shape[:2]
+    best = np.empty((count, len(targets)), dtype=np.float32)
+    framing = np.empty(best.shape, dtype=np.int16)
+    for rows in _chunks(count, max(1, _SCORES_PER_BLOCK // max(1, framings * len(targets)))):
+        block = np.ascontiguousarray(coarse_queries[rows])
+        scores = (block.reshape(-1, block.shape[-1]) @ coarse_targets).reshape(*block.shape[:2], -1)  # (n, F, T)
+        framing[rows] = scores.argmax(axis=1)
+        best[rows] = np.take_along_axis(scores, framing[rows][:, None].astype(np.intp), axis=1)[:, 0]
     keep = min(CANDIDATES, len(targets))
     top = np.argpartition(-best, keep - 1, axis=1)[:, :keep]
-    queries = np.repeat(np.arange(len(descriptors)), keep)
+    queries = np.repeat(np.arange(count), keep)
     stored = top.ravel()
     chosen = best[queries, stored] >= COARSE_THRESHOLD
     return queries[chosen], stored[chosen], framing[queries[chosen], stored[chosen]]
+
+
+def _pair_descriptors(thumbnails: np.ndarray, pair_queries: np.ndarray, framing: np.ndarray) -> np.ndarray:
+    """(P, GRID * GRID): the full-grid descriptor of each pair's query under the pair's framing."""
+    descriptors = np.empty((len(pair_queries), GRID * GRID), dtype=np.float32)
+    for index in np.unique(framing):
+        members = np.flatnonzero(framing == index)
+        unique, inverse = np.unique(pair_queries[members], return_inverse=True)
+        detail = _detail(_window_cells(thumbnails[unique], [FRAMINGS[index]])[:, 0])
+        descriptors[members] = detail[inverse.ravel()]
+    return descriptors
 
 
 def _refined(framing: Framing) -> list[Framing]:
@@ -204,30 +270,34 @@ def _refined(framing: Framing) -> list[Framing]:
 def _refine(thumbnails: np.ndarray, framing_index: int, targets: np.ndarray) -> np.ndarray:
     """(P,) best trimmed correlation of each query thumbnail (P, T, T) with its target (P, D), under the framings
     near the one of ``framing_index`` (the search's best for all of them)."""
-    mirrored, base = divmod(framing_index, len(FRAMINGS))
-    images = thumbnails[:, :, ::-1] if mirrored else thumbnails
-    descriptors = _detail(_window_cells(images, _refined(FRAMINGS[base])))  # (P, 27, D)
+    descriptors = _detail(_window_cells(thumbnails, _refined(FRAMINGS[framing_index])))  # (P, 27, D)
     count = descriptors.shape[1]
     scores = trimmed_correlation(descriptors.reshape(-1, descriptors.shape[-1]), np.repeat(targets, count, axis=0))
     return scores.reshape(len(targets), count).max(axis=1)
 
 
-def similarities(queries: np.ndarray, stored: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def similarities(queries: np.ndarray, stored: np.ndarray, threshold: float = DEFAULT_THRESHOLD
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The candidate pairs of query thumbnails and stored fingerprints: (query index, stored index, similarity).
 
-    Pairs close to a copy (at or above ``REFINE_FROM``) are aligned more finely (:func:`_refine`) first.
+    Pairs close to a copy (at or above ``REFINE_FROM``, below ``threshold``) are aligned more finely
+    (:func:`_refine`) first.
     """
     queries = np.asarray(queries)
-    targets = _standardised(np.asarray(stored, dtype=np.float32))
-    descriptors = query_descriptors(queries)
-    pair_queries, pair_stored, framing = _candidates(descriptors, targets)
-    similarity = trimmed_correlation(descriptors[pair_queries, framing], targets[pair_stored])
-    close = np.flatnonzero(similarity >= REFINE_FROM)
+    targets = _with_mirrors(_standardised(np.asarray(stored, dtype=np.float32)))
+    pair_queries, pair_targets, framing = _candidates(_coarse_query(queries), targets)
+    similarity = trimmed_correlation(_pair_descriptors(queries, pair_queries, framing), targets[pair_targets])
+    close = np.flatnonzero((similarity >= REFINE_FROM) & (similarity < threshold))
     for best in np.unique(framing[close]):
         members = close[framing[close] == best]
-        refined = _refine(queries[pair_queries[members]], int(best), targets[pair_stored[members]])
+        refined = _refine(queries[pair_queries[members]], int(best), targets[pair_targets[members]])
         similarity[members] = np.maximum(similarity[members], refined)
-    return pair_queries, pair_stored, similarity
+    stored_index = pair_targets % len(stored)
+    # A film and its mirror image may both be candidates of one query: keep the better.
+    order = np.lexsort((-similarity, stored_index, pair_queries))
+    pairs = np.stack([pair_queries[order], stored_index[order]], axis=1)
+    first = np.r_[True, np.any(pairs[1:] != pairs[:-1], axis=1)] if len(pairs) else np.zeros(0, dtype=bool)
+    return pair_queries[order][first], stored_index[order][first], similarity[order][first]
 
 
 def match_fingerprints(queries: np.ndarray, stored: np.ndarray,
@@ -246,7 +316,7 @@ def match_fingerprints(queries: np.ndarray, stored: np.ndarray,
         return []
     matches = []
     for rows in _chunks(len(queries), _CHUNK):
-        pair_queries, pair_stored, similarity = similarities(queries[rows], stored)
+        pair_queries, pair_stored, similarity = similarities(queries[rows], stored, threshold)
         for q, s, value in zip(pair_queries, pair_stored, similarity):
             if value >= threshold:
                 matches.append((int(q) + rows.start, int(s), float(value)))
