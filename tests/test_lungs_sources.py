@@ -124,3 +124,13 @@ def test_the_shipped_segmenter_scores_a_handful_of_adult_films(tmp_path):
     summary = metrics["sources"]["jsrt"]["all"]
     assert summary["dice"]["n"] == 5 and summary["dice"]["median"] > 0.8
     assert len(pd.read_csv(tmp_path / "out" / "scores.csv")) == 5
+
+
+def test_cached_segmenter_masks_are_keyed_by_the_shipped_segmenter(tmp_path, monkeypatch):
+    from covid_tf.lungs import roi_inputs
+
+    image = write_png(tmp_path / "a.png")
+    first = roi_inputs.cache_key(image)
+    assert roi_inputs.cache_key(image) == first and len(roi_inputs.segmenter_fingerprint()) == 12
+    monkeypatch.setattr(roi_inputs, "segmenter_fingerprint", lambda: "another file")
+    assert roi_inputs.cache_key(image) != first

@@ -15,13 +15,15 @@
 Masks come from the dataset (``mask_path`` of the index, or ``<Class>/masks/<name>`` beside
 ``images/``), else from the shipped segmenter, computed once and cached as PNGs under
 ``config.CACHE_DIR / "lung_masks"``, named by a hash of the image's resolved path, modification time
-and size. An image whose segmenter mask is not plausible (:func:`covid_tf.lungs.masks.describe_mask`),
-or whose dataset mask is empty, falls back to the full image; :func:`prepare_masks` says so in its
+and size and of the shipped segmenter file (a new segmenter does not reuse an old one's masks). An image
+whose segmenter mask is not plausible (:func:`covid_tf.lungs.masks.describe_mask`), or whose dataset mask
+is empty, falls back to the full image; :func:`prepare_masks` says so in its
 table (a run's ``roi.csv``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,10 +54,17 @@ ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
 NO_MASK = "no lung mask"  # the reason of an image without a mask file
 
 
+@functools.cache
+def segmenter_fingerprint() -> str:
+    """A short hash of the shipped segmenter file (covid_tf/lungs/lung_segmenter.keras), part of every cache key."""
+    return hashlib.sha1(Path(__file__).with_name("lung_segmenter.keras").read_bytes()).hexdigest()[:12]
+
+
 def cache_key(image_path: str | Path) -> str:
-    """Name of an image's cached mask: its resolved path, modification time and size, hashed."""
+    """Name of an image's cached mask: its resolved path, modification time and size and the shipped segmenter's
+    fingerprint, hashed."""
     stat = Path(image_path).stat()
-    text = f"{resolved_path(image_path)}\0{stat.st_mtime_ns}\0{stat.st_size}"
+    text = f"{resolved_path(image_path)}\0{stat.st_mtime_ns}\0{stat.st_size}\0{segmenter_fingerprint()}"
     return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()[:24]
 
 
