@@ -97,7 +97,7 @@ def main() -> None:
                            TARGET_IMAGES_PER_SECOND, ">=", unit=" images/s")],
         "tables": [table("Segmentation speed", ["stage", f"ms for {count} images", "images/s"], rows)],
         "notes": [f"{plausible} of 16 synthetic images got a plausible lung mask (the segmenter was trained on "
-                  "real children's X-rays, not on the phantoms: a sanity check, not an accuracy figure).",
+                  "real adults' and children's X-rays, not on the phantoms: a sanity check, not an accuracy figure).",
                   f"CPU time of the network stage: {network_cpu * 1000 / count:.1f} ms per image, so "
                   f"{count * cores / network_cpu:.0f} images/s if all {cores} cores were ours; the wall-clock numbers "
                   "above drop when other processes share the cores (check the load average)."],
