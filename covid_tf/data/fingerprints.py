@@ -15,9 +15,9 @@ A query is compared with every stored fingerprint under several *framings* (:dat
 would lie in the query if the query were the stored film with up to ``MAX_CROP`` of each side cut off or added,
 and against each stored core mirrored too (a mirrored copy is the same film: it counts). First the correlation
 of ``COARSE`` x ``COARSE`` averages over all framings keeps the ``CANDIDATES`` best stored images of each query;
-then the full-grid correlation at their best framing, with the ``TRIM`` of cells that differ most left out (a
-burned-in label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`). Recall per copy kind
-and false matches among distinct real films: docs/OVERLAP.md, ``benchmarks/bench_overlap.py``.
+then the full-grid correlation at their best framing, with the ``TRIM`` of the grid where they differ most left
+out in blocks (a burned-in label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`).
+Recall per copy kind and false matches among distinct real films: docs/OVERLAP.md, ``benchmarks/bench_overlap.py``.
 """
 
 from __future__ import annotations
@@ -34,16 +34,17 @@ THUMBNAIL = 96
 GRID = 24
 COARSE = 8
 CORE = 0.8
-MAX_TRIM = 0.2
+MAX_TRIM = 0.1  # of each side: a flat border (pad) trimmed up to this
 MAX_CROP = 0.05
 BORDER_STD = 2.0 / 255.0  # a row or column this flat is a border (pad), not part of the film
 BLUR_SIGMA = 1.5  # in thumbnail pixels, before the grid
 DETAIL_SIGMA = 1.8  # in grid cells: the shading subtracted
 CANDIDATES = 10
 COARSE_THRESHOLD = 0.75
-TRIM = 0.1
+TRIM = 0.15  # of the grid left out where a pair differs most ...
+TRIM_BLOCK = 3  # ... in blocks of this many cells a side
 REFINE_FROM = 0.9
-DEFAULT_THRESHOLD = 0.98
+DEFAULT_THRESHOLD = 0.975
 FINGERPRINT_BYTES = GRID * GRID
 _CHUNK = 512
 _SCORES_PER_BLOCK = 8_000_000  # coarse scores held at once (32 MB)
@@ -211,13 +212,21 @@ def _coarse(descriptors: np.ndarray) -> np.ndarray:
     return _standardised(blocks.reshape(*descriptors.shape[:-1], COARSE * COARSE))
 
 
-def trimmed_correlation(first: np.ndarray, second: np.ndarray, trim: float = TRIM) -> np.ndarray:
-    """Pearson correlation of matching rows of (P, D) arrays, the ``trim`` share of cells that differ most left out."""
+def trimmed_correlation(first: np.ndarray, second: np.ndarray, trim: float | None = None) -> np.ndarray:
+    """Pearson correlation of matching rows of (P, GRID * GRID) arrays, the ``trim`` share (default ``TRIM``) of
+    the grid left out where the two differ most, in whole blocks of ``TRIM_BLOCK`` x ``TRIM_BLOCK`` cells: a
+    burned-in label or marker is one compact place, while two patients' films differ everywhere."""
+    trim = TRIM if trim is None else trim
     first, second = _standardised(first), _standardised(second)
-    difference = np.abs(first - second)
-    kept = first.shape[-1] - int(trim * first.shape[-1])
-    cut = np.partition(difference, kept - 1, axis=-1)[:, kept - 1 : kept]
-    keep = (difference <= cut).astype(np.float32)
+    side = GRID // TRIM_BLOCK
+    difference = np.abs(first - second).reshape(-1, side, TRIM_BLOCK, side, TRIM_BLOCK).sum(axis=(2, 4))
+    dropped = int(round(trim * side * side))
+    keep = np.ones(difference.shape, dtype=np.float32).reshape(len(first), -1)
+    if dropped:
+        worst = np.argpartition(-difference.reshape(len(first), -1), dropped - 1, axis=1)[:, :dropped]
+        np.put_along_axis(keep, worst, 0.0, axis=1)
+    keep = np.repeat(np.repeat(keep.reshape(-1, side, side), TRIM_BLOCK, axis=1), TRIM_BLOCK, axis=2)
+    keep = keep.reshape(len(first), -1)
     count = keep.sum(axis=-1, keepdims=True)
     first = (first - (first * keep).sum(axis=-1, keepdims=True) / count) * keep
     second = (second - (second * keep).sum(axis=-1, keepdims=True) / count) * keep
