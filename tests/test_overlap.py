@@ -239,3 +239,18 @@ def test_report_says_whether_the_test_is_external(external, tmp_path: Path) -> N
     assert "Is the test really external?" in page and "within-source ROC-AUC" in page
     n_copies = int((external["table"]["copy_of"] != "").sum())
     assert f"{n_copies} of {len(external['table'])} (left out)" in page
+
+
+def test_occlusion_checks_unseen_films_only_and_reports_within_source_aucs(external, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "occlusion"
+    assert main(["occlusion", str(external["run"] / "model.keras"), str(external["external"]), "--out", str(out),
+                 "--n-bootstrap", "20", "-q"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "occlusion.json").read_text())
+    n_copies = int((external["table"]["copy_of"] != "").sum())
+    assert summary["overlap"]["n_copies"] == n_copies and summary["overlap"]["excluded_from_headline"]
+    assert summary["n_images"] == len(external["table"]) - n_copies
+    assert pd.read_csv(out / "overlap.csv")["test_image"].nunique() == n_copies
+    assert set(summary["sources"]["within_source"]) == {"original", "lungs_filled/mean", "lungs_filled/blur",
+                                                        "outside_filled/mean", "outside_filled/blur"}
+    assert "within-source (original)" in printed
