@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "occlusion": ("bench_occlusion.py", [], ["--images", "40", "--size", "64", "--repeats", "1"]),
     "epoch": ("bench_epoch.py", [], ["--images", "64", "--size", "64", "--repeats", "1"]),
     "threads": ("bench_threads.py", [], ["--size", "64", "--calls", "3"]),
+    "overlap": ("bench_overlap.py", [], ["--images", "200", "--reference", "100", "--copies", "40", "--repeats", "1"]),
 }
 
 CHANGES = """\

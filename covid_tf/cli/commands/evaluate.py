@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     metrics = result.metrics
     threshold = metrics.get("threshold")
-    print(f"{result.split or 'all images'}: accuracy {_number(metrics['accuracy'])}, balanced accuracy "
+    copies = (metrics.get("overlap") or {}).get("n_copies") if "all_images" in metrics else 0
+    scope = (result.split or "all images") + (f" without the {copies} copies of training images" if copies else "")
+    print(f"{scope}: accuracy {_number(metrics['accuracy'])}, balanced accuracy "
           f"{_number(metrics['balanced_accuracy'])}, ROC-AUC {_number(metrics['roc_auc'])}, ECE "
           f"{_number(metrics['ece'])} (n={metrics['n']}"
           + (f", threshold {threshold:.3f}" if threshold is not None else "") + ")")
