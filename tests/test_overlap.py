@@ -254,3 +254,12 @@ def test_occlusion_checks_unseen_films_only_and_reports_within_source_aucs(exter
     assert set(summary["sources"]["within_source"]) == {"original", "lungs_filled/mean", "lungs_filled/blur",
                                                         "outside_filled/mean", "outside_filled/blur"}
     assert "within-source (original)" in printed
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (7, 1), (3, 300)])
+def test_tiny_and_flat_images_get_a_fingerprint(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    for image in (rng.random(shape, dtype=np.float32), np.full(shape, 0.5, np.float32)):
+        thumbnail = fingerprints.frame_thumbnail(image)
+        assert thumbnail.shape == (fingerprints.THUMBNAIL, fingerprints.THUMBNAIL)
+        fingerprints.match_fingerprints(thumbnail[None], fingerprints.stored_fingerprints(thumbnail[None]))

@@ -68,10 +68,10 @@ def frame_thumbnail(gray: np.ndarray) -> np.ndarray:
     image = np.asarray(gray, dtype=np.float32)
     if image.ndim == 3:
         image = image[..., 0]
-    if image.ndim != 2 or min(image.shape) < 2:
+    if image.ndim != 2 or min(image.shape) < 1:
         raise ValueError(f"expected a 2-D grayscale image, got shape {np.shape(gray)}")
-    top, bottom = _border_span(image.std(axis=1))
-    left, right = _border_span(image.std(axis=0))
+    top, bottom = _border_span(image.std(axis=1)) if image.shape[1] > 1 else (0, image.shape[0])
+    left, right = _border_span(image.std(axis=0)) if image.shape[0] > 1 else (0, image.shape[1])
     film = image[top:bottom, left:right]
     small = cv2.resize(film, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
     return cv2.equalizeHist((np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
@@ -217,6 +217,8 @@ def trimmed_correlation(first: np.ndarray, second: np.ndarray, trim: float | Non
     the grid left out where the two differ most, in whole blocks of ``TRIM_BLOCK`` x ``TRIM_BLOCK`` cells: a
     burned-in label or marker is one compact place, while two patients' films differ everywhere."""
     trim = TRIM if trim is None else trim
+    if len(first) == 0:
+        return np.zeros(0, dtype=np.float32)
     first, second = _standardised(first), _standardised(second)
     side = GRID // TRIM_BLOCK
     difference = np.abs(first - second).reshape(-1, side, TRIM_BLOCK, side, TRIM_BLOCK).sum(axis=(2, 4))
