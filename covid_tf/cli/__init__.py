@@ -103,6 +103,17 @@ def resolve_out(args: argparse.Namespace) -> None:
         args.out = Path(str(default))
 
 
+def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--split-file``, ``--subset``, ``--classes`` and ``--class-map``: which labelled images a check reads
+    (``occlusion``, ``stress``), as ``evaluate`` selects them."""
+    parser.add_argument("--split-file", help="a run's split.csv: check only the rows of --subset")
+    parser.add_argument("--subset", metavar="NAME",
+                        help="split of --split-file to check: train, val or test (default: test with --split-file, "
+                        "else every image)")
+    parser.add_argument("--classes", help="keep only these classes of the data, comma-separated, e.g. COVID,Normal")
+    parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
+
+
 def add_overlap_arguments(parser: argparse.ArgumentParser) -> None:
     """``--keep-overlap`` and ``--source-column``: the overlap check and the source-aware metrics of ``evaluate``
     and ``occlusion``."""

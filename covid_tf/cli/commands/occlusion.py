@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
-from covid_tf.cli import add_overlap_arguments
+from covid_tf.cli import add_overlap_arguments, add_selection_arguments
 from covid_tf.lungs.roi_modes import MODALITIES
 
 HELP = ("Counterfactual lung check: ROC-AUC of a saved model on the original images, with the lungs filled and "
@@ -36,12 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-segmenter", action="store_true",
                         help="use the dataset's lung masks only, never the lung segmenter (images without a mask "
                         "are left out)")
-    parser.add_argument("--split-file", help="a run's split.csv: check only the rows of --subset")
-    parser.add_argument("--subset", metavar="NAME",
-                        help="split of --split-file to check: train, val or test (default: test with --split-file, "
-                        "else every image)")
-    parser.add_argument("--classes", help="keep only these classes of the data, comma-separated, e.g. COVID,Normal")
-    parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
+    add_selection_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=config.BATCH_SIZE,
                         help="model inputs per batch (each image gives 1 + 2 x fills of them)")
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.cli import add_selection_arguments
 from covid_tf.data.shifts import SHIFTS
 
 HELP = ("Stress check: ROC-AUC of a saved model on the same images under acquisition shifts (exposure, contrast, "
@@ -27,12 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", default=None, metavar="NAME[:S[:S...]],...",
                         help="shifts to apply, comma-separated, each at its default strengths or at the strengths "
                         f"after colons (e.g. gamma:0.5:1,blur); default: all. Strength s means: {shift_list}")
-    parser.add_argument("--split-file", help="a run's split.csv: check only the rows of --subset")
-    parser.add_argument("--subset", metavar="NAME",
-                        help="split of --split-file to check: train, val or test (default: test with --split-file, "
-                        "else every image)")
-    parser.add_argument("--classes", help="keep only these classes of the data, comma-separated, e.g. COVID,Normal")
-    parser.add_argument("--class-map", help="rename folders, e.g. CT_COVID=COVID,CT_NonCOVID=NonCOVID")
+    add_selection_arguments(parser)
     parser.add_argument("--max-images", type=int, default=None,
                         help="check a seeded sample of at most this many images, stratified by class (every image "
                         "goes through the model once per shift and strength)")
