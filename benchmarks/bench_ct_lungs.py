@@ -1,4 +1,4 @@
-"""Benchmark: CT lung segmentation throughput (images per second), classical (``covid_tf.lungs.ct_lungs``).
+"""Benchmark: CT lung segmentation throughput (images per second), classical (``covid_tf.lungs.segmentation.ct_lungs``).
 
 Synthetic CT slices of the phantom (``covid_tf.synthetic.ct_phantom``), Normal and COVID, in the lung window
 (8-bit, as PNG slices are) and in Hounsfield units (as DICOM gives them), at ``--size`` px: the median of
@@ -17,7 +17,7 @@ import numpy as np
 from common import median_seconds, table, usable_cores, write_result
 
 from covid_tf.ct.dicom import apply_window
-from covid_tf.lungs import ct_lungs
+from covid_tf.lungs.segmentation import ct_lungs
 from covid_tf.synthetic.ct_phantom import Patient
 
 
@@ -58,7 +58,8 @@ def main() -> None:
             print("  ".join(rows[-1]), flush=True)
     result = {
         "title": "CT lung segmentation throughput",
-        "summary": (f"covid_tf.lungs.ct_lungs.segment_ct_slices on {args.images} synthetic CT slices (Normal and COVID "
+        "summary": (f"covid_tf.lungs.segmentation.ct_lungs.segment_ct_slices on {args.images} synthetic CT slices "
+                    "(Normal and COVID "
                     f"phantoms), in memory, one process, {usable_cores()} usable core(s); median of {args.repeats} "
                     "runs after one warm-up run."),
         "targets": [],

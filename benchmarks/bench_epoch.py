@@ -39,7 +39,7 @@ import pandas as pd  # noqa: E402
 
 from covid_tf import config  # noqa: E402
 from covid_tf.data.pipeline import make_dataset  # noqa: E402
-from covid_tf.lungs.roi_inputs import run_inputs  # noqa: E402
+from covid_tf.lungs.roi.inputs import run_inputs  # noqa: E402
 from covid_tf.models.fused_batch_norm import fuse_batch_norm  # noqa: E402
 from covid_tf.models.registry import build_model  # noqa: E402
 from covid_tf.runs.config import TrainConfig  # noqa: E402

@@ -4,7 +4,7 @@ The same baseline CNN is trained one epoch at a time on the same synthetic X-ray
 ``masks/``), fed by ``covid_tf.training.fit.make_datasets`` exactly as ``train`` feeds it: the full
 image (``--roi none``), ``--roi lungs``, ``--roi lungs-masked``, ``--roi lungs-masked --roi-jitter 3`` and
 ``--roi lungs-attention`` (its own model: the mask as a second input channel, pooled over the lungs).
-The masks are prepared once beforehand (``covid_tf.lungs.roi_inputs.run_inputs``, as ``train`` does
+The masks are prepared once beforehand (``covid_tf.lungs.roi.inputs.run_inputs``, as ``train`` does
 before its first epoch); the first epoch of each variant fills the pipeline's cache and is reported
 apart; the steady-state epochs alternate between the variants, median of ``--repeats``.
 
@@ -29,7 +29,7 @@ quiet_tensorflow()
 
 import pandas as pd  # noqa: E402
 
-from covid_tf.lungs.roi_inputs import run_inputs  # noqa: E402
+from covid_tf.lungs.roi.inputs import run_inputs  # noqa: E402
 from covid_tf.models.registry import build_model  # noqa: E402
 from covid_tf.runs.config import TrainConfig  # noqa: E402
 from covid_tf.training.fit import compile_model, make_datasets  # noqa: E402

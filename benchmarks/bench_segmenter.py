@@ -3,9 +3,9 @@
 The shipped segmenter (``covid_tf/lungs/lung_segmenter.keras``) segments synthetic 256 px X-rays
 written to disk. Two numbers, each the median of ``--repeats`` runs after one warm-up run:
 
-- *network*: the U-Net alone on a batch already in memory (``covid_tf.lungs.segment.predict_masks``
+- *network*: the U-Net alone on a batch already in memory (``covid_tf.lungs.segmentation.segmenter.predict_masks``
   without the file reading and writing: resize, forward pass, resize back, clean-up);
-- *end to end*: ``covid_tf.lungs.segment.segment_paths``: read the PNGs, segment, post-process, write one
+- *end to end*: ``covid_tf.lungs.segmentation.segmenter.segment_paths``: read the PNGs, segment, post-process, write one
   mask PNG per image and ``lungs.csv`` (what a user of ``segment`` gets).
 
 The target (>= 50 images/s on 2 cores) is on the end-to-end number. ``--compare FILE`` times another
@@ -29,7 +29,7 @@ from common import quiet_tensorflow, synthetic_images, table, target, usable_cor
 quiet_tensorflow()
 
 from covid_tf.data.images import load_image  # noqa: E402
-from covid_tf.lungs import segment  # noqa: E402
+from covid_tf.lungs.segmentation import segmenter as segment  # noqa: E402
 
 TARGET_IMAGES_PER_SECOND = 50.0
 

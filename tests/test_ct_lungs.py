@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from covid_tf.ct.dicom import apply_window
-from covid_tf.lungs import ct_lungs
+from covid_tf.lungs.segmentation import ct_lungs
 from covid_tf.synthetic.ct_phantom import Patient
 
 
@@ -85,8 +85,8 @@ class NoXrayLungs:
 
 
 def test_roi_auto_chooses_ct_lungs_when_the_xray_segmenter_finds_none(ct_slices, tmp_path):
-    from covid_tf.lungs import roi_inputs
-    from covid_tf.lungs.roi_modes import CT_ATTENTION_MODE
+    from covid_tf.lungs.roi import inputs as roi_inputs
+    from covid_tf.lungs.roi.modes import CT_ATTENTION_MODE
 
     paths = [str(ct_slices.root / path) for path in ct_slices.table["path"]]
     mode, note = roi_inputs.resolve_auto(paths, seed=0, segmenter=NoXrayLungs(), cache_dir=tmp_path / "cache")
@@ -96,7 +96,7 @@ def test_roi_auto_chooses_ct_lungs_when_the_xray_segmenter_finds_none(ct_slices,
 
 
 def test_ct_lung_attention_trains_with_ct_masks(ct_slices, tmp_path):
-    from covid_tf.lungs.roi_modes import CT_ATTENTION_MODE
+    from covid_tf.lungs.roi.modes import CT_ATTENTION_MODE
     from covid_tf.workflows import ct
 
     result = ct.train_slices(ct_slices.csv_path, tmp_path / "run", model="small", roi=CT_ATTENTION_MODE, image_size=32,
@@ -129,8 +129,8 @@ def test_ct_lung_attention_trains_with_ct_masks(ct_slices, tmp_path):
 @pytest.mark.realdata
 def test_roi_auto_chooses_ct_lungs_on_the_ucsd_slices(ct_dir, tmp_path):
     from covid_tf.data import discover
-    from covid_tf.lungs import roi_inputs
-    from covid_tf.lungs.roi_modes import CT_ATTENTION_MODE
+    from covid_tf.lungs.roi import inputs as roi_inputs
+    from covid_tf.lungs.roi.modes import CT_ATTENTION_MODE
 
     paths = discover.discover(ct_dir).frame["path"].tolist()
     mode, note = roi_inputs.resolve_auto(paths, seed=0, cache_dir=tmp_path / "cache")

@@ -52,7 +52,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> list[tuple[in
                 base = ".".join(parts + ([base] if base else []))
             if not base.startswith("covid_tf"):
                 continue
-            for alias in node.names:  # ``from covid_tf.lungs import roi`` imports the module covid_tf.lungs.roi
+            for alias in node.names:  # ``from covid_tf.lungs.roi import geometry``: a module
                 found.append((node.lineno, f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base))
     return [(line, target) for line, target in found if target in modules and target != name]
 
@@ -157,10 +157,10 @@ def test_training_and_evaluation_do_not_import_figures():
 
 
 def test_package_imports_are_read_as_modules():
-    """``from covid_tf.lungs import roi`` is an import of covid_tf.lungs.roi, not of the package."""
+    """``from covid_tf.lungs.roi import geometry`` is an import of covid_tf.lungs.roi.geometry, not of the package."""
     modules = module_names()
-    found = dict(imports_of("covid_tf.lungs.roi_inputs", modules["covid_tf.lungs.roi_inputs"], modules))
-    assert "covid_tf.lungs.roi" in found.values() and "covid_tf.lungs" not in found.values()
+    found = dict(imports_of("covid_tf.lungs.roi.inputs", modules["covid_tf.lungs.roi.inputs"], modules))
+    assert "covid_tf.lungs.roi.geometry" in found.values() and "covid_tf.lungs.roi" not in found.values()
     per_package = defaultdict(int)
     for target in found.values():
         per_package[target.split(".")[1]] += 1

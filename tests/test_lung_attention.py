@@ -14,7 +14,7 @@ import pytest
 
 from covid_tf.data.images import resize_image
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs import roi_inputs as ri
+from covid_tf.lungs.roi import inputs as ri
 from covid_tf.models import lung_attention
 from covid_tf.models.registry import build_model, last_conv_layer_name
 from covid_tf.runs.config import TrainConfig

@@ -16,8 +16,8 @@ from covid_tf.cli import main
 from covid_tf.data.discover import discover
 from covid_tf.data.images import load_image, save_png
 from covid_tf.data.splits import make_split
+from covid_tf.evaluation import source_probe
 from covid_tf.figures.lungs import plot_audit, plot_image_panels
-from covid_tf.lungs import source_probe
 from covid_tf.synthetic.xray import generate_dataset
 from covid_tf.workflows import audit
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.background import background_transform, grow_masks
+from covid_tf.lungs.roi.background import background_transform, grow_masks
 from covid_tf.runs.config import TrainConfig
 
 
@@ -76,7 +76,7 @@ def test_the_command_line_sets_the_dilation_of_the_randomised_outside(tmp_path):
     """``--roi-dilation`` reaches the config (0: randomise right up to the lungs' outline); the default is kept."""
     from covid_tf.cli import build_parser
     from covid_tf.cli.commands.train import config_from_args
-    from covid_tf.lungs.roi_modes import DEFAULT_DILATION
+    from covid_tf.lungs.roi.modes import DEFAULT_DILATION
 
     parser = build_parser()
     base = ["train", str(tmp_path), "--out", str(tmp_path / "run"), "--roi-background", "0.5"]
@@ -88,7 +88,7 @@ def test_auto_adds_background_randomisation_to_lung_attention_only(tmp_path, mon
     """The default (--roi auto) chose lung attention with half the backgrounds randomised (docs/LUNG_ROI.md)."""
     import pandas as pd
 
-    from covid_tf.lungs.roi_modes import AUTO_BACKGROUND
+    from covid_tf.lungs.roi.modes import AUTO_BACKGROUND
     from covid_tf.workflows import train
 
     split = pd.DataFrame({"path": ["a.png"], "label": ["COVID"], "split": ["train"], "mask_path": [""]})

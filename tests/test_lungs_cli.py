@@ -12,8 +12,12 @@ import pytest
 from covid_tf.cli import main
 from covid_tf.cli.commands import segment_train as segment_train_command
 from covid_tf.data.images import load_image
-from covid_tf.lungs import mask_sources, scoring, segment, segmenter_eval, train_segmenter
-from covid_tf.lungs import masks as lung_masks
+from covid_tf.lungs.segmentation import evaluation as segmenter_eval
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation import scoring
+from covid_tf.lungs.segmentation import segmenter as segment
+from covid_tf.lungs.segmentation import sources as mask_sources
+from covid_tf.lungs.segmentation import training as train_segmenter
 from tests.helpers import write_png
 
 SIZE = 64

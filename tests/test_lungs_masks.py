@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import scoring
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation import scoring
 
 
 def _lungs(height: int = 40, width: int = 40) -> np.ndarray:

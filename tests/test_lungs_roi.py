@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from covid_tf.lungs import roi
+from covid_tf.lungs.roi import geometry
 
 
 def _two_lungs(height: int = 40, width: int = 40) -> np.ndarray:
@@ -17,19 +17,19 @@ def _two_lungs(height: int = 40, width: int = 40) -> np.ndarray:
 
 def test_lung_box_without_and_with_margin():
     mask = _two_lungs()
-    assert roi.lung_box(mask, margin=0.0) == (10, 6, 30, 34)
+    assert geometry.lung_box(mask, margin=0.0) == (10, 6, 30, 34)
     # Margin 0.1 of a 20 x 28 box: 2 rows and 3 columns more per side.
-    assert roi.lung_box(mask, margin=0.1) == (8, 3, 32, 37)
+    assert geometry.lung_box(mask, margin=0.1) == (8, 3, 32, 37)
     # Clipped at the border, and the full image when there are no lungs.
-    assert roi.lung_box(mask, margin=1.0) == (0, 0, 40, 40)
-    assert roi.lung_box(np.zeros((5, 7), bool)) == (0, 0, 5, 7)
+    assert geometry.lung_box(mask, margin=1.0) == (0, 0, 40, 40)
+    assert geometry.lung_box(np.zeros((5, 7), bool)) == (0, 0, 5, 7)
 
 
 def test_heatmap_on_crop_maps_back_to_the_same_pixels():
     full = np.arange(40 * 40, dtype=np.float32).reshape(40, 40)
-    box = roi.lung_box(_two_lungs(), margin=0.1)
-    on_crop = roi.crop(full, box)
-    mapped = roi.heatmap_to_full(on_crop, box, full.shape)
+    box = geometry.lung_box(_two_lungs(), margin=0.1)
+    on_crop = geometry.crop(full, box)
+    mapped = geometry.heatmap_to_full(on_crop, box, full.shape)
     top, left, bottom, right = box
     np.testing.assert_array_equal(mapped[top:bottom, left:right], full[top:bottom, left:right])
     outside = np.ones_like(full, bool)
@@ -41,7 +41,7 @@ def test_resized_crop_heatmap_lands_on_the_right_region():
     box = (8, 4, 24, 36)  # 16 x 32 pixels
     heat_on_crop = np.zeros((64, 64), np.float32)
     heat_on_crop[:, 32:] = 1.0  # the right half of the crop
-    mapped = roi.heatmap_to_full(heat_on_crop, box, (40, 40))
+    mapped = geometry.heatmap_to_full(heat_on_crop, box, (40, 40))
     assert mapped[8:24, 21:36].min() == pytest.approx(1.0)
     assert mapped[8:24, 4:19].max() == pytest.approx(0.0)
     assert mapped[:8].sum() == 0 and mapped[24:].sum() == 0
@@ -50,7 +50,7 @@ def test_resized_crop_heatmap_lands_on_the_right_region():
 def test_crop_and_resize_keeps_the_box_content():
     image = np.zeros((40, 40, 1), np.float32)
     image[10:30, 6:34] = 1.0
-    resized = roi.crop_and_resize(image, (10, 6, 30, 34), 16)
+    resized = geometry.crop_and_resize(image, (10, 6, 30, 34), 16)
     assert resized.shape == (16, 16, 1)
     assert resized.min() == pytest.approx(1.0)
 
@@ -58,9 +58,9 @@ def test_crop_and_resize_keeps_the_box_content():
 def test_masked_variants_and_mask_changes():
     image = np.full((40, 40, 1), 0.5, np.float32)
     mask = _two_lungs()
-    masked = roi.apply_mask(image, mask, fill=0.0)
+    masked = geometry.apply_mask(image, mask, fill=0.0)
     assert masked[mask].min() == 0.5 and masked[~mask].max() == 0.0
-    dilated, eroded = roi.change_mask(mask, 2), roi.change_mask(mask, -2)
+    dilated, eroded = geometry.change_mask(mask, 2), geometry.change_mask(mask, -2)
     assert dilated.sum() > mask.sum() > eroded.sum() > 0
     assert (dilated | mask).sum() == dilated.sum() and (eroded & ~mask).sum() == 0
 

@@ -12,10 +12,10 @@ import pytest
 
 from covid_tf.data.images import load_image, resize_image
 from covid_tf.data.mask_files import find_mask
-from covid_tf.lungs import roi
-from covid_tf.lungs import roi_inputs as ri
-from covid_tf.lungs.masks import read_mask
-from covid_tf.lungs.roi_modes import JITTER_MODES
+from covid_tf.lungs.roi import geometry
+from covid_tf.lungs.roi import inputs as ri
+from covid_tf.lungs.roi.modes import JITTER_MODES
+from covid_tf.lungs.segmentation.masks import read_mask
 
 
 def _two_lungs(size: int = 40) -> np.ndarray:
@@ -34,8 +34,8 @@ def test_roi_images_of_each_mode_are_known_exactly():
     full, box = ri.roi_image(image, mask, ri.RoiSpec("none"), 20)
     assert box == (0, 0, 40, 40) and np.allclose(full, resize_image(image, 20))
     cropped, box = ri.roi_image(image, mask, ri.RoiSpec("lungs", margin=0.1), 20)
-    assert box == roi.lung_box(mask, 0.1) == (8, 3, 32, 37)
-    np.testing.assert_allclose(cropped, roi.crop_and_resize(image, box, 20))
+    assert box == geometry.lung_box(mask, 0.1) == (8, 3, 32, 37)
+    np.testing.assert_allclose(cropped, geometry.crop_and_resize(image, box, 20))
     spec = ri.RoiSpec("lungs-masked", margin=0.0, dilation=0.0)
     masked, box = ri.roi_image(image, mask, spec, 28)
     assert box == (10, 6, 30, 34)
@@ -179,7 +179,7 @@ def test_crop_heatmaps_map_back_onto_the_full_image_exactly():
         image_size, channels, roi = 40, 1, ri.RoiSpec("none")
 
     inputs = LungInputs(Loaded(), [], use_segmenter=False)
-    box = roi.lung_box(_two_lungs(), 0.1)  # (8, 3, 32, 37)
+    box = geometry.lung_box(_two_lungs(), 0.1)  # (8, 3, 32, 37)
     mapped = inputs.on_full_image(np.ones((40, 40), np.float32), box, (40, 40))
     expected = np.zeros((40, 40), np.float32)
     expected[8:32, 3:37] = 1.0

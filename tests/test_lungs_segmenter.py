@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from covid_tf.lungs import augment, unet
+from covid_tf.lungs.segmentation import augment, unet
 
 
 def test_unet_keeps_any_multiple_of_its_size():
@@ -51,7 +51,7 @@ def test_traced_forward_pass_does_not_keep_the_segmenter_alive():
 
     import numpy as np
 
-    from covid_tf.lungs import segment
+    from covid_tf.lungs.segmentation import segmenter as segment
 
     model = segment.load_segmenter()
     held = weakref.ref(model)
@@ -63,7 +63,7 @@ def test_traced_forward_pass_does_not_keep_the_segmenter_alive():
 
 
 def test_a_film_in_a_sliver_of_the_grey_range_is_stretched_before_the_segmenter_sees_it():
-    from covid_tf.lungs import segment
+    from covid_tf.lungs.segmentation import segmenter as segment
 
     film = np.random.default_rng(0).random((32, 32, 1)).astype(np.float32)
     sliver = 237 / 255 + film * 18 / 255  # a JSRT film that lies in 237-255 of 255

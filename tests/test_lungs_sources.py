@@ -12,7 +12,10 @@ import pytest
 
 from covid_tf.cli import main
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs import mask_sources, segmenter_eval, train_segmenter
+from covid_tf.lungs.segmentation import evaluation as segmenter_eval
+from covid_tf.lungs.segmentation import sources as mask_sources
+from covid_tf.lungs.segmentation import training as train_segmenter
+from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
 from tests.helpers import write_png
 
 SIZE = 32
@@ -89,7 +92,7 @@ def test_init_of_another_shape_is_refused(tmp_path):
     with pytest.raises(CovidTfError, match="do not match"):
         # The shipped segmenter has three levels.
         train_segmenter.initial_model(train_segmenter.SegmenterOptions(
-            image_size=32, levels=2, init=str(Path(train_segmenter.__file__).with_name("lung_segmenter.keras"))))
+            image_size=32, levels=2, init=str(SHIPPED_MODEL)))
     assert train_segmenter.initial_model(options).count_params() > 0
 
 
@@ -127,7 +130,7 @@ def test_the_shipped_segmenter_scores_a_handful_of_adult_films(tmp_path):
 
 
 def test_cached_segmenter_masks_are_keyed_by_the_shipped_segmenter(tmp_path, monkeypatch):
-    from covid_tf.lungs import roi_inputs
+    from covid_tf.lungs.roi import inputs as roi_inputs
 
     image = write_png(tmp_path / "a.png")
     first = roi_inputs.cache_key(image)

@@ -96,7 +96,7 @@ def test_lung_attention_inputs_decoded_in_the_graph_match_roi_image(tmp_path, ch
     from PIL import Image
 
     from covid_tf.data import roi_pipeline
-    from covid_tf.lungs import roi_inputs as ri
+    from covid_tf.lungs.roi import inputs as ri
 
     rng = np.random.default_rng(0)
     lungs = np.zeros((45, 37), np.uint8)

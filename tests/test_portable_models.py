@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from covid_tf import models
-from covid_tf.lungs.segment import SHIPPED_MODEL
+from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
 from covid_tf.training.losses import get_loss
 
 SIZE = 32

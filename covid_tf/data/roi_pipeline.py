@@ -1,7 +1,7 @@
 """Lung-attention inputs decoded in the ``tf.data`` graph: the image plus its lung mask, no Python per image.
 
 ``train --roi lungs-attention`` feeds the model the full image resized to the model's size, with the lung
-mask (thresholded at one half, area-resized) as a last channel (:func:`covid_tf.lungs.roi_inputs.roi_image`).
+mask (thresholded at one half, area-resized) as a last channel (:func:`covid_tf.lungs.roi.inputs.roi_image`).
 Done in Python per image (PIL, OpenCV), that holds the GIL; here the common case, a PNG of 8-bit gray (or
 RGB for 3 channels) at least the model's size with an 8-bit gray PNG mask of the same size (what the
 segmenter cache holds), is decoded with ``tf.io.decode_png`` and resized with ``tf.image.resize(..., "area")``,

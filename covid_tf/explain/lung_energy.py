@@ -21,10 +21,10 @@ from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.evaluation.tables import PROB_PREFIX
 from covid_tf.explain import get_explainer
 from covid_tf.explain.quality import energy_in_mask
-from covid_tf.lungs import roi
 from covid_tf.lungs.energy import LUNG_COLUMNS, summarize
-from covid_tf.lungs.masks import read_mask
-from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi import geometry
+from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.models.lung_attention import has_lung_attention
 from covid_tf.models.registry import backbone_layer_name, last_conv_layer_name
 from covid_tf.runs.inference import LoadedModel
@@ -45,17 +45,17 @@ class LungInputs:
                                    modality=loaded.roi.kind.modality)
         self.loader = RoiLoader(loaded.roi, self.table, self.size, loaded.channels) if loaded.roi.active else None
 
-    def model_input(self, path: str) -> tuple[np.ndarray, roi.Box | None, tuple[int, int] | None]:
+    def model_input(self, path: str) -> tuple[np.ndarray, geometry.Box | None, tuple[int, int] | None]:
         """The model's input, and with an ROI its crop box and the full image's (H, W)."""
         if self.loader is None:
             return load_image(path, channels=self.loaded.channels, size=self.size), None, None
         return self.loader.load(path)
 
-    def on_full_image(self, heatmap: np.ndarray, box: roi.Box | None, shape: tuple[int, int] | None) -> np.ndarray:
+    def on_full_image(self, heatmap: np.ndarray, box: geometry.Box | None, shape: tuple[int, int] | None) -> np.ndarray:
         """A heatmap of the model's input as a heatmap of the full image, at the model's size."""
         if box is None or tuple(box) == (0, 0, *shape):
             return heatmap
-        full = roi.heatmap_to_full(heatmap, box, shape)
+        full = geometry.heatmap_to_full(heatmap, box, shape)
         return cv2.resize(full, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
     def columns(self, indices: Sequence[int], heatmaps: np.ndarray) -> pd.DataFrame:

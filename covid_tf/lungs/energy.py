@@ -4,7 +4,7 @@ For every explained image, ``explain`` and ``evaluate --lungs`` report ``energy_
 heat inside the lungs), ``lung_area_fraction`` (share of the image the lungs cover: the chance level) and
 their ratio ``lung_energy_ratio`` (1 = no better than chance), with ``lung_mask_source`` saying where the
 mask came from (``dataset``, ``segmenter`` or ``none``). Heatmaps of a lung-ROI run are computed on the
-model's input (a crop) and mapped back onto the full image first (:func:`covid_tf.lungs.roi.heatmap_to_full`).
+model's input (a crop) and mapped back onto the full image first (:func:`covid_tf.lungs.roi.geometry.heatmap_to_full`).
 """
 
 from __future__ import annotations

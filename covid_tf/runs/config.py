@@ -9,7 +9,7 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.roi_modes import (
+from covid_tf.lungs.roi.modes import (
     ATTENTION_MODE,
     AUTO,
     DEFAULT_DILATION,
@@ -58,7 +58,7 @@ class TrainConfig:
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
-    # covid_tf.lungs.roi_modes.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
+    # covid_tf.lungs.roi.modes.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
     # (the command line's default): train_run decides what auto means once, before anything is written, and
     # records it in roi_resolved (on a copy: the caller's config is never changed).
     roi: str = "none"
@@ -67,7 +67,7 @@ class TrainConfig:
     roi_dilation: float = DEFAULT_DILATION  # of the longer side: lungs-masked, lungs-removed, --roi-background
     roi_jitter: int = 0  # training only: random dilation/erosion of the mask by up to this many pixels
     # training only, lung attention: share of training images whose outside (beyond the dilated lungs) is
-    # replaced by a random fill each epoch (covid_tf.lungs.background); None: AUTO_BACKGROUND when roi="auto"
+    # replaced by a random fill each epoch (covid_tf.lungs.roi.background); None: AUTO_BACKGROUND when roi="auto"
     # chooses lungs-attention, else 0 (train_run records the value that ran)
     roi_background: float | None = None
     class_names: list[str] = field(default_factory=list)

@@ -13,8 +13,8 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import progress_bar
-from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
-from covid_tf.lungs.roi_modes import RoiSpec
+from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi.modes import RoiSpec
 from covid_tf.models.loading import load_keras_model
 from covid_tf.models.lung_attention import has_lung_attention, image_channels
 from covid_tf.runs.record import RunRecord, model_roi
@@ -42,7 +42,7 @@ class LoadedModel:
     def predict_with_roi(self, paths, batch_size: int = config.BATCH_SIZE,
                          mask_paths=None) -> tuple[np.ndarray, pd.DataFrame | None]:
         """Softmax probabilities (N, K) for image files, streamed from disk in batches through the run's ROI,
-        and the ROI's mask table (``covid_tf.lungs.roi_inputs.ROI_COLUMNS``; None without an ROI)."""
+        and the ROI's mask table (``covid_tf.lungs.roi.inputs.ROI_COLUMNS``; None without an ROI)."""
         loader, table = self.roi_loader(paths, mask_paths)
         return predict_paths(self.model, paths, self.image_size, self.channels, batch_size, loader=loader), table
 
@@ -76,7 +76,7 @@ def loaded_model(model: keras.Model, path: str | Path, *, class_names=None) -> L
 def predict_paths(model: keras.Model, paths, image_size: int, channels: int, batch_size: int = 32,
                   loader=None, tta: bool = False) -> np.ndarray:
     """Softmax probabilities for image files, streamed from disk (memory does not grow with N);
-    ``loader``: a lung ROI (:class:`covid_tf.lungs.roi_inputs.RoiLoader`) instead of plain decoding.
+    ``loader``: a lung ROI (:class:`covid_tf.lungs.roi.inputs.RoiLoader`) instead of plain decoding.
     ``tta``: test-time augmentation, the mean of the probabilities of each image and of its left-right mirror."""
     if tta:
         paths = [str(p) for p in paths]

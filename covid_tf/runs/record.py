@@ -24,7 +24,7 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text
-from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, RoiSpec
+from covid_tf.lungs.roi.modes import ATTENTION_MODE, AUTO, RoiSpec
 
 if TYPE_CHECKING:
     from covid_tf.data.overlap import ReferenceSet

@@ -3,7 +3,7 @@ and a full-image model against an ROI model (test ROC-AUC with its CI, Grad-CAM 
 original image, the heatmaps themselves).
 
 Heatmaps of an ROI model are computed on its input (a crop of the lung box, or the masked image) and
-mapped back onto the full image with :func:`covid_tf.lungs.roi.heatmap_to_full`, so every model is
+mapped back onto the full image with :func:`covid_tf.lungs.roi.geometry.heatmap_to_full`, so every model is
 measured against the same lungs: ``energy_in_lungs`` is the share of the heat inside the lung mask,
 ``lung_area_fraction`` the share of the image the lungs cover (what heat spread at random gets), and
 ``lung_energy_ratio`` their ratio (1: no better than chance).
@@ -21,11 +21,11 @@ import pandas as pd
 from covid_tf.data.images import load_image
 from covid_tf.data.splits import load_split
 from covid_tf.explain.lung_energy import lung_heatmaps
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import scoring
-from covid_tf.lungs.masks import read_mask
-from covid_tf.lungs.roi_inputs import RoiLoader, prepare_masks
-from covid_tf.lungs.roi_modes import MODES, RoiSpec
+from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi.modes import MODES, RoiSpec
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation import scoring
+from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import MODEL_FILE, RunRecord
 
@@ -36,7 +36,7 @@ def segmenter_panels(paths: Sequence[str], mask_paths: Sequence[str | None] | No
                      size: int = 256) -> tuple[list[np.ndarray], list[str], pd.DataFrame]:
     """Outline overlays of the shipped segmenter's masks (red; the dataset's own masks in green when given),
     their titles, and a table (path, lung area fraction, plausible, reason, Dice with the dataset's mask)."""
-    from covid_tf.lungs.segment import load_segmenter, predict_masks
+    from covid_tf.lungs.segmentation.segmenter import load_segmenter, predict_masks
 
     images = [load_image(path, channels=1) for path in paths]
     predicted = predict_masks(load_segmenter(), images, size)

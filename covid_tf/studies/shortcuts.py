@@ -22,7 +22,7 @@ from covid_tf.explain import get_explainer
 from covid_tf.explain.overlay import overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
-from covid_tf.lungs.masks import read_mask as load_mask
+from covid_tf.lungs.segmentation.masks import read_mask as load_mask
 
 # The columns of a shortcut study, per image, after path / label / predicted / probability / explained.
 SHORTCUT_COLUMNS = (

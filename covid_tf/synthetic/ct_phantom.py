@@ -3,7 +3,8 @@
 :class:`Patient` draws a patient's geometry (body, lungs, heart, lesions of the class) from a seeded generator;
 ``slice_hu(t)`` renders the axial slice at height ``t`` (0 the lung bases, 1 the apices) with its lesion mask, and
 ``lung_mask(t)`` gives the true lungs of that slice (lesions included, the heart excluded): the ground truth the
-CT lung segmenter (:mod:`covid_tf.lungs.ct_lungs`) is measured against. :mod:`covid_tf.synthetic.ct` writes the
+CT lung segmenter (:mod:`covid_tf.lungs.segmentation.ct_lungs`) is measured against. :mod:`covid_tf.synthetic.ct`
+writes the
 slices as DICOM files.
 """
 

@@ -24,7 +24,7 @@ from covid_tf.data.preprocessing import augmentation_layers, mixup_layer
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.io_utils import safe_name
-from covid_tf.lungs.roi_inputs import RoiInputs, run_inputs
+from covid_tf.lungs.roi.inputs import RoiInputs, run_inputs
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone, unfreeze_top
 from covid_tf.models.fused_batch_norm import fuse_batch_norm
@@ -62,7 +62,7 @@ def make_datasets(cfg: TrainConfig, split: pd.DataFrame, class_names: Sequence[s
                   inputs: RoiInputs | None = None):
     """The training, validation and un-augmented statistics datasets of a split, and its (paths, labels).
 
-    ``inputs`` (a lung ROI, :func:`covid_tf.lungs.roi_inputs.run_inputs`) replaces the decoding of images.
+    ``inputs`` (a lung ROI, :func:`covid_tf.lungs.roi.inputs.run_inputs`) replaces the decoding of images.
     """
     inputs = inputs or RoiInputs()
     if cfg.infected_slices:  # seed 002: train only on the slices a radiologist marked infected

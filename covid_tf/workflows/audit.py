@@ -2,12 +2,12 @@
 
 The three inputs are the full image (``roi=none``), the lungs only (``lungs-masked``) and the image
 with the lungs removed (``lungs-removed``: only what lies outside the dilated lungs; see
-:mod:`covid_tf.lungs.roi_inputs`). A model that still separates the classes with the lungs removed
+:mod:`covid_tf.lungs.roi.inputs`). A model that still separates the classes with the lungs removed
 has learned something other than lung findings (markers, borders, positioning, the hospital a film
 came from), so the data carries shortcuts outside the lungs (DeGrave et al., Nature Machine
 Intelligence 2021). When the dataset's ``metadata.csv`` has a ``source`` column with two or more
 sources, the audit also measures how well the source can be told from the pixels
-(:mod:`covid_tf.lungs.source_probe`).
+(:mod:`covid_tf.evaluation.source_probe`).
 
 The audit folder holds ``split.csv`` (the one split of all three runs), ``runs/<roi>/`` (ordinary run
 folders: ``evaluate``, ``explain`` and ``predict`` work on them), ``audit.json`` and ``audit.png``.
@@ -28,7 +28,7 @@ from covid_tf.data.splits import save_split
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.io_utils import atomic_write_json, refuse_output_inside_inputs, resolved_path
-from covid_tf.lungs.roi_modes import MODES
+from covid_tf.lungs.roi.modes import MODES
 from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.record import read_json_object
@@ -146,8 +146,8 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
     ``run_figures=False`` leaves out each run's own figures (``runs/<roi>/figures/``); ``on_step`` receives
     one line per step (e.g. ``print``).
     """
+    from covid_tf.evaluation.source_probe import source_predictability
     from covid_tf.figures.lungs import plot_audit
-    from covid_tf.lungs.source_probe import source_predictability
     if not 0.5 <= threshold <= 1.0:
         raise CovidTfError(f"--shortcut-auc must be in [0.5, 1], got {threshold}")
     out = Path(out_dir)

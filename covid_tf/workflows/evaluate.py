@@ -30,7 +30,7 @@ from covid_tf.evaluation.tables import label_indices, predictions_table
 from covid_tf.explain.lung_energy import positive_class_lung_energy
 from covid_tf.figures.run import FIGURE_NAMES, draw_figures
 from covid_tf.io_utils import is_within, resolved_path
-from covid_tf.lungs.roi_inputs import fallback_note
+from covid_tf.lungs.roi.inputs import fallback_note
 from covid_tf.runs import record
 from covid_tf.runs.inference import LoadedModel, load_model
 from covid_tf.runs.overlap import check_overlap

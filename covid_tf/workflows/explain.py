@@ -40,7 +40,7 @@ from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
 from covid_tf.io_utils import atomic_write, csv_rows, is_within, progress_bar
 from covid_tf.lungs.energy import mask_folder_notes
-from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.models.lung_attention import LAYER_NAME, has_lung_attention
 from covid_tf.models.registry import backbone_layer_name
 from covid_tf.runs.inference import load_model

@@ -1,14 +1,14 @@
 """The counterfactual lung check (``occlusion``): does a trained classifier decide from the lungs?
 
 The model predicts every image three ways: as it is, with the (dilated) lungs filled, and with everything
-outside the (dilated) lungs filled, for each fill of :mod:`covid_tf.lungs.fills`. A model that decides from
+outside the (dilated) lungs filled, for each fill of :mod:`covid_tf.lungs.roi.fills`. A model that decides from
 the lungs loses its ROC-AUC when the lungs are filled and keeps it when their surroundings are; a model whose
 ROC-AUC survives filled lungs reads something else (markers, borders, the film's source).
 
 - The ROC-AUC is that of the positive class (:func:`~covid_tf.evaluation.metrics.positive_class_index`; with
   more than two classes, the positive class against the rest), with stratified (patient-cluster when patients
   repeat) bootstrap 95% CIs from :mod:`covid_tf.evaluation.bootstrap`, on the same resamples for every variant.
-- Lung masks as ``evaluate`` finds them (:func:`~covid_tf.lungs.roi_inputs.prepare_masks`): the dataset's,
+- Lung masks as ``evaluate`` finds them (:func:`~covid_tf.lungs.roi.inputs.prepare_masks`): the dataset's,
   else the shipped segmenter's (cached). An image without plausible lungs is left out of every variant and
   reported.
 - Filling happens on the full-resolution image, before the run's own ROI (crop, mask, ...) turns it into the
@@ -60,10 +60,10 @@ from covid_tf.io_utils import (
     resolved_path,
     run_folder_of,
 )
-from covid_tf.lungs import fills as lung_fills
-from covid_tf.lungs.masks import read_mask, resize_mask
-from covid_tf.lungs.roi_inputs import NO_MASK, locate_masks, read_plausible_mask, roi_image
-from covid_tf.lungs.roi_modes import DEFAULT_DILATION, MODALITIES
+from covid_tf.lungs.roi import fills as lung_fills
+from covid_tf.lungs.roi.inputs import NO_MASK, locate_masks, read_plausible_mask, roi_image
+from covid_tf.lungs.roi.modes import DEFAULT_DILATION, MODALITIES
+from covid_tf.lungs.segmentation.masks import read_mask, resize_mask
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.overlap import OverlapCheck, held_out_rows
 from covid_tf.runs.record import OVERLAP_FILE, RunRecord, software_versions, write_table
@@ -76,7 +76,7 @@ MAX_RESIZE_CHANNELS = 4  # OpenCV's area resize takes at most four channels
 class VariantLoader:
     """``path -> (V, S, S, C)``: the model inputs of every variant of one image (:func:`fills.occlusion_images`,
     each through the run's ROI with the image's original mask), for ``tf.data``. :meth:`checked` also checks the
-    mask first (:func:`~covid_tf.lungs.roi_inputs.read_plausible_mask`, as ``evaluate`` does) from the same read."""
+    mask first (:func:`~covid_tf.lungs.roi.inputs.read_plausible_mask`, as ``evaluate`` does) from the same read."""
 
     def __init__(self, loaded, mask_files: dict[str, str], fills: Sequence[str], dilation: float,
                  seed: int = config.SEED, *, trusted: Collection[str] = (), modality: str = "xray") -> None:
@@ -191,7 +191,7 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
     """The counterfactual lung check of a saved model on a labelled dataset; writes ``occlusion.json``,
     ``occlusion.png`` and ``occlusion.csv`` into ``out_dir`` (see the module's docstring).
 
-    ``fills``: ``"mean,blur"`` or a sequence (:data:`covid_tf.lungs.fills.FILLS`); ``dilation``: of the image's
+    ``fills``: ``"mean,blur"`` or a sequence (:data:`covid_tf.lungs.roi.fills.FILLS`); ``dilation``: of the image's
     longer side; ``use_segmenter=False`` forbids the lung segmenter (only the dataset's masks);
     ``split_file``/``subset``, ``classes``/``class_map``: which images, as in ``evaluate``; ``modality``
     (``xray`` or ``ct``: whose lung segmenter) defaults to the run's (``ct`` for ``ct-lungs-attention``). Copies of
@@ -245,7 +245,7 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
 def score_variants(loaded, rows: pd.DataFrame, data: str | Path, use_segmenter: bool, modality: str,
                    fills: Sequence[str], dilation: float, seed: int, batch_size: int,
                    say: Callable[[str], None]) -> tuple[pd.DataFrame, np.ndarray, VariantLoader]:
-    """Every image's mask row (the columns of :func:`~covid_tf.lungs.roi_inputs.prepare_masks`: each mask checked as
+    """Every image's mask row (the columns of :func:`~covid_tf.lungs.roi.inputs.prepare_masks`: each mask checked as
     the stream reads it), the probabilities ``(N, V, K)`` of its variants (NaN for an image left out) and the loader
     (its ``keys``)."""
     located = lung_masks_of(rows, data, use_segmenter, modality)
@@ -315,7 +315,7 @@ def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, mod
 
 def with_plausibility(located: pd.DataFrame, streamed: np.ndarray, reasons: Sequence[str]) -> pd.DataFrame:
     """:func:`lung_masks_of`'s table with ``roi_applied`` and ``reason`` (the columns of
-    :func:`~covid_tf.lungs.roi_inputs.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the rest."""
+    :func:`~covid_tf.lungs.roi.inputs.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the rest."""
     reason = np.full(len(located), NO_MASK, dtype=object)
     reason[streamed] = list(reasons)
     return located.assign(roi_applied=reason == "", reason=reason)

@@ -40,8 +40,8 @@ from covid_tf.io_utils import (
     resolved_path,
     run_folder_of,
 )
-from covid_tf.lungs.masks import read_mask, resize_mask
-from covid_tf.lungs.roi_inputs import fallback_note, roi_image
+from covid_tf.lungs.roi.inputs import fallback_note, roi_image
+from covid_tf.lungs.segmentation.masks import read_mask, resize_mask
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
 from covid_tf.workflows.occlusion import predict_variants

@@ -30,8 +30,8 @@ from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.figures.run import write_run_figures
 from covid_tf.io_utils import atomic_write
-from covid_tf.lungs.roi_inputs import resolve_auto, run_inputs
-from covid_tf.lungs.roi_modes import ATTENTION_MODE, AUTO, AUTO_BACKGROUND
+from covid_tf.lungs.roi.inputs import resolve_auto, run_inputs
+from covid_tf.lungs.roi.modes import ATTENTION_MODE, AUTO, AUTO_BACKGROUND
 from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
 from covid_tf.runs import record

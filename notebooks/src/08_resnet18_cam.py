@@ -44,7 +44,7 @@ from covid_tf.data import splits
 from covid_tf.data.discover import discover
 from covid_tf.data.pipeline import load_images
 from covid_tf.figures import seeds
-from covid_tf.lungs.masks import read_mask
+from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.recipes import RECIPES
 from covid_tf.workflows import train

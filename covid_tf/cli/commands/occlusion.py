@@ -9,11 +9,11 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.cli import add_overlap_arguments, add_selection_arguments
-from covid_tf.lungs.roi_modes import MODALITIES
+from covid_tf.lungs.roi.modes import MODALITIES
 
 HELP = ("Counterfactual lung check: ROC-AUC of a saved model on the original images, with the lungs filled and "
         "with the outside of the lungs filled; occlusion.json, occlusion.png, occlusion.csv and a verdict.")
-# covid_tf.lungs.fills's and roi_inputs's values, spelled out here: the parser imports no TensorFlow.
+# covid_tf.lungs.roi.fills's and roi.inputs's values, spelled out here: the parser imports no TensorFlow.
 FILLS = ("mean", "blur", "noise")
 DEFAULT_FILLS = "mean,blur"
 DEFAULT_DILATION = 0.03

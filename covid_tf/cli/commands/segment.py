@@ -8,11 +8,11 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.cli import Renamed
-from covid_tf.lungs.roi_modes import MODALITIES
+from covid_tf.lungs.roi.modes import MODALITIES
 
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
 
-DEFAULT_SIZE = 256  # covid_tf.lungs.segment.DEFAULT_SIZE (not imported: it loads TensorFlow)
+DEFAULT_SIZE = 256  # covid_tf.lungs.segmentation.segmenter.DEFAULT_SIZE (not imported: it loads TensorFlow)
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config.check_sizes(args.size, args.batch_size, image_option="--size")
-    from covid_tf.lungs.segment import segment_images
+    from covid_tf.lungs.segmentation.segmenter import segment_images
 
     def report(item) -> None:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)

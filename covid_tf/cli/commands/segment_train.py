@@ -10,7 +10,7 @@ from covid_tf import config
 HELP = ("Train a lung segmenter on the images that have masks, from one or several sources: model.keras, "
         "scores.csv, metrics.json (Dice per source), figures; --leave-one-source-out, --evaluate.")
 
-# The defaults of covid_tf.lungs.train_segmenter.SegmenterOptions (not imported here: it loads TensorFlow).
+# The defaults of covid_tf.lungs.segmentation.training.SegmenterOptions (not imported here: it loads TensorFlow).
 DEFAULTS = {"image_size": 256, "epochs": 40, "batch_size": 16, "lr": 3e-3, "levels": 3, "base_filters": 16, "stem": 2}
 
 
@@ -68,14 +68,14 @@ def _names(text: str) -> tuple[str, ...]:
 def _model_file(text: str | None) -> str | None:
     """'shipped' names the shipped segmenter."""
     if text == "shipped":
-        from covid_tf.lungs.segment import SHIPPED_MODEL
+        from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
 
         return str(SHIPPED_MODEL)
     return text
 
 
 def _print_summaries(by_source: dict) -> None:
-    from covid_tf.lungs.segmenter_eval import summary_line
+    from covid_tf.lungs.segmentation.evaluation import summary_line
 
     for source, parts in by_source.items():
         for split in (*config.SPLIT_NAMES, "all"):
@@ -85,9 +85,8 @@ def _print_summaries(by_source: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
-    from covid_tf.lungs import loso
-    from covid_tf.lungs import train_segmenter as training
-    from covid_tf.lungs.segmenter_eval import summary_line
+    from covid_tf.lungs.segmentation import loso, training
+    from covid_tf.lungs.segmentation.evaluation import summary_line
 
     config.check_sizes(args.image_size, args.batch_size)
     classes = parse_class_list(args.classes)

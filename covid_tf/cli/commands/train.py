@@ -8,7 +8,7 @@ from pathlib import Path
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.roi_modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, MODES
+from covid_tf.lungs.roi.modes import AUTO, DEFAULT_DILATION, DEFAULT_MARGIN, MODES
 from covid_tf.models.architectures import model_names
 
 ROI_CHOICES = (AUTO, *MODES)  # the ROI table imports no TensorFlow or OpenCV
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         if len(skipped) > 5:
             print(f"  ... and {len(skipped) - 5} more")
     if result.roi_table is not None:
-        from covid_tf.lungs.roi_inputs import fallback_note
+        from covid_tf.lungs.roi.inputs import fallback_note
 
         print(f"{fallback_note(result.roi_table)} (see {args.out / 'roi.csv'})")
     for name in ("val", "test"):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from covid_tf.lungs import roi
+from covid_tf.lungs.roi import geometry
 
 FILLS = ("mean", "blur", "noise")
 DEFAULT_FILLS = ("mean", "blur")
@@ -49,7 +49,7 @@ def dilation_pixels(dilation: float, shape: tuple[int, ...]) -> int:
 
 def dilate(mask: np.ndarray, dilation: float) -> np.ndarray:
     """The bool (H, W) lung mask grown by ``dilation`` of the image's longer side (as the ROI code does)."""
-    return roi.change_mask(np.asarray(mask, bool), dilation_pixels(dilation, np.shape(mask)))
+    return geometry.change_mask(np.asarray(mask, bool), dilation_pixels(dilation, np.shape(mask)))
 
 
 def blur_sigma(shape: tuple[int, ...]) -> float:

@@ -1,7 +1,7 @@
 """Lung regions of interest: pure NumPy/OpenCV functions on one image and its lung mask.
 
 A *box* is ``(top, left, bottom, right)`` in pixels of the full image, bottom/right exclusive. The
-``--roi`` modes that use these are described in :mod:`covid_tf.lungs.roi_modes`.
+``--roi`` modes that use these are described in :mod:`covid_tf.lungs.roi.modes`.
 :func:`heatmap_to_full` maps a heatmap computed on a crop back onto the
 full image, so lung energy is always measured against the lungs of the original image.
 """
@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from covid_tf.data.images import resize_image
-from covid_tf.lungs.roi_modes import DEFAULT_MARGIN
+from covid_tf.lungs.roi.modes import DEFAULT_MARGIN
 
 Box = tuple[int, int, int, int]
 

@@ -3,7 +3,7 @@
 ``train --roi`` modes (:data:`ROI_MODES`), applied again by ``evaluate``, ``predict`` and ``explain``:
 
 - ``none``: the full image.
-- ``lungs``: the lung box with a margin (:func:`covid_tf.lungs.roi.lung_box`), resized to the model's size.
+- ``lungs``: the lung box with a margin (:func:`covid_tf.lungs.roi.geometry.lung_box`), resized to the model's size.
 - ``lungs-masked``: the same crop with everything outside the dilated lungs set to a constant.
 - ``lungs-removed``: the full image with the dilated lungs set to a constant, i.e. only what lies
   outside the lungs; for the shortcut audit (a model that still separates the classes from it has
@@ -16,7 +16,7 @@ Masks come from the dataset (``mask_path`` of the index, or ``<Class>/masks/<nam
 ``images/``), else from the shipped segmenter, computed once and cached as PNGs under
 ``config.CACHE_DIR / "lung_masks"``, named by a hash of the image's resolved path, modification time
 and size and of the shipped segmenter file (a new segmenter does not reuse an old one's masks). An image
-whose segmenter mask is not plausible (:func:`covid_tf.lungs.masks.describe_mask`), or whose dataset mask
+whose segmenter mask is not plausible (:func:`covid_tf.lungs.segmentation.masks.describe_mask`), or whose dataset mask
 is empty, falls back to the full image; :func:`prepare_masks` says so in its
 table (a run's ``roi.csv``).
 """
@@ -37,11 +37,12 @@ from covid_tf.data.images import load_image, resize_image, save_png
 from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import ImageReadError
 from covid_tf.io_utils import atomic_write, resolved_path
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import roi
-from covid_tf.lungs.background import background_transform, grow_masks
-from covid_tf.lungs.masks import read_mask
-from covid_tf.lungs.roi_modes import ATTENTION_MODE, CT_ATTENTION_MODE, RoiSpec
+from covid_tf.lungs.roi import geometry
+from covid_tf.lungs.roi.background import background_transform, grow_masks
+from covid_tf.lungs.roi.modes import ATTENTION_MODE, CT_ATTENTION_MODE, RoiSpec
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation.masks import read_mask
+from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
 
 AUTO_SAMPLE = 64  # training images segmented to decide what "auto" means
 AUTO_MIN_LUNGS = 0.8  # share of them that must have plausible lungs
@@ -57,7 +58,7 @@ NO_MASK = "no lung mask"  # the reason of an image without a mask file
 @functools.cache
 def segmenter_fingerprint() -> str:
     """A short hash of the shipped segmenter file (covid_tf/lungs/lung_segmenter.keras), part of every cache key."""
-    return hashlib.sha1(Path(__file__).with_name("lung_segmenter.keras").read_bytes()).hexdigest()[:12]
+    return hashlib.sha1(SHIPPED_MODEL.read_bytes()).hexdigest()[:12]
 
 
 def cache_key(image_path: str | Path) -> str:
@@ -70,13 +71,13 @@ def cache_key(image_path: str | Path) -> str:
 
 def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int, modality: str = "xray") -> None:
     if modality == "ct":
-        from covid_tf.lungs.ct_lungs import segment_ct_slice
+        from covid_tf.lungs.segmentation.ct_lungs import segment_ct_slice
 
         for path, target in todo:
             mask = segment_ct_slice(load_image(path, channels=1)[..., 0])
             atomic_write(target, lambda tmp, m=mask: save_png(m.astype(np.uint8) * 255, tmp))
         return
-    from covid_tf.lungs.segment import load_segmenter, predict_masks
+    from covid_tf.lungs.segmentation.segmenter import load_segmenter, predict_masks
 
     model = segmenter if segmenter is not None else load_segmenter()
     for start in range(0, len(todo), batch_size):
@@ -95,7 +96,8 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
     then the segmenter's cached mask (segmented now when missing; never without ``use_segmenter``:
     ``lung_mask_source`` is then ``none``). ``roi_applied`` is False, with the reason, when a segmenter's
     mask is not a plausible pair of lungs (or a dataset's mask is empty): such an image is used whole.
-    ``modality`` ``ct``: the CT lung segmenter and CT plausibility (:mod:`covid_tf.lungs.ct_lungs`), cached apart.
+    ``modality`` ``ct``: the CT lung segmenter and CT plausibility (:mod:`covid_tf.lungs.segmentation.ct_lungs`),
+    cached apart.
     :func:`locate_masks` is the first half (the files), :func:`mask_file_plausibility` the second (each file read).
     """
     table = locate_masks(paths, mask_paths, cache_dir=cache_dir, use_segmenter=use_segmenter, segmenter=segmenter,
@@ -153,12 +155,12 @@ def read_plausible_mask(mask_path: str, trusted: bool, modality: str = "xray") -
 
 def mask_plausibility(mask: np.ndarray, trusted: bool, modality: str = "xray") -> tuple[bool, str]:
     """Whether the ROI applies to a bool mask, and why not: a dataset's own (``trusted``) mask unless empty; a
-    segmenter's when it is a plausible pair of lungs (:func:`covid_tf.lungs.masks.describe_mask`, or for CT
-    :func:`covid_tf.lungs.ct_lungs.describe_ct_mask`)."""
+    segmenter's when it is a plausible pair of lungs (:func:`covid_tf.lungs.segmentation.masks.describe_mask`, or for CT
+    :func:`covid_tf.lungs.segmentation.ct_lungs.describe_ct_mask`)."""
     if trusted:
         return (True, "") if mask.any() else (False, "the dataset's mask is empty")
     if modality == "ct":
-        from covid_tf.lungs.ct_lungs import describe_ct_mask
+        from covid_tf.lungs.segmentation.ct_lungs import describe_ct_mask
 
         summary = describe_ct_mask(mask)
     else:
@@ -167,7 +169,7 @@ def mask_plausibility(mask: np.ndarray, trusted: bool, modality: str = "xray") -
 
 
 def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: int,
-              mask_channel: bool = False) -> tuple[np.ndarray, roi.Box]:
+              mask_channel: bool = False) -> tuple[np.ndarray, geometry.Box]:
     """The model's input of one (H, W, C) image at ``size`` x ``size``, and its crop box in full-image pixels.
 
     ``mask`` None (no plausible lungs) gives the full image. With ``mask_channel`` the constant is not
@@ -175,7 +177,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     ``lungs-attention`` always appends the lung mask itself (all ones without lungs: the whole image is pooled).
     """
     height, width = image.shape[:2]
-    full: roi.Box = (0, 0, height, width)
+    full: geometry.Box = (0, 0, height, width)
     mask_channel = mask_channel or spec.mask_input
     kind = spec.kind
     if not kind.active or mask is None:
@@ -185,19 +187,19 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
             resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
         return resized.astype(np.float32), full
     mask = lung_masks.resize_mask(mask, height, width)
-    box = roi.lung_box(mask, spec.margin) if kind.crop else full
-    resized = roi.crop_and_resize(image, box, size).astype(np.float32)
+    box = geometry.lung_box(mask, spec.margin) if kind.crop else full
+    resized = geometry.crop_and_resize(image, box, size).astype(np.float32)
     if kind.fill is None and not kind.mask_channel:
         return resized, box
     if kind.mask_channel:
-        lungs = resize_image(np.ascontiguousarray(roi.crop(mask, box))[..., None].astype(np.float32), size)
+        lungs = resize_image(np.ascontiguousarray(geometry.crop(mask, box))[..., None].astype(np.float32), size)
         return np.concatenate([resized, lungs.reshape(size, size, 1)], axis=-1).astype(np.float32), box
     # The mask is applied at the model's size (as the training jitter does), so both agree exactly.
-    grown = roi.change_mask(mask, round(spec.dilation * max(height, width)))
-    small = lung_masks.resize_mask(roi.crop(grown, box), size, size)
+    grown = geometry.change_mask(mask, round(spec.dilation * max(height, width)))
+    small = lung_masks.resize_mask(geometry.crop(grown, box), size, size)
     if mask_channel:
         return np.concatenate([resized, small[..., None].astype(np.float32)], axis=-1), box
-    return roi.apply_mask(resized, small if kind.fill == "outside" else ~small, spec.fill), box
+    return geometry.apply_mask(resized, small if kind.fill == "outside" else ~small, spec.fill), box
 
 
 class RoiLoader:
@@ -212,7 +214,7 @@ class RoiLoader:
                       zip(table["path"], table["mask_path"], table["roi_applied"].astype(bool))}
         self.key = f"roi:{spec}:{self.mask_channel}"
 
-    def load(self, path: str) -> tuple[np.ndarray, roi.Box, tuple[int, int]]:
+    def load(self, path: str) -> tuple[np.ndarray, geometry.Box, tuple[int, int]]:
         """The input of one image, its crop box and the full image's (H, W)."""
         image = load_image(path, channels=self.image_channels)
         mask_file = self.masks.get(str(path))
@@ -274,8 +276,9 @@ class RoiInputs:
 
 
 def _ct_share(paths: Sequence[str]) -> float:
-    """The share of images that look like windowed CT slices (:func:`covid_tf.lungs.ct_lungs.looks_like_ct`)."""
-    from covid_tf.lungs.ct_lungs import looks_like_ct
+    """The share of images that look like windowed CT slices
+    (:func:`covid_tf.lungs.segmentation.ct_lungs.looks_like_ct`)."""
+    from covid_tf.lungs.segmentation.ct_lungs import looks_like_ct
 
     return float(np.mean([looks_like_ct(load_image(path, channels=1)[..., 0]) for path in paths]))
 

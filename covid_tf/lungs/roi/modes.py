@@ -10,7 +10,7 @@ nothing heavy, so the command line's parser can offer the modes without TensorFl
 | ``lungs-masked`` | that crop, outside the dilated lungs filled | yes | outside | | yes |
 | ``lungs-removed`` | the full image, the dilated lungs filled (the shortcut audit) | | lungs | | yes |
 | ``lungs-attention`` | the full image, unmasked; its last feature map averaged over the lungs | | | yes | |
-| ``ct-lungs-attention`` | the same on axial CT slices, lungs from ``covid_tf.lungs.ct_lungs`` | | | yes | |
+| ``ct-lungs-attention`` | the same on axial CT slices, lungs from ``lungs.segmentation.ct_lungs`` | | | yes | |
 
 Every mode but the last finds lungs with the X-ray segmenter (``modality`` ``xray``).
 """
@@ -21,11 +21,13 @@ from dataclasses import dataclass
 
 AUTO = "auto"  # train's default: lungs-attention when the training images have lungs, else none
 # What auto adds to lung attention: the outside of the lungs randomly filled in half the training images
-# (covid_tf.lungs.background), the variant that passed the occlusion check on the dev set (docs/LUNG_ROI.md).
+# (covid_tf.lungs.roi.background), the variant that passed the occlusion check on the dev set (docs/LUNG_ROI.md).
 AUTO_BACKGROUND = 0.5
 ATTENTION_MODE = "lungs-attention"
 CT_ATTENTION_MODE = "ct-lungs-attention"
-MODALITIES = ("xray", "ct")  # whose lung segmenter: the X-ray U-Net (covid_tf.lungs.segment) or covid_tf.lungs.ct_lungs
+# Whose lung segmenter (segment --modality, RoiMode.modality): the X-ray U-Net (covid_tf.lungs.segmentation.segmenter)
+# or the classical CT segmenter (covid_tf.lungs.segmentation.ct_lungs).
+MODALITIES = ("xray", "ct")
 DEFAULT_MARGIN = 0.10  # of the lung box's height/width per side
 DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
 
@@ -40,7 +42,7 @@ class RoiMode:
     fill: str | None = None  # "outside" or "lungs": that region (dilated lungs) set to a constant
     mask_channel: bool = False  # the lung mask is the model's last input channel (lung-attention pooling)
     help: str = ""
-    modality: str = "xray"  # whose lungs: "xray" (the U-Net, covid_tf.lungs.segment) or "ct" (lungs.ct_lungs)
+    modality: str = "xray"  # whose lungs, one of MODALITIES
 
     @property
     def active(self) -> bool:

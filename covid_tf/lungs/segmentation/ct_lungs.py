@@ -1,6 +1,7 @@
 """Lungs on axial CT slices, classical and download-free: body outline, dark air inside it, two lungs.
 
-The X-ray U-Net (:mod:`covid_tf.lungs.segment`) finds plausible lungs on about 3 % of CT slices: on a CT slice
+The X-ray U-Net (:mod:`covid_tf.lungs.segmentation.segmenter`) finds plausible lungs on about 3 % of CT slices:
+on a CT slice
 the lungs are two dark regions enclosed by the bright body, not the dark fields of a radiograph. Here:
 
 1. the threshold between air and tissue: -400 HU on Hounsfield units (DICOM), else Otsu's threshold on the
@@ -13,7 +14,7 @@ the lungs are two dark regions enclosed by the bright body, not the dark fields 
 
 Dense consolidation touching the chest wall (CAP) is as bright as the wall and stays outside the mask: a
 classical segmenter misses it (docs/CT.md). :func:`describe_ct_mask` says whether a mask is a plausible pair of
-lungs, with a reason when not, like :func:`covid_tf.lungs.masks.describe_mask` does for X-rays.
+lungs, with a reason when not, like :func:`covid_tf.lungs.segmentation.masks.describe_mask` does for X-rays.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from covid_tf.lungs.masks import MaskSummary
+from covid_tf.lungs.segmentation.masks import MaskSummary
 
 AIR_HU = -400.0  # air and lung below, tissue above (GGO of -500 to -300 HU straddles it; holes are filled)
 CROPPED_BODY_SHARE = 0.85  # a body hull over this share of the image: the slice is cropped inside the body

@@ -3,7 +3,8 @@ summarised per source and split with bootstrap CIs (``segment-train`` and ``segm
 
 Images and masks are resized to ``size x size`` (256 px: the size ``segment`` runs the U-Net at), images
 contrast-stretched and the prediction post-processed as ``segment`` does
-(:func:`covid_tf.lungs.masks.clean_mask`) and judged by :func:`covid_tf.lungs.masks.describe_mask`. A
+(:func:`covid_tf.lungs.segmentation.masks.clean_mask`) and judged by
+:func:`covid_tf.lungs.segmentation.masks.describe_mask`. A
 *failure* is a film with Dice < 0.8, a *good* mask one with Dice >= 0.9: the flag counts say how many failures
 the plausibility check catches and how many good masks it flags for nothing.
 """
@@ -14,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs import scoring
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation import scoring
 
 FAILURE_DICE = 0.8
 GOOD_DICE = 0.9
@@ -24,8 +25,8 @@ SCORE_COLUMNS = ("source", "split", "path", "dice", "iou", "plausible", "reason"
 
 def load_pairs(frame: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, size, size, 1), contrast-stretched to [0, 1] as ``segment`` does
-    (:func:`covid_tf.lungs.segment.stretch_contrast`), and {0, 1} masks resized to the same size."""
-    from covid_tf.lungs.segment import stretch_contrast
+    (:func:`covid_tf.lungs.segmentation.segmenter.stretch_contrast`), and {0, 1} masks resized to the same size."""
+    from covid_tf.lungs.segmentation.segmenter import stretch_contrast
 
     images = np.stack([stretch_contrast(load_image(path, channels=1, size=size)) for path in frame["path"]])
     masks = np.stack(
@@ -36,7 +37,7 @@ def load_pairs(frame: pd.DataFrame, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 def predict_clean(model, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Post-processed bool masks of a batch of (N, H, W, 1) images."""
-    from covid_tf.lungs.segment import forward_pass
+    from covid_tf.lungs.segmentation.segmenter import forward_pass
 
     forward = forward_pass(model, images.shape[1]) if images.shape[1] == images.shape[2] else model
     starts = range(0, len(images), batch_size)

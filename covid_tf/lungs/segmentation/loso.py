@@ -16,9 +16,8 @@ import pandas as pd
 
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_text
-from covid_tf.lungs import segmenter_eval as evaluation
-from covid_tf.lungs import train_segmenter as training
-from covid_tf.lungs.mask_sources import MaskSource
+from covid_tf.lungs.segmentation import evaluation, training
+from covid_tf.lungs.segmentation.sources import MaskSource
 
 LOSO_COLUMNS = ("left_out", "started_from", "n", "dice_mean", "dice_ci_low", "dice_ci_high", "dice_median",
                 "dice_worst", "iou_mean", "failures", "failures_flagged", "good", "good_flagged", "seconds")
@@ -49,7 +48,7 @@ def leave_one_source_out(sources: Sequence[MaskSource], out: str | Path, options
                          folds: Sequence[str] | None = None, loaded=None) -> dict:
     """Train and score one fold per left-out source; return ``{source: summary}`` (also in ``loso.json``).
 
-    ``loaded``: the (frame, images, masks) of :func:`covid_tf.lungs.train_segmenter.load_sources`, if at hand."""
+    ``loaded``: the (frame, images, masks) of :func:`covid_tf.lungs.segmentation.training.load_sources`, if at hand."""
     import time
 
     out = Path(out)

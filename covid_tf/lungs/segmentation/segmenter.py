@@ -2,7 +2,8 @@
 
     python -m covid_tf segment IMAGES_OR_DIRS... --out DIR [--segmenter FILE] [--size 256] [--modality ct]
 
-``--modality ct``: axial CT slices, segmented by the classical CT segmenter (:mod:`covid_tf.lungs.ct_lungs`).
+``--modality ct``: axial CT slices, segmented by the classical CT segmenter
+(:mod:`covid_tf.lungs.segmentation.ct_lungs`).
 
 Images are read in threads, resized to ``--size`` for the network and segmented in batches; each
 probability map is resized back to the image's own size, post-processed (two largest components,
@@ -28,15 +29,15 @@ from covid_tf.data import discover
 from covid_tf.data.images import load_image, resize_image, save_png
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, refuse_output_inside_inputs, run_folder_of
-from covid_tf.lungs import masks as lung_masks
-from covid_tf.lungs.unet import size_multiple
+from covid_tf.lungs.roi.modes import MODALITIES
+from covid_tf.lungs.segmentation import masks as lung_masks
+from covid_tf.lungs.segmentation.unet import size_multiple
 
-SHIPPED_MODEL = Path(__file__).with_name("lung_segmenter.keras")
+SHIPPED_MODEL = Path(__file__).parents[1] / "lung_segmenter.keras"  # covid_tf/lungs/lung_segmenter.keras
 DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 32
 LUNGS_CSV = "lungs.csv"
 MAX_CLEAN_SIDE = 1024  # masks of larger images are cleaned at this size, then enlarged
-MODALITIES = ("xray", "ct")  # segment --modality: chest X-rays (the U-Net) or axial CT slices (covid_tf.lungs.ct_lungs)
 LUNGS_COLUMNS = ("path", "mask_path", "lung_area_fraction", "components", "plausible", "reason")
 
 
@@ -205,9 +206,10 @@ def segment_paths(
 
 def segment_ct_paths(paths: Sequence[str], out: str | Path, inputs: Sequence[str | Path] = (),
                      workers: int = 4) -> pd.DataFrame:
-    """Segment axial CT slices (image files) with the classical CT segmenter (:mod:`covid_tf.lungs.ct_lungs`),
+    """Segment axial CT slices (image files) with the classical CT segmenter
+    (:mod:`covid_tf.lungs.segmentation.ct_lungs`),
     write mask PNGs under ``out`` and return (and write) the lungs.csv table, CT plausibility in it."""
-    from covid_tf.lungs import ct_lungs
+    from covid_tf.lungs.segmentation import ct_lungs
 
     out = Path(out)
     destinations = unique_destinations(paths, inputs, out)

@@ -2,7 +2,7 @@
 
     python -m covid_tf segment-train SOURCE [SOURCE...] --out RUN [--image-size 256] [--epochs 40] [--init FILE]
 
-A SOURCE is ``[NAME=]PATH`` (:mod:`covid_tf.lungs.mask_sources`): a dataset whose images have masks, or a
+A SOURCE is ``[NAME=]PATH`` (:mod:`covid_tf.lungs.segmentation.sources`): a dataset whose images have masks, or a
 folder with ``images/`` and ``masks/``. Each source is split on its own, grouped (patients and near-duplicate
 images never straddle two splits), with the project's split code. ``--init FILE`` starts from a trained
 segmenter's weights (fine-tuning) instead of random ones. Writes ``model.keras`` (inference only, no
@@ -24,9 +24,9 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text, refuse_output_inside_inputs
-from covid_tf.lungs import mask_sources, scoring
-from covid_tf.lungs import segmenter_eval as evaluation
-from covid_tf.lungs.mask_sources import MaskSource
+from covid_tf.lungs.segmentation import evaluation, scoring
+from covid_tf.lungs.segmentation import sources as mask_sources
+from covid_tf.lungs.segmentation.sources import MaskSource
 
 DEFAULT_IMAGE_SIZE = 256
 
@@ -63,7 +63,7 @@ def make_dataset(images: np.ndarray, masks: np.ndarray, batch_size: int, trainin
     """A batched ``tf.data`` pipeline; training shuffles and augments image and mask together."""
     import tensorflow as tf
 
-    from covid_tf.lungs.augment import augment_pair
+    from covid_tf.lungs.segmentation.augment import augment_pair
 
     dataset = tf.data.Dataset.from_tensor_slices((images, masks))
     if training:
@@ -118,11 +118,11 @@ def _best_weights_callback(monitor: str = "val_dice_metric"):
 
 def initial_model(options: SegmenterOptions):
     """A fresh U-Net of ``options``' shape, holding the weights of ``options.init`` when given."""
-    from covid_tf.lungs.unet import build_unet
+    from covid_tf.lungs.segmentation.unet import build_unet
 
     model = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
     if options.init:
-        from covid_tf.lungs.segment import load_segmenter
+        from covid_tf.lungs.segmentation.segmenter import load_segmenter
 
         try:
             model.set_weights(load_segmenter(options.init).get_weights())
@@ -154,7 +154,7 @@ def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
 
 def save_inference_model(model, options: SegmenterOptions, path: Path) -> Path:
     """Save the weights in a fresh, uncompiled copy: no optimizer state, no custom loss to import."""
-    from covid_tf.lungs.unet import build_unet
+    from covid_tf.lungs.segmentation.unet import build_unet
 
     copy = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
     copy.set_weights(model.get_weights())
@@ -239,7 +239,7 @@ def score_segmenter(sources: Sequence[str | Path | MaskSource], out: str | Path,
                     options: SegmenterOptions) -> dict:
     """Score a trained segmenter (default: the shipped one) on every split of every source, without training:
     ``scores.csv``, ``split.csv`` and ``evaluation.json`` (per source and split) in ``out``."""
-    from covid_tf.lungs.segment import load_segmenter
+    from covid_tf.lungs.segmentation.segmenter import load_segmenter
 
     out, sources = Path(out), as_sources(sources)
     refuse_output_inside_inputs(out, [source.root for source in sources])
