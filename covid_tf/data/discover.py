@@ -10,14 +10,16 @@ Layouts read as they come (``discover`` picks one):
 - ``folders``: one folder per class, ``<root>/<Class>/*.{png,jpg,jpeg}`` (sub-folders allowed: the
   first sub-folder level names the patient).
 
-Every file is decoded once; unreadable, truncated, empty or non-image files are skipped and listed
-with a reason, and (near-)identical images are grouped so that splits can keep them together.
+The files of a folder are found by :mod:`covid_tf.data.image_files`, the rule every command shares (links,
+hidden and non-image files); ``list_images``, for files and folders without labels, is there too. Every file
+is decoded once; unreadable, truncated, empty or non-image files are skipped and listed with a reason, and
+(near-)identical images are grouped so that splits can keep them together.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,24 +29,18 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
+from covid_tf.data.image_files import CSV_NAMES, image_files, is_image_name, walk_files
+from covid_tf.data.image_files import SkippedFile as SkippedFile  # re-exported: callers import it from here
+from covid_tf.data.image_files import list_images as list_images  # re-exported until lungs/ imports image_files
 from covid_tf.data.images import scan_image
-from covid_tf.data.mask_files import MASK_FOLDER_NAMES, find_mask
+from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.io_utils import progress_bar, restore_formulas
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "test": "test", "testing": "test"}
-CSV_NAMES = ("metadata.csv", "labels.csv")
 MASK_COLUMNS = {"mask_path": "lungs", "lesion_path": "lesions"}  # index column -> mask kind
 COLUMNS = ("path", "label", "patient_id", "split", "mask_path", "lesion_path")
-
-
-@dataclass(frozen=True)
-class SkippedFile:
-    """A file left out of a dataset, and why."""
-
-    path: str
-    reason: str
 
 
 @dataclass
@@ -92,27 +88,6 @@ def parse_class_list(text: str | None) -> list[str] | None:
     return names or None
 
 
-def _is_image_name(name: str) -> bool:
-    return name.lower().endswith(config.IMAGE_EXTENSIONS)
-
-
-def _walk_files(folder: Path, skip_dirs: Iterable[str] = (),
-                skipped: list[SkippedFile] | None = None) -> Iterable[Path]:
-    """Yield regular files below ``folder`` without following directory links (no loops); folders that
-    cannot be listed become ``skipped`` entries."""
-    skip = set(skip_dirs)
-
-    def unreadable(error: OSError) -> None:
-        if skipped is not None:
-            skipped.append(SkippedFile(str(error.filename or folder), f"cannot list the folder ({error.strerror})"))
-
-    for current, dirs, files in os.walk(folder, onerror=unreadable, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d not in skip)
-        for name in sorted(files):
-            if not name.startswith("."):
-                yield Path(current) / name
-
-
 def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -137,7 +112,8 @@ def detect_layout(root: Path) -> str:
     raise CovidTfError(f"{root}: no class folders and no metadata.csv found; see covid_tf.data for the layouts")
 
 
-def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[SkippedFile]) -> list[dict]:
+def _rows_from_class_folder(root: Path, folder: Path, label: str, split: str,
+                            skipped: list[SkippedFile]) -> list[dict]:
     images_dir = folder / "images"
     try:
         radiography = images_dir.is_dir()
@@ -146,10 +122,7 @@ def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[
         return []
     source = images_dir if radiography else folder
     rows = []
-    for path in _walk_files(source, skip_dirs=MASK_FOLDER_NAMES, skipped=skipped):
-        if not _is_image_name(path.name):
-            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
-            continue
+    for path in image_files(source, skipped, within=root):
         relative = path.relative_to(source)
         # Without a patient folder each image is its own patient: named with its class folder, so that
         # COVID/img_0.png and Normal/img_0.png are not taken for one patient.
@@ -165,7 +138,7 @@ def _rows_from_class_folder(folder: Path, label: str, split: str, skipped: list[
 def _rows_from_folders(root: Path, split: str, skipped: list[SkippedFile]) -> list[dict]:
     rows = []
     for folder in _subdirs(root):
-        found = _rows_from_class_folder(folder, folder.name, split, skipped)
+        found = _rows_from_class_folder(root, folder, folder.name, split, skipped)
         if not found and not any(item.path == str(folder) for item in skipped):
             skipped.append(SkippedFile(str(folder), "class folder holds no image files"))
         rows.extend(found)
@@ -311,40 +284,8 @@ def _layout_rows(root: Path, layout: str, skipped: list[SkippedFile], notes: lis
 
 def _unlisted_images(root: Path, csv_path: Path, listed: set[str]) -> list[str]:
     """A note naming (the first five of) the image files below ``root`` that its index CSV does not list."""
-    unlisted = [str(path.relative_to(root)) for path in _walk_files(root, skip_dirs=MASK_FOLDER_NAMES)
-                if _is_image_name(path.name) and str(path.resolve()) not in listed]
+    unlisted = [str(path.relative_to(root)) for path in walk_files(root)
+                if is_image_name(path.name) and str(path.resolve()) not in listed]
     more = f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else ""
     return [f"{root}: {len(unlisted)} image file(s) not listed in {csv_path.name} are left out: "
             f"{', '.join(unlisted[:5])}{more}"] if unlisted else []
-
-
-def list_images(
-    inputs: Sequence[str | Path], on_skipped: Callable[[SkippedFile], None] | None = None
-) -> tuple[list[str], list[SkippedFile]]:
-    """Expand files and folders given on a command line into image paths, skipping unreadable files
-    (each one also passed to ``on_skipped``, when given)."""
-    candidates: list[Path] = []
-    skipped: list[SkippedFile] = []
-    for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            candidates.extend(p for p in _walk_files(path, skip_dirs=MASK_FOLDER_NAMES, skipped=skipped))
-        elif path.exists() or path.is_symlink():
-            candidates.append(path)
-        else:
-            skipped.append(SkippedFile(str(path), "file not found"))
-    paths = []
-    for path in candidates:
-        if not _is_image_name(path.name):
-            skipped.append(SkippedFile(str(path), f"not an image file extension ({path.suffix or 'none'})"))
-            continue
-        try:
-            scan_image(path)
-        except ImageReadError as error:
-            skipped.append(SkippedFile(error.path, error.reason))
-            continue
-        paths.append(str(path.resolve()))
-    if on_skipped is not None:
-        for item in skipped:
-            on_skipped(item)
-    return paths, skipped
