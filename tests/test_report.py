@@ -13,9 +13,9 @@ import pytest
 from matplotlib.figure import Figure
 
 from covid_tf import figures as plots
-from covid_tf.cli import report
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation import summary as evaluate
+from covid_tf.workflows import report
 
 
 def make_run(folder: Path, model: str, *, nested: bool, figures: dict[str, int]) -> Path:

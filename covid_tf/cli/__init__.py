@@ -103,6 +103,15 @@ def resolve_out(args: argparse.Namespace) -> None:
         args.out = Path(str(default))
 
 
+def add_synthetic_arguments(parser: argparse.ArgumentParser, out: Path, classes: Sequence[str],
+                            classes_help: str) -> None:
+    """``--out`` (default ``out``) and ``--classes`` (comma-separated, default ``classes``; ``classes_help`` says what
+    each class gets): where a synthetic dataset goes and what it holds (``synth``, ``synth-ct``)."""
+    add_out_argument(parser, f"output folder (default: {out})", default=out)
+    parser.add_argument("--classes", default=",".join(classes),
+                        help=f"comma-separated {classes_help} (default: %(default)s)")
+
+
 def add_selection_arguments(parser: argparse.ArgumentParser) -> None:
     """``--split-file``, ``--subset``, ``--classes`` and ``--class-map``: which labelled images a check reads
     (``occlusion``, ``stress``), as ``evaluate`` selects them."""

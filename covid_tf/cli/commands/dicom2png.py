@@ -34,26 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the counts of converted and skipped files."""
-    import time
+    from covid_tf.workflows.dicom2png import dicom_to_png
 
-    from covid_tf.ct import convert, dicom
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
-
-    window = dicom.parse_window(args.window)  # a bad spec fails before any work
-    refuse_output_inside_inputs(args.out, [args.dicom_dir, *([args.labels] if args.labels else [])])
-    check_writable_output(args.out, folder=True, option="the output folder")
-    start = time.perf_counter()
-    result = convert.convert_to_png(
-        args.dicom_dir,
-        args.out,
-        window=window,
-        overwrite=args.overwrite,
-        labels=args.labels,
-        progress=False if args.no_progress else None,
-        image_format=args.image_format,
-        size=args.size,
-    )
-    seconds = time.perf_counter() - start
+    converted = dicom_to_png(args.dicom_dir, args.out, window=args.window, labels=args.labels,
+                             image_format=args.image_format, size=args.size, overwrite=args.overwrite,
+                             progress=False if args.no_progress else None)
+    result, window = converted.result, converted.window
     if result.num_converted == 0:
         found = f" ({result.num_skipped} file(s) skipped)" if result.num_skipped else " (the folder holds no files)"
         print(f"warning: no DICOM image converted from {args.dicom_dir}{found}", file=sys.stderr)
@@ -62,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     series = index["series_uid"].nunique() if len(index) else 0
     print(
         f"converted {result.num_converted} slices ({patients} patients, {series} series; window "
-        f"center {window[0]:g}, width {window[1]:g}) to {result.out_dir} in {seconds:.1f} s"
+        f"center {window[0]:g}, width {window[1]:g}) to {result.out_dir} in {converted.seconds:.1f} s"
     )
     print(
         f"skipped {result.num_skipped} files"

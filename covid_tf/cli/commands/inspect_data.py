@@ -6,10 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
-
-from covid_tf.errors import CovidTfError
 
 HELP = ("Summarise a dataset: class counts, image sizes and modes, skipped files, duplicate groups; --against: "
         "its near-copies of other datasets' images.")
@@ -28,37 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --against: write copies.csv and a contact sheet of the pairs, copies.png, here")
 
 
-def summarize(index) -> dict:
-    """The JSON summary of a ``DatasetIndex``."""
-    frame = index.frame
-    sizes = Counter(f"{w}x{h}" for w, h in zip(frame["width"], frame["height"]))
-    return {
-        "root": str(index.root),
-        "layout": index.layout,
-        "n_images": int(len(frame)),
-        "classes": index.class_counts(),
-        "splits": {str(k): int(v) for k, v in frame["split"].value_counts().items() if k},
-        "patients": int(frame["patient_id"].nunique()),
-        "sizes": dict(sizes.most_common()),
-        "modes": {str(k): int(v) for k, v in frame["mode"].value_counts().items()},
-        "with_lung_masks": int((frame["mask_path"] != "").sum()),
-        "with_lesion_masks": int((frame["lesion_path"] != "").sum()),
-        "skipped": [{"path": s.path, "reason": s.reason} for s in index.skipped],
-        "duplicates": index.duplicate_groups,
-    }
-
-
 def run_against(args: argparse.Namespace) -> int:
     """``inspect DATA --against OTHER...``: the near-copies, printed and (``--out``) written."""
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
-    from covid_tf.workflows.copies import find_dataset_copies
+    from covid_tf.workflows.inspect_data import inspect_against
 
-    if args.out is not None:
-        refuse_output_inside_inputs(args.out, [args.data, *args.against])
-        check_writable_output(args.out, folder=True)
-    result = find_dataset_copies(args.data, args.against, args.out, classes=parse_class_list(args.classes),
-                                 class_map=parse_class_map(args.class_map))
+    result = inspect_against(args.data, args.against, args.out, classes=parse_class_list(args.classes),
+                             class_map=parse_class_map(args.class_map))
     if args.json:
         print(json.dumps({"n_images": result.n_images, "n_reference": result.n_reference,
                           "n_copied": result.n_copied, "copies": result.copies.to_dict("records")}, indent=2))
@@ -75,33 +48,37 @@ def run_against(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.data.discover import discover, parse_class_list, parse_class_map
+    from covid_tf.data.discover import parse_class_list, parse_class_map
+    from covid_tf.workflows.inspect_data import check_options, inspect_dataset
 
+    check_options(args.against, args.out)
     if args.against:
         return run_against(args)
-    if args.out is not None:
-        raise CovidTfError("--out goes with --against (the copies' CSV and contact sheet)")
-
-    index = discover(args.data, classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map))
-    for note in index.notes:
+    summary, notes = inspect_dataset(args.data, classes=parse_class_list(args.classes),
+                                     class_map=parse_class_map(args.class_map))
+    for note in notes:
         print(f"warning: {note}", file=sys.stderr)
-    summary = summarize(index)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{summary['root']}  (layout: {summary['layout']}, {summary['n_images']} images, "
-              f"{summary['patients']} patients)")
-        for name, count in summary["classes"].items():
-            print(f"  {name:<20} {count:>7}")
-        if summary["splits"]:
-            print("splits: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
-        print("sizes:  " + ", ".join(f"{k} ({v})" for k, v in list(summary["sizes"].items())[:5]))
-        print("modes:  " + ", ".join(f"{k} ({v})" for k, v in summary["modes"].items()))
-        print(f"masks:  {summary['with_lung_masks']} lung, {summary['with_lesion_masks']} lesion")
-        print(f"duplicate groups: {len(summary['duplicates'])}")
-        for group in summary["duplicates"][:10]:
-            print("  " + "  =  ".join(group))
-        print(f"skipped: {len(summary['skipped'])}")
-        for item in summary["skipped"]:
-            print(f"  {item['path']}: {item['reason']}")
+        print_summary(summary)
     return 1 if args.strict and summary["skipped"] else 0
+
+
+def print_summary(summary: dict) -> None:
+    """The summary as a short table."""
+    print(f"{summary['root']}  (layout: {summary['layout']}, {summary['n_images']} images, "
+          f"{summary['patients']} patients)")
+    for name, count in summary["classes"].items():
+        print(f"  {name:<20} {count:>7}")
+    if summary["splits"]:
+        print("splits: " + ", ".join(f"{k} {v}" for k, v in summary["splits"].items()))
+    print("sizes:  " + ", ".join(f"{k} ({v})" for k, v in list(summary["sizes"].items())[:5]))
+    print("modes:  " + ", ".join(f"{k} ({v})" for k, v in summary["modes"].items()))
+    print(f"masks:  {summary['with_lung_masks']} lung, {summary['with_lesion_masks']} lesion")
+    print(f"duplicate groups: {len(summary['duplicates'])}")
+    for group in summary["duplicates"][:10]:
+        print("  " + "  =  ".join(group))
+    print(f"skipped: {len(summary['skipped'])}")
+    for item in summary["skipped"]:
+        print(f"  {item['path']}: {item['reason']}")

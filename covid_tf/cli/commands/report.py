@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from covid_tf.cli import Renamed
-from covid_tf.errors import CovidTfError
 
 HELP = "Write a self-contained HTML report comparing run folders (train runs or evaluate outputs)."
 
@@ -25,18 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from covid_tf.cli.report import write_html_report
-    from covid_tf.io_utils import check_writable_output, refuse_output_inside_inputs
+    from covid_tf.workflows.report import write_report
 
-    out = args.out
-    if args.subset not in ("test", "val"):
-        raise CovidTfError(f"--subset: test or val, got {args.subset!r}")
-    refuse_output_inside_inputs(out, [], folder=False, read_folders=[run for run in args.runs if Path(run).is_dir()])
-    check_writable_output(out, folder=False)
-    if out.is_dir():
-        raise CovidTfError(f"{out}: is a folder; --out takes an HTML file name")
-    if out.exists() and not args.overwrite:
-        raise CovidTfError(f"{out}: already exists; choose another --out or pass --overwrite")
-    path = write_html_report(args.runs, out, title=args.title, split=args.subset)
+    path = write_report(args.runs, args.out, title=args.title, subset=args.subset, overwrite=args.overwrite)
     print(f"report on {len(args.runs)} run(s) written to {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -1,20 +1,9 @@
-"""A self-contained HTML report comparing training runs (figures embedded as base64 PNG).
+"""The HTML page of the report (:mod:`covid_tf.workflows.report`): its tables, warnings, comparison chart and each
+run's section, written from what the runs hold; figures are embedded as base64 PNG, checked again as they are read.
 
-Each run folder holds ``metrics.json`` (either ``{"val": {...}, "test": {...}}`` with
-:func:`covid_tf.evaluate.compute_metrics` dicts, or one flat such dict), ``config.json`` (at least
-``model``) and PNG figures at its top level or under ``figures/``. The page has the date and the covid_tf
-version that wrote it, warnings where a number needs care (a confidence interval that collapsed to one value,
-fewer than 30 images or patients), a table of the runs, a comparison chart, a patient-level table when the
-metrics have one, and then each run's configuration (model, image size, epochs, learning rate, ROI, data,
-software versions) and figures (ROC and precision-recall curves side by side). Paths are written relative to
-the report's folder, never absolute. It loads nothing from outside: no scripts, fonts or remote images.
-A value of the wrong type in ``config.json`` or ``metrics.json`` is shown as ``?``
-(:mod:`covid_tf.cli.report_values`); a file that is not a JSON object is one error naming it.
-
-Only real PNG files that lie inside the run folder are embedded: a symbolic link (say
-``figures/x.png -> /etc/passwd``), a file reached through a linked folder, or a file named ``.png`` that
-is not a PNG is left out and named in a note on the page. A folder with neither ``metrics.json`` nor
-``config.json`` is not a run, and the report refuses it.
+A value of the wrong type is shown as ``?`` (:mod:`covid_tf.workflows.report_values`). Only real PNG files that lie
+inside the run folder are embedded (:func:`figure_problem`): a symbolic link, a file reached through a linked
+folder, a file named ``.png`` that is not a PNG or one larger than a figure is left out and named in a note.
 """
 
 from __future__ import annotations
@@ -24,18 +13,15 @@ import dataclasses
 import datetime
 import html
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from covid_tf import config
-from covid_tf.cli.report_values import ODD, clean_metrics, config_rows, count, plottable, relative_path
 from covid_tf.errors import CovidTfError
 from covid_tf.figures.comparison import plot_run_comparison
-from covid_tf.io_utils import atomic_write_text
-from covid_tf.runs import record
-from covid_tf.runs.record import RunRecord
+from covid_tf.workflows.report_values import ODD, clean_metrics, config_rows, count, plottable, relative_path
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A figure larger than this is not one of ours (they are a few hundred KB); it is left out, not embedded.
@@ -61,7 +47,6 @@ figcaption { font-size: .85rem; color: #59636e; text-align: center; }
 table.config td { text-align: left; }
 """
 SMALL_N = 30  # below this many images (or patients), point estimates and bootstrap intervals are unstable
-FIGURE_ORDER = ("training_curves", "confusion_matrix", "roc_curves", "pr_curves", "reliability_diagram")
 
 
 @dataclass
@@ -79,48 +64,7 @@ class RunSummary:
     left_out: list[str] = field(default_factory=list)  # "file: reason" of PNG names that are not embedded
 
 
-def select_split(metrics: Mapping[str, Any], split: str = "test") -> tuple[str | None, dict[str, Any] | None]:
-    """The metrics dict of ``split`` (or of the other split, or the flat dict) and which one it is."""
-    if split in metrics and isinstance(metrics[split], Mapping):
-        return split, dict(metrics[split])
-    if "accuracy" in metrics:
-        return None, dict(metrics)
-    for other in ("test", "val"):
-        if isinstance(metrics.get(other), Mapping):
-            return other, dict(metrics[other])
-    return None, None
-
-
-def _figure_rank(figure: Path) -> int:
-    """Known figures in pipeline order (ROC beside precision-recall), any others after them."""
-    return FIGURE_ORDER.index(figure.stem) if figure.stem in FIGURE_ORDER else len(FIGURE_ORDER)
-
-
-def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
-    """Read one run folder's metrics, model name and figure paths."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise CovidTfError(f"{path}: run folder not found")
-    metrics_file, config_file = path / record.METRICS_FILE, path / record.CONFIG_FILE
-    if not metrics_file.is_file() and not config_file.is_file():
-        raise CovidTfError(f"{path}: not a run folder (no metrics.json or config.json); give a train or "
-                           "evaluate --out folder")
-    chosen_split, metrics = (None, None)
-    run = RunRecord.read(path, required=False)
-    data = run.metrics()
-    if data is not None:
-        chosen_split, metrics = select_split(data, split)
-    config: dict[str, Any] = dict(run.settings)
-    model = config.get("model") if isinstance(config.get("model"), str) and config.get("model") else ODD
-    figures, left_out = _figure_files(path)
-    figures.sort(key=_figure_rank)
-    finished = next((f for f in (metrics_file, config_file) if f.is_file()), None)
-    date = (datetime.datetime.fromtimestamp(finished.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
-            if finished is not None else None)
-    return RunSummary(path.name, path, model, chosen_split, metrics, figures, config, date, left_out)
-
-
-def _figure_problem(candidate: Path, run_root: Path) -> str | None:
+def figure_problem(candidate: Path, run_root: Path) -> str | None:
     """Why ``candidate`` must not be embedded (None when it is a real PNG file inside the run folder)."""
     if candidate.is_symlink():
         return "a symbolic link"
@@ -138,18 +82,6 @@ def _figure_problem(candidate: Path, run_root: Path) -> str | None:
     if head != PNG_SIGNATURE:
         return "not a PNG image"
     return f"{size / 2**20:.0f} MiB, larger than a figure" if size > MAX_FIGURE_BYTES else None
-
-
-def _figure_files(run_dir: Path) -> tuple[list[Path], list[str]]:
-    """The PNG figures of a run (top level and ``figures/``) that may be embedded, and those left out."""
-    figures, left_out = [], []
-    for candidate in sorted(run_dir.glob("*.png")) + sorted((run_dir / "figures").glob("*.png")):
-        problem = _figure_problem(candidate, run_dir.resolve())
-        if problem is None:
-            figures.append(candidate)
-        else:
-            left_out.append(f"{candidate.relative_to(run_dir).as_posix()}: {problem}")
-    return figures, left_out
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -301,7 +233,7 @@ def _run_section(run: RunSummary, out_dir: Path) -> list[str]:
     for figure_path in run.figures:
         caption = figure_path.relative_to(run.path).as_posix()
         # Checked again as it is read: nothing may have replaced the file by a link meanwhile.
-        problem = _figure_problem(figure_path, run.path.resolve())
+        problem = figure_problem(figure_path, run.path.resolve())
         if problem is not None:
             parts.append(f'<p class="note">Not embedded: {html.escape(caption)}: {html.escape(problem)}</p>')
             continue
@@ -333,18 +265,3 @@ def render_html(runs: list[RunSummary], *, title: str = "covid_tf report", out_d
         parts += _run_section(run, Path(out_dir))
     parts += ["</body>", "</html>"]
     return "\n".join(part for part in parts if part) + "\n"
-
-
-def write_html_report(
-    run_dirs: Iterable[str | Path],
-    out_path: str | Path,
-    *,
-    title: str = "covid_tf report",
-    split: str = "test",
-) -> Path:
-    """Write one self-contained HTML page comparing ``run_dirs`` on ``split``; return its path."""
-    runs = [load_run(run_dir, split=split) for run_dir in run_dirs]
-    if not runs:
-        raise CovidTfError("no run folders given for the report")
-    out_dir = Path(out_path).expanduser().resolve().parent
-    return atomic_write_text(out_path, render_html(runs, title=title, out_dir=out_dir))

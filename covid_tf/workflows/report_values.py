@@ -1,6 +1,6 @@
 """The values the HTML report shows of a run's files, read so that an odd one never stops the report.
 
-The report (:mod:`covid_tf.cli.report`) only shows what a run holds. ``config.json`` and ``metrics.json``
+The report (:mod:`covid_tf.workflows.report`) only shows what a run holds. ``config.json`` and ``metrics.json``
 are read by :class:`covid_tf.runs.record.RunRecord` (a file that is not a JSON object is one error naming
 it); within them, a value of the wrong type (text where a number belongs, a list, an object, NaN, an
 infinite or huge number, a confidence interval of text, versions that are not an object) is shown as
@@ -14,6 +14,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from covid_tf.lungs.roi.modes import MODES
 
 ODD = "?"  # a value of the wrong type
 SHOWN = ("accuracy", "balanced_accuracy", "roc_auc", "average_precision", "ece")
@@ -128,7 +130,7 @@ def config_rows(config: Mapping[str, Any], out_dir: Path) -> list[tuple[str, str
     if epochs is not None and fine_tune not in (None, "0", "0.0"):
         epochs = f"{epochs} + {fine_tune} fine-tuning"
     roi = _text(config.get("roi_resolved")) or _text(config.get("roi"))  # the mode that ran, not "auto"
-    if roi and roi != "none" and config.get("roi_margin") is not None:
+    if roi and (roi not in MODES or MODES[roi].active) and config.get("roi_margin") is not None:
         roi = f"{roi} (margin {_text(config['roi_margin'])})"
     data, model_path = _text(config.get("data")), _text(config.get("model_path"))
     versions = config.get("versions") or {}
