@@ -7,7 +7,7 @@ The Python API, next to the command line::
     result = train_run(TrainConfig(data="data/radiography", model="baseline", epochs=5), "runs/baseline")
     loaded = load_model("runs/baseline/model.keras")          # the model and its class names
     evaluate("runs/baseline/model.keras", "data/radiography", "runs/baseline/eval")
-    heatmaps, classes, probabilities = explain(loaded.model, images, method="gradcam")
+    heatmaps, classes, probabilities = explain.explain(loaded.model, images, method="gradcam")
 
 Importing the package is cheap: these names load (with TensorFlow) on first use, and TensorFlow's
 first import is kept free of C++ start-up noise (:mod:`covid_tf.tf_quiet`).
@@ -23,7 +23,7 @@ from covid_tf import tf_quiet as _tf_quiet  # noqa: F401  (installs the quiet-im
 
 __version__ = _config.VERSION
 
-# Public name -> (module, attribute); attribute None: the module itself (the callable ``covid_tf.explain``).
+# Public name -> (module, attribute); attribute None: the module itself (``covid_tf.explain``, the CAM package).
 _API: dict[str, tuple[str, str | None]] = {
     "TrainConfig": ("covid_tf.runs.config", "TrainConfig"),
     "train_run": ("covid_tf.workflows.train", "train_run"),

@@ -282,6 +282,8 @@ def test_bad_inputs_are_refused() -> None:
         explainer.explain(images, class_index=[0, 1, 1])
     heatmaps, classes, _ = explainer.explain(images[0])  # one (H, W, C) image
     assert heatmaps.shape == (1, 32, 32) and classes.tolist() == [1]
+    with pytest.raises(ValueError, match=r"do not fit the input \(None, 32, 32, 1\)"):
+        explainer.explain(square_images(2, 48))
 
 
 @pytest.mark.parametrize("method", ["cam", "gradcam"])
@@ -455,3 +457,57 @@ def test_score_cam_matches_the_official_definition(subtract_baseline: bool) -> N
         reference = reference_score_cam(model, "conv2", image, int(class_index), subtract_baseline)
         assert reference.max() > 0.99
         assert np.corrcoef(heatmap.ravel(), reference.ravel())[0, 1] > 0.99
+
+
+def one_image_score_cam(model: keras.Model, layer_name: str, image: np.ndarray, class_index: int,
+                        subtract_baseline: bool = False) -> np.ndarray:
+    """Score-CAM of one image, one masked forward pass per channel as the official code weighs the channels,
+    combined as every explainer combines (weighted sum, ReLU, bilinear upsampling, min-max)."""
+    maps = keras.Model(model.inputs[0], model.get_layer(layer_name).output)(image[np.newaxis]).numpy()[0]
+    baseline = float(model(np.zeros_like(image)[np.newaxis])[0, class_index]) if subtract_baseline else 0.0
+    weights = np.zeros(maps.shape[-1], np.float32)
+    for channel in range(maps.shape[-1]):
+        upsampled = tf.image.resize(maps[np.newaxis, :, :, channel, np.newaxis], image.shape[:2]).numpy()[0, :, :, 0]
+        if upsampled.max() > upsampled.min():
+            mask = (upsampled - upsampled.min()) / (upsampled.max() - upsampled.min())
+            weights[channel] = float(model(image[np.newaxis] * mask[np.newaxis, :, :, np.newaxis])[0, class_index])
+            weights[channel] -= baseline
+    cam_map = tf.image.resize(np.maximum(maps @ weights, 0.0)[np.newaxis, :, :, np.newaxis], image.shape[:2])
+    cam_map = cam_map.numpy()[0, :, :, 0] - cam_map.numpy().min()
+    return cam_map / cam_map.max()
+
+
+@pytest.mark.parametrize("subtract_baseline", [False, True])
+def test_batched_score_cam_equals_one_image_at_a_time(subtract_baseline: bool) -> None:
+    """Every image and channel of a batch in one traced graph (masked images 5 at a time, across images) gives
+    the numbers of the one-image, one-channel-at-a-time loop."""
+    model, images = small_cnn(), random_images(4, seed=3)
+    explainer = cam.ScoreCAM(model, layer_name="conv2", batch_size=5, subtract_baseline=subtract_baseline)
+    heatmaps, classes, _ = explainer.explain(images)
+    for heatmap, image, class_index in zip(heatmaps, images, classes):
+        expected = one_image_score_cam(model, "conv2", image, int(class_index), subtract_baseline)
+        np.testing.assert_allclose(heatmap, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_explainer_is_traced_once(method: str) -> None:
+    """Batches of any size (a ragged last one too) reuse the one traced graph: no retracing per batch."""
+    explainer = cam.get_explainer(method, small_cnn(), batch_size=3)
+    for count in (3, 1, 7, 2):
+        check_maps(explainer(random_images(count, seed=count)), count, 32)
+    assert explainer._explain_graph.experimental_get_tracing_count() == 1
+
+
+def test_the_method_table_is_what_the_cli_and_the_explainers_accept(monkeypatch) -> None:
+    import argparse
+
+    from covid_tf.cli.commands import explain as command
+    from covid_tf.explain import cam_methods
+
+    assert list(cam.METHODS) == list(cam_methods.CAM_METHODS)
+    assert all(cam.METHODS[name].__name__ == explainer for name, explainer in cam_methods.CAM_METHODS.items())
+    assert isinstance(cam.get_explainer("GradCAM_PlusPlus", small_cnn()), cam.GradCAMPlusPlus)
+    monkeypatch.setitem(cam_methods.CAM_METHODS, "newcam", "GradCAM")  # a new row: the command accepts it at once
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert parser.parse_args(["model.keras", "x.png", "--out", "o", "--method", "newcam"]).method == "newcam"

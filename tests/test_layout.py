@@ -54,3 +54,18 @@ def test_no_module_imports_a_private_name_of_another():
                 offenders += [f"{dotted(path)}: {node.module}.{alias.name}" for alias in node.names
                               if alias.name.startswith("_") and alias.name != "__version__"]
     assert offenders == []
+
+
+def class_assignments(source: str) -> list[int]:
+    """Lines of ``source`` that assign an object's ``__class__`` (``sys.modules[__name__].__class__ = ...``)."""
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign)
+            and any(isinstance(target, ast.Attribute) and target.attr == "__class__"
+                    for target in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
+
+
+def test_no_module_swaps_a_class_at_import():
+    """No module makes itself callable (or anything else) by assigning ``__class__``: packages are plain modules."""
+    assert class_assignments("import sys\nsys.modules[__name__].__class__ = type\n") == [2]
+    assert [f"{dotted(path)}:{line}" for path in modules()
+            for line in class_assignments(path.read_text(encoding="utf-8"))] == []

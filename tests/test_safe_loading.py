@@ -69,3 +69,32 @@ def test_cli_refuses_lambda_models_and_allow_unsafe_opts_in(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Lambda" in err and "--allow-unsafe" in err
     assert main([*argv, "--allow-unsafe"]) == 0, capsys.readouterr().err
+
+
+def test_legacy_layers_load_without_being_registered_by_an_import(tmp_path):
+    """Files of 0.1.0 name their normalisation layers ``covid_tf>PerImageStandardization`` and
+    ``covid_tf>CaffeNormalization``: the loader hands Keras the classes, no import registers them."""
+    import json
+    import zipfile
+
+    from covid_tf.data import preprocessing
+
+    assert keras.saving.get_registered_object("covid_tf>PerImageStandardization") is None
+    inputs = keras.Input((16, 16, 3))
+    x = preprocessing.CaffeNormalization()(preprocessing.PerImageStandardization()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "saved.keras")
+    path = tmp_path / "legacy.keras"
+    with zipfile.ZipFile(tmp_path / "saved.keras") as saved, zipfile.ZipFile(path, "w") as legacy:
+        for entry in saved.infolist():
+            content = saved.read(entry)
+            if entry.filename == "config.json":  # as the registered classes of 0.1.0 were written
+                content = json.dumps(json.loads(content), separators=(",", ":"))
+                for name in ("PerImageStandardization", "CaffeNormalization"):
+                    content = content.replace(f'"registered_name":"{name}"', f'"registered_name":"covid_tf>{name}"')
+                assert content.count('"covid_tf>') == 2
+            legacy.writestr(entry, content)
+    loaded = load_keras_model(path)
+    x = np.random.default_rng(0).random((2, 16, 16, 3)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+    assert keras.saving.get_registered_object("covid_tf>CaffeNormalization") is None

@@ -187,3 +187,14 @@ def test_cli_writes_files(tmp_path, capsys):
     assert (out / "Normal/lesions/Normal-0002.png").is_file()
     assert cli.main(["synth", "--out", str(out), "--difficulty", "2"]) == 2
     assert "difficulty" in capsys.readouterr().err
+
+
+def test_cached_arrays_are_read_only():
+    """The synthetic caches hand the same arrays to every caller: none can be changed for the next one."""
+    from covid_tf.synthetic import anatomy, xray
+
+    for array in (*anatomy.grid(16), anatomy.spline_basis(6), xray._gamma_table(0.9)):
+        assert not array.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            array[...] = 0
+    assert anatomy.grid(16)[0] is anatomy.grid(16)[0]  # still cached

@@ -4,7 +4,8 @@ Normalisation layers go inside the model (so a saved model takes [0, 1] images);
 runs in the ``tf.data`` pipeline after the cache. Every random layer is the identity when
 ``training=False``. Every normalisation is a built-in Keras layer, so a saved model loads with
 plain ``keras.saving.load_model`` in a process that never imports covid_tf; the two custom layers
-below are kept only to load models saved by earlier versions.
+below are kept only to load models saved by earlier versions, which name them ``covid_tf>ClassName``: they are
+handed to Keras where models load (:func:`covid_tf.models.loading.custom_objects`), never registered by an import.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ VGG16_BGR_MEANS = (103.939, 116.779, 123.68)
 PER_IMAGE_EPSILON = 1e-4
 
 
-@keras.saving.register_keras_serializable(package="covid_tf")
 class PerImageStandardization(layers.Layer):
     """Legacy (models saved before 0.1.1): per-image standardisation, now a ``LayerNormalization``."""
 
@@ -37,7 +37,6 @@ class PerImageStandardization(layers.Layer):
         return (inputs - mean) / ops.maximum(std, 1.0 / ops.sqrt(n_values))
 
 
-@keras.saving.register_keras_serializable(package="covid_tf")
 class CaffeNormalization(layers.Layer):
     """Legacy (models saved before 0.1.1): the caffe convention, now :func:`caffe_normalization`."""
 

@@ -20,8 +20,10 @@ One base class owns the whole pipeline, as in pytorch-grad-cam's ``BaseCAM``:
 output Dense replayed without its softmax, or the softmax probability (``score="probability"``); see
 :mod:`covid_tf.explain.target`.
 
-Steps 1-4 run inside one ``tf.function`` (``reduce_retracing=True``) for methods whose weights are
-tensor operations, so a batch costs about one forward pass plus a backward pass through the head.
+Steps 1-4 run inside one ``tf.function``, traced once per explainer (its signature takes any number of
+images of the model's input shape), for methods whose weights are tensor operations (every method of
+:mod:`covid_tf.explain.methods`, Score-CAM's masked forward passes included), so a batch of a gradient method
+costs about one forward pass plus a backward pass through the head.
 """
 
 from __future__ import annotations
@@ -160,8 +162,11 @@ class BaseCAM:
         self.activation_model = build_activation_model(model, self.layer_name, self._logit_layer)
         self.batch_size = int(batch_size)
         self.num_classes = int(self.activation_model.outputs[-1].shape[-1])
-        self._explain_graph = tf.function(self._explain_batch, reduce_retracing=True)
-        self._forward_graph = tf.function(self._forward_batch, reduce_retracing=True)
+        # Any number of images of the model's input shape: each graph is traced once, whatever the batch sizes.
+        self.input_shape = (None, *self.activation_model.inputs[0].shape[1:])
+        signature = (tf.TensorSpec(self.input_shape, tf.float32), tf.TensorSpec((None,), tf.int32))
+        self._explain_graph = tf.function(self._explain_batch, input_signature=signature)
+        self._forward_graph = tf.function(self._forward_batch, input_signature=signature)
         self._combine_graph = tf.function(self._combine, reduce_retracing=True)
 
     def __repr__(self) -> str:
@@ -245,6 +250,9 @@ class BaseCAM:
             explained class of each image int64 (N,), and the model's probabilities float32 (N, C).
         """
         batch = as_image_batch(images)
+        if not tf.TensorShape(self.input_shape).is_compatible_with(batch.shape):
+            raise ValueError(f"images of shape {batch.shape} do not fit the input {self.input_shape} of model "
+                             f"{self.model.name!r}")
         requested = resolve_class_indices(class_index, len(batch), self.num_classes)
         heatmaps, classes, probabilities = [], [], []
         for start in range(0, len(batch), self.batch_size):

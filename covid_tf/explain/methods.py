@@ -15,10 +15,10 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from covid_tf.explain.base import BaseCAM
+from covid_tf.explain.cam_methods import CAM_METHODS, method_name
 from covid_tf.explain.target import producer, skip_pass_through
 from covid_tf.models.lung_attention import image_channels
 
@@ -137,13 +137,13 @@ class ScoreCAM(BaseCAM):
     like every other method. ``subtract_baseline=True`` uses the paper's "increase of confidence"
     ``p_c(x_n * mask_k) - p_c(0)``, the score of a black image subtracted (the official code omits it;
     it removes ``p_c(0)`` times the summed activations from the map). Needs no gradients but one forward
-    pass per image and channel: the masked images go through the model ``batch_size`` at a time.
-    Channels whose activation map is constant give no mask and weight 0. ``score`` is not used.
+    pass per image and channel: inside the explainer's traced graph, the masked images of every image of
+    the batch go through the model ``batch_size`` at a time. Channels whose activation map is constant give
+    no mask and weight 0. ``score`` is not used.
     """
 
     name = "scorecam"
     uses_gradients = False
-    weights_in_graph = False
 
     def __init__(
         self,
@@ -155,72 +155,64 @@ class ScoreCAM(BaseCAM):
     ) -> None:
         super().__init__(model, layer_name, batch_size, score)
         self.subtract_baseline = bool(subtract_baseline)
-        self._predict = tf.function(lambda images: model(images, training=False), reduce_retracing=True)
+        self._image_channels = image_channels(model)
 
-    def _masks(self, maps: np.ndarray, size: tf.Tensor) -> tf.Tensor:
-        """Activation maps (h, w, k) -> masks (k, H, W, 1): upsampled bilinearly, then each scaled to [0, 1]."""
-        masks = tf.image.resize(np.transpose(maps, (2, 0, 1))[..., np.newaxis], size, method="bilinear")
-        masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
-        return masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
-
-    def _perturb(self, image: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
-        """``image * factors`` on the image channels; a lung-attention model's mask channel is kept as it is
+    def _perturb(self, images: tf.Tensor, factors: tf.Tensor) -> tf.Tensor:
+        """``images * factors`` on the image channels; a lung-attention model's mask channel is kept as it is
         (masking it would change where the model pools, not what it sees)."""
-        channels = image_channels(self.model)
-        if channels == image.shape[-1]:
-            return image * factors
-        count = tf.shape(factors)[0]
-        return tf.concat([image[..., :channels] * factors, tf.repeat(image[..., channels:], count, axis=0)], axis=-1)
+        channels = self._image_channels
+        if channels == images.shape[-1]:
+            return images * factors
+        return tf.concat([images[..., :channels] * factors, images[..., channels:]], axis=-1)
 
-    def _image_weights(self, image: tf.Tensor, maps: np.ndarray, class_index: int) -> np.ndarray:
-        """The weights (k,) of one image (1, H, W, C) with activation maps (h, w, k)."""
-        weights = np.zeros(maps.shape[-1], dtype=np.float32)
-        spread = maps.max(axis=(0, 1)) - maps.min(axis=(0, 1))
-        live = np.flatnonzero(spread > 0)
-        for start in range(0, len(live), self.batch_size):
-            chosen = live[start : start + self.batch_size]
-            masks = self._masks(maps[:, :, chosen], tf.shape(image)[1:3])
-            probabilities = np.asarray(self._predict(self._perturb(image, masks)))
-            weights[chosen] = probabilities[:, class_index]
-        if self.subtract_baseline and len(live):
-            black = self._perturb(image, tf.zeros_like(image[..., :1]))
-            weights[live] -= float(np.asarray(self._predict(black))[0, class_index])
-        return weights
+    def _target_probability(self, images: tf.Tensor, class_indices: tf.Tensor) -> tf.Tensor:
+        """The probability of each image's own target class (n,)."""
+        probabilities = tf.cast(self.model(images, training=False), tf.float32)
+        return tf.gather(probabilities, class_indices, axis=1, batch_dims=1)
+
+    def _masked_scores(self, maps: tf.Tensor, images: tf.Tensor, classes: tf.Tensor) -> tf.Tensor:
+        """Target probabilities (m,) of ``images`` (m, H, W, C) masked by activation maps (m, h, w): each map
+        upsampled bilinearly, then scaled to [0, 1]."""
+        masks = tf.image.resize(maps[..., tf.newaxis], tf.shape(images)[1:3], method="bilinear")
+        masks = masks - tf.reduce_min(masks, axis=[1, 2, 3], keepdims=True)
+        masks = masks / (tf.reduce_max(masks, axis=[1, 2, 3], keepdims=True) + 1e-7)
+        return self._target_probability(self._perturb(images, masks), classes)
 
     def compute_weights(self, activations, gradients, images, class_indices):
-        activations = np.asarray(activations)
-        images = tf.convert_to_tensor(images)
-        class_indices = np.asarray(class_indices)
-        return np.stack(
-            [
-                self._image_weights(images[row : row + 1], activations[row], int(class_indices[row]))
-                for row in range(len(activations))
-            ]
-        )
+        spread = tf.reduce_max(activations, axis=[1, 2]) - tf.reduce_min(activations, axis=[1, 2])  # (N, K)
+        live = tf.where(spread > 0)  # (L, 2): the (image, channel) pairs that give a mask
+        maps = tf.gather_nd(tf.transpose(activations, [0, 3, 1, 2]), live)  # (L, h, w), small
+        chunks = (tf.shape(live)[0] + self.batch_size - 1) // self.batch_size
+
+        def score_chunk(chunk: tf.Tensor, scores: tf.TensorArray) -> tuple[tf.Tensor, tf.TensorArray]:
+            window = tf.range(chunk * self.batch_size, tf.minimum((chunk + 1) * self.batch_size, tf.shape(live)[0]))
+            rows = tf.gather(live[:, 0], window)  # masked images are made chunk by chunk: memory stays bounded
+            chosen = self._masked_scores(tf.gather(maps, window), tf.gather(images, rows),
+                                         tf.gather(class_indices, rows))
+            return chunk + 1, scores.write(chunk, chosen)
+
+        scores = tf.TensorArray(tf.float32, size=chunks, element_shape=tf.TensorShape([None]), infer_shape=False)
+        _, scores = tf.while_loop(lambda chunk, _: chunk < chunks, score_chunk, (tf.constant(0), scores))
+        weights = tf.scatter_nd(live, scores.concat(), tf.shape(spread, out_type=tf.int64))
+        if self.subtract_baseline:
+            black = self._target_probability(self._perturb(images, tf.zeros_like(images[..., :1])), class_indices)
+            weights -= tf.where(spread > 0, black[:, tf.newaxis], 0.0)
+        return weights
 
 
-METHODS: dict[str, type[BaseCAM]] = {
-    "cam": CAM,
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "scorecam": ScoreCAM,
-    "layercam": LayerCAM,
-}
+# Each row of the method table (covid_tf.explain.cam_methods) with its explainer class, defined above.
+METHODS: dict[str, type[BaseCAM]] = {name: globals()[explainer] for name, explainer in CAM_METHODS.items()}
 
 
 def get_explainer(
     name: str, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"
 ) -> BaseCAM:
-    """Return the explainer ``name`` (one of :data:`METHODS`: "cam", "gradcam", "gradcam++", "scorecam",
-    "layercam").
+    """Return the explainer ``name`` (a method of :data:`~covid_tf.explain.cam_methods.CAM_METHODS`: "gradcam",
+    "gradcam++", "scorecam", "cam", "layercam").
 
     ``layer_name`` defaults to the last layer with a 4-D output (for "cam": the layer feeding the
     GlobalAveragePooling2D). ``score`` is what gradient methods differentiate: "logit" (the pre-softmax
     class score, default) or "probability". Raises ``ValueError`` for an unknown name or a model the
     method cannot explain (e.g. "cam" on a head with a hidden Dense layer).
     """
-    key = str(name).strip().lower().replace("_", "").replace("-", "")
-    key = {"gradcamplusplus": "gradcam++", "gradcampp": "gradcam++"}.get(key, key)
-    if key not in METHODS:
-        raise ValueError(f"unknown explanation method {name!r}; choose one of {sorted(METHODS)}")
-    return METHODS[key](model, layer_name=layer_name, batch_size=batch_size, score=score)
+    return METHODS[method_name(name)](model, layer_name=layer_name, batch_size=batch_size, score=score)

@@ -18,8 +18,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-#: The scores a gradient method can differentiate: the pre-softmax class logit or the probability.
-SCORES = ("logit", "probability")
+from covid_tf.explain.cam_methods import SCORES
 
 # Layers between the output Dense and the model output that do not change the logit at inference.
 PASS_THROUGH_TYPES = frozenset(
@@ -76,7 +75,7 @@ def dense_logits(dense: keras.layers.Dense, inputs: tf.Tensor) -> tf.Tensor:
 
 
 def check_score(score: str) -> str:
-    """Return ``score`` if it is one of :data:`SCORES`, else raise ``ValueError``."""
+    """Return ``score`` if it is one of :data:`~covid_tf.explain.cam_methods.SCORES`, else raise ``ValueError``."""
     if score not in SCORES:
         raise ValueError(f"score must be one of {SCORES}, got {score!r}")
     return score

@@ -89,20 +89,26 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
+def read_only(array: np.ndarray) -> np.ndarray:
+    """``array`` made read-only: what a cache hands out cannot be changed by one caller for the next."""
+    array.setflags(write=False)
+    return array
+
+
 @functools.lru_cache(maxsize=8)
 def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Normalised pixel-centre coordinates, x as a row and y as a column (broadcastable)."""
-    axis = ((np.arange(size, dtype=np.float32) + 0.5) / size).astype(np.float32)
+    """Normalised pixel-centre coordinates, x as a row and y as a column (broadcastable, read-only)."""
+    axis = read_only(((np.arange(size, dtype=np.float32) + 0.5) / size).astype(np.float32))
     return axis[None, :], axis[:, None]
 
 
 @functools.lru_cache(maxsize=4)
 def spline_basis(samples: int) -> np.ndarray:
-    """Catmull-Rom weights of ``samples`` points per segment."""
+    """Catmull-Rom weights of ``samples`` points per segment (read-only)."""
     t = np.linspace(0.0, 1.0, samples, endpoint=False)
-    return 0.5 * np.stack(
+    return read_only(0.5 * np.stack(
         [-(t**3) + 2 * t**2 - t, 3 * t**3 - 5 * t**2 + 2, -3 * t**3 + 4 * t**2 + t, t**3 - t**2], axis=1
-    )
+    ))
 
 
 def closed_spline(points: np.ndarray, samples: int = 6) -> np.ndarray:

@@ -61,7 +61,7 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, restore_formulas
-from covid_tf.synthetic.anatomy import Anatomy, draw_anatomy, sample_anatomy
+from covid_tf.synthetic.anatomy import Anatomy, draw_anatomy, read_only, sample_anatomy
 from covid_tf.synthetic.lesions import (
     DIFFICULTY_SLOPE,
     LESION_AMPLITUDE,
@@ -143,7 +143,8 @@ def render_case(
 
 @functools.lru_cache(maxsize=256)
 def _gamma_table(gamma: float) -> np.ndarray:
-    return np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8)
+    """The 8-bit lookup table of ``gamma`` (read-only: the cache hands the same array to every caller)."""
+    return read_only(np.clip(255.0 * (np.arange(256) / 255.0) ** gamma + 0.5, 0, 255).astype(np.uint8))
 
 
 def _check_size(size: int) -> int:

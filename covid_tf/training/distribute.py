@@ -17,9 +17,12 @@
     (keras-team/keras#20585): ``train`` then stops with one error that says so
     (``tests/test_strategy.py`` runs two local workers).
 
-A strategy is created once per process and reused (TensorFlow refuses to configure devices or a
-multi-worker cluster after its runtime has started), so logical devices must be set up before the
-first TensorFlow operation of the process.
+**The one process-wide cache.** :func:`get_strategy` creates a strategy once per process and hands the same one
+to every later call with the same name and devices (``train``, each trial of ``tuning``). It is process state on
+purpose: TensorFlow sets up a multi-worker cluster's collective ops once per process and refuses to configure
+devices after its runtime has started, so a second ``MultiWorkerMirroredStrategy`` cannot be made, and a
+strategy's variables must all come from one instance. Logical devices must therefore be set up before the first
+TensorFlow operation of the process. Nothing is created at import.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from covid_tf.errors import CovidTfError
 
 STRATEGIES = ("default", "mirrored", "multiworker")
 
+# (name, devices) -> the strategy made by get_strategy: see "The one process-wide cache" above.
 _created: dict[tuple[str, tuple[str, ...]], object] = {}
 
 
@@ -75,7 +79,8 @@ def is_chief(tf_config: dict | None = None) -> bool:
 
 
 def get_strategy(name: str = "default", devices: Sequence[str] | None = None):
-    """The ``tf.distribute.Strategy`` called ``name`` (one of ``STRATEGIES``), created once per process."""
+    """The ``tf.distribute.Strategy`` called ``name`` (one of ``STRATEGIES``), created on the first call and the
+    same object on every later call of the process (TensorFlow allows one cluster set-up per process)."""
     if name not in STRATEGIES:
         raise CovidTfError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     if devices and name != "mirrored":

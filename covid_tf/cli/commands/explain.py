@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from covid_tf import config
+from covid_tf.explain.cam_methods import CAM_METHODS, SCORES
 
 HELP = ("Explain images with a saved model: a heatmap overlay PNG per image and explanations.csv with the lung "
         "energy of each image (a lung-ROI run's heatmaps mapped back onto the full image).")
-METHODS = ("gradcam", "gradcam++", "scorecam", "cam", "layercam")
 MASK_KINDS = ("lungs", "lesions")
 
 
@@ -19,8 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or folders of images")
     parser.add_argument("--out", required=True, type=Path,
                         help="folder to write the overlays and explanations.csv into (not an input folder)")
-    parser.add_argument("--method", choices=METHODS, default="gradcam", help="the CAM method (default gradcam)")
-    parser.add_argument("--score", choices=("logit", "probability"), default="logit",
+    parser.add_argument("--method", choices=tuple(CAM_METHODS), default="gradcam",
+                        help="the CAM method (default gradcam)")
+    parser.add_argument("--score", choices=SCORES, default="logit",
                         help="what gradient methods differentiate: the class logit before the softmax "
                              "(default, as in Selvaraju et al.) or the softmax probability")
     parser.add_argument("--class", dest="class_name", metavar="NAME",
