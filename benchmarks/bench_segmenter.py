@@ -5,7 +5,7 @@ written to disk. Two numbers, each the median of ``--repeats`` runs after one wa
 
 - *network*: the U-Net alone on a batch already in memory (``covid_tf.lungs.segmentation.segmenter.predict_masks``
   without the file reading and writing: resize, forward pass, resize back, clean-up);
-- *end to end*: ``covid_tf.lungs.segmentation.segmenter.segment_paths``: read the PNGs, segment, post-process, write one
+- *end to end*: ``covid_tf.workflows.segment.segment_paths``: read the PNGs, segment, post-process, write one
   mask PNG per image and ``lungs.csv`` (what a user of ``segment`` gets).
 
 The target (>= 50 images/s on 2 cores) is on the end-to-end number. ``--compare FILE`` times another
@@ -29,7 +29,8 @@ from common import quiet_tensorflow, synthetic_images, table, target, usable_cor
 quiet_tensorflow()
 
 from covid_tf.data.images import load_image  # noqa: E402
-from covid_tf.lungs.segmentation import segmenter as segment  # noqa: E402
+from covid_tf.lungs.segmentation import segmenter  # noqa: E402
+from covid_tf.workflows import segment  # noqa: E402
 
 TARGET_IMAGES_PER_SECOND = 50.0
 
@@ -37,7 +38,7 @@ TARGET_IMAGES_PER_SECOND = 50.0
 def time_segmenter(model, images, paths, out: Path, size: int, batch_size: int) -> tuple[float, float]:
     """Seconds of one network-only pass and one end-to-end pass."""
     started = time.perf_counter()
-    segment.predict_masks(model, images, size, batch_size)
+    segmenter.predict_masks(model, images, size, batch_size)
     network = time.perf_counter() - started
     started = time.perf_counter()
     segment.segment_paths(model, paths, out, size=size, batch_size=batch_size)
@@ -47,7 +48,7 @@ def time_segmenter(model, images, paths, out: Path, size: int, batch_size: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=128, help="images to segment per run (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=segment.DEFAULT_SIZE, help="image side (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=segmenter.DEFAULT_SIZE, help="image side (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=segment.DEFAULT_BATCH_SIZE,
                         help="images per batch (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs (default: %(default)s)")
@@ -56,9 +57,9 @@ def main() -> None:
     parser.add_argument("--json", help="write the result here (for run_all.py)")
     args = parser.parse_args()
 
-    models = {"shipped": segment.load_segmenter()}
+    models = {"shipped": segmenter.load_segmenter()}
     if args.compare is not None:
-        models[args.compare.name] = segment.load_segmenter(args.compare)
+        models[args.compare.name] = segmenter.load_segmenter(args.compare)
     with tempfile.TemporaryDirectory(prefix="covid_tf_bench_seg_") as temp:
         paths, _, _ = synthetic_images(Path(temp) / "data", args.images, args.size)
         images = [load_image(path, channels=1) for path in paths]
@@ -71,7 +72,7 @@ def main() -> None:
                     timings[name].append(measured)
         model = models["shipped"]
         cpu_started = time.process_time()
-        segment.predict_masks(model, images, args.size, args.batch_size)
+        segmenter.predict_masks(model, images, args.size, args.batch_size)
         network_cpu = time.process_time() - cpu_started
         plausible = int(segment.segment_paths(model, paths[:16], Path(temp) / "check")["plausible"].sum())
     count = len(paths)

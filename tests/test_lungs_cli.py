@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -10,14 +11,14 @@ import pandas as pd
 import pytest
 
 from covid_tf.cli import main
+from covid_tf.cli.commands import segment as segment_command
 from covid_tf.cli.commands import segment_train as segment_train_command
 from covid_tf.data.images import load_image
-from covid_tf.lungs.segmentation import evaluation as segmenter_eval
 from covid_tf.lungs.segmentation import masks as lung_masks
 from covid_tf.lungs.segmentation import scoring
-from covid_tf.lungs.segmentation import segmenter as segment
 from covid_tf.lungs.segmentation import sources as mask_sources
 from covid_tf.lungs.segmentation import training as train_segmenter
+from covid_tf.workflows import segment
 from tests.helpers import write_png
 
 SIZE = 64
@@ -71,7 +72,7 @@ def test_segment_train_resizes_masks_of_another_size(synthetic, tmp_path):
         mask = (load_image(synthetic / "COVID" / "masks" / path.name)[..., 0] * 255).astype(np.uint8)
         write_png(data / "Lungs" / "masks" / path.name, cv2.resize(mask, (2 * SIZE, 2 * SIZE)))
     frame = mask_sources.read_source(mask_sources.parse_source(str(data)))
-    images, masks = segmenter_eval.load_pairs(frame, 32)
+    images, masks = scoring.load_pairs(frame, 32)
     assert images.shape == masks.shape == (6, 32, 32, 1)
     assert 0.1 < masks.mean() < 0.6
 
@@ -115,6 +116,30 @@ def test_segment_writes_masks_in_the_dataset_layout_and_flags_implausible_images
         assert not flagged.loc[name, "plausible"] and flagged.loc[name, "reason"], flagged.loc[name].to_dict()
         assert (out / "masks" / name).is_file()
     assert "implausible" in capsys.readouterr().out
+
+
+def test_segment_defaults_in_the_help_are_the_back_ends():
+    assert (segment_command.DEFAULT_SIZE, segment_command.DEFAULT_BATCH_SIZE) == (
+        segment.DEFAULT_SIZE, segment.DEFAULT_BATCH_SIZE)
+
+
+def test_segment_reads_a_class_whose_images_folder_is_a_link(tmp_path, capsys):
+    """A dataset whose ``<Class>/images`` links to a folder elsewhere is read (as evaluate reads it); the dataset's
+    ``metadata.csv`` is no image and not reported as skipped."""
+    elsewhere = tmp_path / "store" / "covid_pngs"
+    for index in range(2):
+        write_png(elsewhere / f"COVID-{index}.png", np.random.default_rng(index).integers(0, 256, (32, 32), np.uint8))
+    data = tmp_path / "data"
+    (data / "COVID").mkdir(parents=True)
+    (data / "COVID" / "images").symlink_to(elsewhere, target_is_directory=True)
+    (data / "metadata.csv").write_text("path,label\nCOVID/images/COVID-0.png,COVID\n", encoding="utf-8")
+    out = tmp_path / "masks"
+    assert main(["segment", str(data), "--out", str(out), "--modality", "ct"]) == 0
+    captured = capsys.readouterr()
+    assert "metadata.csv" not in captured.err and "skipped" not in captured.err
+    table = pd.read_csv(out / "lungs.csv")
+    assert sorted(Path(path).name for path in table["path"]) == ["COVID-0.png", "COVID-1.png"]
+    assert sorted(p.name for p in out.rglob("*.png")) == ["COVID-0.png", "COVID-1.png"]
 
 
 @pytest.mark.slow  # shares the trained run above

@@ -12,10 +12,11 @@ import pytest
 
 from covid_tf.cli import main
 from covid_tf.errors import CovidTfError
-from covid_tf.lungs.segmentation import evaluation as segmenter_eval
+from covid_tf.lungs.segmentation import scoring
 from covid_tf.lungs.segmentation import sources as mask_sources
 from covid_tf.lungs.segmentation import training as train_segmenter
 from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
+from covid_tf.workflows import segment_train
 from tests.helpers import write_png
 
 SIZE = 32
@@ -78,7 +79,7 @@ def test_a_source_without_masks_is_one_clear_error(tmp_path):
 
 def test_flag_counts_count_failures_and_good_masks_that_are_flagged():
     scores = pd.DataFrame({"dice": [0.0, 0.7, 0.85, 0.95, 0.97], "plausible": [False, True, False, False, True]})
-    assert segmenter_eval.flag_counts(scores) == {"failures": 2, "failures_flagged": 1, "good": 2, "good_flagged": 1}
+    assert scoring.flag_counts(scores) == {"failures": 2, "failures_flagged": 1, "good": 2, "good_flagged": 1}
 
 
 def test_a_fold_starts_afresh_when_init_saw_the_source_it_leaves_out():
@@ -122,8 +123,8 @@ def test_the_shipped_segmenter_scores_a_handful_of_adult_films(tmp_path):
         (folder / "masks").mkdir(parents=True, exist_ok=True)
         (folder / "images" / path.name).symlink_to(path)
         (folder / "masks" / path.name).symlink_to(ADULT / "jsrt" / "masks" / path.name)
-    metrics = train_segmenter.score_segmenter([folder], tmp_path / "out", None,
-                                              train_segmenter.SegmenterOptions(image_size=256))
+    metrics = segment_train.score_segmenter([folder], tmp_path / "out", None,
+                                            train_segmenter.SegmenterOptions(image_size=256))
     summary = metrics["sources"]["jsrt"]["all"]
     assert summary["dice"]["n"] == 5 and summary["dice"]["median"] > 0.8
     assert len(pd.read_csv(tmp_path / "out" / "scores.csv")) == 5

@@ -22,6 +22,7 @@ from covid_tf.figures.occlusion import plot_occlusion
 from covid_tf.lungs.roi import fills
 from covid_tf.lungs.roi.inputs import roi_image
 from covid_tf.lungs.roi.modes import RoiSpec
+from covid_tf.runs import variants
 from covid_tf.runs.inference import load_model, loaded_model
 from covid_tf.workflows import occlusion
 
@@ -290,7 +291,7 @@ def test_attention_model_gets_the_original_mask_in_its_mask_channel(tmp_path):
     path = tmp_path / "x.png"
     save_png(make_image(np.random.default_rng(4), 0.2, True), path)
     save_png(lung_mask().astype(np.uint8) * 255, tmp_path / "m.png")
-    loader = occlusion.VariantLoader(loaded, {str(path): str(tmp_path / "m.png")}, ["mean", "blur"], 0.03)
+    loader = variants.FillLoader(loaded, {str(path): str(tmp_path / "m.png")}, ["mean", "blur"], 0.03)
     inputs = loader(str(path))
     assert inputs.shape == (5, 32, 32, 2)
     expected = roi_image(np.zeros((SIZE, SIZE, 1), np.float32), lung_mask(), loaded.roi, 32)[0][..., 1]
@@ -309,7 +310,7 @@ def test_the_run_roi_is_applied_after_filling_the_full_image(tmp_path):
     save_png(image, path)
     big = cv2.resize(lung_mask().astype(np.uint8) * 255, (128, 128), interpolation=cv2.INTER_NEAREST)
     save_png(big, mask_path)  # a mask of another size than its image: resized
-    inputs = occlusion.VariantLoader(loaded, {str(path): str(mask_path)}, ["mean"], 0.03)(str(path))
+    inputs = variants.FillLoader(loaded, {str(path): str(mask_path)}, ["mean"], 0.03)(str(path))
     image = np.round(image * 255) / 255
     filled = fills.occlusion_images(image, lung_mask(), ["mean"], 0.03)
     for got, full in zip(inputs, filled):
@@ -408,7 +409,7 @@ def test_masks_are_checked_as_they_are_streamed_like_evaluate_checks_them(tmp_pa
     again = occlusion.run_occlusion(model, data, tmp_path / "again", n_bootstrap=0, use_segmenter=False)
     assert again.summary["n"] == 10 and again.summary["lung_mask_sources"] == {"dataset": 11, "none": 1}
     image, mask = data / "COVID" / "images" / "COVID-2.png", data / "COVID" / "masks" / "COVID-2.png"
-    loader = occlusion.VariantLoader(load_model(model), {str(image): str(mask)}, ["mean", "blur"], 0.03)
+    loader = variants.FillLoader(load_model(model), {str(image): str(mask)}, ["mean", "blur"], 0.03)
     assert loader.checked(str(image))[1] == ""
     image.write_bytes(image.read_bytes()[:120])  # broken after the data was indexed: left out, with the reason
     inputs, reason = loader.checked(str(image))
@@ -460,3 +461,19 @@ def test_an_unknown_modality_is_one_clear_error_before_anything_is_read(tmp_path
     with pytest.raises(CovidTfError, match="--modality: unknown 'mri'"):
         occlusion.run_occlusion(tmp_path / "missing.keras", tmp_path / "nowhere", tmp_path / "out", modality="mri")
     assert not (tmp_path / "out").exists()
+
+
+def test_the_options_of_both_checks_are_checked_once_at_construction():
+    from covid_tf.workflows import stress
+    from covid_tf.workflows.checks import check_counts
+
+    assert occlusion.OcclusionOptions(fills="mean,blur").fills == ("mean", "blur")
+    assert occlusion.OcclusionOptions(fills=["blur"]).fills == ("blur",)
+    assert stress.StressOptions(shifts="gamma:0.5").shifts == {"gamma": (0.5,)}
+    for build, message in ((lambda: occlusion.OcclusionOptions(n_bootstrap=-1), "--n-bootstrap"),
+                           (lambda: stress.StressOptions(batch_size=0), "--batch-size"),
+                           (lambda: occlusion.OcclusionOptions(fills="paint"), "unknown fill"),
+                           (lambda: stress.StressOptions(max_images=1), "--max-images"),
+                           (lambda: check_counts(4, -2), "--n-bootstrap")):
+        with pytest.raises(CovidTfError, match=message):
+            build()

@@ -18,6 +18,7 @@ from covid_tf.data.images import save_png
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation import stress as stress_stats
 from covid_tf.figures.stress import plot_stress_summary
+from covid_tf.runs import variants
 from covid_tf.workflows import stress
 
 SIZE = 48
@@ -217,7 +218,7 @@ def test_the_attention_input_keeps_the_original_mask_unless_the_film_moves(data,
                         normalization="per_image")
     loaded = loaded_model(model, tmp_path / "model.keras", class_names=["COVID", "Normal"])
     image_path = str(data / "COVID" / "images" / "COVID-0.png")
-    loader = stress.ShiftLoader(loaded, {"gamma": (1.0,), "pad": (0.2,)},
+    loader = variants.ShiftLoader(loaded, {"gamma": (1.0,), "pad": (0.2,)},
                                 {image_path: str(data / "COVID" / "masks" / "COVID-0.png")})
     inputs = loader(image_path)
     assert inputs.shape == (3, SIZE, SIZE, 2)
@@ -288,7 +289,7 @@ def test_an_image_broken_after_indexing_is_left_out_with_its_reason(tmp_path):
     loaded = loaded_model(brightness_model(), tmp_path / "model.keras", class_names=["COVID", "Normal"])
     path = tmp_path / "x.png"
     save_png(np.full((SIZE, SIZE, 1), 0.5, np.float32), path)
-    loader = stress.ShiftLoader(loaded, {"noise": (0.1,)})
+    loader = variants.ShiftLoader(loaded, {"noise": (0.1,)})
     assert loader.checked(str(path))[1] == "" and loader.checked(str(path))[0].shape == (2, SIZE, SIZE, 1)
     path.write_bytes(path.read_bytes()[:60])
     inputs, reason = loader.checked(str(path))

@@ -1,4 +1,5 @@
-"""The one rule that finds an image's mask file (lungs or lesions), used by the index, the lung ROI and ``explain``.
+"""The one rule that finds an image's mask file (lungs or lesions), used by the index, the lung ROI and ``explain``,
+and the one reading of a table's ``mask_path`` column (:func:`mask_paths_of`).
 
 The Radiography Database layout keeps masks beside the images, under the same relative name:
 ``<Class>/images/<name>`` -> ``<Class>/masks/<name>`` (lungs) or ``<Class>/lesions/<name>``. A masks folder
@@ -8,6 +9,8 @@ given by the user holds ``<name>`` or ``<stem>.<any image extension>``.
 from __future__ import annotations
 
 from pathlib import Path
+
+import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
@@ -39,3 +42,9 @@ def find_mask(image_path: str | Path, masks_dir: str | Path | None = None, kind:
         if candidate.is_file():
             return candidate
     return None
+
+
+def mask_paths_of(rows: pd.DataFrame) -> list[str] | None:
+    """The lung mask files an index or split table names (its ``mask_path`` column; '' for none), or None when it
+    has no such column: what every command hands to the lung ROI with its images."""
+    return rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None

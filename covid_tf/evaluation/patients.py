@@ -43,7 +43,7 @@ from covid_tf.evaluation.metrics import (
     predict_labels,
     to_jsonable,
 )
-from covid_tf.evaluation.tables import PROB_PREFIX, prepare_predictions
+from covid_tf.evaluation.tables import PROB_PREFIX, label_indices, prepare_predictions
 from covid_tf.io_utils import natural_key
 
 RULES = ("majority", "mean")
@@ -157,11 +157,10 @@ def patient_level(
         raise ValueError(f"groups has {len(groups)} entries for {len(y_true)} samples")
     names = [str(name) for name in class_names]
     patients = vote(predictions_frame(y_true, probabilities, y_pred, names, groups), names, rule="majority")
-    index_of = {name: index for index, name in enumerate(names)}
-    patient_true = patients["label"].map(index_of).to_numpy(dtype=np.int64)
+    patient_true = label_indices(patients["label"], names)
     mean_probabilities = patients[[f"mean_prob_{name}" for name in names]].to_numpy(dtype=np.float64)
     predicted = {
-        "majority": patients["predicted"].map(index_of).to_numpy(dtype=np.int64),
+        "majority": label_indices(patients["predicted"], names),
         "mean": predict_labels(mean_probabilities, threshold=threshold, positive_index=positive_index),
     }
     return patients["patient_id"].to_numpy(), patient_true, mean_probabilities, predicted
@@ -195,9 +194,7 @@ def patient_metrics(patients: pd.DataFrame, class_names: Sequence[str]) -> dict[
     result: dict[str, Any] = {"n_patients": int(len(patients)), "n_labelled": int(len(labelled))}
     if labelled.empty:
         return result
-    index_of = {name: i for i, name in enumerate(names)}
-    y_true = labelled["label"].map(index_of).to_numpy(dtype=np.int64)
-    y_pred = labelled["predicted"].map(index_of).to_numpy(dtype=np.int64)
+    y_true, y_pred = label_indices(labelled["label"], names), label_indices(labelled["predicted"], names)
     probabilities = labelled[[f"mean_prob_{name}" for name in names]].to_numpy(dtype=np.float64)
     per_class_auc, _ = one_vs_rest_auc(y_true, probabilities, names)
     roc_auc = per_class_auc[positive_class_index(names)] if len(names) == 2 else macro_auc(per_class_auc)

@@ -112,6 +112,26 @@ def _shown_classes(class_names: Sequence[str], positive_class: str | int | None)
     return list(range(len(class_names)))
 
 
+def _one_vs_rest(y_true: Any, probabilities: Any, class_names: Sequence[str],
+                 positive_class: str | int | None) -> tuple[Figure, Any, list[tuple[str, np.ndarray, np.ndarray]]]:
+    """A one-vs-rest curve figure, its axes and, for each class it draws, (name, 0/1 truth, that class's scores)."""
+    labels = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probabilities, dtype=np.float64)
+    fig = Figure(figsize=(5.5, 5))
+    curves = [(class_names[index], (labels == index).astype(int), probs[:, index])
+              for index in _shown_classes(class_names, positive_class)]
+    return fig, fig.subplots(), curves
+
+
+def _finish_curves(fig: Figure, ax: Any, xlabel: str, ylabel: str, title: str, legend: str,
+                   path: str | Path | None) -> Figure:
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(loc=legend, fontsize="small")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return finish(fig, path)
+
+
 def plot_roc_curves(
     y_true: Any,
     probabilities: Any,
@@ -122,26 +142,16 @@ def plot_roc_curves(
     path: str | Path | None = None,
 ) -> Figure:
     """One-vs-rest ROC curve of each class with its AUC in the legend (binary: the positive class only)."""
-    labels = np.asarray(y_true, dtype=np.int64)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.subplots()
-    for index in _shown_classes(class_names, positive_class):
-        is_class = (labels == index).astype(int)
-        name = class_names[index]
+    fig, ax, curves = _one_vs_rest(y_true, probabilities, class_names, positive_class)
+    for name, is_class, scores in curves:
         if is_class.min() == is_class.max():
             ax.plot([], [], label=f"{name} (AUC undefined: one class only)")
             continue
-        fpr, tpr, _ = sk_metrics.roc_curve(is_class, probs[:, index])
-        auc = sk_metrics.roc_auc_score(is_class, probs[:, index])
-        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC = {auc:.3f})")
+        fpr, tpr, _ = sk_metrics.roc_curve(is_class, scores)
+        ax.plot(fpr, tpr, linewidth=2, label=f"{name} (AUC = {sk_metrics.roc_auc_score(is_class, scores):.3f})")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="False positive rate (1 - specificity)",
-           ylabel="True positive rate (sensitivity)", title=title)
-    ax.legend(loc="lower right", fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return finish(fig, path)
+    return _finish_curves(fig, ax, "False positive rate (1 - specificity)", "True positive rate (sensitivity)", title,
+                          "lower right", path)
 
 
 def plot_pr_curves(
@@ -155,26 +165,17 @@ def plot_pr_curves(
 ) -> Figure:
     """One-vs-rest precision-recall curve of each class with its average precision (AP) in the legend and the
     class's prevalence (a classifier without skill) dotted (binary: the positive class only)."""
-    labels = np.asarray(y_true, dtype=np.int64)
-    probs = np.asarray(probabilities, dtype=np.float64)
-    fig = Figure(figsize=(5.5, 5))
-    ax = fig.subplots()
-    for index in _shown_classes(class_names, positive_class):
-        is_class = (labels == index).astype(int)
-        name = class_names[index]
+    fig, ax, curves = _one_vs_rest(y_true, probabilities, class_names, positive_class)
+    for name, is_class, scores in curves:
         if not is_class.any():
             ax.plot([], [], label=f"{name} (AP undefined: no positives)")
             continue
-        precision, recall, _ = sk_metrics.precision_recall_curve(is_class, probs[:, index])
-        average = sk_metrics.average_precision_score(is_class, probs[:, index])
+        precision, recall, _ = sk_metrics.precision_recall_curve(is_class, scores)
+        average = sk_metrics.average_precision_score(is_class, scores)
         line = ax.step(recall, precision, where="post", linewidth=2, label=f"{name} (AP = {average:.3f})")[0]
         ax.axhline(is_class.mean(), linestyle=":", linewidth=1, color=line.get_color())
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall (sensitivity)", ylabel="Precision (positive predictive value)",
-           title=title)
-    ax.legend(loc="lower left", fontsize="small")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return finish(fig, path)
+    return _finish_curves(fig, ax, "Recall (sensitivity)", "Precision (positive predictive value)", title, "lower left",
+                          path)
 
 
 def plot_reliability_diagram(

@@ -297,6 +297,7 @@ def write_fingerprints(folder: Path, reference: ReferenceSet) -> Path:
     return atomic_write(folder / FINGERPRINTS_FILE, write)
 
 
-def write_metrics(folder: Path, metrics: Mapping[str, Any]) -> None:
-    """``metrics.json``, written last: its presence marks a finished run or evaluation."""
-    atomic_write_json(folder / METRICS_FILE, dict(metrics))
+def write_metrics(folder: Path, metrics: Mapping[str, Any], name: str = METRICS_FILE) -> None:
+    """``metrics.json``, written last: its presence marks a finished run or evaluation (``name``: another summary,
+    a segmenter run's ``evaluation.json`` or ``loso.json``)."""
+    atomic_write_json(folder / name, dict(metrics))

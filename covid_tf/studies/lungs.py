@@ -21,6 +21,7 @@ import pandas as pd
 from covid_tf.data.images import load_image
 from covid_tf.data.splits import load_split
 from covid_tf.explain.lung_energy import lung_heatmaps
+from covid_tf.figures.segmenter import outline_overlay
 from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
 from covid_tf.lungs.roi.modes import MODES, RoiSpec
 from covid_tf.lungs.segmentation import masks as lung_masks
@@ -46,7 +47,7 @@ def segmenter_panels(paths: Sequence[str], mask_paths: Sequence[str | None] | No
         truth = lung_masks.resize_mask(read_mask(given), *image.shape[:2]) if given else None
         summary = lung_masks.describe_mask(mask)
         dice = scoring.dice_and_iou(mask, truth)[0] if truth is not None else None
-        panels.append(scoring.outline_overlay(image, mask, truth))
+        panels.append(outline_overlay(image, mask, truth))
         verdict = "plausible" if summary.plausible else "IMPLAUSIBLE"
         titles.append(f"{Path(path).name}\n{verdict}" + (f", Dice {dice:.2f}" if dice is not None else ""))
         rows.append({"path": str(path), "lung_area_fraction": round(summary.lung_area_fraction, 3),

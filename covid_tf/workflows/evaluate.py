@@ -21,6 +21,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.discover import SkippedFile, discover
+from covid_tf.data.mask_files import mask_paths_of
 from covid_tf.data.sources import image_sources
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import score_headline, select_rows
@@ -77,7 +78,7 @@ def _threshold_from_val(
     if val_rows.empty:
         raise CovidTfError("--threshold-from-val: the split has no readable 'val' images")
     y_val = label_indices(val_rows["label"], loaded.class_names)
-    p_val = loaded.predict_paths(val_rows["path"].tolist(), batch_size=batch_size, mask_paths=_mask_paths(val_rows))
+    p_val = loaded.predict_paths(val_rows["path"].tolist(), batch_size=batch_size, mask_paths=mask_paths_of(val_rows))
     try:
         threshold = choose_threshold(y_val, p_val[:, positive_index], "youden", positive_label=positive_index)
     except ValueError as error:
@@ -99,10 +100,6 @@ def _decision_threshold(loaded: LoadedModel, frame: pd.DataFrame, threshold: flo
     threshold, n_val = _threshold_from_val(loaded, frame, positive_index, batch_size)
     notes.append(f"threshold {threshold:.4f} on p({names[positive_index]}) chosen on {n_val} val images")
     return threshold, f"val (Youden, n={n_val})"
-
-
-def _mask_paths(rows: pd.DataFrame) -> list[str] | None:
-    return rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
 
 
 def _write_tables(out_dir: Path, table: pd.DataFrame, skipped: Sequence[SkippedFile], overwrite: bool,
@@ -165,7 +162,7 @@ def evaluate_model(
 
     overlap = check_overlap(RunRecord.of_model(loaded.path), rows["path"].tolist(),
                             [index.frame_thumbnails[path] for path in rows["path"]])
-    probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, _mask_paths(rows))
+    probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, mask_paths_of(rows))
     keep = None if keep_overlap else overlap.keep
     metrics = score_headline(probabilities, rows, names, keep=keep, threshold=threshold, n_bootstrap=n_bootstrap,
                              sources=image_sources(index.root, rows["path"].tolist(), source_column), seed=seed)

@@ -11,14 +11,13 @@ lookup table as a sanity case), the positive class's ROC-AUC compared (:mod:`cov
   whole. The lungs are those of the original film: a shift that moves pixels (crop, pad) moves them with it, so the
   check measures the classifier, not the segmenter.
 - Images are streamed through ``tf.data`` as the occlusion check streams them
-  (:func:`covid_tf.workflows.occlusion.predict_variants`): each image is read once and all its versions go through
+  (:func:`covid_tf.runs.variants.predict_variants`): each image is read once and all its versions go through
   the model in one batch. An image that cannot be read any more is left out and said.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,69 +25,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from covid_tf import config
 from covid_tf.data import shifts as acquisition
-from covid_tf.data.images import load_image
-from covid_tf.errors import CovidTfError, ImageReadError
+from covid_tf.data.mask_files import mask_paths_of
+from covid_tf.errors import CovidTfError
 from covid_tf.evaluation import stress as stress_stats
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import (
     atomic_write_json,
-    check_writable_output,
-    refuse_output_inside_inputs,
     resolved_path,
-    run_folder_of,
 )
-from covid_tf.lungs.roi.inputs import fallback_note, roi_image
-from covid_tf.lungs.segmentation.masks import read_mask, resize_mask
+from covid_tf.lungs.roi.inputs import fallback_note
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
-from covid_tf.workflows.occlusion import predict_variants
+from covid_tf.runs.variants import ShiftLoader, predict_variants
+from covid_tf.workflows.checks import CheckOptions, check_output, with_settings
 
 OUTPUT_FILES = ("stress.json", "stress.png")
-
-
-class ShiftLoader:
-    """``path -> (V, S, S, C)``: the model inputs of one image as it is and under every ``(shift, strength)`` of
-    ``plan`` (:attr:`keys`, the original first), each through the run's ROI; :meth:`checked` for ``tf.data``.
-    ``masks``: each path's lung mask file (None: used whole); ``names``: each path's name in the shifts' seeds (its
-    path inside the dataset, so that the same data gives the same shifts wherever it lies; default the path)."""
-
-    def __init__(self, loaded, plan: Mapping[str, Sequence[float]], masks: Mapping[str, str | None] | None = None,
-                 seed: int = config.SEED, names: Mapping[str, str] | None = None) -> None:
-        self.spec, self.size, self.image_channels = loaded.roi, loaded.image_size, loaded.channels
-        self.channels = int(loaded.model.inputs[0].shape[-1])
-        self.masks, self.seed, self.names = dict(masks or {}), seed, dict(names or {})
-        self.keys = [(stress_stats.ORIGINAL, None)] + [(name, float(s)) for name, values in plan.items()
-                                                        for s in values]
-
-    def checked(self, path: str) -> tuple[np.ndarray, str]:
-        """``(inputs, '')``, or zeros and why the image was left out (it cannot be read any more)."""
-        try:
-            return self(path), ""
-        except ImageReadError as error:
-            return np.zeros((len(self.keys), self.size, self.size, self.channels), np.float32), \
-                f"image unreadable: {error.reason}"
-
-    def __call__(self, path: str) -> np.ndarray:
-        image = load_image(path, channels=self.image_channels)
-        mask = self.lung_mask(path, image.shape[:2])
-        inputs = [self.model_input(image, mask)]
-        for name, strength in self.keys[1:]:
-            key = f"{self.names.get(path, path)}\0{name}\0{strength}"
-            rng = np.random.default_rng([self.seed, zlib.crc32(key.encode("utf-8", "surrogateescape"))])
-            inputs.append(self.model_input(*acquisition.apply_shift(name, image, mask, strength, rng)))
-        return np.stack(inputs)
-
-    def lung_mask(self, path: str, shape: tuple[int, int]) -> np.ndarray | None:
-        """The image's plausible lung mask at its size, or None (no ROI, or no plausible lungs: used whole)."""
-        mask_file = self.masks.get(path)
-        mask = read_mask(mask_file) if mask_file else None
-        return resize_mask(mask, *shape) if mask is not None and mask.any() else None
-
-    def model_input(self, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-        return roi_image(np.clip(image, 0.0, 1.0), mask, self.spec, self.size)[0].astype(np.float32)
 
 
 @dataclass
@@ -102,39 +55,37 @@ class StressResult:
     notes: list[str]
 
 
-def check_options(shifts, batch_size: int, n_bootstrap: int, max_images: int | None) -> dict[str, tuple]:
-    """The shift plan asked for; a ``CovidTfError`` for an unknown shift, a bad strength or number."""
-    try:
-        plan = acquisition.parse_shifts(shifts)
-    except ValueError as error:
-        raise CovidTfError(f"--shifts: {error}") from None
-    if batch_size < 1:
-        raise CovidTfError(f"--batch-size must be at least 1, got {batch_size}")
-    if n_bootstrap < 0:
-        raise CovidTfError(f"--n-bootstrap must be 0 or more, got {n_bootstrap}")
-    if max_images is not None and max_images < 2:
-        raise CovidTfError(f"--max-images must be at least 2, got {max_images}")
-    return plan
+@dataclass(frozen=True)
+class StressOptions(CheckOptions):
+    """Every setting of the stress check (:class:`~covid_tf.workflows.checks.CheckOptions`: which images, batch size,
+    bootstrap, seed, safety), checked once, at construction.
+
+    ``shifts``: ``"gamma,blur"``, ``"gamma:0.5:1"`` or ``{name: strengths}`` (:func:`covid_tf.data.shifts.
+    parse_shifts`; None: every shift at its default strengths), kept as the plan ``{name: strengths}``;
+    ``max_images``: a seeded sample of the images, stratified by class."""
+
+    shifts: str | Sequence[str] | Mapping[str, Sequence[float]] | None = None
+    max_images: int | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "shifts", acquisition.parse_shifts(self.shifts))
+        except ValueError as error:
+            raise CovidTfError(f"--shifts: {error}") from None
+        super().__post_init__()
+        if self.max_images is not None and self.max_images < 2:
+            raise CovidTfError(f"--max-images must be at least 2, got {self.max_images}")
 
 
-def check_output(out_dir: Path, data: str | Path, model_path: str | Path, overwrite: bool) -> None:
-    """Refuse an --out inside the data or the model's run folder itself, an unwritable one, or one holding a check."""
-    refuse_output_inside_inputs(out_dir, [data, model_path], read_folders=[run_folder_of(model_path)])
-    check_writable_output(out_dir, folder=True)
-    if (out_dir / OUTPUT_FILES[0]).exists() and not overwrite:
-        raise CovidTfError(f"{out_dir}: already holds a stress check ({OUTPUT_FILES[0]}); choose another --out or "
-                           "pass --overwrite")
-
-
-def select_images(data: str | Path, names: Sequence[str], *, split_file=None, subset=None, classes=None,
-                  class_map=None, max_images: int | None = None, seed: int = config.SEED) -> tuple[pd.DataFrame, Path]:
+def select_images(data: str | Path, names: Sequence[str], options: StressOptions) -> tuple[pd.DataFrame, Path]:
     """The labelled images to stress (as ``evaluate`` selects them; at most ``max_images``, a seeded sample
     stratified by class) and the data root; a ``CovidTfError`` when the positive class's ROC-AUC is undefined."""
     from covid_tf.data.discover import discover
     from covid_tf.evaluation.evaluate import select_rows
 
-    index = discover(data, classes=classes, class_map=class_map)
-    rows = select_rows(index, split_file=split_file, split=subset)[0].reset_index(drop=True)
+    index = discover(data, classes=options.classes, class_map=options.class_map)
+    rows = select_rows(index, split_file=options.split_file, split=options.subset)[0].reset_index(drop=True)
+    max_images, seed = options.max_images, options.seed
     if max_images is not None and len(rows) > max_images:
         from sklearn.model_selection import train_test_split
 
@@ -151,32 +102,24 @@ def select_images(data: str | Path, names: Sequence[str], *, split_file=None, su
     return rows, index.root
 
 
-def run_stress(model_path: str | Path, data: str | Path, out_dir: str | Path, *,
-               shifts: str | Sequence[str] | Mapping[str, Sequence[float]] | None = None,
-               split_file: str | Path | None = None, subset: str | None = None, classes: Sequence[str] | None = None,
-               class_map: dict[str, str] | None = None, max_images: int | None = None,
-               batch_size: int = config.BATCH_SIZE, n_bootstrap: int = 1000, seed: int = config.SEED,
-               allow_unsafe: bool = False, overwrite: bool = False,
-               on_step: Callable[[str], None] | None = None) -> StressResult:
+def run_stress(model_path: str | Path, data: str | Path, out_dir: str | Path, options: StressOptions | None = None,
+               *, on_step: Callable[[str], None] | None = None, **settings) -> StressResult:
     """The stress check of a saved model on a labelled dataset; writes ``stress.json`` and ``stress.png`` into
     ``out_dir`` (see the module's docstring).
 
-    ``shifts``: ``"gamma,blur"``, ``"gamma:0.5:1"`` or ``{name: strengths}`` (:func:`covid_tf.data.shifts.
-    parse_shifts`; None: every shift at its default strengths); ``split_file``/``subset``, ``classes``/``class_map``:
-    which images, as in ``evaluate``; ``max_images``: a seeded sample of them, stratified by class.
-    """
+    ``options``: :class:`StressOptions`, or its fields as keywords (``shifts="gamma,blur"``, ``n_bootstrap=0``, ...);
+    ``on_step``: called with a line before each long step."""
+    options = with_settings(options or StressOptions(), settings)
+    plan, batch_size, n_bootstrap, seed = options.shifts, options.batch_size, options.n_bootstrap, options.seed
     say = on_step or (lambda _line: None)
     started = time.perf_counter()
-    plan = check_options(shifts, batch_size, n_bootstrap, max_images)
     out_dir = Path(out_dir)
-    check_output(out_dir, data, model_path, overwrite)
-    loaded = load_model(model_path, allow_unsafe=allow_unsafe)
+    check_output(out_dir, data, model_path, options.overwrite, OUTPUT_FILES[0], "a stress check")
+    loaded = load_model(model_path, allow_unsafe=options.allow_unsafe)
     names, positive_index = loaded.class_names, positive_class_index(loaded.class_names)
-    rows, root = select_images(data, names, split_file=split_file, subset=subset, classes=classes,
-                               class_map=class_map, max_images=max_images, seed=seed)
+    rows, root = select_images(data, names, options)
     paths = rows["path"].astype(str).tolist()
-    mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
-    loader_of_roi, mask_table = loaded.roi_loader(paths, mask_paths)  # evaluate's masks (None without an ROI)
+    loader_of_roi, mask_table = loaded.roi_loader(paths, mask_paths_of(rows))  # evaluate's masks (None without an ROI)
     notes = [note for note in [fallback_note(mask_table)] if note]
     loader = ShiftLoader(loaded, plan, loader_of_roi.masks if loader_of_roi is not None else None, seed,
                          names=names_in(paths, root))
@@ -199,8 +142,8 @@ def run_stress(model_path: str | Path, data: str | Path, out_dir: str | Path, *,
     line = stress_stats.summary_line(result_rows, totals, positive)
     summary = {
         "model": resolved_path(loaded.path), "data": str(root), "roi": loaded.roi.mode, "class_names": names,
-        "positive_class": names[positive_index], "auc": f"ROC-AUC of {positive}", "subset": subset,
-        "split_file": resolved_path(split_file) if split_file else None, "n_images": len(rows),
+        "positive_class": names[positive_index], "auc": f"ROC-AUC of {positive}", "subset": options.subset,
+        "split_file": resolved_path(options.split_file) if options.split_file else None, "n_images": len(rows),
         "n": int(readable.sum()), "n_left_out": int((~readable).sum()),
         "lung_mask_sources": mask_table["lung_mask_source"].value_counts().to_dict() if mask_table is not None else {},
         "shifts": {name: {"title": acquisition.SHIFTS[name].title, "strength": acquisition.SHIFTS[name].strength,

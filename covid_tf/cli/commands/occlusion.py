@@ -59,17 +59,16 @@ def _interval(entry: dict) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list, parse_class_map
-    from covid_tf.workflows.occlusion import run_occlusion
+    from covid_tf.workflows.occlusion import OcclusionOptions, run_occlusion
 
-    result = run_occlusion(
-        args.model, args.data, args.out, fills=args.fills, dilation=args.dilation,
-        use_segmenter=not args.no_segmenter, split_file=args.split_file, subset=args.subset,
-        classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
+    options = OcclusionOptions(
+        fills=args.fills, dilation=args.dilation, use_segmenter=not args.no_segmenter, split_file=args.split_file,
+        subset=args.subset, classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
         batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed, allow_unsafe=args.allow_unsafe,
         overwrite=args.overwrite, modality=args.modality, keep_overlap=args.keep_overlap,
-        source_column=args.source_column,
-        on_step=None if args.quiet else lambda line: print(line, file=sys.stderr),
-    )
+        source_column=args.source_column)
+    result = run_occlusion(args.model, args.data, args.out, options,
+                           on_step=None if args.quiet else lambda line: print(line, file=sys.stderr))
     for note in result.notes:
         print(note)
     summary = result.summary

@@ -12,7 +12,8 @@ from covid_tf.lungs.roi.modes import MODALITIES
 
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
 
-DEFAULT_SIZE = 256  # covid_tf.lungs.segmentation.segmenter.DEFAULT_SIZE (not imported: it loads TensorFlow)
+# covid_tf.workflows.segment's defaults, spelled out: the parser imports no back-end (tests/test_cli checks they agree).
+DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 32
 
 
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config.check_sizes(args.size, args.batch_size, image_option="--size")
-    from covid_tf.lungs.segmentation.segmenter import segment_images
+    from covid_tf.workflows.segment import segment_images
 
     def report(item) -> None:
         print(f"skipped {item.path}: {item.reason}", file=sys.stderr)

@@ -10,7 +10,8 @@ from covid_tf import config
 HELP = ("Train a lung segmenter on the images that have masks, from one or several sources: model.keras, "
         "scores.csv, metrics.json (Dice per source), figures; --leave-one-source-out, --evaluate.")
 
-# The defaults of covid_tf.lungs.segmentation.training.SegmenterOptions (not imported here: it loads TensorFlow).
+# The defaults of covid_tf.lungs.segmentation.training.SegmenterOptions, spelled out: the parser imports no
+# back-end (a test checks they agree).
 DEFAULTS = {"image_size": 256, "epochs": 40, "batch_size": 16, "lr": 3e-3, "levels": 3, "base_filters": 16, "stem": 2}
 
 
@@ -65,17 +66,8 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def _model_file(text: str | None) -> str | None:
-    """'shipped' names the shipped segmenter."""
-    if text == "shipped":
-        from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
-
-        return str(SHIPPED_MODEL)
-    return text
-
-
 def _print_summaries(by_source: dict) -> None:
-    from covid_tf.lungs.segmentation.evaluation import summary_line
+    from covid_tf.lungs.segmentation.scoring import summary_line
 
     for source, parts in by_source.items():
         for split in (*config.SPLIT_NAMES, "all"):
@@ -85,32 +77,24 @@ def _print_summaries(by_source: dict) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list
-    from covid_tf.lungs.segmentation import loso, training
-    from covid_tf.lungs.segmentation.evaluation import summary_line
+    from covid_tf.lungs.segmentation.scoring import summary_line
+    from covid_tf.lungs.segmentation.training import SegmenterOptions
+    from covid_tf.workflows.segment_train import SegmentTrainRequest, model_file, run_segment_train
 
     config.check_sizes(args.image_size, args.batch_size)
     classes = parse_class_list(args.classes)
-    options = training.SegmenterOptions(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
-                                        lr=args.lr, levels=args.levels, base_filters=args.base_filters,
-                                        stem=args.stem,
-                                        seed=args.seed, classes=tuple(classes) if classes else None,
-                                        init=_model_file(args.init), init_seen=_names(args.init_seen))
-    sources = training.as_sources(args.sources)
-    if args.evaluate:
-        metrics = training.score_segmenter(sources, args.out, _model_file(args.evaluate), options)
-        _print_summaries(metrics["sources"])
-        print(f"scores written to {args.out}")
+    options = SegmenterOptions(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size,
+                               lr=args.lr, levels=args.levels, base_filters=args.base_filters, stem=args.stem,
+                               seed=args.seed, classes=tuple(classes) if classes else None,
+                               init=model_file(args.init), init_seen=_names(args.init_seen))
+    result = run_segment_train(SegmentTrainRequest(
+        args.sources, args.out, options, overwrite=args.overwrite, evaluate=args.evaluate,
+        leave_one_source_out=args.leave_one_source_out, folds=_names(args.folds), final=not args.no_final))
+    for held_out, summary in (result.folds or {}).items():
+        print(summary_line(f"left out: {held_out} (from {summary['started_from']})", summary))
+    if result.sources is None:
+        print(f"folds written to {args.out} (loso.csv)")
         return 0
-    if args.leave_one_source_out:
-        training.check_output_folder([source.root for source in sources], args.out, args.overwrite)
-        results = loso.leave_one_source_out(sources, args.out, options, folds=_names(args.folds))
-        for held_out, summary in results.items():
-            print(summary_line(f"left out: {held_out} (from {summary['started_from']})", summary))
-        if args.no_final:
-            print(f"folds written to {args.out} (loso.csv)")
-            return 0
-    overwrite = args.overwrite or args.leave_one_source_out  # the folds' check above stands for this one
-    metrics = training.train_segmenter(sources, args.out, options, overwrite=overwrite)
-    _print_summaries(metrics["sources"])
-    print(f"segmenter run written to {args.out}")
+    _print_summaries(result.sources)
+    print(f"scores written to {args.out}" if args.evaluate else f"segmenter run written to {args.out}")
     return 0

@@ -45,15 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from covid_tf.data.discover import parse_class_list, parse_class_map
     from covid_tf.evaluation.stress import interval, shift_label
-    from covid_tf.workflows.stress import run_stress
+    from covid_tf.workflows.stress import StressOptions, run_stress
 
-    result = run_stress(
-        args.model, args.data, args.out, shifts=args.shifts, split_file=args.split_file, subset=args.subset,
-        classes=parse_class_list(args.classes), class_map=parse_class_map(args.class_map),
-        max_images=args.max_images, batch_size=args.batch_size, n_bootstrap=args.n_bootstrap, seed=args.seed,
-        allow_unsafe=args.allow_unsafe, overwrite=args.overwrite,
-        on_step=None if args.quiet else lambda line: print(line, file=sys.stderr),
-    )
+    options = StressOptions(
+        shifts=args.shifts, split_file=args.split_file, subset=args.subset, classes=parse_class_list(args.classes),
+        class_map=parse_class_map(args.class_map), max_images=args.max_images, batch_size=args.batch_size,
+        n_bootstrap=args.n_bootstrap, seed=args.seed, allow_unsafe=args.allow_unsafe, overwrite=args.overwrite)
+    result = run_stress(args.model, args.data, args.out, options,
+                        on_step=None if args.quiet else lambda line: print(line, file=sys.stderr))
     for note in result.notes:
         print(note)
     print(f"{result.summary['auc']} [95% CI], n={result.summary['n']}: original {interval(result.rows[0])}")

@@ -14,14 +14,13 @@ the image and its mask are read and dilated once however many fills are asked fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 
 from covid_tf.lungs.roi import geometry
 
-FILLS = ("mean", "blur", "noise")
 DEFAULT_FILLS = ("mean", "blur")
 BLUR_SIGMA = 0.08  # of the image's longer side
 # Above this sigma (pixels) the blur runs on an image shrunk so that sigma is this many of its pixels, then is
@@ -75,18 +74,32 @@ def strong_blur(image: np.ndarray) -> np.ndarray:
     return out.reshape(image.shape).astype(np.float32)
 
 
+def mean_fill(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image's mean grey (per channel) everywhere."""
+    return np.broadcast_to(image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32), image.shape)
+
+
+def blur_fill(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The image under :func:`strong_blur`."""
+    return strong_blur(image)
+
+
+def noise_fill(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise with the image's mean and standard deviation (per channel), clipped to [0, 1]."""
+    mean, std = image.mean(axis=(0, 1)), image.std(axis=(0, 1))
+    return np.clip(rng.normal(mean, std, size=image.shape), 0.0, 1.0).astype(np.float32)
+
+
+FILL_SOURCES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "mean": mean_fill, "blur": blur_fill, "noise": noise_fill}  # the table of fills: name -> what it writes
+FILLS = tuple(FILL_SOURCES)
+
+
 def fill_values(image: np.ndarray, fill: str, rng: np.random.Generator | None = None) -> np.ndarray:
     """What ``fill`` writes, for every pixel of ``image`` (H, W, C): the source a region is copied from."""
-    image = np.asarray(image, np.float32)
-    if fill == "mean":
-        return np.broadcast_to(image.mean(axis=(0, 1), dtype=np.float64).astype(np.float32), image.shape)
-    if fill == "blur":
-        return strong_blur(image)
-    if fill == "noise":
-        rng = rng if rng is not None else np.random.default_rng(0)
-        mean, std = image.mean(axis=(0, 1)), image.std(axis=(0, 1))
-        return np.clip(rng.normal(mean, std, size=image.shape), 0.0, 1.0).astype(np.float32)
-    raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    if fill not in FILL_SOURCES:
+        raise ValueError(f"unknown fill {fill!r}; choose from {', '.join(FILLS)}")
+    return FILL_SOURCES[fill](np.asarray(image, np.float32), rng if rng is not None else np.random.default_rng(0))
 
 
 def fill_region(image: np.ndarray, region: np.ndarray, values: np.ndarray) -> np.ndarray:

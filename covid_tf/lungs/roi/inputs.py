@@ -39,7 +39,7 @@ from covid_tf.errors import ImageReadError
 from covid_tf.io_utils import atomic_write, resolved_path
 from covid_tf.lungs.roi import geometry
 from covid_tf.lungs.roi.background import background_transform, grow_masks
-from covid_tf.lungs.roi.modes import ATTENTION_MODE, CT_ATTENTION_MODE, RoiSpec
+from covid_tf.lungs.roi.modes import ATTENTION_MODE, CT_ATTENTION_MODE, RoiSpec, modality_of
 from covid_tf.lungs.segmentation import masks as lung_masks
 from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
@@ -50,7 +50,6 @@ AUTO_MIN_LUNGS = 0.8  # share of them that must have plausible lungs
 # lungs" too: their lung fields are dark regions inside the body; the X-ray U-Net finds lungs on 3 % of CT slices).
 AUTO_MAX_XRAY_LUNGS_FOR_CT = 0.2
 MASK_CACHE = "lung_masks"
-CACHE_SUFFIXES = {"xray": "", "ct": "-ct"}  # a CT mask's cache file: <key>-ct.png
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
 NO_MASK = "no lung mask"  # the reason of an image without a mask file
 
@@ -70,7 +69,7 @@ def cache_key(image_path: str | Path) -> str:
 
 
 def _segment_into_cache(todo: list[tuple[str, Path]], segmenter, batch_size: int, modality: str = "xray") -> None:
-    if modality == "ct":
+    if modality_of(modality).ct:
         from covid_tf.lungs.segmentation.ct_lungs import segment_ct_slice
 
         for path, target in todo:
@@ -123,7 +122,7 @@ def locate_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
         if found is not None:
             rows.append([str(path), str(found), "dataset"])
         elif use_segmenter:
-            target = cache / f"{cache_key(path)}{CACHE_SUFFIXES[modality]}.png"
+            target = cache / f"{cache_key(path)}{modality_of(modality).cache_suffix}.png"
             rows.append([str(path), str(target), "segmenter"])
             if not target.is_file():
                 todo.append((str(path), target))
@@ -159,7 +158,7 @@ def mask_plausibility(mask: np.ndarray, trusted: bool, modality: str = "xray") -
     :func:`covid_tf.lungs.segmentation.ct_lungs.describe_ct_mask`)."""
     if trusted:
         return (True, "") if mask.any() else (False, "the dataset's mask is empty")
-    if modality == "ct":
+    if modality_of(modality).ct:
         from covid_tf.lungs.segmentation.ct_lungs import describe_ct_mask
 
         summary = describe_ct_mask(mask)
@@ -183,7 +182,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     if not kind.active or mask is None:
         resized = resize_image(image, size)
         if mask_channel:  # no lungs: the whole image is pooled (attention) or kept (the jitter's mask)
-            keep = 0.0 if kind.fill == "lungs" else 1.0
+            keep = 0.0 if kind.removes_lungs else 1.0
             resized = np.concatenate([resized, np.full((size, size, 1), keep, np.float32)], axis=-1)
         return resized.astype(np.float32), full
     mask = lung_masks.resize_mask(mask, height, width)
@@ -199,7 +198,7 @@ def roi_image(image: np.ndarray, mask: np.ndarray | None, spec: RoiSpec, size: i
     small = lung_masks.resize_mask(geometry.crop(grown, box), size, size)
     if mask_channel:
         return np.concatenate([resized, small[..., None].astype(np.float32)], axis=-1), box
-    return geometry.apply_mask(resized, small if kind.fill == "outside" else ~small, spec.fill), box
+    return geometry.apply_mask(resized, ~small if kind.removes_lungs else small, spec.fill), box
 
 
 class RoiLoader:
@@ -258,7 +257,7 @@ def jitter_transform(spec: RoiSpec, seed: int = 0):
         variants = tf.stack([morph(masks, step) for step in range(-radius, radius + 1)], axis=1)
         choice = generator.uniform([tf.shape(batch)[0]], 0, 2 * radius + 1, dtype=tf.int32)
         chosen = tf.gather(variants, choice, axis=1, batch_dims=1)
-        keep = chosen if spec.kind.fill == "outside" else 1.0 - chosen
+        keep = 1.0 - chosen if spec.kind.removes_lungs else chosen
         return images * keep + spec.fill * (1.0 - keep)
 
     return apply

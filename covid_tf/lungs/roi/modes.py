@@ -19,17 +19,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from covid_tf.errors import CovidTfError
+
 AUTO = "auto"  # train's default: lungs-attention when the training images have lungs, else none
 # What auto adds to lung attention: the outside of the lungs randomly filled in half the training images
 # (covid_tf.lungs.roi.background), the variant that passed the occlusion check on the dev set (docs/LUNG_ROI.md).
 AUTO_BACKGROUND = 0.5
 ATTENTION_MODE = "lungs-attention"
 CT_ATTENTION_MODE = "ct-lungs-attention"
-# Whose lung segmenter (segment --modality, RoiMode.modality): the X-ray U-Net (covid_tf.lungs.segmentation.segmenter)
-# or the classical CT segmenter (covid_tf.lungs.segmentation.ct_lungs).
-MODALITIES = ("xray", "ct")
 DEFAULT_MARGIN = 0.10  # of the lung box's height/width per side
 DEFAULT_DILATION = 0.03  # of the image's longer side: the lungs' outline and a little context stay
+
+
+@dataclass(frozen=True)
+class Modality:
+    """Whose lungs (``segment --modality``, ``RoiMode.modality``): a kind of image and the segmenter of its lungs."""
+
+    name: str
+    title: str
+    ct: bool  # axial CT slices, the classical CT segmenter (covid_tf.lungs.segmentation.ct_lungs), no model file;
+    # else chest X-rays and the U-Net (covid_tf.lungs.segmentation.segmenter)
+    cache_suffix: str  # of a cached segmenter mask's file: .cache/lung_masks/<key><suffix>.png
+
+
+MODALITY_TABLE: dict[str, Modality] = {modality.name: modality for modality in (
+    Modality("xray", "chest X-rays, the U-Net", ct=False, cache_suffix=""),
+    Modality("ct", "axial CT slices, the classical CT segmenter", ct=True, cache_suffix="-ct"),
+)}
+MODALITIES = tuple(MODALITY_TABLE)
+
+
+def modality_of(name: str, option: str = "modality") -> Modality:
+    """The modality called ``name``; ``CovidTfError`` naming ``option`` and the choices for any other."""
+    if name not in MODALITY_TABLE:
+        raise CovidTfError(f"{option} must be one of {', '.join(MODALITIES)}, got {name!r}")
+    return MODALITY_TABLE[name]
+
+
+@dataclass(frozen=True)
+class FillRegion:
+    """A region a mode's constant fill covers (``RoiMode.fill``)."""
+
+    name: str
+    keeps_lungs: bool  # the fill covers everything outside the (dilated) lungs; else the lungs themselves
+
+
+FILL_REGIONS: dict[str, FillRegion] = {region.name: region for region in (
+    FillRegion("outside", keeps_lungs=True),
+    FillRegion("lungs", keeps_lungs=False),
+)}
 
 
 @dataclass(frozen=True)
@@ -39,7 +77,7 @@ class RoiMode:
     name: str
     title: str  # in figures and tables
     crop: bool = False  # the model's input is the lung box with a margin
-    fill: str | None = None  # "outside" or "lungs": that region (dilated lungs) set to a constant
+    fill: str | None = None  # a FILL_REGIONS name: that region (of the dilated lungs) set to a constant
     mask_channel: bool = False  # the lung mask is the model's last input channel (lung-attention pooling)
     help: str = ""
     modality: str = "xray"  # whose lungs, one of MODALITIES
@@ -47,6 +85,11 @@ class RoiMode:
     @property
     def active(self) -> bool:
         return self.name != "none"
+
+    @property
+    def removes_lungs(self) -> bool:
+        """Whether the constant fill covers the lungs themselves (only what lies outside them is seen)."""
+        return self.fill is not None and not FILL_REGIONS[self.fill].keeps_lungs
 
     @property
     def jitter(self) -> bool:

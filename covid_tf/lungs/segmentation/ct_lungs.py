@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from covid_tf.lungs.segmentation.masks import MaskSummary
+from covid_tf.lungs.segmentation.masks import MaskSummary, as_plane, keep_largest, summarize_lungs
 
 AIR_HU = -400.0  # air and lung below, tissue above (GGO of -500 to -300 HU straddles it; holes are filled)
 CROPPED_BODY_SHARE = 0.85  # a body hull over this share of the image: the slice is cropped inside the body
@@ -63,14 +63,6 @@ def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
     return closed[radius + 1 : -radius - 1, radius + 1 : -radius - 1].astype(bool)
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
-    labels, found = ndimage.label(mask)
-    if not found:
-        return mask
-    sizes = np.bincount(labels.ravel())[1:]
-    return labels == int(np.argmax(sizes)) + 1
-
-
 def _hull(mask: np.ndarray) -> np.ndarray:
     """The filled convex hull of a bool mask (the body: a lung that reaches the skin still lies inside it)."""
     points = cv2.findNonZero(mask.astype(np.uint8))
@@ -89,14 +81,10 @@ def _off_border(mask: np.ndarray) -> np.ndarray:
 
 def segment_ct_slice(image: np.ndarray, hu: bool = False) -> np.ndarray:
     """A bool (H, W) lung mask of one axial CT slice: Hounsfield units (``hu``) or intensities (8-bit or [0, 1])."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 3:
-        array = array.mean(axis=-1)
-    if array.ndim != 2:
-        raise ValueError(f"a CT slice must have shape (H, W) or (H, W, C), got {array.shape}")
+    array = as_plane(image, np.mean, "a CT slice")
     side = min(array.shape)
     bright = _bright(array, hu)
-    body = _hull(_largest(bright))
+    body = _hull(keep_largest(bright, 1, eight_connected=False))
     air = body & ~bright
     if body.mean() < CROPPED_BODY_SHARE:  # the air around the patient is in the image: drop what touches the border
         air = _off_border(air)
@@ -119,9 +107,7 @@ def segment_ct_slice(image: np.ndarray, hu: bool = False) -> np.ndarray:
 
 def separability(image: np.ndarray) -> float:
     """Otsu's separability of an image's intensities: between-class variance over total variance, in [0, 1]."""
-    array = np.asarray(image, dtype=np.float32)
-    if array.ndim == 3:
-        array = array.mean(axis=-1)
+    array = as_plane(image, np.mean, "an image")
     values = np.clip(array * (1.0 if array.max(initial=0.0) > 1.0 else 255.0), 0, 255).astype(np.uint8)
     threshold, _ = cv2.threshold(values, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     flat = values.ravel().astype(np.float64)
@@ -159,15 +145,6 @@ def _pair_reason(labels: np.ndarray, sizes: np.ndarray, width: int) -> str:
 
 def describe_ct_mask(mask: np.ndarray) -> MaskSummary:
     """Area fraction, components and a plausibility verdict (with its reason) for a CT slice's lung mask."""
-    mask = np.asarray(mask, dtype=bool)
-    fraction = float(mask.mean()) if mask.size else 0.0
-    labels, components = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    if components == 0:
-        reason = "no lungs found"
-    elif not MIN_AREA_FRACTION <= fraction <= MAX_AREA_FRACTION:
-        reason = f"lung area fraction {fraction:.2f} outside [{MIN_AREA_FRACTION}, {MAX_AREA_FRACTION}]"
-    elif components != 2:
-        reason = f"{components} lung component(s), expected 2"
-    else:
-        reason = _pair_reason(labels, np.bincount(labels.ravel())[1:].astype(float), mask.shape[1])
-    return MaskSummary(fraction, int(components), reason == "", reason)
+    width = np.shape(mask)[1] if np.ndim(mask) >= 2 else 0
+    return summarize_lungs(mask, (MIN_AREA_FRACTION, MAX_AREA_FRACTION),
+                           lambda labels, sizes: _pair_reason(labels, sizes, width))

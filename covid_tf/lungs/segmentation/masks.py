@@ -11,6 +11,7 @@ edge, a ragged outline). The thresholds were set on 2000 adult segmenter masks a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,21 +51,28 @@ class MaskSummary:
     reason: str
 
 
+def as_plane(image: np.ndarray, merge=np.max, what: str = "mask") -> np.ndarray:
+    """A float32 (H, W) array of an (H, W) or (H, W, C) one, its channels merged by ``merge`` (``np.max``,
+    ``np.mean``); a ``ValueError`` naming ``what`` for any other shape."""
+    array = np.asarray(image, dtype=np.float32)
+    if array.ndim == 3:
+        array = merge(array, axis=-1)
+    if array.ndim != 2:
+        raise ValueError(f"{what} must have shape (H, W) or (H, W, C), got {array.shape}")
+    return array
+
+
 def binarize(mask: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """A bool (H, W) mask from a probability map, a 0/255 image or a (H, W, C) mask file's array."""
-    array = np.asarray(mask, dtype=np.float32)
-    if array.ndim == 3:
-        array = array.max(axis=-1)
-    if array.ndim != 2:
-        raise ValueError(f"mask must have shape (H, W) or (H, W, C), got {array.shape}")
+    array = as_plane(mask)
     if array.max(initial=0.0) > 1.0:
         array = array / 255.0
     return array >= threshold
 
 
-def keep_largest(mask: np.ndarray, count: int = 2) -> np.ndarray:
-    """Keep the ``count`` largest 8-connected components of a bool mask."""
-    labels, found = ndimage.label(mask, structure=np.ones((3, 3), bool))
+def keep_largest(mask: np.ndarray, count: int = 2, eight_connected: bool = True) -> np.ndarray:
+    """Keep the ``count`` largest 8-connected (else 4-connected) components of a bool mask (ties: the first)."""
+    labels, found = ndimage.label(mask, structure=np.ones((3, 3), bool) if eight_connected else None)
     if found <= count:
         return mask.astype(bool)
     sizes = np.bincount(labels.ravel())[1:]
@@ -191,21 +199,29 @@ def _shape_reason(labels: np.ndarray) -> str:
     return next((reason for reason in reasons if reason), "")
 
 
-def describe_mask(mask: np.ndarray) -> MaskSummary:
-    """Area fraction, number of components and a plausibility verdict for a bool lung mask."""
+def summarize_lungs(mask: np.ndarray, area_range: tuple[float, float],
+                    pair_reason: Callable[[np.ndarray, np.ndarray], str]) -> MaskSummary:
+    """The verdict every lung segmenter's masks share: lungs found, their area share within ``area_range``, two
+    8-connected components, then ``pair_reason(labels, sizes)`` ('' for a plausible pair of lungs)."""
     mask = np.asarray(mask, dtype=bool)
     fraction = float(mask.mean()) if mask.size else 0.0
     labels, components = ndimage.label(mask, structure=np.ones((3, 3), bool))
-    reason = ""
+    low, high = area_range
     if components == 0:
         reason = "no lungs found"
-    elif not MIN_AREA_FRACTION <= fraction <= MAX_AREA_FRACTION:
-        reason = f"lung area fraction {fraction:.2f} outside [{MIN_AREA_FRACTION}, {MAX_AREA_FRACTION}]"
+    elif not low <= fraction <= high:
+        reason = f"lung area fraction {fraction:.2f} outside [{low}, {high}]"
     elif components != 2:
         reason = f"{components} lung component(s), expected 2"
     else:
-        reason = _pair_reason(labels, np.bincount(labels.ravel())[1:].astype(float)) or _shape_reason(labels)
+        reason = pair_reason(labels, np.bincount(labels.ravel())[1:].astype(float))
     return MaskSummary(fraction, int(components), reason == "", reason)
+
+
+def describe_mask(mask: np.ndarray) -> MaskSummary:
+    """Area fraction, number of components and a plausibility verdict for a bool lung mask of a chest X-ray."""
+    return summarize_lungs(mask, (MIN_AREA_FRACTION, MAX_AREA_FRACTION),
+                           lambda labels, sizes: _pair_reason(labels, sizes) or _shape_reason(labels))
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -1,21 +1,16 @@
-"""Train the lung U-Net on images with lung masks from one or several sources (the ``segment-train`` back-end).
-
-    python -m covid_tf segment-train SOURCE [SOURCE...] --out RUN [--image-size 256] [--epochs 40] [--init FILE]
+"""Train the lung U-Net on images with lung masks from one or several sources: the options, the data, the fit.
 
 A SOURCE is ``[NAME=]PATH`` (:mod:`covid_tf.lungs.segmentation.sources`): a dataset whose images have masks, or a
 folder with ``images/`` and ``masks/``. Each source is split on its own, grouped (patients and near-duplicate
-images never straddle two splits), with the project's split code. ``--init FILE`` starts from a trained
-segmenter's weights (fine-tuning) instead of random ones. Writes ``model.keras`` (inference only, no
-optimizer state), ``history.csv``, ``split.csv``, ``scores.csv`` (Dice, IoU and the plausibility verdict per
-image), ``metrics.json`` (per source and split: Dice and IoU with bootstrap CIs, after post-processing, and
-how many failures the plausibility check flags) and ``figures/test_worst.png`` / ``figures/test_best.png``.
+images never straddle two splits), with the project's split code. ``options.init`` starts from a trained
+segmenter's weights (fine-tuning) instead of random ones. Nothing here writes a file: the ``segment-train``
+back-end (:mod:`covid_tf.workflows.segment_train`) writes the run folder through the run record.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +18,11 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text, refuse_output_inside_inputs
-from covid_tf.lungs.segmentation import evaluation, scoring
 from covid_tf.lungs.segmentation import sources as mask_sources
 from covid_tf.lungs.segmentation.sources import MaskSource
 
 DEFAULT_IMAGE_SIZE = 256
+SPLIT_COLUMNS = ("source", "path", "mask_path", "label", "patient_id", "split")
 
 
 @dataclass(frozen=True)
@@ -133,9 +127,9 @@ def initial_model(options: SegmenterOptions):
     return model
 
 
-def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
-    """Build (or load, with ``options.init``), train and return the U-Net (best validation epoch), logging
-    ``history.csv``; ``arrays`` maps ``train`` and ``val`` to (images, masks)."""
+def fit_unet(arrays: dict, options: SegmenterOptions):
+    """Build (or load, with ``options.init``), train and return the U-Net (best validation epoch) and its history
+    (:func:`history_table`); ``arrays`` maps ``train`` and ``val`` to (images, masks)."""
     import keras
 
     keras.utils.set_random_seed(options.seed)
@@ -145,20 +139,25 @@ def fit_unet(arrays: dict, options: SegmenterOptions, out: Path):
     model.compile(optimizer=keras.optimizers.Adam(schedule), loss=dice_bce_loss, metrics=[dice_metric])
     train = make_dataset(*arrays["train"], options.batch_size, True, options.seed)
     val = make_dataset(*arrays["val"], options.batch_size, False, options.seed) if len(arrays["val"][0]) else None
-    out.mkdir(parents=True, exist_ok=True)
-    callbacks = [keras.callbacks.CSVLogger(str(out / "history.csv")), _best_weights_callback()]
     # shuffle=False: the tf.data pipeline shuffles already (Keras warns otherwise).
-    model.fit(train, validation_data=val, epochs=options.epochs, callbacks=callbacks, shuffle=False, verbose=2)
-    return model
+    history = model.fit(train, validation_data=val, epochs=options.epochs, callbacks=[_best_weights_callback()],
+                        shuffle=False, verbose=2)
+    return model, history_table(history.history)
 
 
-def save_inference_model(model, options: SegmenterOptions, path: Path) -> Path:
-    """Save the weights in a fresh, uncompiled copy: no optimizer state, no custom loss to import."""
+def history_table(history: dict) -> pd.DataFrame:
+    """One row per epoch: ``epoch`` (from 0) and every logged value, by name (as Keras's ``CSVLogger`` writes it)."""
+    epochs = len(next(iter(history.values()), []))
+    return pd.DataFrame({"epoch": range(epochs), **{name: history[name] for name in sorted(history)}})
+
+
+def inference_model(model, options: SegmenterOptions):
+    """The weights in a fresh, uncompiled copy, to be saved: no optimizer state, no custom loss to import."""
     from covid_tf.lungs.segmentation.unet import build_unet
 
     copy = build_unet(levels=options.levels, base_filters=options.base_filters, stem=options.stem)
     copy.set_weights(model.get_weights())
-    return atomic_write(path, lambda tmp: copy.save(tmp))
+    return copy
 
 
 def training_arrays(frame: pd.DataFrame, images: np.ndarray, masks: np.ndarray, keep=None) -> dict:
@@ -168,86 +167,17 @@ def training_arrays(frame: pd.DataFrame, images: np.ndarray, masks: np.ndarray, 
     return {name: (images[rows], masks[rows]) for name, rows in chosen.items()}
 
 
-def write_figures(scores: pd.DataFrame, arrays: dict, out: Path, count: int = 10) -> None:
-    """Overlays of the worst and best test images by Dice (red: predicted, green: reference)."""
-    test = np.nonzero((scores["split"] == "test").to_numpy())[0]
-    if not len(test):
-        return
-    order = test[np.argsort(scores["dice"].to_numpy()[test], kind="stable")]
-    for name, chosen in (("test_worst", order[:count]), ("test_best", order[::-1][:count])):
-        panels = [scoring.outline_overlay(arrays["images"][i], arrays["predicted"][i], arrays["masks"][i][..., 0])
-                  for i in chosen]
-        titles = [f"{scores['source'].iloc[i]} {Path(scores['path'].iloc[i]).name}\nDice {scores['dice'].iloc[i]:.3f}"
-                  for i in chosen]
-        scoring.save_overlay_grid(panels, titles, out / "figures" / f"{name}.png", title=name.replace("_", " "))
-
-
-def check_output_folder(inputs: Sequence[str | Path], out: Path, overwrite: bool) -> None:
-    """Refuse an output inside an input, and an earlier run unless ``overwrite``."""
-    refuse_output_inside_inputs(out, list(inputs))
-    if (out / "model.keras").exists() and not overwrite:
-        raise CovidTfError(f"{out}: already holds a segmenter run (model.keras); choose another --out "
-                           "or pass --overwrite")
-
-
 def as_sources(sources: Sequence[str | Path | MaskSource]) -> list[MaskSource]:
     """Sources given as ``[NAME=]PATH`` text (or paths) or as :class:`MaskSource`, names checked."""
     parsed = [item if isinstance(item, MaskSource) else mask_sources.parse_source(str(item)) for item in sources]
     return mask_sources.parse_sources([f"{item.name}={item.root}" for item in parsed])
 
 
-def load_sources(sources: list[MaskSource], out: Path, options: SegmenterOptions) -> tuple[pd.DataFrame, np.ndarray,
-                                                                                            np.ndarray]:
-    """Split the sources, write ``split.csv`` and load every image and mask at ``options.image_size``."""
-    frame = mask_sources.split_sources(sources, options.classes, options.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    columns = ["source", "path", "mask_path", "label", "patient_id", "split"]
-    atomic_write_text(out / "split.csv", csv_text(frame[columns]))
-    images, masks = evaluation.load_pairs(frame, options.image_size)
-    return frame, images, masks
-
-
-def train_segmenter(sources: Sequence[str | Path | MaskSource], out: str | Path, options: SegmenterOptions,
-                    overwrite: bool = False) -> dict:
-    """Train on the train splits of every source, evaluate every split of every source, write every output of a
-    segmenter run; return the metrics."""
-    out, sources = Path(out), as_sources(sources)
-    check_output_folder([source.root for source in sources], out, overwrite)
-    started = time.perf_counter()
-    frame, images, masks = load_sources(sources, out, options)
-    model = fit_unet(training_arrays(frame, images, masks), options, out)
-    save_inference_model(model, options, out / "model.keras")
-    scores, arrays = evaluation.score_arrays(model, frame, images, masks, options.batch_size)
-    atomic_write_text(out / "scores.csv", csv_text(scores))
-    write_figures(scores, arrays, out)
-    metrics = {"image_size": options.image_size, "sources": evaluation.summarize_by_source(scores),
-               "n_images": {name: frame[frame["source"] == name]["split"].value_counts().to_dict()
-                            for name in frame["source"].unique()},
-               "train_seconds": round(time.perf_counter() - started, 1),
-               "data": {source.name: str(source.root) for source in sources},
-               "options": asdict(options)}
-    atomic_write_json(out / "metrics.json", metrics)
-    return metrics
+def split_frame(sources: list[MaskSource], options: SegmenterOptions) -> pd.DataFrame:
+    """Every source split on its own (the rows of ``split.csv``, columns :data:`SPLIT_COLUMNS` among others)."""
+    return mask_sources.split_sources(sources, options.classes, options.seed)
 
 
 def fold_options(options: SegmenterOptions, held_out: str) -> SegmenterOptions:
     """The options of the fold that leaves ``held_out`` out: without ``init`` when ``init`` saw that source."""
     return replace(options, init=None) if held_out in options.init_seen else options
-
-
-def score_segmenter(sources: Sequence[str | Path | MaskSource], out: str | Path, segmenter: str | Path | None,
-                    options: SegmenterOptions) -> dict:
-    """Score a trained segmenter (default: the shipped one) on every split of every source, without training:
-    ``scores.csv``, ``split.csv`` and ``evaluation.json`` (per source and split) in ``out``."""
-    from covid_tf.lungs.segmentation.segmenter import load_segmenter
-
-    out, sources = Path(out), as_sources(sources)
-    refuse_output_inside_inputs(out, [source.root for source in sources])
-    model = load_segmenter(segmenter)
-    frame, images, masks = load_sources(sources, out, options)
-    scores, _ = evaluation.score_arrays(model, frame, images, masks, options.batch_size)
-    atomic_write_text(out / "scores.csv", csv_text(scores))
-    metrics = {"segmenter": str(segmenter or "shipped"), "image_size": options.image_size,
-               "sources": evaluation.summarize_by_source(scores)}
-    atomic_write_json(out / "evaluation.json", metrics)
-    return metrics
