@@ -40,12 +40,12 @@ def _read_gray(path: str) -> np.ndarray:
 
 
 def _thumbnail(film: np.ndarray) -> np.ndarray:
-    from covid_tf.data.fingerprints import frame_thumbnail
+    from covid_tf.data.film_frame import frame_thumbnails
 
     image = film.astype(np.float32) / 255.0
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    return frame_thumbnail(image)
+    return frame_thumbnails(image)
 
 
 def accuracy(data: Path, copies: int, seed: int) -> tuple[list[list], dict, list[str]]:
@@ -58,8 +58,8 @@ def accuracy(data: Path, copies: int, seed: int) -> tuple[list[list], dict, list
     paths = index.frame["path"].tolist()
     groups = index.frame["duplicate_group"].to_numpy()
     films = [_read_gray(path) for path in paths]
-    thumbnails = np.stack([index.frame_thumbnails[path] for path in paths])
-    stored = fingerprints.stored_fingerprints(thumbnails)
+    thumbnails = [index.frame_thumbnails[path] for path in paths]
+    stored = fingerprints.stored_fingerprints(np.stack([thumbnail[0] for thumbnail in thumbnails]))
     started = time.perf_counter()
     matches = fingerprints.match_fingerprints(thumbnails, stored)
     all_pairs_seconds = time.perf_counter() - started
@@ -70,7 +70,7 @@ def accuracy(data: Path, copies: int, seed: int) -> tuple[list[list], dict, list
     chosen = rng.choice(len(paths), size=min(copies, len(paths)), replace=False)
     rows = []
     for name in COPY_TRANSFORMS:
-        queries = np.stack([_thumbnail(planted_copy(films[i], name, rng)) for i in chosen])
+        queries = [_thumbnail(planted_copy(films[i], name, rng)) for i in chosen]
         found = {(q, s) for q, s, _ in fingerprints.match_fingerprints(queries, stored)}
         hits = [any((k, s) in found for s in np.flatnonzero(groups == groups[i])) for k, i in enumerate(chosen)]
         wrong = {q for q, s in found if groups[s] != groups[chosen[q]]}
@@ -92,7 +92,7 @@ def _reference(data: Path, count: int) -> object:
     films = sorted((data / "Viral Pneumonia" / "images").glob("*.png"))
     films += sorted((data.parent / "lung-masks-adult").glob("*/images/*.png"))
     thumbnails = [_thumbnail(_read_gray(str(path))) for path in films]
-    thumbnails += [thumbnail[:, ::-1] for thumbnail in thumbnails]
+    thumbnails += [thumbnail[..., ::-1] for thumbnail in thumbnails]
     chosen = [thumbnails[k % len(thumbnails)] for k in range(count)]
     return reference_from_thumbnails([f"reference-{k}" for k in range(count)], ["train"] * count, chosen)
 
@@ -106,7 +106,7 @@ def cost(data: Path, images: int, reference: int, repeats: int) -> tuple[list[li
     from bench_occlusion import link_images
 
     from covid_tf.data.discover import discover
-    from covid_tf.data.fingerprints import frame_thumbnail
+    from covid_tf.data.film_frame import frame_thumbnails
     from covid_tf.models.registry import build_model
     from covid_tf.runs.record import write_fingerprints
     from covid_tf.workflows.evaluate import evaluate_model
@@ -132,7 +132,7 @@ def cost(data: Path, images: int, reference: int, repeats: int) -> tuple[list[li
         grays = [_read_gray(path).astype(np.float32) / 255.0 for path in discover(tmp / "data").frame["path"][:500]]
         started = time.perf_counter()
         for gray in grays:
-            frame_thumbnail(gray)
+            frame_thumbnails(gray)
         thumbnail_seconds = (time.perf_counter() - started) / len(grays) * images
     with_check, without = statistics.median(times["with the check"]), statistics.median(times["without"])
     share = (with_check - without + thumbnail_seconds) / without

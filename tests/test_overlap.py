@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from covid_tf.cli import main
-from covid_tf.data import fingerprints
+from covid_tf.data import film_frame, fingerprints
 from covid_tf.data.discover import discover
 from covid_tf.data.sources import image_sources
 from covid_tf.errors import CovidTfError
@@ -27,22 +27,26 @@ from covid_tf.workflows.train import train_run
 
 
 @pytest.fixture(scope="module")
-def films(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Synthetic films of 24 patients (two each): paths, patient ids and their frame thumbnails."""
+def films(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """Synthetic films of 24 patients (two each): paths, patient ids and their frame thumbnails (K, T, T)."""
     data = tmp_path_factory.mktemp("fingerprint_films") / "data"
     generate_dataset(data, classes=("COVID", "Normal"), per_class=24, size=128, seed=3, patients_per_class=12)
     index = discover(data)
     paths = index.frame["path"].tolist()
-    return paths, index.frame["patient_id"].to_numpy(), np.stack([index.frame_thumbnails[p] for p in paths])
+    return paths, index.frame["patient_id"].to_numpy(), [index.frame_thumbnails[p] for p in paths]
+
+
+def _stored(thumbnails: list[np.ndarray]) -> np.ndarray:
+    return fingerprints.stored_fingerprints(np.stack([thumbnail[0] for thumbnail in thumbnails]))
 
 
 def _thumbnail(film: np.ndarray) -> np.ndarray:
     image = film.astype(np.float32) / 255.0
-    return fingerprints.frame_thumbnail(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image)
+    return film_frame.frame_thumbnails(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image)
 
 
 def test_a_fingerprint_is_a_few_hundred_bytes(films) -> None:
-    stored = fingerprints.stored_fingerprints(films[2])
+    stored = _stored(films[2])
     assert stored.dtype == np.int8 and stored.shape == (len(films[0]), fingerprints.FINGERPRINT_BYTES)
     assert fingerprints.FINGERPRINT_BYTES <= 600
 
@@ -50,11 +54,10 @@ def test_a_fingerprint_is_a_few_hundred_bytes(films) -> None:
 @pytest.mark.parametrize("transform", sorted(COPY_TRANSFORMS))
 def test_every_kind_of_copy_is_found_and_only_its_original(films, transform: str) -> None:
     paths, patients, thumbnails = films
-    stored = fingerprints.stored_fingerprints(thumbnails)
+    stored = _stored(thumbnails)
     rng = np.random.default_rng(1)
     chosen = list(range(0, len(paths), 4))
-    copies = np.stack([_thumbnail(planted_copy(cv2.imread(paths[i], cv2.IMREAD_GRAYSCALE), transform, rng))
-                       for i in chosen])
+    copies = [_thumbnail(planted_copy(cv2.imread(paths[i], cv2.IMREAD_GRAYSCALE), transform, rng)) for i in chosen]
     matches = fingerprints.match_fingerprints(copies, stored)
     for k, original in enumerate(chosen):
         found = {stored_index for query, stored_index, _ in matches if query == k}
@@ -64,7 +67,7 @@ def test_every_kind_of_copy_is_found_and_only_its_original(films, transform: str
 
 def test_films_of_different_patients_do_not_match(films) -> None:
     _, patients, thumbnails = films
-    matches = fingerprints.match_fingerprints(thumbnails, fingerprints.stored_fingerprints(thumbnails))
+    matches = fingerprints.match_fingerprints(thumbnails, _stored(thumbnails))
     assert all(patients[q] == patients[s] for q, s, _ in matches)
     assert {(q, q) for q in range(len(patients))} <= {(q, s) for q, s, _ in matches}  # each film is itself
 
@@ -73,7 +76,7 @@ def test_fingerprints_refuse_a_wrong_shape() -> None:
     with pytest.raises(ValueError, match="stored fingerprints"):
         fingerprints.match_fingerprints(np.zeros((1, 96, 96), np.uint8), np.zeros((2, 7), np.int8))
     with pytest.raises(ValueError, match="2-D grayscale"):
-        fingerprints.frame_thumbnail(np.zeros((4, 4, 4, 4)))
+        film_frame.frame_thumbnails(np.zeros((4, 4, 4, 4)))
 
 
 def _brute_force(positive: np.ndarray, scores: np.ndarray, sources: np.ndarray) -> tuple[float, int]:
@@ -260,6 +263,6 @@ def test_occlusion_checks_unseen_films_only_and_reports_within_source_aucs(exter
 def test_tiny_and_flat_images_get_a_fingerprint(shape: tuple[int, int]) -> None:
     rng = np.random.default_rng(0)
     for image in (rng.random(shape, dtype=np.float32), np.full(shape, 0.5, np.float32)):
-        thumbnail = fingerprints.frame_thumbnail(image)
-        assert thumbnail.shape == (fingerprints.THUMBNAIL, fingerprints.THUMBNAIL)
-        fingerprints.match_fingerprints(thumbnail[None], fingerprints.stored_fingerprints(thumbnail[None]))
+        thumbnails = film_frame.frame_thumbnails(image)
+        assert thumbnails.shape[1:] == (film_frame.THUMBNAIL, film_frame.THUMBNAIL)
+        fingerprints.match_fingerprints([thumbnails], fingerprints.stored_fingerprints(thumbnails[:1]))

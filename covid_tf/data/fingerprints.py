@@ -4,16 +4,17 @@ A public film is often republished in another collection: resized, re-encoded as
 converted to colour or to another bit depth, with a few per cent of border cut off or added, or with a text
 label burned in. The fingerprint survives all of that and still tells two patients' chest films apart:
 
-1. Borders of (nearly) one value are trimmed (a pad of any colour leaves no trace), up to ``MAX_TRIM`` per side;
-   the rest is shrunk to a ``THUMBNAIL``-pixel square and its histogram equalised (a gamma, contrast or
-   bit-depth change leaves it nearly as it was) (:func:`frame_thumbnail`).
+1. The film's frame thumbnail: flat borders trimmed, shrunk to a ``THUMBNAIL``-pixel square, histogram
+   equalised (:func:`covid_tf.data.film_frame.frame_thumbnail`).
 2. The *core* (the central ``CORE`` of each axis) is averaged on a ``GRID`` x ``GRID`` grid and the smooth
    shading every chest film shares is subtracted (a Gaussian of ``DETAIL_SIGMA`` cells): what is left is the
    detail that differs between patients. Stored as ``GRID**2`` signed bytes per image (:func:`stored_fingerprints`).
 
 A query is compared with every stored fingerprint under several *framings* (:data:`FRAMINGS`): the core as it
 would lie in the query if the query were the stored film with up to ``MAX_CROP`` of each side cut off or added,
-and against each stored core mirrored too (a mirrored copy is the same film: it counts). First the correlation
+and against each stored core mirrored too (a mirrored copy is the same film: it counts); a query may come as
+several thumbnails (:func:`covid_tf.data.film_frame.frame_thumbnails`: other readings of its borders and labels),
+of which the best counts. First the correlation
 of ``COARSE`` x ``COARSE`` averages over all framings keeps the ``CANDIDATES`` best stored images of each query;
 then the full-grid correlation at their best framing, with the ``TRIM`` of the grid where they differ most left
 out in blocks (a burned-in label), decides: a pair at or above ``threshold`` is a copy (:func:`match_fingerprints`).
@@ -30,13 +31,12 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-THUMBNAIL = 96
+from covid_tf.data.film_frame import THUMBNAIL
+
 GRID = 24
 COARSE = 8
 CORE = 0.8
-MAX_TRIM = 0.1  # of each side: a flat border (pad) trimmed up to this
 MAX_CROP = 0.05
-BORDER_STD = 2.0 / 255.0  # a row or column this flat is a border (pad), not part of the film
 BLUR_SIGMA = 1.5  # in thumbnail pixels, before the grid
 DETAIL_SIGMA = 1.8  # in grid cells: the shading subtracted
 CANDIDATES = 10
@@ -44,37 +44,12 @@ COARSE_THRESHOLD = 0.75
 TRIM = 0.15  # of the grid left out where a pair differs most ...
 TRIM_BLOCK = 3  # ... in blocks of this many cells a side
 REFINE_FROM = 0.9
+REFINE_MARGIN = 0.05  # only a query's best pairs are aligned again
 DEFAULT_THRESHOLD = 0.975
 FINGERPRINT_BYTES = GRID * GRID
+FINGERPRINT_VERSION = 2  # 2: borders trimmed side by side in turns, up to MAX_TRIM, at WORKING_SIZE
 _CHUNK = 512
 _SCORES_PER_BLOCK = 8_000_000  # coarse scores held at once (32 MB)
-
-
-def _border_span(spread: np.ndarray) -> tuple[int, int]:
-    """First and one-past-last index of the profile not part of a flat border, trimming at most ``MAX_TRIM``."""
-    size = spread.size
-    limit = int(MAX_TRIM * size)
-    start = 0
-    while start < limit and spread[start] <= BORDER_STD:
-        start += 1
-    stop = size
-    while size - stop < limit and spread[stop - 1] <= BORDER_STD:
-        stop -= 1
-    return start, max(stop, start + 1)
-
-
-def frame_thumbnail(gray: np.ndarray) -> np.ndarray:
-    """The ``THUMBNAIL``-pixel uint8 thumbnail of a grayscale image in [0, 1] (H, W[, 1]), flat borders trimmed."""
-    image = np.asarray(gray, dtype=np.float32)
-    if image.ndim == 3:
-        image = image[..., 0]
-    if image.ndim != 2 or min(image.shape) < 1:
-        raise ValueError(f"expected a 2-D grayscale image, got shape {np.shape(gray)}")
-    top, bottom = _border_span(image.std(axis=1)) if image.shape[1] > 1 else (0, image.shape[0])
-    left, right = _border_span(image.std(axis=0)) if image.shape[0] > 1 else (0, image.shape[1])
-    film = image[top:bottom, left:right]
-    small = cv2.resize(film, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
-    return cv2.equalizeHist((np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
 
 
 @dataclass(frozen=True)
@@ -129,13 +104,13 @@ def _sampled(blurred: np.ndarray, framings: Sequence[Framing], rows_of, columns_
                                by_columns[:, column_keys.index((f.centre_x, f.width))]) for f in framings], axis=1)
 
 
-def _window_cells(thumbnails: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
-    """(N, F, GRID * GRID) cell means of each framing's window in each blurred thumbnail."""
-    cells = _sampled(_blurred(thumbnails), framings, _sampling_matrix, _sampling_matrix)
-    return cells.reshape(len(thumbnails), len(framings), GRID * GRID)
+def _window_cells(blurred: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
+    """(N, F, GRID * GRID) cell means of each framing's window in each blurred thumbnail (:func:`_blurred`)."""
+    cells = _sampled(blurred, framings, _sampling_matrix, _sampling_matrix)
+    return cells.reshape(len(blurred), len(framings), GRID * GRID)
 
 
-def _coarse_query(thumbnails: np.ndarray) -> np.ndarray:
+def _coarse_query(blurred: np.ndarray) -> np.ndarray:
     """(N, len(FRAMINGS), COARSE * COARSE): :func:`_coarse` of :func:`query_descriptors`, computed without the full
     grid. Block means and the shading are linear: the blocks of ``cells - S cells S.T`` are
     ``(B R) T (B C).T - (B S R) T (B S C).T`` for the window's row and column sampling ``R``, ``C``."""
@@ -147,9 +122,8 @@ def _coarse_query(thumbnails: np.ndarray) -> np.ndarray:
     def smoothed(centre: float, size: float) -> np.ndarray:
         return blocks @ shading @ _sampling_matrix(centre, size)
 
-    blurred = _blurred(thumbnails)
     detail = _sampled(blurred, FRAMINGS, plain, plain) - _sampled(blurred, FRAMINGS, smoothed, smoothed)
-    return _standardised(detail.reshape(len(thumbnails), len(FRAMINGS), COARSE * COARSE)).astype(np.float32)
+    return _standardised(detail.reshape(len(blurred), len(FRAMINGS), COARSE * COARSE)).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -188,14 +162,14 @@ def stored_fingerprints(thumbnails: np.ndarray) -> np.ndarray:
     thumbnails = np.asarray(thumbnails)
     if len(thumbnails) == 0:
         return np.zeros((0, FINGERPRINT_BYTES), dtype=np.int8)
-    detail = _detail(_window_cells(thumbnails, [STORED_FRAMING])[:, 0])
+    detail = _detail(_window_cells(_blurred(thumbnails), [STORED_FRAMING])[:, 0])
     scale = 127.0 / np.maximum(np.abs(detail).max(axis=1, keepdims=True), 1e-6)
     return np.round(detail * scale).astype(np.int8)
 
 
 def query_descriptors(thumbnails: np.ndarray) -> np.ndarray:
     """(N, len(FRAMINGS), GRID * GRID) standardised detail of every framing of each thumbnail."""
-    return _detail(_window_cells(np.asarray(thumbnails), FRAMINGS))
+    return _detail(_window_cells(_blurred(np.asarray(thumbnails)), FRAMINGS))
 
 
 def _with_mirrors(targets: np.ndarray) -> np.ndarray:
@@ -245,28 +219,30 @@ def _candidates(coarse_queries: np.ndarray, targets: np.ndarray) -> tuple[np.nda
     ``COARSE_THRESHOLD``): (pair's query, stored index, best framing)."""
     coarse_targets = np.ascontiguousarray(_coarse(targets).T, dtype=np.float32)
     count, framings = coarse_queries.shape[:2]
-    best = np.empty((count, len(targets)), dtype=np.float32)
-    framing = np.empty(best.shape, dtype=np.int16)
+    keep = min(CANDIDATES, len(targets))
+    found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for rows in _chunks(count, max(1, _SCORES_PER_BLOCK // max(1, framings * len(targets)))):
         block = np.ascontiguousarray(coarse_queries[rows])
         scores = (block.reshape(-1, block.shape[-1]) @ coarse_targets).reshape(*block.shape[:2], -1)  # (n, F, T)
-        framing[rows] = scores.argmax(axis=1)
-        best[rows] = np.take_along_axis(scores, framing[rows][:, None].astype(np.intp), axis=1)[:, 0]
-    keep = min(CANDIDATES, len(targets))
-    top = np.argpartition(-best, keep - 1, axis=1)[:, :keep]
-    queries = np.repeat(np.arange(count), keep)
-    stored = top.ravel()
-    chosen = best[queries, stored] >= COARSE_THRESHOLD
-    return queries[chosen], stored[chosen], framing[queries[chosen], stored[chosen]]
+        best = scores.max(axis=1)  # vectorised over the last axis; an argmax is not: taken for the kept pairs only
+        top = np.argpartition(-best, keep - 1, axis=1)[:, :keep]
+        queries = np.repeat(np.arange(len(block)), keep)
+        stored = top.ravel()
+        chosen = best[queries, stored] >= COARSE_THRESHOLD
+        queries, stored = queries[chosen], stored[chosen]
+        found.append((queries + rows.start, stored, scores[queries, :, stored].argmax(axis=1)))
+    if not found:
+        return np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.intp)
+    return tuple(np.concatenate(parts) for parts in zip(*found))  # type: ignore[return-value]
 
 
-def _pair_descriptors(thumbnails: np.ndarray, pair_queries: np.ndarray, framing: np.ndarray) -> np.ndarray:
+def _pair_descriptors(blurred: np.ndarray, pair_queries: np.ndarray, framing: np.ndarray) -> np.ndarray:
     """(P, GRID * GRID): the full-grid descriptor of each pair's query under the pair's framing."""
     descriptors = np.empty((len(pair_queries), GRID * GRID), dtype=np.float32)
     for index in np.unique(framing):
         members = np.flatnonzero(framing == index)
         unique, inverse = np.unique(pair_queries[members], return_inverse=True)
-        detail = _detail(_window_cells(thumbnails[unique], [FRAMINGS[index]])[:, 0])
+        detail = _detail(_window_cells(blurred[unique], [FRAMINGS[index]])[:, 0])
         descriptors[members] = detail[inverse.ravel()]
     return descriptors
 
@@ -278,10 +254,10 @@ def _refined(framing: Framing) -> list[Framing]:
             for scale in (1.0 - step, 1.0, 1.0 + step) for dx in (-step, 0.0, step) for dy in (-step, 0.0, step)]
 
 
-def _refine(thumbnails: np.ndarray, framing_index: int, targets: np.ndarray) -> np.ndarray:
-    """(P,) best trimmed correlation of each query thumbnail (P, T, T) with its target (P, D), under the framings
-    near the one of ``framing_index`` (the search's best for all of them)."""
-    descriptors = _detail(_window_cells(thumbnails, _refined(FRAMINGS[framing_index])))  # (P, 27, D)
+def _refine(blurred: np.ndarray, framing_index: int, targets: np.ndarray) -> np.ndarray:
+    """(P,) best trimmed correlation of each blurred query thumbnail (P, T, T) with its target (P, D), under the
+    framings near the one of ``framing_index`` (the search's best for all of them)."""
+    descriptors = _detail(_window_cells(blurred, _refined(FRAMINGS[framing_index])))  # (P, 27, D)
     count = descriptors.shape[1]
     scores = trimmed_correlation(descriptors.reshape(-1, descriptors.shape[-1]), np.repeat(targets, count, axis=0))
     return scores.reshape(len(targets), count).max(axis=1)
@@ -291,17 +267,20 @@ def similarities(queries: np.ndarray, stored: np.ndarray, threshold: float = DEF
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The candidate pairs of query thumbnails and stored fingerprints: (query index, stored index, similarity).
 
-    Pairs close to a copy (at or above ``REFINE_FROM``, below ``threshold``) are aligned more finely
-    (:func:`_refine`) first.
+    A query's best pairs close to a copy (at or above ``REFINE_FROM``, below ``threshold``, within
+    ``REFINE_MARGIN`` of its best) are aligned more finely (:func:`_refine`) first.
     """
-    queries = np.asarray(queries)
+    blurred = _blurred(np.asarray(queries))
     targets = _with_mirrors(_standardised(np.asarray(stored, dtype=np.float32)))
-    pair_queries, pair_targets, framing = _candidates(_coarse_query(queries), targets)
-    similarity = trimmed_correlation(_pair_descriptors(queries, pair_queries, framing), targets[pair_targets])
-    close = np.flatnonzero((similarity >= REFINE_FROM) & (similarity < threshold))
+    pair_queries, pair_targets, framing = _candidates(_coarse_query(blurred), targets)
+    similarity = trimmed_correlation(_pair_descriptors(blurred, pair_queries, framing), targets[pair_targets])
+    query_best = np.full(len(blurred), -1.0, dtype=np.float32)
+    np.maximum.at(query_best, pair_queries, similarity)
+    close = np.flatnonzero((similarity >= REFINE_FROM) & (similarity < threshold)
+                           & (similarity >= query_best[pair_queries] - REFINE_MARGIN))
     for best in np.unique(framing[close]):
         members = close[framing[close] == best]
-        refined = _refine(queries[pair_queries[members]], int(best), targets[pair_targets[members]])
+        refined = _refine(blurred[pair_queries[members]], int(best), targets[pair_targets[members]])
         similarity[members] = np.maximum(similarity[members], refined)
     stored_index = pair_targets % len(stored)
     # A film and its mirror image may both be candidates of one query: keep the better.
@@ -311,25 +290,36 @@ def similarities(queries: np.ndarray, stored: np.ndarray, threshold: float = DEF
     return pair_queries[order][first], stored_index[order][first], similarity[order][first]
 
 
-def match_fingerprints(queries: np.ndarray, stored: np.ndarray,
+def _query_stack(queries: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(M, THUMBNAIL, THUMBNAIL) thumbnails and the (M,) query each belongs to: a query is one thumbnail (T, T) or
+    its frame thumbnails (K, T, T) (:func:`frame_thumbnails`)."""
+    if isinstance(queries, np.ndarray) and queries.ndim == 3:
+        return queries, np.arange(len(queries))
+    parts = [np.asarray(query).reshape(-1, THUMBNAIL, THUMBNAIL) for query in queries]
+    owners = np.repeat(np.arange(len(parts)), [len(part) for part in parts])
+    return np.concatenate(parts) if parts else np.zeros((0, THUMBNAIL, THUMBNAIL), np.uint8), owners
+
+
+def match_fingerprints(queries: np.ndarray | Sequence[np.ndarray], stored: np.ndarray,
                        threshold: float = DEFAULT_THRESHOLD) -> list[tuple[int, int, float]]:
     """``(query index, stored index, similarity)`` of every copy (similarity at or above ``threshold``), best
     match first per query.
 
-    ``queries``: (Nq, THUMBNAIL, THUMBNAIL) frame thumbnails (:func:`frame_thumbnail`); ``stored``: (Ns,
+    ``queries``: (Nq, THUMBNAIL, THUMBNAIL) frame thumbnails (:func:`frame_thumbnail`), or one (K, THUMBNAIL,
+    THUMBNAIL) stack per query (:func:`frame_thumbnails`: the best of its thumbnails counts); ``stored``: (Ns,
     ``FINGERPRINT_BYTES``) fingerprints (:func:`stored_fingerprints`).
     """
-    queries = np.asarray(queries)
     stored = np.asarray(stored)
     if stored.ndim != 2 or stored.shape[1] != FINGERPRINT_BYTES:
         raise ValueError(f"stored fingerprints must be (N, {FINGERPRINT_BYTES}), got {stored.shape}")
-    if len(queries) == 0 or len(stored) == 0:
+    thumbnails, owners = _query_stack(queries)
+    if len(thumbnails) == 0 or len(stored) == 0:
         return []
-    matches = []
-    for rows in _chunks(len(queries), _CHUNK):
-        pair_queries, pair_stored, similarity = similarities(queries[rows], stored, threshold)
+    best: dict[tuple[int, int], float] = {}
+    for rows in _chunks(len(thumbnails), _CHUNK):
+        pair_queries, pair_stored, similarity = similarities(thumbnails[rows], stored, threshold)
         for q, s, value in zip(pair_queries, pair_stored, similarity):
-            if value >= threshold:
-                matches.append((int(q) + rows.start, int(s), float(value)))
-    matches.sort(key=lambda match: (match[0], -match[2]))
-    return matches
+            key = (int(owners[q + rows.start]), int(s))
+            if value >= threshold and value > best.get(key, -1.0):
+                best[key] = float(value)
+    return sorted(((q, s, value) for (q, s), value in best.items()), key=lambda match: (match[0], -match[2]))

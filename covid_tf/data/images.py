@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from covid_tf.data.fingerprints import frame_thumbnail
+from covid_tf.data.film_frame import frame_thumbnails
 from covid_tf.errors import ImageReadError
 
 # Luminance weights of ITU-R BT.601, as PIL's "L" conversion uses.
@@ -122,7 +122,7 @@ def load_image(path: str | Path, channels: int = 1, size: int | tuple[int, int] 
 
 def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray, np.ndarray]:
     """Fully decode an image; return its size/mode, a small grayscale thumbnail for hashing and its frame
-    thumbnail for the overlap check (:func:`covid_tf.data.fingerprints.frame_thumbnail`)."""
+    thumbnails for the overlap check (:func:`covid_tf.data.film_frame.frame_thumbnails`)."""
     image = _open_checked(Path(path))
     info = ImageInfo(width=image.width, height=image.height, mode=image.mode)
     factor = max(image.size) // 256
@@ -130,7 +130,7 @@ def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray, np.ndarray]:
         image = image.reduce(factor)  # shrink before converting a huge image to float
     gray = to_channels(_to_array(image), 1)
     thumbnail = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
-    return info, thumbnail, frame_thumbnail(gray)
+    return info, thumbnail, frame_thumbnails(gray)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

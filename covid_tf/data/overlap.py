@@ -48,17 +48,19 @@ class ReferenceSet:
 
 def reference_from_thumbnails(paths: Sequence[str], splits: Sequence[str], thumbnails: Sequence[np.ndarray],
                               origin: str = "") -> ReferenceSet:
-    """The reference set of images whose frame thumbnails are known (a dataset index made them)."""
-    stack = np.stack(list(thumbnails)) if len(thumbnails) else np.zeros((0, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
+    """The reference set of images whose frame thumbnails are known (a dataset index made them: the first of each
+    image's :func:`~covid_tf.data.film_frame.frame_thumbnails` is stored)."""
+    firsts = [np.asarray(thumbnail).reshape(-1, THUMBNAIL, THUMBNAIL)[0] for thumbnail in thumbnails]
+    stack = np.stack(firsts) if firsts else np.zeros((0, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
     return ReferenceSet(list(map(str, paths)), list(map(str, splits)), stored_fingerprints(stack), origin)
 
 
 def frame_thumbnail_of(path: str | Path) -> np.ndarray:
-    """An image file's frame thumbnail (blank for an image that cannot be read: it matches nothing)."""
+    """An image file's frame thumbnails (one blank for an image that cannot be read: it matches nothing)."""
     try:
         return scan_image(path)[2]
     except ImageReadError:
-        return np.zeros((THUMBNAIL, THUMBNAIL), dtype=np.uint8)
+        return np.zeros((1, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
 
 
 def reference_from_files(paths: Sequence[str], splits: Sequence[str], origin: str = ""
@@ -81,7 +83,7 @@ def find_copies(test_paths: Sequence[str], test_thumbnails: Sequence[np.ndarray]
     """Every (test image, reference image) pair that is a copy, best match first per test image."""
     if not len(test_paths) or not len(reference):
         return pd.DataFrame(columns=list(OVERLAP_COLUMNS))
-    matches = match_fingerprints(np.stack(list(test_thumbnails)), reference.fingerprints, threshold)
+    matches = match_fingerprints(list(test_thumbnails), reference.fingerprints, threshold)
     table = pd.DataFrame(
         [(test_paths[q], reference.paths[s], reference.splits[s], round(similarity, 4), round(1.0 - similarity, 4))
          for q, s, similarity in matches], columns=list(OVERLAP_COLUMNS))

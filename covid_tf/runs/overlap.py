@@ -68,9 +68,10 @@ def training_reference(record: RunRecord) -> tuple[ReferenceSet | None, list[str
         return None, [f"overlap with the training images not checked: {record.folder} has neither {FINGERPRINTS_FILE} "
                       f"nor {SPLIT_FILE}"]
     rows = split[split["split"].isin(TRAINING_SPLITS)]
-    origin = f"{SPLIT_FILE}'s train and val images (the run has no {FINGERPRINTS_FILE})"
+    origin = f"{SPLIT_FILE}'s train and val images (the run has no usable {FINGERPRINTS_FILE})"
     reference, missing = reference_from_files(rows["path"].tolist(), rows["split"].tolist(), origin)
-    notes = [f"the run has no {FINGERPRINTS_FILE}: fingerprints made from the {len(reference)} train and val images "
+    notes = [f"the run has no {FINGERPRINTS_FILE} of this covid_tf's kind: fingerprints made from the "
+             f"{len(reference)} train and val images "
              f"of its {SPLIT_FILE} that still exist"]
     if missing:
         notes.append(f"{len(missing)} of the {len(rows)} train and val images of {SPLIT_FILE} no longer exist "
