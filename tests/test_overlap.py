@@ -266,3 +266,19 @@ def test_tiny_and_flat_images_get_a_fingerprint(shape: tuple[int, int]) -> None:
         thumbnails = film_frame.frame_thumbnails(image)
         assert thumbnails.shape[1:] == (film_frame.THUMBNAIL, film_frame.THUMBNAIL)
         fingerprints.match_fingerprints([thumbnails], fingerprints.stored_fingerprints(thumbnails[:1]))
+
+
+def test_one_rule_decides_the_headline_when_every_image_is_a_copy() -> None:
+    from covid_tf.runs.overlap import OverlapCheck
+
+    copies = pd.DataFrame({"test_image": ["a.png", "b.png"], "matched_image": ["x.png", "y.png"],
+                           "split": ["train", "val"], "similarity": [1.0, 0.99], "distance": [0.0, 0.01]})
+    every = OverlapCheck(True, copies, np.zeros(2, dtype=bool))
+    assert every.headline(keep_overlap=False).all() and every.headline(keep_overlap=True).all()
+    assert not every.summary(excluded=True)["excluded_from_headline"]
+    assert "kept in the headline metrics, as every test image is one" in every.warning(excluded=True)
+    some = OverlapCheck(True, copies.iloc[:1], np.array([False, True]))
+    assert some.headline(keep_overlap=False).tolist() == [False, True]
+    assert some.headline(keep_overlap=True).all()
+    assert some.summary(excluded=True)["excluded_from_headline"] and "left out" in some.warning(excluded=True)
+    assert not some.summary(excluded=False)["excluded_from_headline"]

@@ -109,17 +109,12 @@ def score_headline(probabilities: np.ndarray, rows: pd.DataFrame, class_names: S
     source-aware metrics of the headline rows under ``sources`` (:mod:`covid_tf.evaluation.sources`)."""
     keep = np.ones(len(rows), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     options = {"threshold": threshold, "n_bootstrap": n_bootstrap, "seed": seed}
-    left_out = int((~keep).sum())
-    if left_out == len(rows):
-        keep = np.ones(len(rows), dtype=bool)
-        note = f"every one of the {len(rows)} images is a copy of a training image: the headline metrics include them"
-    else:
-        note = None
+    if not keep.any():
+        raise ValueError("the headline needs at least one image (runs.overlap.OverlapCheck.headline keeps all "
+                         "when every image is a copy)")
     headline_rows = rows[keep].reset_index(drop=True)
     metrics = score_rows(probabilities[keep], headline_rows, class_names, **options)
-    if note:
-        metrics["notes"] = [*metrics.get("notes", []), note]
-    if left_out and note is None:
+    if not keep.all():
         metrics["all_images"] = score_rows(probabilities, rows, class_names, **options)
     if sources is not None:
         kept_sources = np.asarray(sources, dtype=str)[keep]

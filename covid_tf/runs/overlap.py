@@ -38,10 +38,18 @@ class OverlapCheck:
         """Test images that copy a training or validation image."""
         return int((~self.keep).sum())
 
+    def headline(self, *, keep_overlap: bool) -> np.ndarray:
+        """(N,) bool: the rows of the headline metrics. The copies are left out unless ``keep_overlap``, or unless
+        every row is a copy (then all are kept: :func:`check_overlap` notes it). The one rule for every command."""
+        if keep_overlap or not self.keep.any():
+            return np.ones(self.keep.size, dtype=bool)
+        return self.keep.copy()
+
     def summary(self, *, excluded: bool) -> dict:
-        """``metrics.json``'s ``overlap``."""
+        """``metrics.json``'s ``overlap`` (``excluded``: the copies were to be left out of the headline)."""
+        left_out = bool(excluded and not self.headline(keep_overlap=False).all())
         return {"checked": self.checked, "n_test_images": int(self.keep.size), "n_copies": self.n_copies,
-                "excluded_from_headline": bool(excluded and self.n_copies > 0), "reference": self.reference,
+                "excluded_from_headline": left_out, "reference": self.reference,
                 "n_reference_images": self.n_reference, "notes": list(self.notes)}
 
     def warning(self, *, excluded: bool) -> str | None:
@@ -50,7 +58,12 @@ class OverlapCheck:
             return None
         splits = self.copies.drop_duplicates("test_image")["split"].value_counts().to_dict()
         where = ", ".join(f"{count} of {name}" for name, count in splits.items())
-        effect = "left out of the headline metrics" if excluded else "kept in the headline metrics (--keep-overlap)"
+        if not excluded:
+            effect = "kept in the headline metrics (--keep-overlap)"
+        elif self.headline(keep_overlap=False).all():
+            effect = "kept in the headline metrics, as every test image is one"
+        else:
+            effect = "left out of the headline metrics"
         return (f"warning: {self.n_copies} of {self.keep.size} test images are copies of the model's training or "
                 f"validation images ({where}; listed in {OVERLAP_FILE}): {effect}")
 
@@ -93,6 +106,9 @@ def check_overlap(record: RunRecord, paths: Sequence[str], thumbnails: Sequence[
         return OverlapCheck(False, pd.DataFrame(columns=list(OVERLAP_COLUMNS)), keep, notes=notes)
     copies = find_copies(list(paths), thumbnails, reference, threshold)
     keep &= ~pd.Series(list(paths)).isin(set(copies["test_image"])).to_numpy()
+    if len(paths) and not keep.any():
+        notes.append(f"every one of the {len(paths)} images is a copy of a training image: the headline metrics "
+                     "include them")
     return OverlapCheck(True, copies, keep, reference.origin, len(reference), notes)
 
 
@@ -100,12 +116,7 @@ def held_out_rows(record: RunRecord, rows: pd.DataFrame, thumbnails: Sequence[np
                   keep_overlap: bool = False) -> tuple[pd.DataFrame, OverlapCheck]:
     """The rows to check (those that copy no training image, unless ``keep_overlap``) and the overlap check.
 
-    When every row is a copy, every row is kept and a note says so.
+    When every row is a copy, every row is kept (:meth:`OverlapCheck.headline`).
     """
     check = check_overlap(record, rows["path"].tolist(), thumbnails)
-    if keep_overlap or not check.n_copies:
-        return rows, check
-    if not check.keep.any():
-        check.notes.append(f"every one of the {len(rows)} images is a copy of a training image: all are checked")
-        return rows, check
-    return rows[check.keep].reset_index(drop=True), check
+    return rows[check.headline(keep_overlap=keep_overlap)].reset_index(drop=True), check

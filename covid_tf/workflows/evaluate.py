@@ -31,7 +31,7 @@ from covid_tf.evaluation.tables import label_indices, predictions_table
 from covid_tf.explain.lung_energy import positive_class_lung_energy
 from covid_tf.figures.run import FIGURE_NAMES, draw_figures
 from covid_tf.io_utils import is_within, resolved_path
-from covid_tf.lungs.roi.inputs import fallback_note
+from covid_tf.lungs.roi.mask_table import fallback_note
 from covid_tf.runs import record
 from covid_tf.runs.inference import LoadedModel, load_model
 from covid_tf.runs.overlap import check_overlap
@@ -163,7 +163,7 @@ def evaluate_model(
     overlap = check_overlap(RunRecord.of_model(loaded.path), rows["path"].tolist(),
                             [index.frame_thumbnails[path] for path in rows["path"]])
     probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, mask_paths_of(rows))
-    keep = None if keep_overlap else overlap.keep
+    keep = overlap.headline(keep_overlap=keep_overlap)
     metrics = score_headline(probabilities, rows, names, keep=keep, threshold=threshold, n_bootstrap=n_bootstrap,
                              sources=image_sources(index.root, rows["path"].tolist(), source_column), seed=seed)
     metrics.update(threshold_source=threshold_source, overlap=overlap.summary(excluded=not keep_overlap))
@@ -173,9 +173,8 @@ def evaluate_model(
     _write_tables(out_dir, table, skipped, overwrite, _evaluation_config(
         loaded, index.root, split_file, chosen_split, classes, class_map, metrics, threshold_source, len(skipped)))
     record.write_table(out_dir, record.OVERLAP_FILE, overlap.copies)
-    shown = overlap.keep if keep is not None and overlap.keep.any() else np.ones(len(rows), dtype=bool)
-    figures = _draw(out_dir, loaded, rows[shown], y_true[shown], probabilities[shown],
-                    label_indices(table["predicted"], names)[shown], chosen_split, seed)
+    figures = _draw(out_dir, loaded, rows[keep], y_true[keep], probabilities[keep],
+                    label_indices(table["predicted"], names)[keep], chosen_split, seed)
     if lungs is not None:
         energy = positive_class_lung_energy(loaded, rows, use_segmenter=bool(lungs), batch_size=batch_size)
         if energy is not None:
