@@ -2,8 +2,8 @@
 # # 05 · CT slices, one decision per patient
 #
 # **Goal:** seed 002's CT workflow. The CT scans come as DICOM series; each slice is windowed into an
-# 8-bit PNG, a slice classifier is trained on the PNGs (with focal loss; the baseline CNN by default, or
-# `model_name = "vgg16"` as in seed 002), and the slice predictions of each patient are combined into one
+# 8-bit PNG, a slice classifier is trained on the PNGs (seed 002's VGG16 with focal loss by default), and the
+# slice predictions of each patient are combined into one
 # decision per patient by majority vote (and, for comparison, by the mean probability). As in seed 002,
 # the patient decisions are written as one CSV per test folder.
 #
@@ -19,9 +19,12 @@
 # baseline at 128 px and 20 epochs (issue 23; the UCSD authors report about 0.94 with pretraining), not the
 # near-perfect figures of the synthetic set; see docs/CT.md for the CT recipe and the lung masks on these slices.
 #
-# **Pretrained weights.** Seed 002 fine-tuned an ImageNet VGG16. Without pretrained weights a VGG16 learns
-# little from a hundred slices and takes minutes per run on a CPU, so the notebook defaults to the small
-# baseline CNN. For seed 002's model set `model_name = "vgg16"` and, when online, `weights = "imagenet"`.
+# **Pretrained weights.** Seed 002 fine-tuned an ImageNet VGG16, and so does this notebook by default
+# (`ct_model = "vgg16"`, `weights = "auto"`): the backbone starts from ImageNet when Keras has the file cached
+# (`~/.keras/models/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`) or can download it; offline it starts
+# from random weights, and one printed line says so. A VGG16 takes minutes on a CPU (on the demo's 96 training
+# slices at 64 px: about 300 s against 30 s for the baseline CNN, on two busy cores), so `make demo` sets
+# `ct_model = "baseline"` and the tests `"small"`; the numbers of a random VGG16 show the mechanics only.
 
 # %% [markdown]
 # ## Configurable parameters
@@ -38,9 +41,9 @@ fine_tune_epochs = int(os.environ.get("COVID_TF_FINE_TUNE_EPOCHS", "3"))  # VGG1
 batch_size = int(os.environ.get("COVID_TF_BATCH_SIZE", "32"))
 # A hundred training slices make 3 steps per epoch at batch size 32: too few for the model to learn in 8 epochs.
 ct_batch_size = int(os.environ.get("COVID_TF_CT_BATCH_SIZE", "8"))
-model_name = os.environ.get("COVID_TF_CT_MODEL", "baseline")  # "vgg16" as in seed 002 (slow on a CPU)
-loss = os.environ.get("COVID_TF_CT_LOSS", "focal")  # seed 002; "ce" for cross-entropy
-weights = os.environ.get("COVID_TF_WEIGHTS") or None  # "imagenet" when online
+ct_model = os.environ.get("COVID_TF_CT_MODEL", "vgg16")  # seed 002's; "baseline" or "small": faster on a CPU
+loss = os.environ.get("COVID_TF_CT_LOSS", "focal")  # seed 002 (alpha 0.25, gamma 2); "ce" for cross-entropy
+weights = os.environ.get("COVID_TF_WEIGHTS") or "auto"  # VGG16: ImageNet when cached or online, else random
 window = os.environ.get("COVID_TF_CT_WINDOW", "lung")  # lung (-600, 1500), mediastinal (40, 400) or "C,W"
 split_fractions = os.environ.get("COVID_TF_CT_SPLIT", "0.5,0.25,0.25")  # of the patients of each class
 # "ct": `train --recipe ct` (stronger augmentation, label smoothing, cosine schedule; docs/CT.md). On the real
@@ -64,8 +67,6 @@ figures_dir = config.FIGURES_DIR
 figures_dir.mkdir(parents=True, exist_ok=True)
 run_dir = config.RUNS_DIR / "05_ct_slices"
 evaluation_dir = config.REPORTS_DIR / "05_ct_evaluation"
-if smoke:
-    model_name = "small"  # a few seconds per epoch, whatever the model parameter says
 fractions = tuple(float(value) for value in split_fractions.split(","))
 
 # %% [markdown]
@@ -109,7 +110,7 @@ if slices is not None:
 
 # %%
 slice_config = ct.slice_config(
-    data_path, model=model_name, loss=loss, recipe=recipe, weights=weights, image_size=image_size, epochs=epochs,
+    data_path, model=ct_model, loss=loss, recipe=recipe, weights=weights, image_size=image_size, epochs=epochs,
     fine_tune_epochs=fine_tune_epochs, batch_size=ct_batch_size, split_fractions=fractions, seed=seed,
     n_bootstrap=100 if smoke else 1000,
 )
@@ -128,11 +129,11 @@ split.groupby(["split", "label"]).agg(slices=("path", "size"), patients=("patien
 
 # %%
 slices_run = train.train_run(slice_config, run_dir, overwrite=True, verbose=0 if smoke else 2)
-print(f"{model_name} ({loss} loss): validation accuracy {slices_run.metrics['val']['accuracy']:.3f}, "
+print(f"{ct_model} ({loss} loss): validation accuracy {slices_run.metrics['val']['accuracy']:.3f}, "
       f"{slices_run.metrics['train_seconds']} s")
 
 # %%
-figure = figures.plot_training_curves(slices_run.history, title=f"{model_name}, {loss} loss: slice classifier")
+figure = figures.plot_training_curves(slices_run.history, title=f"{ct_model}, {loss} loss: slice classifier")
 Image(filename=figures.save_report_figure(figure, figures_dir / "05_training_curves.png"))
 
 # %% [markdown]
