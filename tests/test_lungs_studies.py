@@ -40,7 +40,7 @@ def test_lung_energy_is_measured_on_the_full_image(small_data, tmp_path):
         cfg = TrainConfig(data=str(small_data), image_size=32, epochs=1, batch_size=8, roi=roi, n_bootstrap=50)
         train_run(cfg, tmp_path / roi, verbose=0)
         runs[name] = tmp_path / roi
-    paths = studies.split_images(tmp_path / "none" / "split.csv", "COVID", "test", count=3)
+    paths = studies.split_images(tmp_path / "none", "COVID", "test", count=3)
     assert len(paths) == 3
     energies = {name: studies.lung_energy(run, paths) for name, run in runs.items()}
     full, box = energies["full"], energies["box"]

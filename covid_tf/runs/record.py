@@ -3,10 +3,10 @@
 A training run (``train --out``) or an evaluation (``evaluate --out``) folder holds ``config.json`` (the
 settings, the class names, the lung ROI that ran and the software versions), ``split.csv``,
 ``skipped.csv``, ``roi.csv``, ``history.csv``, ``fingerprints.npz`` (the train and val images' fingerprints),
-``overlap.csv`` (an evaluation's test images that copy them), ``metrics.json`` (written last: a finished run)
-and ``model.keras``. Every other module reads these through :class:`RunRecord` and writes them through the
-``write_*`` functions here, so a value of the wrong type is one ``CovidTfError`` naming the file and the key,
-never a traceback deep inside a command.
+``overlap.csv`` and ``predictions.csv`` (an evaluation's), ``metrics.json`` (written last: a finished run) and
+``model.keras``; an audit folder holds ``split.csv`` and ``audit.json``. Every other module (and notebook) reads
+these through :class:`RunRecord` and writes them through the ``write_*`` functions here, so a value of the wrong
+type is one ``CovidTfError`` naming the file and the key, never a traceback deep inside a command.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text
+from covid_tf.io_utils import atomic_write, atomic_write_json, atomic_write_text, csv_text, restore_formulas
 from covid_tf.lungs.roi.modes import ATTENTION_MODE, AUTO, RoiSpec
 
 if TYPE_CHECKING:
@@ -38,6 +38,11 @@ METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 FINGERPRINTS_FILE = "fingerprints.npz"  # the train and val images' fingerprints, for the overlap check
 OVERLAP_FILE = "overlap.csv"
+PREDICTIONS_FILE = "predictions.csv"  # an evaluation's predictions
+AUDIT_FILE = "audit.json"  # an audit folder's summary (beside its split.csv and runs/)
+# Everything a training run writes into its folder (covid_tf.training.run_folder moves it aside for --overwrite).
+RUN_ITEMS = (CONFIG_FILE, SPLIT_FILE, SKIPPED_FILE, ROI_FILE, HISTORY_FILE, MODEL_FILE, FINGERPRINTS_FILE, METRICS_FILE,
+             "checkpoints", "logs", "figures")
 # Settings that may differ when a killed run is resumed: they do not change what the run computes.
 RESUME_MAY_DIFFER = ("class_names", "roi_resolved", "strategy", "devices", "versions")
 # Settings a run decides at its start when they are None (train_run's resolve_run_config records the value).
@@ -59,6 +64,11 @@ def read_json_object(path: Path, what: str = "file") -> dict:
     if not isinstance(value, dict):
         raise CovidTfError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` is a training run or an evaluation: it holds ``config.json`` or ``metrics.json``."""
+    return (Path(folder) / CONFIG_FILE).is_file() or (Path(folder) / METRICS_FILE).is_file()
 
 
 @dataclass(frozen=True)
@@ -175,10 +185,7 @@ class RunRecord:
         path = self.folder / ROI_FILE
         if not path.is_file():
             return None
-        try:
-            table = pd.read_csv(path, keep_default_na=False, dtype=str)
-        except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
-            raise CovidTfError(f"{path}: cannot read this table ({type(error).__name__}: {error})") from None
+        table = _read_table(path)
         missing = [column for column in ("path", "roi_applied") if column not in table.columns]
         if missing:
             raise CovidTfError(f"{path}: lacks the column(s) {', '.join(missing)}")
@@ -205,6 +212,19 @@ class RunRecord:
         path = self.folder / METRICS_FILE
         return read_json_object(path, "metrics file") if path.is_file() else None
 
+    def predictions(self) -> pd.DataFrame | None:
+        """An evaluation's ``predictions.csv``, read and checked as every predictions table (None when absent)."""
+        from covid_tf.evaluation.tables import load_predictions
+        return load_predictions(self.folder / PREDICTIONS_FILE) if (self.folder / PREDICTIONS_FILE).is_file() else None
+
+    def overlap(self) -> pd.DataFrame | None:
+        """An evaluation's ``overlap.csv``: its test images that copy a training image (None when absent)."""
+        return _read_table(self.folder / OVERLAP_FILE, text=False) if (self.folder / OVERLAP_FILE).is_file() else None
+
+    def audit(self) -> dict:
+        """An audit folder's ``audit.json`` (its settings, table and verdict)."""
+        return read_json_object(self.folder / AUDIT_FILE, "audit summary")
+
     @property
     def finished(self) -> bool:
         """A finished training run: its model and its metrics (written last) are there."""
@@ -219,6 +239,14 @@ class RunRecord:
         return [key for key, value in settings.items()
                 if key not in RESUME_MAY_DIFFER and not (value is None and key in DECIDED_AT_START)
                 and _jsonable(value) != self.settings.get(key, _jsonable(defaults.get(key)))]
+
+
+def _read_table(path: Path, text: bool = True) -> pd.DataFrame:
+    """One of the run's CSV tables (``text``: every cell as text); ``CovidTfError`` naming it when unreadable."""
+    try:
+        return restore_formulas(pd.read_csv(path, keep_default_na=False, dtype=str if text else None))
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
+        raise CovidTfError(f"{path}: cannot read this table ({type(error).__name__}: {error})") from None
 
 
 def _clean_history(history: pd.DataFrame) -> pd.DataFrame | None:
@@ -295,6 +323,17 @@ def write_fingerprints(folder: Path, reference: ReferenceSet) -> Path:
                                 splits=np.array(reference.splits, dtype=str), fingerprints=reference.fingerprints)
 
     return atomic_write(folder / FINGERPRINTS_FILE, write)
+
+
+def write_model(folder: Path, model: Any) -> Path:
+    """``model.keras``: the portable model (:func:`covid_tf.models.common.save_model`)."""
+    from covid_tf.models.common import save_model
+    return atomic_write(folder / MODEL_FILE, lambda tmp: save_model(model, tmp))
+
+
+def write_audit(folder: Path, summary: Mapping[str, Any]) -> Path:
+    """An audit folder's ``audit.json``."""
+    return atomic_write_json(folder / AUDIT_FILE, dict(summary))
 
 
 def write_metrics(folder: Path, metrics: Mapping[str, Any], name: str = METRICS_FILE) -> None:

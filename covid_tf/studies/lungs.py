@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
-from covid_tf.data.splits import load_split
+from covid_tf.errors import CovidTfError
 from covid_tf.explain.lung_energy import lung_heatmaps
 from covid_tf.figures.segmenter import outline_overlay
 from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
@@ -28,7 +28,7 @@ from covid_tf.lungs.segmentation import masks as lung_masks
 from covid_tf.lungs.segmentation import scoring
 from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.runs.inference import load_model
-from covid_tf.runs.record import MODEL_FILE, RunRecord
+from covid_tf.runs.record import MODEL_FILE, SPLIT_FILE, RunRecord
 
 ROI_TITLES = {name: mode.title for name, mode in MODES.items()}
 
@@ -83,9 +83,12 @@ def lung_energy(run_dir: str | Path, paths: Sequence[str], mask_paths: Sequence[
     return LungEnergy(found.table, images, found.heatmaps)
 
 
-def split_images(split_csv: str | Path, label: str, part: str = "test", count: int | None = None) -> list[str]:
-    """The image paths of one class in one part (``train``, ``val``, ``test``) of a split file, the first ``count``."""
-    table = load_split(split_csv)
+def split_images(folder: str | Path, label: str, part: str = "test", count: int | None = None) -> list[str]:
+    """The image paths of one class in one part (``train``, ``val``, ``test``) of the ``split.csv`` of a run or
+    audit ``folder`` (read by its run record), the first ``count``."""
+    table = RunRecord(Path(folder)).split()
+    if table is None:
+        raise CovidTfError(f"{folder}: holds no {SPLIT_FILE}")
     chosen = table[(table["split"] == part) & (table["label"] == label)]["path"].tolist()
     return chosen[:count] if count is not None else chosen
 

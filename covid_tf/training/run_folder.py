@@ -4,9 +4,10 @@ one finishes, and no stale temporary files from a killed run.
 * The lock is ``fcntl.flock`` on ``RUN/.lock``, which holds the writer's pid. The kernel releases it when
   the process ends, however it ends (SIGKILL included), so a stale file never blocks a rerun; a second run
   into the same folder stops at once with an error naming the pid that holds it.
-* ``--overwrite`` moves the files of the old run into ``RUN/.overwritten/``; they are put back when the new
-  run fails, and deleted only when it has finished. A killed ``--overwrite`` run leaves them there: the
-  next ``--overwrite`` keeps them as the run to restore, and the next finished run deletes them.
+* ``--overwrite`` moves the files of the old run (the run record's ``RUN_ITEMS``) into ``RUN/.overwritten/``;
+  they are put back when the new run fails, and deleted only when it has finished. A killed ``--overwrite``
+  run leaves them there: the next ``--overwrite`` keeps them as the run to restore, and the next finished run
+  deletes them.
 * ``atomic_write`` names its temporary files ``.<name>.<random>.tmp<suffixes>``; a kill between the write
   and the rename leaves one behind, which the next run into the folder removes (under the lock).
 """
@@ -22,12 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from covid_tf.errors import CovidTfError
+from covid_tf.runs.record import RUN_ITEMS
 
 LOCK_NAME = ".lock"
 ASIDE_NAME = ".overwritten"
-# Everything a run writes into its folder.
-RUN_ITEMS = ("config.json", "split.csv", "skipped.csv", "roi.csv", "history.csv", "model.keras", "metrics.json",
-             "checkpoints", "logs", "figures")
 
 
 def _holder(path: Path) -> str:

@@ -24,14 +24,13 @@ from pathlib import Path
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data.splits import save_split
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, to_jsonable
-from covid_tf.io_utils import atomic_write_json, refuse_output_inside_inputs, resolved_path
+from covid_tf.io_utils import refuse_output_inside_inputs, resolved_path
 from covid_tf.lungs.roi.modes import MODES
 from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
-from covid_tf.runs.record import read_json_object
+from covid_tf.runs.record import RunRecord
 from covid_tf.workflows.train import prepare_split, train_or_reuse
 
 # (name shown to the reader, training ROI mode), in the order of the table and the figure.
@@ -160,7 +159,7 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
     if not (split["split"] == "test").any():
         raise CovidTfError(f"{data}: the split has no test images; the audit needs some")
     out.mkdir(parents=True, exist_ok=True)
-    split_file = save_split(split, out / "split.csv")
+    split_file = record.write_split(out, split)
     rows = []
     for name, mode in VARIANTS:
         say(f"training the {name} model (roi={mode}) ...")
@@ -184,7 +183,7 @@ def run_audit(data: str | Path, out_dir: str | Path, *, classes: Sequence[str] |
                "n": {name: int((split["split"] == name).sum()) for name in config.SPLIT_NAMES},
                "variants": table.to_dict("records"), "shortcuts_outside_lungs": shortcuts, "verdict": text,
                "source": source, "occlusion": check, "figure": str(figure_path), "seconds": seconds}
-    json_path = atomic_write_json(out / "audit.json", to_jsonable(summary))
+    json_path = record.write_audit(out, to_jsonable(summary))
     return AuditResult(table, shortcuts, text, list(class_names), source, out, json_path, figure_path, seconds,
                        check)
 
@@ -207,7 +206,7 @@ def occlusion_of_full_model(out: Path, data, split_file: Path, classes, n_bootst
 def train_roi_run(audit_dir: str | Path, roi: str, verbose: int | str = 0, run_figures: bool = True) -> Path:
     """Train (or reuse) the audit's quick model with another ``roi`` (e.g. ``lungs``) on the audit's split, into
     ``AUDIT_DIR/runs/<roi>``; return that run folder (``run_figures``: as in :func:`run_audit`)."""
-    saved = read_json_object(Path(audit_dir) / "audit.json", "audit summary")
+    saved = RunRecord(Path(audit_dir)).audit()
     base = audit_config(saved["data"], classes=saved["classes"], model=saved["model"],
                         image_size=saved["image_size"], epochs=saved["epochs"], seed=saved["seed"],
                         batch_size=saved["batch_size"], split_fractions=saved["split_fractions"],

@@ -22,16 +22,13 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covid_tf import config, figures
-from covid_tf.data.splits import load_split
 from covid_tf.errors import CovidTfError
-from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, label_indices, load_predictions
+from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, label_indices
 from covid_tf.figures.run import FIGURE_NAMES, make_figures, run_figures, save_figures
 from covid_tf.io_utils import refuse_output_inside_inputs
 from covid_tf.runs import record
 from covid_tf.runs.inference import load_model
-from covid_tf.runs.record import RunRecord
-
-PREDICTIONS_FILE = "predictions.csv"
+from covid_tf.runs.record import PREDICTIONS_FILE, RunRecord
 
 
 def parse_formats(text: str | Sequence[str]) -> list[str]:
@@ -50,17 +47,16 @@ def input_folders(run_dir: Path, run: RunRecord) -> list[Path]:
     data = run.text("data")
     if data and Path(data).is_dir():
         folders.append(Path(data))
-    for table_name, loader in ((PREDICTIONS_FILE, load_predictions), ("split.csv", load_split)):
-        if (run_dir / table_name).is_file():
-            paths = loader(run_dir / table_name)["path"].astype(str)
-            folders += sorted({Path(path).parent for path in paths})
-            break
+    table = run.predictions()
+    table = run.split() if table is None else table
+    if table is not None:
+        folders += sorted({Path(path).parent for path in table["path"].astype(str)})
     return folders
 
 
 def evaluation_figures(run_dir: Path, run: RunRecord) -> dict[str, Figure]:
     """The figures of an ``evaluate --out`` folder, from its ``predictions.csv``."""
-    table = load_predictions(run_dir / PREDICTIONS_FILE)
+    table = run.predictions()
     names = run.class_names() or class_names_from_columns(table.columns)
     missing = [column for column in ("label", "predicted", *(PROB_PREFIX + name for name in names))
                if column not in table.columns]

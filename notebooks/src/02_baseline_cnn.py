@@ -37,7 +37,7 @@ from covid_tf import figures
 from covid_tf.data import splits
 from covid_tf.data.images import load_image
 from covid_tf.figures import comparison, grids
-from covid_tf.io_utils import atomic_write, atomic_write_json
+from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
 from covid_tf.runs.inference import predict_paths
 from covid_tf.training import tuning
@@ -140,10 +140,13 @@ Image(filename=figures.save_report_figure(figure, figures_dir / "02_final_curves
 
 # %%
 final_metrics, _ = train.evaluate_splits(final_model, final_config, split, class_names, names=("test",))
+# The final model's folder is a run folder like the others (config.json, model.keras, metrics.json, written
+# through the run record), so `evaluate`, `explain` and `report` read it.
 final_dir = config.RUNS_DIR / "02_baseline_final"
 final_dir.mkdir(parents=True, exist_ok=True)
-atomic_write(final_dir / "model.keras", final_model.save)
-atomic_write_json(final_dir / "metrics.json", {**final_metrics, "config": final_config.to_dict()})
+record.write_config(final_dir, {**final_config.to_dict(), "epochs": final_epochs, "class_names": class_names})
+record.write_model(final_dir, final_model)
+record.write_metrics(final_dir, final_metrics)
 comparison.runs_table({"baseline (defaults)": baseline.metrics["test"],
                   "baseline (tuned, train + val)": final_metrics["test"]})
 

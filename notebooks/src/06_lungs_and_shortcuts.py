@@ -152,7 +152,7 @@ audit.audit_table(result)
 runs = {"full image": audit_dir / "runs" / "none",
         "lung attention": audit.train_roi_run(audit_dir, "lungs-attention", run_figures=run_figures),
         "lungs only": audit_dir / "runs" / "lungs-masked"}
-covid_test = lung_studies.split_images(audit_dir / "split.csv", "COVID", "test", count=4 if smoke else 24)
+covid_test = lung_studies.split_images(audit_dir, "COVID", "test", count=4 if smoke else 24)
 energies = {name: lung_studies.lung_energy(run, covid_test, class_name="COVID") for name, run in runs.items()}
 lung_studies.compare_runs(runs, energies).round(3)
 
@@ -226,17 +226,16 @@ for name, check in checks.items():
 # COVID-normal pairs of the same source count, so a model that tells the hospitals apart gains nothing there.
 
 # %%
-import pandas as pd
-
 from covid_tf.figures.copies import plot_copy_pairs
+from covid_tf.runs.record import RunRecord
 from covid_tf.synthetic.copies import write_external_set
 from covid_tf.workflows.evaluate import evaluate_model
 
 count = 2 if smoke else 8
 copied = [(path, label) for label in class_names
-          for path in lung_studies.split_images(audit_dir / "split.csv", label, "train", count=count)]
+          for path in lung_studies.split_images(audit_dir, label, "train", count=count)]
 fresh = [(path, label) for label in class_names
-         for path in lung_studies.split_images(audit_dir / "split.csv", label, "test", count=3 * count)]
+         for path in lung_studies.split_images(audit_dir, label, "test", count=3 * count)]
 external_dir = config.DATA_DIR / "06_external_test"
 planted = write_external_set(external_dir, copied, fresh, transforms=("crop", "jpeg", "mirror", "text"), seed=seed)
 checked = evaluate_model(Path(runs["lung attention"]) / "model.keras", external_dir, audit_dir / "external_evaluation",
@@ -252,7 +251,7 @@ sources = metrics["sources"]
 within = sources["within_source_roc_auc"]
 print(f"within-source ROC-AUC: {'undefined' if within is None else f'{within:.3f}'} "
       f"({sources['within_source_pairs']} COVID-normal pairs of the same source)")
-copies = pd.read_csv(audit_dir / "external_evaluation" / "overlap.csv")
+copies = RunRecord.read(audit_dir / "external_evaluation").overlap()
 display(Image(filename=figures.save_report_figure(
     plot_copy_pairs(copies, limit=6, title="Test images that copy training images"),
     figures_dir / "06_overlap_copies.png")))
