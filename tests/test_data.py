@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from covid_tf.data.discover import detect_layout, discover, list_images, parse_class_map
+from covid_tf.data.discover import detect_layout, discover, parse_class_map
+from covid_tf.data.image_files import list_images
 from covid_tf.errors import CovidTfError
 from tests.helpers import make_class_folders, write_png
 

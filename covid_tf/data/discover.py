@@ -29,9 +29,8 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
-from covid_tf.data.image_files import CSV_NAMES, image_files, is_image_name, walk_files
-from covid_tf.data.image_files import SkippedFile as SkippedFile  # re-exported: callers import it from here
-from covid_tf.data.image_files import list_images as list_images  # re-exported until lungs/ imports image_files
+from covid_tf.data.image_files import CSV_NAMES, SkippedFile, image_files, is_image_name, walk_files
+from covid_tf.data.image_files import list_images as list_images  # for lungs/segmentation/sources, until it moves
 from covid_tf.data.images import scan_image
 from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError

@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data.discover import DatasetIndex, SkippedFile
+from covid_tf.data.discover import DatasetIndex
+from covid_tf.data.image_files import SkippedFile
 from covid_tf.data.splits import apply_split_file
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index

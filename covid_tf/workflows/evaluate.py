@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data.discover import SkippedFile, discover
+from covid_tf.data.discover import discover
+from covid_tf.data.image_files import SkippedFile
 from covid_tf.data.mask_files import mask_paths_of
 from covid_tf.data.sources import image_sources
 from covid_tf.errors import CovidTfError

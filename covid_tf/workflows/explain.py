@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data.discover import SkippedFile, list_images
+from covid_tf.data.image_files import SkippedFile, list_images
 from covid_tf.data.images import load_image
 from covid_tf.data.mask_files import MASK_FOLDERS as MASK_KINDS
 from covid_tf.data.mask_files import find_mask

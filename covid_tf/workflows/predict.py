@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from covid_tf import config
-from covid_tf.data.discover import SkippedFile, list_images
+from covid_tf.data.image_files import SkippedFile, list_images
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.tables import predictions_table
