@@ -248,19 +248,21 @@ def _pair_descriptors(blurred: np.ndarray, pair_queries: np.ndarray, framing: np
 
 
 def _refined(framing: Framing) -> list[Framing]:
-    """Framings around ``framing`` at a quarter of the search's step in scale and in each shift (27 in all)."""
+    """Framings around ``framing`` a quarter of the search's step apart in width, height and each shift (81 in
+    all): a copy cut by different amounts on each side is stretched differently along each axis."""
     step = MAX_CROP / 4.0
-    return [Framing(framing.centre_x + dx, framing.centre_y + dy, framing.width * scale, framing.height * scale)
-            for scale in (1.0 - step, 1.0, 1.0 + step) for dx in (-step, 0.0, step) for dy in (-step, 0.0, step)]
+    near = (1.0 - step, 1.0, 1.0 + step)
+    return [Framing(framing.centre_x + dx, framing.centre_y + dy, framing.width * width, framing.height * height)
+            for width in near for height in near for dx in (-step, 0.0, step) for dy in (-step, 0.0, step)]
 
 
 def _refine(blurred: np.ndarray, framing_index: int, targets: np.ndarray) -> np.ndarray:
-    """(P,) best trimmed correlation of each blurred query thumbnail (P, T, T) with its target (P, D), under the
-    framings near the one of ``framing_index`` (the search's best for all of them)."""
-    descriptors = _detail(_window_cells(blurred, _refined(FRAMINGS[framing_index])))  # (P, 27, D)
-    count = descriptors.shape[1]
-    scores = trimmed_correlation(descriptors.reshape(-1, descriptors.shape[-1]), np.repeat(targets, count, axis=0))
-    return scores.reshape(len(targets), count).max(axis=1)
+    """(P,) trimmed correlation of each blurred query thumbnail (P, T, T) with its target (P, D) at the best
+    aligned of the framings near the one of ``framing_index`` (the search's best for all of them); the plain
+    correlation picks the framing, as alignment is a property of the whole grid."""
+    descriptors = _detail(_window_cells(blurred, _refined(FRAMINGS[framing_index])))  # (P, 81, D), standardised
+    aligned = np.einsum("pfd,pd->pf", descriptors, _standardised(targets)).argmax(axis=1)
+    return trimmed_correlation(descriptors[np.arange(len(targets)), aligned], targets)
 
 
 def similarities(queries: np.ndarray, stored: np.ndarray, threshold: float = DEFAULT_THRESHOLD
@@ -318,8 +320,8 @@ def match_fingerprints(queries: np.ndarray | Sequence[np.ndarray], stored: np.nd
     best: dict[tuple[int, int], float] = {}
     for rows in _chunks(len(thumbnails), _CHUNK):
         pair_queries, pair_stored, similarity = similarities(thumbnails[rows], stored, threshold)
-        for q, s, value in zip(pair_queries, pair_stored, similarity):
-            key = (int(owners[q + rows.start]), int(s))
-            if value >= threshold and value > best.get(key, -1.0):
-                best[key] = float(value)
+        copies = similarity >= threshold
+        for q, s, value in zip(owners[pair_queries[copies] + rows.start], pair_stored[copies], similarity[copies]):
+            if value > best.get((int(q), int(s)), -1.0):
+                best[int(q), int(s)] = float(value)
     return sorted(((q, s, value) for (q, s), value in best.items()), key=lambda match: (match[0], -match[2]))
