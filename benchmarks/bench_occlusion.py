@@ -66,7 +66,7 @@ def link_images(source: Path, out: Path, count: int) -> None:
 def prepare(tmp: Path, args: argparse.Namespace) -> tuple[Path, Path, str]:
     """The data folder, the model file (in a run folder with its config.json) and where the data came from."""
     from covid_tf.data.discover import discover
-    from covid_tf.lungs.roi.inputs import prepare_masks
+    from covid_tf.lungs.roi.mask_table import prepare_masks
     from covid_tf.models.registry import build_model
 
     source = Path(args.data) if args.data else REAL_DATA

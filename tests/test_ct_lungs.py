@@ -86,12 +86,13 @@ class NoXrayLungs:
 
 def test_roi_auto_chooses_ct_lungs_when_the_xray_segmenter_finds_none(ct_slices, tmp_path):
     from covid_tf.lungs.roi import inputs as roi_inputs
+    from covid_tf.lungs.roi import mask_table
     from covid_tf.lungs.roi.modes import CT_ATTENTION_MODE
 
     paths = [str(ct_slices.root / path) for path in ct_slices.table["path"]]
     mode, note = roi_inputs.resolve_auto(paths, seed=0, segmenter=NoXrayLungs(), cache_dir=tmp_path / "cache")
     assert mode == CT_ATTENTION_MODE and "CT lungs on 100%" in note
-    masks = roi_inputs.prepare_masks(paths[:3], cache_dir=tmp_path / "cache", modality="ct")
+    masks = mask_table.prepare_masks(paths[:3], cache_dir=tmp_path / "cache", modality="ct")
     assert masks["roi_applied"].all() and masks["lung_mask_source"].eq("segmenter").all()
 
 

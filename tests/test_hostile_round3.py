@@ -199,7 +199,7 @@ def test_4_images_not_in_the_index_are_counted_and_named(server, formula_run, fo
 
 
 def test_5_lung_mask_note_reads_as_a_sentence():
-    from covid_tf.lungs.roi.inputs import fallback_note
+    from covid_tf.lungs.roi.mask_table import fallback_note
 
     table = pd.DataFrame({"path": ["a", "b", "c"], "lung_mask_source": ["dataset", "dataset", "segmenter"],
                           "roi_applied": [True, True, True], "reason": ["", "", ""]})

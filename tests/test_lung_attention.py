@@ -15,6 +15,7 @@ import pytest
 from covid_tf.data.images import resize_image
 from covid_tf.errors import CovidTfError
 from covid_tf.lungs.roi import inputs as ri
+from covid_tf.lungs.roi import mask_table
 from covid_tf.models import lung_attention
 from covid_tf.models.registry import build_model, last_conv_layer_name
 from covid_tf.runs.config import TrainConfig
@@ -39,7 +40,7 @@ def test_attention_input_is_the_full_image_plus_its_mask():
     assert data[..., 1].max() == 1.0 and data[..., 1].min() == 0.0
     whole, box = ri.roi_image(image, None, spec, 24)  # no plausible lungs: whole image, pooled everywhere
     assert box == (0, 0, 40, 40) and (whole[..., 1] == 1.0).all()
-    loader = ri.RoiLoader(spec, ri.prepare_masks([], use_segmenter=False), 24, 1)
+    loader = ri.RoiLoader(spec, mask_table.prepare_masks([], use_segmenter=False), 24, 1)
     assert loader.channels == 2
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from covid_tf.data.images import load_image, resize_image
 from covid_tf.data.mask_files import find_mask
-from covid_tf.lungs.roi import geometry
+from covid_tf.lungs.roi import geometry, mask_table
 from covid_tf.lungs.roi import inputs as ri
 from covid_tf.lungs.roi.modes import JITTER_MODES
 from covid_tf.lungs.segmentation.masks import read_mask
@@ -91,19 +91,19 @@ def test_masks_come_from_the_dataset_else_the_segmenter_once(tmp_path, synthetic
     loose.mkdir()
     copies = [str(shutil.copy(p, loose / f"x{i}.png")) for i, p in enumerate(paths)]
     segmenter, cache = CountingSegmenter(), tmp_path / "cache"
-    table = ri.prepare_masks(paths + copies, cache_dir=cache, segmenter=segmenter)
+    table = mask_table.prepare_masks(paths + copies, cache_dir=cache, segmenter=segmenter)
     assert table["lung_mask_source"].tolist() == ["dataset"] * 3 + ["segmenter"] * 3
     assert segmenter.seen == 3 and table["roi_applied"].all()
-    again = ri.prepare_masks(copies, cache_dir=cache, segmenter=segmenter)
+    again = mask_table.prepare_masks(copies, cache_dir=cache, segmenter=segmenter)
     assert segmenter.seen == 3  # cached on disk: not segmented again
     assert again["mask_path"].tolist() == table["mask_path"].tolist()[3:]
     # Another modification time is another image: segmented afresh.
     shutil.copy(paths[1], copies[0])
-    ri.prepare_masks(copies[:1], cache_dir=cache, segmenter=segmenter)
+    mask_table.prepare_masks(copies[:1], cache_dir=cache, segmenter=segmenter)
     assert segmenter.seen == 4
-    none = ri.prepare_masks(copies, use_segmenter=False)
+    none = mask_table.prepare_masks(copies, use_segmenter=False)
     assert (none["lung_mask_source"] == "none").all() and not none["roi_applied"].any()
-    assert "used whole" in ri.fallback_note(none)
+    assert "used whole" in mask_table.fallback_note(none)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_train_records_the_roi_and_its_masks(roi_run):
     saved = json.loads((run_dir / "config.json").read_text())
     assert (saved["roi"], saved["roi_jitter"], saved["roi_margin"]) == ("lungs-masked", 1, 0.1)
     table = pd.read_csv(run_dir / "roi.csv")
-    assert list(table.columns) == list(ri.ROI_COLUMNS) and len(table) == 12
+    assert list(table.columns) == list(mask_table.ROI_COLUMNS) and len(table) == 12
     assert (table["lung_mask_source"] == "dataset").all() and table["roi_applied"].all()
     assert result.roi_table is not None
 

@@ -131,10 +131,10 @@ def test_the_shipped_segmenter_scores_a_handful_of_adult_films(tmp_path):
 
 
 def test_cached_segmenter_masks_are_keyed_by_the_shipped_segmenter(tmp_path, monkeypatch):
-    from covid_tf.lungs.roi import inputs as roi_inputs
+    from covid_tf.lungs.roi import mask_table
 
     image = write_png(tmp_path / "a.png")
-    first = roi_inputs.cache_key(image)
-    assert roi_inputs.cache_key(image) == first and len(roi_inputs.segmenter_fingerprint()) == 12
-    monkeypatch.setattr(roi_inputs, "segmenter_fingerprint", lambda: "another file")
-    assert roi_inputs.cache_key(image) != first
+    first = mask_table.cache_key(image)
+    assert mask_table.cache_key(image) == first and len(mask_table.segmenter_fingerprint()) == 12
+    monkeypatch.setattr(mask_table, "segmenter_fingerprint", lambda: "another file")
+    assert mask_table.cache_key(image) != first

@@ -385,7 +385,7 @@ def test_masks_are_checked_as_they_are_streamed_like_evaluate_checks_them(tmp_pa
     """The check reads each mask once, in the stream: a segmenter's implausible mask (one blob) and a dataset's
     empty mask are left out with prepare_masks's own reasons, the rest scored as if checked beforehand; when no
     image has plausible lungs, one clear error."""
-    from covid_tf.lungs.roi.inputs import cache_key, prepare_masks
+    from covid_tf.lungs.roi.mask_table import cache_key, prepare_masks
 
     monkeypatch.setattr(occlusion_config, "CACHE_DIR", tmp_path / "cache")
     data = write_dataset(tmp_path / "data", per_class=6, shortcut=True)

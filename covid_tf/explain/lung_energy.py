@@ -23,7 +23,8 @@ from covid_tf.explain import get_explainer
 from covid_tf.explain.quality import energy_in_mask
 from covid_tf.lungs.energy import LUNG_COLUMNS, summarize
 from covid_tf.lungs.roi import geometry
-from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi.inputs import RoiLoader
+from covid_tf.lungs.roi.mask_table import prepare_masks
 from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.models.lung_attention import has_lung_attention
 from covid_tf.models.registry import backbone_layer_name, last_conv_layer_name

@@ -13,7 +13,8 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.errors import CovidTfError
 from covid_tf.io_utils import progress_bar
-from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi.inputs import RoiLoader
+from covid_tf.lungs.roi.mask_table import prepare_masks
 from covid_tf.lungs.roi.modes import RoiSpec
 from covid_tf.models.loading import load_keras_model
 from covid_tf.models.lung_attention import has_lung_attention, image_channels
@@ -42,7 +43,7 @@ class LoadedModel:
     def predict_with_roi(self, paths, batch_size: int = config.BATCH_SIZE,
                          mask_paths=None) -> tuple[np.ndarray, pd.DataFrame | None]:
         """Softmax probabilities (N, K) for image files, streamed from disk in batches through the run's ROI,
-        and the ROI's mask table (``covid_tf.lungs.roi.inputs.ROI_COLUMNS``; None without an ROI)."""
+        and the ROI's mask table (``covid_tf.lungs.roi.mask_table.ROI_COLUMNS``; None without an ROI)."""
         loader, table = self.roi_loader(paths, mask_paths)
         return predict_paths(self.model, paths, self.image_size, self.channels, batch_size, loader=loader), table
 

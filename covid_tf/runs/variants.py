@@ -22,7 +22,8 @@ from covid_tf.errors import ImageReadError
 from covid_tf.evaluation.stress import ORIGINAL
 from covid_tf.io_utils import progress_bar
 from covid_tf.lungs.roi import fills as lung_fills
-from covid_tf.lungs.roi.inputs import read_plausible_mask, roi_image
+from covid_tf.lungs.roi.inputs import roi_image
+from covid_tf.lungs.roi.mask_table import read_plausible_mask
 from covid_tf.lungs.segmentation.masks import read_mask, resize_mask
 
 MAX_RESIZE_CHANNELS = 4  # OpenCV's area resize takes at most four channels
@@ -56,7 +57,7 @@ class VersionLoader:
 class FillLoader(VersionLoader):
     """The occlusion check's versions: the original, the dilated lungs filled and their outside filled, for each
     fill (:func:`~covid_tf.lungs.roi.fills.occlusion_images`); a lung-attention model's mask channel is the original
-    mask's. :meth:`checked` also checks the mask first (:func:`~covid_tf.lungs.roi.inputs.read_plausible_mask`, as
+    mask's. :meth:`checked` also checks the mask first (:func:`~covid_tf.lungs.roi.mask_table.read_plausible_mask`, as
     ``evaluate`` does) from the same read."""
 
     def __init__(self, loaded, mask_files: dict[str, str], fills: Sequence[str], dilation: float,

@@ -22,7 +22,8 @@ from covid_tf.data.images import load_image
 from covid_tf.errors import CovidTfError
 from covid_tf.explain.lung_energy import lung_heatmaps
 from covid_tf.figures.segmenter import outline_overlay
-from covid_tf.lungs.roi.inputs import RoiLoader, prepare_masks
+from covid_tf.lungs.roi.inputs import RoiLoader
+from covid_tf.lungs.roi.mask_table import prepare_masks
 from covid_tf.lungs.roi.modes import MODES, RoiSpec
 from covid_tf.lungs.segmentation import masks as lung_masks
 from covid_tf.lungs.segmentation import scoring

@@ -8,7 +8,7 @@ ROC-AUC survives filled lungs reads something else (markers, borders, the film's
 - The ROC-AUC is that of the positive class (:func:`~covid_tf.evaluation.metrics.positive_class_index`; with
   more than two classes, the positive class against the rest), with stratified (patient-cluster when patients
   repeat) bootstrap 95% CIs from :mod:`covid_tf.evaluation.bootstrap`, on the same resamples for every variant.
-- Lung masks as ``evaluate`` finds them (:func:`~covid_tf.lungs.roi.inputs.prepare_masks`): the dataset's,
+- Lung masks as ``evaluate`` finds them (:func:`~covid_tf.lungs.roi.mask_table.prepare_masks`): the dataset's,
   else the shipped segmenter's (cached). An image without plausible lungs is left out of every variant and
   reported.
 - Filling happens on the full-resolution image, before the run's own ROI (crop, mask, ...) turns it into the
@@ -51,7 +51,7 @@ from covid_tf.evaluation.sources import variant_source_metrics
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_rows, resolved_path
 from covid_tf.lungs.roi import fills as lung_fills
-from covid_tf.lungs.roi.inputs import NO_MASK, locate_masks
+from covid_tf.lungs.roi.mask_table import NO_MASK, locate_masks
 from covid_tf.lungs.roi.modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.overlap import OverlapCheck, held_out_rows
@@ -157,7 +157,7 @@ def run_occlusion(model_path: str | Path, data: str | Path, out_dir: str | Path,
 
 def score_variants(loaded, rows: pd.DataFrame, data: str | Path, options: OcclusionOptions, modality: str,
                    say: Callable[[str], None]) -> tuple[pd.DataFrame, np.ndarray, FillLoader]:
-    """Every image's mask row (the columns of :func:`~covid_tf.lungs.roi.inputs.prepare_masks`: each mask checked as
+    """Every image's mask row (the columns of :func:`~covid_tf.lungs.roi.mask_table.prepare_masks`: each mask checked as
     the stream reads it), the probabilities ``(N, V, K)`` of its variants (NaN for an image left out) and the loader
     (its ``keys``)."""
     located = lung_masks_of(rows, data, options.use_segmenter, modality)
@@ -210,7 +210,8 @@ def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, mod
 
 def with_plausibility(located: pd.DataFrame, streamed: np.ndarray, reasons: Sequence[str]) -> pd.DataFrame:
     """:func:`lung_masks_of`'s table with ``roi_applied`` and ``reason`` (the columns of
-    :func:`~covid_tf.lungs.roi.inputs.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the rest."""
+    :func:`~covid_tf.lungs.roi.mask_table.prepare_masks`): the streamed images' verdicts, 'no lung mask' for the
+    rest."""
     reason = np.full(len(located), NO_MASK, dtype=object)
     reason[streamed] = list(reasons)
     return located.assign(roi_applied=reason == "", reason=reason)

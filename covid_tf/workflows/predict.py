@@ -14,7 +14,7 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.metrics import positive_class_index, predict_labels
 from covid_tf.evaluation.tables import predictions_table
 from covid_tf.io_utils import atomic_write, csv_rows
-from covid_tf.lungs.roi.inputs import fallback_note
+from covid_tf.lungs.roi.mask_table import fallback_note
 from covid_tf.runs.inference import load_model
 
 # Images predicted per chunk by ``predict_images`` (rows are written after each chunk).

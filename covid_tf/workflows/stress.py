@@ -35,7 +35,7 @@ from covid_tf.io_utils import (
     atomic_write_json,
     resolved_path,
 )
-from covid_tf.lungs.roi.inputs import fallback_note
+from covid_tf.lungs.roi.mask_table import fallback_note
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.record import software_versions
 from covid_tf.runs.variants import ShiftLoader, predict_variants

@@ -239,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
         if len(skipped) > 5:
             print(f"  ... and {len(skipped) - 5} more")
     if result.roi_table is not None:
-        from covid_tf.lungs.roi.inputs import fallback_note
+        from covid_tf.lungs.roi.mask_table import fallback_note
 
         print(f"{fallback_note(result.roi_table)} (see {args.out / 'roi.csv'})")
     for name in ("val", "test"):
