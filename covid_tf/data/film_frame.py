@@ -51,11 +51,17 @@ def _flat_run(lines: np.ndarray, limit: int, lenient: bool) -> int:
     limit = min(limit, len(lines) - 1)
     if limit <= 0:
         return 0
-    if lenient:
-        flat = (np.abs(lines[:limit] - np.median(lines[0])) <= BORDER_TOLERANCE).mean(axis=1) >= FLAT_SHARE
-    else:
-        flat = lines[:limit].std(axis=1) <= BORDER_STD
-    return int(limit if flat.all() else np.argmin(flat))
+    value = float(np.partition(lines[0], len(lines[0]) // 2)[len(lines[0]) // 2])  # the outermost line's median
+
+    def flat(block: np.ndarray) -> np.ndarray:
+        if lenient:
+            return (np.abs(block - value) <= BORDER_TOLERANCE).mean(axis=1) >= FLAT_SHARE
+        return block.std(axis=1) <= BORDER_STD
+
+    if not flat(lines[:1])[0]:  # most films: no border on this side
+        return 0
+    flags = flat(lines[:limit])
+    return int(limit if flags.all() else np.argmin(flags))
 
 
 def film_region(image: np.ndarray, lenient: bool = False) -> tuple[int, int, int, int]:
