@@ -97,6 +97,7 @@ def test_lung_attention_inputs_decoded_in_the_graph_match_roi_image(tmp_path, ch
 
     from covid_tf.data import roi_pipeline
     from covid_tf.lungs.roi import inputs as ri
+    from covid_tf.lungs.roi import mask_table
 
     rng = np.random.default_rng(0)
     lungs = np.zeros((45, 37), np.uint8)
@@ -123,7 +124,7 @@ def test_lung_attention_inputs_decoded_in_the_graph_match_roi_image(tmp_path, ch
             Image.fromarray(mask).save(mask_path)
         paths.append(str(path))
         rows.append([str(path), mask_path, "dataset", mask is not None, ""])
-    table = pd.DataFrame(rows, columns=list(ri.ROI_COLUMNS))
+    table = pd.DataFrame(rows, columns=list(mask_table.ROI_COLUMNS))
     loader = ri.RoiLoader(ri.RoiSpec("lungs-attention"), table, 24, channels)
     in_graph = roi_pipeline.mask_table(loader.masks, paths, 24, channels)
     assert [value != roi_pipeline.PYTHON for value in in_graph.values()] == [c[2] for c in cases.values()]
