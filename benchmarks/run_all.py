@@ -4,8 +4,8 @@ Each benchmark runs in its own Python process (fresh TensorFlow state, its own m
 ``--json``; this script collects the results, the machine (CPU model, cores, memory, TensorFlow
 and Keras versions, GPUs) and the command that reproduces each, and writes the Markdown file.
 
-Usage: ``python benchmarks/run_all.py [--only startup gradcam pipeline memory throughput segmenter roi occlusion epoch
-threads] [--quick] [--output BENCHMARKS.md]``. ``--quick`` runs smaller versions (a smoke test, not for
+Usage: ``python benchmarks/run_all.py [--only startup gradcam scorecam pipeline memory throughput segmenter roi
+occlusion epoch threads] [--quick] [--output BENCHMARKS.md]``. ``--quick`` runs smaller versions (a smoke test, not for
 the record). The exit status is 0 when every benchmark ran, whether or not its targets were met. Sections of the
 existing file that no benchmark writes (hand-written analyses) are kept.
 """
@@ -28,6 +28,7 @@ from common import PROJECT_ROOT, machine_info
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "startup": ("bench_startup.py", [], ["--repeats", "3"]),
     "gradcam": ("bench_gradcam.py", ["--repeats", "5"], ["--images", "16", "--repeats", "2"]),
+    "scorecam": ("bench_scorecam.py", [], ["--images", "4", "--size", "32", "--repeats", "1"]),
     "pipeline": ("bench_pipeline.py", [], ["--images", "96", "--repeats", "1", "--size", "64"]),
     "memory": ("bench_memory.py", [], ["--images", "100", "300", "--size", "64"]),
     "throughput": ("bench_throughput.py", [], ["--models", "baseline", "small", "--sizes", "64",

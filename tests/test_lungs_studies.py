@@ -54,3 +54,26 @@ def test_lung_energy_is_measured_on_the_full_image(small_data, tmp_path):
     assert table["roi"].tolist() == ["none", "lungs"] and table["test ROC-AUC"].notna().all()
     ratio = table["energy in lungs"] / table["lung area"]
     assert np.allclose(ratio, table["lung energy ratio"])
+
+
+def test_the_shortcut_study_goes_through_the_runs_roi(small_data):
+    """The shortcut study, lung_heatmaps (evaluate, notebook 06) and explain share one loop: a run's model with
+    a lung-box ROI is explained on its crop and measured on the full image, the same numbers by every path."""
+    from pathlib import Path
+
+    from covid_tf.explain.lung_energy import lung_heatmaps
+    from covid_tf.lungs.roi.modes import RoiSpec
+    from covid_tf.models.registry import build_model
+    from covid_tf.runs.inference import LoadedModel
+    from covid_tf.studies.shortcuts import shortcut_study
+
+    frame = discover(small_data).frame.head(4)
+    model = build_model("small", image_size=32)
+    loaded = LoadedModel(model, ["COVID", "Normal"], 32, 1, Path("model.keras"), RoiSpec(mode="lungs"))
+    study = shortcut_study(loaded, frame, loaded.class_names, class_name="COVID", batch_size=3).images
+    measured = lung_heatmaps(loaded, frame["path"].tolist(), 0, mask_paths=frame["mask_path"].tolist(),
+                             use_segmenter=False, batch_size=3).table
+    np.testing.assert_allclose(study["energy_in_lungs"], measured["energy_in_lungs"], atol=1e-6)
+    np.testing.assert_allclose(study["lung_area_fraction"], measured["lung_area_fraction"], atol=1e-6)
+    full_image = shortcut_study(model, frame, loaded.class_names, class_name="COVID").images  # no run: no ROI
+    assert not np.allclose(full_image["energy_in_lungs"], study["energy_in_lungs"], atol=1e-3)

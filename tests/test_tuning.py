@@ -116,3 +116,11 @@ def test_cross_validation_refuses_too_few_groups(synthetic_index):
     frame["patient_id"] = "same"
     with pytest.raises(ValueError, match="groups"):
         tuning.cross_validate(_config(synthetic_index.root), frame, CLASSES, k=3)
+
+
+@pytest.mark.parametrize("roi", ["lungs", "lungs-attention", "ct-lungs-attention"])
+def test_the_grid_search_refuses_a_lung_roi(tmp_path, roi):
+    """Asked of the ROI-mode table (an active mode), not by comparing names: every lung ROI is refused."""
+    cfg = TrainConfig(data=str(tmp_path), model="small", image_size=32, roi=roi)
+    with pytest.raises(ValueError, match=f"trains on full images.*not '{roi}'"):
+        tuning.TrainConfigHyperModel(cfg, pd.DataFrame(columns=["path", "label", "split"]), CLASSES, {})

@@ -2,12 +2,14 @@
 
 Each image goes through the run's own input (its lung ROI); the heatmap is mapped back onto the full
 original image and measured against the full image's lung mask (dataset, else the segmenter's, cached).
-``explain``, ``evaluate --lungs`` and the lung studies of notebook 06 all call :func:`lung_heatmaps`.
+:func:`explained_batches` is the one loop (inputs through the ROI, explained, mapped back): ``evaluate --lungs``
+and the lung studies of notebook 06 call it through :func:`lung_heatmaps`, the ``explain`` command and the
+shortcut study of notebook 04 directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,7 +21,8 @@ from covid_tf.data.images import load_image
 from covid_tf.errors import ImageReadError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.evaluation.tables import PROB_PREFIX
-from covid_tf.explain import get_explainer
+from covid_tf.explain.base import BaseCAM
+from covid_tf.explain.methods import get_explainer
 from covid_tf.explain.quality import energy_in_mask
 from covid_tf.lungs.energy import LUNG_COLUMNS, summarize
 from covid_tf.lungs.roi import geometry
@@ -59,6 +62,10 @@ class LungInputs:
         full = geometry.heatmap_to_full(heatmap, box, shape)
         return cv2.resize(full, (self.size, self.size), interpolation=cv2.INTER_AREA)
 
+    def on_full_images(self, heatmaps: np.ndarray, places: Sequence[tuple]) -> np.ndarray:
+        """:meth:`on_full_image` of each heatmap of a batch, with its ``(box, shape)`` from :meth:`model_input`."""
+        return np.stack([self.on_full_image(heatmap, *place) for heatmap, place in zip(heatmaps, places)])
+
     def columns(self, indices: Sequence[int], heatmaps: np.ndarray) -> pd.DataFrame:
         """``LUNG_COLUMNS`` for the images ``indices`` (into the paths) and their full-image heatmaps."""
         rows = []
@@ -80,6 +87,42 @@ class LungInputs:
 
 
 @dataclass
+class ExplainedBatch:
+    """One batch of :func:`explained_batches`: which images, their model inputs, and their explanation."""
+
+    indices: list[int]  # into the paths
+    inputs: np.ndarray  # the model's inputs (through the run's ROI)
+    places: list[tuple]  # (crop box, full image's shape) of each input, for LungInputs.on_full_images
+    heatmaps: np.ndarray  # on the full images, at the model's size
+    classes: np.ndarray
+    probabilities: np.ndarray
+
+
+def explained_batches(inputs: LungInputs, explainer: BaseCAM, paths: Sequence[str], class_index: int | None,
+                      batch_size: int, on_unreadable: Callable[[ImageReadError], None] | None = None
+                      ) -> Iterator[ExplainedBatch]:
+    """The one lung-energy loop: ``batch_size`` images at a time through the run's ROI, explained, their heatmaps
+    mapped back onto the full images (memory does not grow with N). An unreadable image raises, or with
+    ``on_unreadable`` is passed to it and left out."""
+    for start in range(0, len(paths), batch_size):
+        indices, items = [], []
+        for index in range(start, min(start + batch_size, len(paths))):
+            try:
+                items.append(inputs.model_input(paths[index]))  # (input, crop box, full shape)
+            except ImageReadError as error:
+                if on_unreadable is None:
+                    raise
+                on_unreadable(error)
+                continue
+            indices.append(index)
+        if not indices:
+            continue
+        images, places = np.stack([item[0] for item in items]), [item[1:] for item in items]
+        heatmaps, classes, probabilities = explainer.explain(images, class_index)
+        yield ExplainedBatch(indices, images, places, inputs.on_full_images(heatmaps, places), classes, probabilities)
+
+
+@dataclass
 class LungHeatmaps:
     """Per-image lung energy (``path``, ``prob_<class>``, ``LUNG_COLUMNS``) and, when kept, the heatmaps on the
     full images at the model's size."""
@@ -97,15 +140,11 @@ def lung_heatmaps(loaded: LoadedModel, paths: Sequence[str], class_index: int, *
     inputs = LungInputs(loaded, paths, mask_paths, use_segmenter=use_segmenter)
     explainer = get_explainer("gradcam", loaded.model, layer_name=layer_name, batch_size=batch_size)
     tables, kept, probabilities = [], [], []
-    for start in range(0, len(paths), batch_size):
-        indices = list(range(start, min(start + batch_size, len(paths))))
-        batch = [inputs.model_input(paths[i]) for i in indices]
-        heatmaps, _, probs = explainer.explain(np.stack([item[0] for item in batch]), class_index)
-        mapped = np.stack([inputs.on_full_image(h, box, shape) for h, (_, box, shape) in zip(heatmaps, batch)])
-        tables.append(inputs.columns(indices, mapped))
-        probabilities.append(probs[:, class_index])
+    for batch in explained_batches(inputs, explainer, paths, class_index, batch_size):
+        tables.append(inputs.columns(batch.indices, batch.heatmaps))
+        probabilities.append(batch.probabilities[:, class_index])
         if keep_heatmaps:
-            kept.append(np.clip(mapped, 0.0, 1.0))
+            kept.append(np.clip(batch.heatmaps, 0.0, 1.0))
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=list(LUNG_COLUMNS))
     table.insert(0, f"{PROB_PREFIX}{loaded.class_names[class_index]}", np.concatenate(probabilities) if paths else [])
     table.insert(0, "path", paths)

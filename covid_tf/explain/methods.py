@@ -163,7 +163,10 @@ class ScoreCAM(BaseCAM):
         channels = self._image_channels
         if channels == images.shape[-1]:
             return images * factors
-        return tf.concat([images[..., :channels] * factors, images[..., channels:]], axis=-1)
+        masked = images[..., :channels] * factors  # one image and several factors broadcast as well
+        kept = images[..., channels:]
+        return tf.concat([masked, tf.broadcast_to(kept, tf.concat([tf.shape(masked)[:-1], tf.shape(kept)[-1:]], 0))],
+                         axis=-1)
 
     def _target_probability(self, images: tf.Tensor, class_indices: tf.Tensor) -> tf.Tensor:
         """The probability of each image's own target class (n,)."""

@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covid_tf.figures import RIGHT_COLOUR, WRONG_COLOUR, finish
+from covid_tf.lungs.roi.modes import MODES
 
 NEUTRAL_COLOUR = "#4c72b0"
 SOURCE_COLOUR = "#8250df"
@@ -36,7 +37,8 @@ def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | N
                title: str = "Shortcut audit: test ROC-AUC with 95% CI", path: str | Path | None = None) -> Figure:
     """Horizontal bars of the audit's test ROC-AUCs (``variant``, ``roi``, ``roc_auc``, ``ci_low``, ``ci_high``).
 
-    The lungs-removed bar is red when it reaches ``threshold`` (shortcuts outside the lungs), green below;
+    The bar of a mode that removes the lungs (lungs-removed) is red when it reaches ``threshold`` (shortcuts
+    outside the lungs), green below;
     the source probe (an ``available`` dict with ``roc_auc``, ``ci_low``, ``ci_high``) adds a purple bar.
     """
     rows = table.to_dict("records")
@@ -46,7 +48,7 @@ def plot_audit(table: pd.DataFrame, *, threshold: float = 0.80, source: dict | N
     ax = fig.subplots()
     for y, row in enumerate(rows):
         colour = NEUTRAL_COLOUR
-        if row["roi"] == "lungs-removed" and row["roc_auc"] is not None and not pd.isna(row["roc_auc"]):
+        if MODES[row["roi"]].removes_lungs and row["roc_auc"] is not None and not pd.isna(row["roc_auc"]):
             colour = WRONG_COLOUR if row["roc_auc"] >= threshold else RIGHT_COLOUR
         _bar(ax, y, row["roc_auc"], row["ci_low"], row["ci_high"], colour)
     if has_source:

@@ -58,7 +58,7 @@ class TrainConfig:
     devices: list[str] | None = None  # devices of the 'mirrored' strategy (default: all local GPUs)
     mixed_precision: bool = False  # float16 compute, float32 variables and output (GPUs with tensor cores)
     precise_bn_images: int = config.PRECISE_BATCH_NORM_IMAGES  # covid_tf.callbacks.PreciseBatchNorm; 0: off
-    # covid_tf.lungs.roi.modes.ROI_MODES (none, lungs, lungs-masked, lungs-removed, lungs-attention) or "auto"
+    # a mode of covid_tf.lungs.roi.modes.MODES (the one table of --roi modes) or "auto"
     # (the command line's default): train_run decides what auto means once, before anything is written, and
     # records it in roi_resolved (on a copy: the caller's config is never changed).
     roi: str = "none"

@@ -18,11 +18,13 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
-from covid_tf.explain import get_explainer
+from covid_tf.explain.lung_energy import LungInputs, explained_batches
+from covid_tf.explain.methods import get_explainer
 from covid_tf.explain.overlay import overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
 from covid_tf.lungs.segmentation.masks import read_mask as load_mask
+from covid_tf.runs.inference import LoadedModel
 
 # The columns of a shortcut study, per image, after path / label / predicted / probability / explained.
 SHORTCUT_COLUMNS = (
@@ -100,8 +102,18 @@ def _study_record(source: pd.Series, predicted: str, probability: float, explain
     return record
 
 
+def _rows_with_lungs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``frame`` with a lung mask; ``ValueError`` without the columns or without any mask."""
+    if "path" not in frame or "mask_path" not in frame:
+        raise ValueError("frame needs the columns 'path' and 'mask_path' (lung masks), as DatasetIndex.frame")
+    rows = frame[frame["mask_path"].fillna("").astype(str) != ""].reset_index(drop=True)
+    if rows.empty:
+        raise ValueError("no row of frame has a lung mask (mask_path): the study needs lung masks")
+    return rows
+
+
 def shortcut_study(
-    model: keras.Model,
+    model: keras.Model | LoadedModel,
     frame: pd.DataFrame,
     class_names: Sequence[str],
     *,
@@ -115,13 +127,15 @@ def shortcut_study(
     """Where does the model look: inside the lungs, on the lesions, or elsewhere (a burned-in marker)?
 
     Args:
-        model: a Keras model taking [0, 1] images.
+        model: a model with its run (:class:`~covid_tf.runs.inference.LoadedModel`: each image goes through
+            the run's lung ROI, and its heatmap is measured on the full image, as ``explain`` does), or a Keras
+            model taking [0, 1] images (the full image).
         frame: rows with ``path`` and ``mask_path`` (lungs), optionally ``lesion_path``, ``label`` and any
             of ``split``, ``patient_id``, ``has_marker`` (kept in the result), as ``DatasetIndex.frame``.
             Rows without a lung mask are left out.
         class_names: the model's classes, in output order.
         class_name: explain this class on every image (e.g. "COVID"); default the predicted class.
-        image_size, channels: of the model input (default: read from the model).
+        image_size, channels: of a Keras model's input (default: read from the model).
 
     Returns a :class:`ShortcutStudy`. Per image (``images``): ``path``, ``label``, ``predicted``,
     ``probability`` (of the predicted class), ``explained``, then :data:`SHORTCUT_COLUMNS`:
@@ -130,32 +144,29 @@ def shortcut_study(
     in the lungs), and the same for the lesion mask (NaN where an image has no lesion). ``summary``: see
     :func:`summarize_shortcut`.
     """
-    if "path" not in frame or "mask_path" not in frame:
-        raise ValueError("frame needs the columns 'path' and 'mask_path' (lung masks), as DatasetIndex.frame")
-    rows = frame[frame["mask_path"].fillna("").astype(str) != ""].reset_index(drop=True)
-    if rows.empty:
-        raise ValueError("no row of frame has a lung mask (mask_path): the study needs lung masks")
-    _, height, _, model_channels = model.inputs[0].shape
-    image_size = int(image_size or height)
-    channels = int(channels or model_channels)
+    rows = _rows_with_lungs(frame)
+    if not isinstance(model, LoadedModel):  # a model without its run: the full image, no ROI
+        _, height, _, model_channels = model.inputs[0].shape
+        model = LoadedModel(model, list(class_names), int(image_size or height), int(channels or model_channels),
+                            Path(model.name))
     requested = _requested_class(class_name, class_names)
-    explainer = get_explainer(method, model, layer_name=layer_name, batch_size=batch_size)
+    explainer = get_explainer(method, model.model, layer_name=layer_name, batch_size=batch_size)
+    paths = rows["path"].astype(str).tolist()
+    inputs = LungInputs(model, paths, rows["mask_path"].astype(str).tolist(), use_segmenter=False)
     has_lesions = "lesion_path" in rows
     records = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows.iloc[start:start + batch_size]
-        images = np.stack([load_image(path, channels=channels, size=image_size) for path in chunk["path"]])
-        heatmaps, classes, probabilities = explainer.explain(images, requested)
+    for batch in explained_batches(inputs, explainer, paths, requested, batch_size):
+        chunk = rows.iloc[batch.indices]
         lungs = [load_mask(path) for path in chunk["mask_path"]]
         lesions = [load_mask(path) if has_lesions and str(path or "") else None
                    for path in (chunk["lesion_path"] if has_lesions else [None] * len(chunk))]
-        lung_numbers = summarize(heatmaps, lungs)
-        lesion_numbers = summarize(heatmaps, lesions)
-        predicted = np.argmax(probabilities, axis=-1)
+        lung_numbers = summarize(batch.heatmaps, lungs)
+        lesion_numbers = summarize(batch.heatmaps, lesions)
+        predicted = np.argmax(batch.probabilities, axis=-1)
         for row, (_, source) in enumerate(chunk.iterrows()):
             records.append(_study_record(source, class_names[predicted[row]],
-                                         float(probabilities[row, predicted[row]]), class_names[classes[row]],
-                                         lung_numbers[row], lesion_numbers[row]))
+                                         float(batch.probabilities[row, predicted[row]]),
+                                         class_names[batch.classes[row]], lung_numbers[row], lesion_numbers[row]))
     images_table = pd.DataFrame(records)
     return ShortcutStudy(images_table, summarize_shortcut(images_table), explainer.name, explainer.layer_name)
 

@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from covid_tf.data.splits import assign_groups
 from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.io_utils import atomic_write_text, csv_text
+from covid_tf.lungs.roi.modes import AUTO, MODES
 from covid_tf.models.architectures import get_architecture
 from covid_tf.models.freezing import freeze_backbone
 from covid_tf.models.registry import build_model
@@ -72,7 +73,7 @@ class CrossValidationResult:
 
 def _check_grid(cfg: TrainConfig, grid: Mapping[str, Sequence[Any]]) -> dict[str, list]:
     """The grid with every hyperparameter (those not given take the config's value), typed and checked."""
-    if cfg.roi not in ("none", "auto"):
+    if cfg.roi != AUTO and MODES[cfg.roi].active:
         raise ValueError(f"the grid search trains on full images; run it with roi='none', not {cfg.roi!r} "
                          "(the lung ROI applies to train_run)")
     unknown = sorted(set(grid) - set(GRID_PARAMETERS))

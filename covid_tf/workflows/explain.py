@@ -31,10 +31,10 @@ from covid_tf.data.mask_files import MASK_FOLDERS as MASK_KINDS
 from covid_tf.data.mask_files import find_mask
 from covid_tf.data.overlap import frame_thumbnail_of
 from covid_tf.errors import CovidTfError, ImageReadError
-from covid_tf.evaluation.tables import PROB_PREFIX
-from covid_tf.explain import get_explainer
+from covid_tf.evaluation.tables import predictions_table
 from covid_tf.explain.base import BaseCAM
-from covid_tf.explain.lung_energy import BACKBONE_COLUMNS, LungInputs
+from covid_tf.explain.lung_energy import BACKBONE_COLUMNS, ExplainedBatch, LungInputs, explained_batches
+from covid_tf.explain.methods import get_explainer
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
@@ -185,62 +185,43 @@ class _ExplainJob:
         self.notes: list[str] = mask_folder_notes(masks_dir, paths, self.masks)
 
     def write_csv(self, tmp: Path) -> None:
+        batches = explained_batches(self.lungs, self.explainer, self.paths, self.requested, self.batch_size,
+                                    on_unreadable=self._skip)  # heatmaps shown and measured on the full image
         with tmp.open("w", encoding="utf-8", newline="") as handle:
-            starts = range(0, len(self.paths), self.batch_size)
-            for start in progress_bar(starts, total=len(starts), desc="explaining", unit="batch"):
-                chosen, inputs = self._read_batch(range(start, min(start + self.batch_size, len(self.paths))))
-                if not chosen:
-                    continue
-                images = [item[0] for item in inputs]
-                heatmaps, classes, probabilities = self.explainer.explain(np.stack(images), self.requested)
-                # Shown and measured on the full original image (a crop's heatmap mapped back onto it).
-                heatmaps = np.stack([self.lungs.on_full_image(h, *item[1:]) for h, item in zip(heatmaps, inputs)])
-                table = self._table(chosen, classes, probabilities)
+            total = -(-len(self.paths) // self.batch_size)
+            for batch in progress_bar(batches, total=total, desc="explaining", unit="batch"):
+                table = self._table(batch)
                 if self.with_masks:
-                    self._add_mask_numbers(table, chosen, heatmaps)
-                table = pd.concat([table, self.lungs.columns(chosen, heatmaps)], axis=1)
+                    self._add_mask_numbers(table, batch.indices, batch.heatmaps)
+                table = pd.concat([table, self.lungs.columns(batch.indices, batch.heatmaps)], axis=1)
                 if self.backbone is not None:
-                    self._add_backbone_energy(table, chosen, inputs, classes)
-                self._write_images(table, chosen, images, heatmaps)
+                    self._add_backbone_energy(table, batch)
+                self._write_images(table, batch.indices, batch.inputs, batch.heatmaps)
                 handle.write(csv_rows(table, header=not self.tables))
                 self.tables.append(table)
 
-    def _add_backbone_energy(self, table: pd.DataFrame, chosen: list[int], inputs: list[tuple],
-                             classes: np.ndarray) -> None:
+    def _add_backbone_energy(self, table: pd.DataFrame, batch: ExplainedBatch) -> None:
         """Lung attention: the lung energy of the backbone's own last conv layer (the pooled layer's Grad-CAM is
         zero outside the lungs by construction, so only this one can show heat outside them)."""
-        maps = self.backbone.explain(np.stack([item[0] for item in inputs]), classes)[0]
-        maps = np.stack([self.lungs.on_full_image(h, *item[1:]) for h, item in zip(maps, inputs)])
-        measured = self.lungs.columns(chosen, maps)
+        maps = self.lungs.on_full_images(self.backbone.explain(batch.inputs, batch.classes)[0], batch.places)
+        measured = self.lungs.columns(batch.indices, maps)
         for column in BACKBONE_COLUMNS:
             table[f"backbone_{column}"] = measured[column].to_numpy()
 
-    def _read_batch(self, indices: range) -> tuple[list[int], list[tuple]]:
-        chosen, images = [], []
-        for index in indices:
-            try:
-                images.append(self.lungs.model_input(self.paths[index]))  # (input, crop box, full shape)
-            except ImageReadError as error:  # changed since it was listed
-                item = SkippedFile(error.path, error.reason)
-                self.skipped.append(item)
-                if self.on_skipped is not None:
-                    self.on_skipped(item)
-                continue
-            chosen.append(index)
-        return chosen, images
+    def _skip(self, error: ImageReadError) -> None:
+        """An image that became unreadable since it was listed: skipped and reported."""
+        item = SkippedFile(error.path, error.reason)
+        self.skipped.append(item)
+        if self.on_skipped is not None:
+            self.on_skipped(item)
 
-    def _table(self, chosen: list[int], classes: np.ndarray, probabilities: np.ndarray) -> pd.DataFrame:
+    def _table(self, batch: ExplainedBatch) -> pd.DataFrame:
+        """``path, predicted, probability, explained, prob_<Class>..., output`` of a batch."""
         names = self.loaded.class_names
-        predicted = np.argmax(probabilities, axis=-1)
-        table = pd.DataFrame({
-            "path": [self.paths[i] for i in chosen],
-            "predicted": [names[k] for k in predicted],
-            "probability": probabilities[np.arange(len(chosen)), predicted],
-            "explained": [names[k] for k in classes],
-        })
-        for k, name in enumerate(names):
-            table[f"{PROB_PREFIX}{name}"] = probabilities[:, k]
-        table["output"] = [self.file_names[i] for i in chosen]
+        predicted = np.argmax(batch.probabilities, axis=-1)
+        table = predictions_table([self.paths[i] for i in batch.indices], batch.probabilities, predicted, names)
+        table.insert(3, "explained", [names[k] for k in batch.classes])
+        table["output"] = [self.file_names[i] for i in batch.indices]
         return table
 
     def _add_mask_numbers(self, table: pd.DataFrame, chosen: list[int], heatmaps: np.ndarray) -> None:
@@ -258,14 +239,14 @@ class _ExplainJob:
         table["pointing_hit"] = numbers["pointing_game"].to_numpy()
         table["iou"] = numbers["iou"].to_numpy()
 
-    def _write_images(self, table: pd.DataFrame, chosen: list[int], images: list[np.ndarray],
+    def _write_images(self, table: pd.DataFrame, chosen: list[int], images: np.ndarray,
                       heatmaps: np.ndarray) -> None:
         for row, i in enumerate(chosen):
             target = self.out_dir / self.file_names[i]
             try:
                 display = _display_image(self.paths[i], self.loaded.channels)
-            except ImageReadError:
-                display = images[row][0]
+            except ImageReadError:  # the model's input then (without a lung-attention mask channel)
+                display = images[row][..., : self.loaded.channels]
             if self.panels:
                 title = (f"{Path(self.paths[i]).name}: predicted {table['predicted'].iloc[row]} "
                          f"({table['probability'].iloc[row]:.2f}), {self.explainer.name} of "
