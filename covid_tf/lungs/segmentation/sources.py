@@ -20,6 +20,7 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data import discover, splits
 from covid_tf.data.duplicates import difference_hash, duplicate_group_ids
+from covid_tf.data.image_files import list_images
 from covid_tf.data.images import scan_image
 from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
@@ -57,7 +58,7 @@ def parse_sources(texts: Sequence[str]) -> list[MaskSource]:
 
 def _image_mask_folder(source: MaskSource) -> pd.DataFrame:
     """The rows of an ``images/`` + ``masks/`` folder: each file its own patient, near-duplicates grouped."""
-    paths, _ = discover.list_images([source.root / "images"])  # unreadable files are left out
+    paths, _ = list_images([source.root / "images"])  # unreadable files are left out
     rows, hashes, thumbnails = [], [], []
     for path in paths:
         mask = find_mask(path)
