@@ -123,6 +123,18 @@ def test_segment_defaults_in_the_help_are_the_back_ends():
         segment.DEFAULT_SIZE, segment.DEFAULT_BATCH_SIZE)
 
 
+def test_segment_finds_the_class_of_an_image_reached_through_links(tmp_path):
+    real = tmp_path / "real"
+    image = real / "COVID" / "images" / "a.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    assert segment.class_of(image, [link]) == "COVID"  # the dataset given through a link, its image resolved
+    assert segment.class_of(link / "COVID" / "images" / "a.png", [link]) == "COVID"
+    assert segment.class_of(image, [tmp_path / "missing"]) == ""
+
+
 def test_segment_reads_a_class_whose_images_folder_is_a_link(tmp_path, capsys):
     """A dataset whose ``<Class>/images`` links to a folder elsewhere is read (as evaluate reads it); the dataset's
     ``metadata.csv`` is no image and not reported as skipped."""

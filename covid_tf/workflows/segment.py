@@ -56,15 +56,19 @@ def class_of(image_path: str | Path, inputs: Sequence[str | Path]) -> str:
     """The class folder of an image found below a given folder (``DATA/<Class>/x.png``, ``DATA/<Class>/images/x.png``
     or ``DATA/<split>/<Class>/...``); "" for an image given as a file or lying directly in a given folder.
 
-    Paths are compared as found, links not resolved: an ``images/`` that links elsewhere is still its class's."""
-    image_path = Path(os.path.abspath(image_path))
+    Paths are compared resolved, and also as given (links kept), so that an image reached through a link below the
+    folder still names its class."""
     for item in inputs:
-        folder = Path(os.path.abspath(Path(item).expanduser()))
-        if folder.is_dir() and image_path.is_relative_to(folder):
-            parents = list(image_path.relative_to(folder).parent.parts)
-            if parents and parents[-1] == "images":
-                parents.pop()
-            return parents[-1] if parents else ""
+        folder = Path(item).expanduser()
+        if not folder.is_dir():
+            continue
+        for image, base in ((Path(image_path).resolve(), folder.resolve()),
+                            (Path(os.path.abspath(image_path)), Path(os.path.abspath(folder)))):
+            if image.is_relative_to(base):
+                parents = list(image.relative_to(base).parent.parts)
+                if parents and parents[-1] == "images":
+                    parents.pop()
+                return parents[-1] if parents else ""
     return ""
 
 
