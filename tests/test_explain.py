@@ -511,3 +511,17 @@ def test_the_method_table_is_what_the_cli_and_the_explainers_accept(monkeypatch)
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     assert parser.parse_args(["model.keras", "x.png", "--out", "o", "--method", "newcam"]).method == "newcam"
+
+
+def test_quality_table_gives_cam_its_own_layer(tmp_path) -> None:
+    """A method that reads its own layer (``layer_fixed``: CAM) is not handed the layer chosen for the others."""
+    from covid_tf.data.discover import discover
+    from covid_tf.studies.shortcuts import quality_table
+    from covid_tf.synthetic.xray import generate_dataset
+
+    generate_dataset(tmp_path / "data", classes=("COVID", "Normal"), per_class=2, size=32, seed=1)
+    frame = discover(tmp_path / "data").frame
+    table = quality_table(small_cnn(), frame, ["COVID", "Normal", "Other"], methods=("gradcam", "cam"),
+                          layer_name="relu1", sanity_images=0)
+    assert table.set_index("method")["layer"].to_dict() == {"gradcam": "relu1", "cam": "conv2"}
+    assert [cls.name for cls in cam.METHODS.values() if cls.layer_fixed] == ["cam"]

@@ -148,6 +148,8 @@ class BaseCAM:
     uses_gradients = True
     #: Whether :meth:`compute_weights` is made of tensor operations that can run inside the graph.
     weights_in_graph = True
+    #: Whether the method reads one layer of its own (CAM: the layer feeding the pooling): no ``layer_name`` to choose.
+    layer_fixed = False
 
     def __init__(
         self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"

@@ -64,6 +64,7 @@ class CAM(BaseCAM):
 
     name = "cam"
     uses_gradients = False
+    layer_fixed = True
 
     def __init__(
         self, model: keras.Model, layer_name: str | None = None, batch_size: int = 32, score: str = "logit"

@@ -18,8 +18,9 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
+from covid_tf.explain.cam_methods import method_name
 from covid_tf.explain.lung_energy import LungInputs, explained_batches
-from covid_tf.explain.methods import get_explainer
+from covid_tf.explain.methods import METHODS, get_explainer
 from covid_tf.explain.overlay import overlay_heatmap
 from covid_tf.explain.quality import summarize
 from covid_tf.explain.segmentation import DEFAULT_THRESHOLD
@@ -225,9 +226,9 @@ def quality_table(
     rows = []
     for method in methods:
         began = time.perf_counter()
-        try:
-            explainer = get_explainer(method, model, layer_name=None if method == "cam" else layer_name,
-                                      batch_size=batch_size)
+        try:  # a method that reads its own layer (CAM) is not given the others' layer
+            chosen = None if METHODS[method_name(method)].layer_fixed else layer_name
+            explainer = get_explainer(method, model, layer_name=chosen, batch_size=batch_size)
         except ValueError as error:
             rows.append({"method": method, "note": str(error).split(". ")[0]})
             continue
