@@ -282,3 +282,15 @@ def test_one_rule_decides_the_headline_when_every_image_is_a_copy() -> None:
     assert some.headline(keep_overlap=True).all()
     assert some.summary(excluded=True)["excluded_from_headline"] and "left out" in some.warning(excluded=True)
     assert not some.summary(excluded=False)["excluded_from_headline"]
+
+
+def test_fingerprints_of_another_version_are_not_used(external, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(external["run"], run)
+    assert RunRecord.read(run).fingerprints() is not None
+    with np.load(run / "fingerprints.npz") as stored:
+        older = {key: stored[key] for key in stored.files if key != "version"}  # as the first version wrote them
+    np.savez_compressed(run / "fingerprints.npz", **older)
+    assert RunRecord.read(run).fingerprints() is None
+    reference, notes = training_reference(RunRecord.read(run))
+    assert reference is not None and "split.csv" in reference.origin and "of this covid_tf's kind" in notes[0]

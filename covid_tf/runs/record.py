@@ -193,7 +193,9 @@ class RunRecord:
         return table
 
     def fingerprints(self) -> ReferenceSet | None:
-        """``fingerprints.npz``: the fingerprints of the run's train and val images (None when absent)."""
+        """``fingerprints.npz``: the fingerprints of the run's train and val images (None when absent, or made by
+        another version of the fingerprint than :data:`~covid_tf.data.fingerprints.FINGERPRINT_VERSION`)."""
+        from covid_tf.data.fingerprints import FINGERPRINT_VERSION
         from covid_tf.data.overlap import ReferenceSet
 
         path = self.folder / FINGERPRINTS_FILE
@@ -201,6 +203,9 @@ class RunRecord:
             return None
         try:
             with np.load(path, allow_pickle=False) as stored:
+                version = int(stored["version"]) if "version" in stored.files else 1
+                if version != FINGERPRINT_VERSION:
+                    return None
                 return ReferenceSet(stored["paths"].tolist(), stored["splits"].tolist(), stored["fingerprints"],
                                     f"the run's fingerprints ({FINGERPRINTS_FILE})")
         except (OSError, KeyError, ValueError, EOFError) as error:
@@ -316,11 +321,14 @@ def write_skipped(folder: Path, skipped: Sequence[tuple[str, str]]) -> Path:
 
 
 def write_fingerprints(folder: Path, reference: ReferenceSet) -> Path:
-    """``fingerprints.npz``: a compact fingerprint (256 bytes) of each train and val image, for the overlap check."""
+    """``fingerprints.npz``: a compact fingerprint (576 bytes) of each train and val image, for the overlap check."""
+    from covid_tf.data.fingerprints import FINGERPRINT_VERSION
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, paths=np.array(reference.paths, dtype=str),
-                                splits=np.array(reference.splits, dtype=str), fingerprints=reference.fingerprints)
+                                splits=np.array(reference.splits, dtype=str), fingerprints=reference.fingerprints,
+                                version=FINGERPRINT_VERSION)
 
     return atomic_write(folder / FINGERPRINTS_FILE, write)
 
