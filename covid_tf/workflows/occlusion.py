@@ -51,7 +51,7 @@ from covid_tf.evaluation.sources import variant_source_metrics
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.io_utils import atomic_write_json, atomic_write_text, csv_rows, resolved_path
 from covid_tf.lungs.roi import fills as lung_fills
-from covid_tf.lungs.roi.mask_table import NO_MASK, locate_masks
+from covid_tf.lungs.roi.mask_table import DATASET, NO_MASK, NO_SOURCE, locate_masks
 from covid_tf.lungs.roi.modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
 from covid_tf.runs.overlap import OverlapCheck, held_out_rows
@@ -164,7 +164,7 @@ def score_variants(loaded, rows: pd.DataFrame, data: str | Path, options: Occlus
     streamed = located["mask_path"].astype(bool).to_numpy()  # with a mask file, to be checked as it is read
     paths = rows["path"].astype(str)[streamed].tolist()
     loader = FillLoader(loaded, dict(zip(paths, located["mask_path"][streamed])), options.fills, options.dilation,
-                        options.seed, trusted=located.loc[located["lung_mask_source"].eq("dataset"), "path"],
+                        options.seed, trusted=located.loc[located["lung_mask_source"].eq(DATASET), "path"],
                         modality=modality)
     say(f"checking the lungs and predicting {len(paths)} image(s) x {len(loader.keys)} variants (the original; lungs "
         f"filled and outside filled with {', '.join(options.fills)}) ...")
@@ -202,7 +202,7 @@ def lung_masks_of(rows: pd.DataFrame, data: str | Path, use_segmenter: bool, mod
     (:meth:`~covid_tf.runs.variants.FillLoader.checked`, :func:`with_plausibility`)."""
     masks = locate_masks(rows["path"].astype(str).tolist(), mask_paths_of(rows), use_segmenter=use_segmenter,
                          modality=modality)
-    if not use_segmenter and (masks["lung_mask_source"] == "none").all():
+    if not use_segmenter and (masks["lung_mask_source"] == NO_SOURCE).all():
         raise CovidTfError(f"{data}: has no lung masks (no <Class>/masks/ beside images/, no mask_path column) and "
                            "--no-segmenter forbids the lung segmenter; add masks or drop --no-segmenter")
     return masks

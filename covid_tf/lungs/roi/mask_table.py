@@ -31,6 +31,9 @@ from covid_tf.lungs.segmentation.segmenter import SHIPPED_MODEL
 
 MASK_CACHE = "lung_masks"
 ROI_COLUMNS = ("path", "mask_path", "lung_mask_source", "roi_applied", "reason")
+# Where a lung mask came from (roi.csv's lung_mask_source), and how fallback_note says it.
+MASK_SOURCES = {"dataset": "from the dataset", "segmenter": "from the segmenter", "none": "without a mask"}
+DATASET, SEGMENTER, NO_SOURCE = MASK_SOURCES
 NO_MASK = "no lung mask"  # the reason of an image without a mask file
 
 
@@ -81,7 +84,7 @@ def prepare_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None 
     """
     table = locate_masks(paths, mask_paths, cache_dir=cache_dir, use_segmenter=use_segmenter, segmenter=segmenter,
                          batch_size=batch_size, modality=modality)
-    checked = [mask_file_plausibility(mask_path, trusted=source == "dataset", modality=modality)
+    checked = [mask_file_plausibility(mask_path, trusted=source == DATASET, modality=modality)
                for mask_path, source in zip(table["mask_path"], table["lung_mask_source"])]
     table["roi_applied"] = [applied for applied, _ in checked]
     table["reason"] = [reason for _, reason in checked]
@@ -100,14 +103,14 @@ def locate_masks(paths: Sequence[str], mask_paths: Sequence[str | None] | None =
         given = mask_paths[index] if mask_paths is not None else None
         found = Path(given) if given and Path(given).is_file() else find_mask(path)
         if found is not None:
-            rows.append([str(path), str(found), "dataset"])
+            rows.append([str(path), str(found), DATASET])
         elif use_segmenter:
             target = cache / f"{cache_key(path)}{modality_of(modality).cache_suffix}.png"
-            rows.append([str(path), str(target), "segmenter"])
+            rows.append([str(path), str(target), SEGMENTER])
             if not target.is_file():
                 todo.append((str(path), target))
         else:
-            rows.append([str(path), "", "none"])
+            rows.append([str(path), "", NO_SOURCE])
     if todo:
         _segment_into_cache(todo, segmenter, batch_size, modality)
     return pd.DataFrame(rows, columns=list(ROI_COLUMNS[:3]))
@@ -152,8 +155,7 @@ def fallback_note(table: pd.DataFrame | None) -> str:
     if table is None or table.empty:
         return ""
     fallen = table[~table["roi_applied"].astype(bool)]
-    words = {"dataset": "from the dataset", "segmenter": "from the segmenter", "none": "without a mask"}
-    text = "lung masks: " + ", ".join(f"{count} {words.get(str(name), f'from {name}')}"
+    text = "lung masks: " + ", ".join(f"{count} {MASK_SOURCES.get(str(name), f'from {name}')}"
                                       for name, count in table["lung_mask_source"].value_counts().items())
     if fallen.empty:
         return text + "; every image has plausible lungs"
