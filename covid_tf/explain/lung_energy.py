@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from covid_tf.data.images import load_image
+from covid_tf.data.mask_files import mask_paths_of
 from covid_tf.errors import ImageReadError
 from covid_tf.evaluation.metrics import positive_class_index
 from covid_tf.evaluation.tables import PROB_PREFIX
@@ -171,7 +172,7 @@ def positive_class_lung_energy(loaded: LoadedModel, rows: pd.DataFrame, *, use_s
     positive = loaded.class_names[positive_class_index(loaded.class_names)]
     chosen = rows[rows["label"].astype(str) == positive]
     paths = chosen["path"].astype(str).tolist()
-    mask_paths = chosen["mask_path"].fillna("").astype(str).tolist() if "mask_path" in chosen else None
+    mask_paths = mask_paths_of(chosen)
     if not paths:
         return None
     if not use_segmenter and (prepare_masks(paths, mask_paths, use_segmenter=False, modality=loaded.roi.kind.modality)

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from covid_tf import config, figures
+from covid_tf.data.mask_files import mask_paths_of
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.tables import PROB_PREFIX, class_names_from_columns, label_indices
 from covid_tf.figures.run import FIGURE_NAMES, make_figures, run_figures, save_figures
@@ -104,7 +105,7 @@ def training_run_figures(run: RunRecord, split: str = "test") -> dict[str, Figur
         raise CovidTfError(f"{run.folder / record.SPLIT_FILE}: none of the {chosen!r} images exist any more; "
                            "cannot draw the figures")
     loaded = load_model(run.folder / record.MODEL_FILE)
-    mask_paths = rows["mask_path"].fillna("").astype(str).tolist() if "mask_path" in rows else None
+    mask_paths = mask_paths_of(rows)
     batch_size = run.integer("batch_size", config.BATCH_SIZE, 1, config.MAX_BATCH_SIZE)
     probabilities = loaded.predict_paths(rows["path"].tolist(), batch_size, mask_paths)
     return run_figures(history, label_indices(rows["label"].astype(str), loaded.class_names), probabilities,
