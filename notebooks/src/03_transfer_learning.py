@@ -42,10 +42,11 @@ weights = os.environ.get("COVID_TF_WEIGHTS") or "auto"  # "auto", "imagenet", No
 learning_rate = 1e-3
 fine_tune_learning_rate = 1e-5
 # The grid of the head's hyperparameters: seed 001 tuned these three (its report left the values as "XX"); a
-# parameter missing here keeps the value above. make demo tunes the learning rate only, the tests the dropout.
+# parameter missing here keeps the value above (make demo tunes the learning rate only; the tests try one setting).
 head_grid = {"batch_size": [16, 32], "learning_rate": [1e-3, 1e-4], "dropout": [0.3, 0.5]}
 head_grid_epochs = None  # the most epochs of one trial (None: half of `epochs`)
 final_fine_tune_epochs = None  # the final model's fine-tuning on train + val (None: `fine_tune_epochs`)
+unfreeze_blocks = "all"  # the backbone blocks fine-tuning trains: the seed's "all" (the tests: 0, the head only)
 smoke = bool(int(os.environ.get("COVID_TF_SMOKE", "0")))  # few bootstrap samples, fewer images shown
 seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 
@@ -83,7 +84,7 @@ weights = models.resolve_weights("resnet50v2", None if str(weights).lower() == "
 # The seed's recipe (augmentation, early stopping with patience 5, a constant rate); the values given here win.
 transfer_config = TrainConfig.from_recipe(
     "seed-001-resnet50v2", data=data_dir, weights=weights, classes=class_names, image_size=image_size,
-    epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_blocks="all", learning_rate=learning_rate,
+    epochs=epochs, fine_tune_epochs=fine_tune_epochs, unfreeze_blocks=unfreeze_blocks, learning_rate=learning_rate,
     fine_tune_learning_rate=fine_tune_learning_rate, batch_size=batch_size, seed=seed,
     n_bootstrap=100 if smoke else 1000,
 )
@@ -158,8 +159,8 @@ figure = figures.plot_training_curves(final.phase("head"),
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_final_head_curves.png"))
 
 # %%
-figure = figures.plot_training_curves(final.phase("fine_tune"),
-                                      title="Whole network fine-tuned, train + val (seed's Fig. 7)")
+title = f"Fine-tuned ({unfreeze_blocks} backbone blocks trained), train + val (seed's Fig. 7)"
+figure = figures.plot_training_curves(final.phase("fine_tune"), title=title)
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_final_fine_tune_curves.png"))
 
 # %% [markdown]
