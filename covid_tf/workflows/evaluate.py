@@ -38,7 +38,7 @@ from covid_tf.runs.inference import LoadedModel, load_model
 from covid_tf.runs.overlap import check_overlap
 from covid_tf.runs.record import RunRecord
 
-OUTPUT_FILES = (record.METRICS_FILE, "predictions.csv", record.SKIPPED_FILE, record.CONFIG_FILE,
+OUTPUT_FILES = (record.METRICS_FILE, record.PREDICTIONS_FILE, record.SKIPPED_FILE, record.CONFIG_FILE,
                 record.OVERLAP_FILE)
 LUNG_ENERGY_FILE = "lung_energy.csv"
 
@@ -58,13 +58,13 @@ class EvaluationResult:
 
 def check_out_dir(out_dir: Path, data: Path, *, overwrite: bool) -> None:
     """Refuse output folders that would clobber a training run, an earlier evaluation or the input data."""
-    if (out_dir / "model.keras").exists():
+    if (out_dir / record.MODEL_FILE).exists():
         raise CovidTfError(f"{out_dir}: holds a training run (model.keras); write the evaluation elsewhere, "
                            f"e.g. --out {out_dir / 'evaluation'}")
     data_root = data.expanduser().resolve()
     if data_root.is_dir() and is_within(out_dir, data_root):
         raise CovidTfError(f"{out_dir}: is inside the input data folder {data_root}; choose an --out elsewhere")
-    if (out_dir / "metrics.json").exists() and not overwrite:
+    if (out_dir / record.METRICS_FILE).exists() and not overwrite:
         raise CovidTfError(f"{out_dir}: already holds an evaluation (metrics.json); choose another --out "
                            "or pass --overwrite")
     if out_dir.exists() and not out_dir.is_dir():
@@ -112,7 +112,7 @@ def _write_tables(out_dir: Path, table: pd.DataFrame, skipped: Sequence[SkippedF
         for name in FIGURE_NAMES.values():
             (out_dir / name).unlink(missing_ok=True)
         (out_dir / LUNG_ENERGY_FILE).unlink(missing_ok=True)
-    record.write_table(out_dir, "predictions.csv", table)
+    record.write_table(out_dir, record.PREDICTIONS_FILE, table)
     record.write_skipped(out_dir, [(item.path, item.reason) for item in skipped])
     record.write_config(out_dir, run_config)
 

@@ -58,7 +58,7 @@ def load_run(run_dir: str | Path, *, split: str = "test") -> RunSummary:
     if not path.is_dir():
         raise CovidTfError(f"{path}: run folder not found")
     metrics_file, config_file = path / record.METRICS_FILE, path / record.CONFIG_FILE
-    if not metrics_file.is_file() and not config_file.is_file():
+    if not record.is_run_folder(path):
         raise CovidTfError(f"{path}: not a run folder (no metrics.json or config.json); give a train or "
                            "evaluate --out folder")
     chosen_split, metrics = (None, None)

@@ -29,10 +29,8 @@ from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import evaluate_rows
 from covid_tf.evaluation.tables import label_indices
 from covid_tf.figures.run import write_run_figures
-from covid_tf.io_utils import atomic_write
 from covid_tf.lungs.roi.inputs import resolve_auto, run_inputs
 from covid_tf.lungs.roi.modes import ATTENTION_MODE, AUTO, AUTO_BACKGROUND
-from covid_tf.models.common import save_model
 from covid_tf.models.transfer import resolve_weights
 from covid_tf.runs import record
 from covid_tf.runs.config import TrainConfig
@@ -245,7 +243,7 @@ def _train(cfg: TrainConfig, split: pd.DataFrame, class_names: list[str], run_pa
         model, history = fit(cfg, split, class_names, run_path, verbose=verbose, inputs=inputs)
         if run_path is not None:  # saved at once: until then the backup of the last epoch is their only copy
             record.write_table(run_path, record.HISTORY_FILE, history)
-            atomic_write(run_path / record.MODEL_FILE, partial(save_model, model))
+            record.write_model(run_path, model)
     if run_path is not None:
         resume.discard_backups(run_path)  # model.keras and history.csv hold what they kept
         shutil.rmtree(run_path / "checkpoints" / "cache", ignore_errors=True)
