@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras import layers
 
 from covid_tf import explain as cam
+from covid_tf.errors import CovidTfError
 
 METHODS = ["cam", "gradcam", "gradcam++", "scorecam", "layercam"]
 
@@ -525,3 +526,5 @@ def test_quality_table_gives_cam_its_own_layer(tmp_path) -> None:
                           layer_name="relu1", sanity_images=0)
     assert table.set_index("method")["layer"].to_dict() == {"gradcam": "relu1", "cam": "conv2"}
     assert [cls.name for cls in cam.METHODS.values() if cls.layer_fixed] == ["cam"]
+    with pytest.raises(CovidTfError, match=r"unknown class 'Pneumonia'; the model's classes are COVID, Normal, Other"):
+        quality_table(small_cnn(), frame, ["COVID", "Normal", "Other"], class_name="Pneumonia")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from covid_tf.errors import CovidTfError
 from covid_tf.explain.base import BaseCAM
 from covid_tf.explain.methods import get_explainer
 
@@ -65,3 +66,13 @@ def explain(
     explainer = (cache.get(method, model, layer_name, batch_size, score) if cache is not None
                  else get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score))
     return explainer.explain(images, class_index)
+
+
+def requested_class(class_name: str | None, class_names: Sequence[str]) -> int | None:
+    """The ``class_index`` that explains ``class_name`` among a model's classes (None: each image's predicted
+    class); ``CovidTfError`` naming the model's classes for a name it does not have."""
+    if class_name is None:
+        return None
+    if class_name not in class_names:
+        raise CovidTfError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
+    return list(class_names).index(class_name)

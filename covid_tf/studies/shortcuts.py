@@ -19,6 +19,7 @@ import pandas as pd
 
 from covid_tf.data.images import load_image
 from covid_tf.explain.cam_methods import method_name
+from covid_tf.explain.explainers import requested_class
 from covid_tf.explain.lung_energy import LungInputs, explained_batches
 from covid_tf.explain.methods import METHODS, get_explainer
 from covid_tf.explain.overlay import overlay_heatmap
@@ -75,15 +76,6 @@ def summarize_shortcut(images: pd.DataFrame, by: str = "label") -> pd.DataFrame:
         record["lung_energy_ratio"] = record["energy_in_lungs"] / area if area and area > 0 else np.nan
         records.append(record)
     return pd.DataFrame(records).set_index("group")
-
-
-def _requested_class(class_name: str | None, class_names: Sequence[str]) -> int | None:
-    """The index of ``class_name`` among the model's classes (None: explain the predicted class)."""
-    if class_name is None:
-        return None
-    if class_name not in class_names:
-        raise ValueError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
-    return list(class_names).index(class_name)
 
 
 def _study_record(source: pd.Series, predicted: str, probability: float, explained: str, lung: dict,
@@ -150,7 +142,7 @@ def shortcut_study(
         _, height, _, model_channels = model.inputs[0].shape
         model = LoadedModel(model, list(class_names), int(image_size or height), int(channels or model_channels),
                             Path(model.name))
-    requested = _requested_class(class_name, class_names)
+    requested = requested_class(class_name, class_names)
     explainer = get_explainer(method, model.model, layer_name=layer_name, batch_size=batch_size)
     paths = rows["path"].astype(str).tolist()
     inputs = LungInputs(model, paths, rows["mask_path"].astype(str).tolist(), use_segmenter=False)
@@ -222,7 +214,7 @@ def quality_table(
 
     _, height, _, channels = model.inputs[0].shape
     images, lungs, lesions = _load_study_rows(frame.reset_index(drop=True), int(height), int(channels))
-    requested = None if class_name is None else list(class_names).index(class_name)
+    requested = requested_class(class_name, class_names)
     rows = []
     for method in methods:
         began = time.perf_counter()

@@ -33,6 +33,7 @@ from covid_tf.data.overlap import frame_thumbnail_of
 from covid_tf.errors import CovidTfError, ImageReadError
 from covid_tf.evaluation.tables import predictions_table
 from covid_tf.explain.base import BaseCAM
+from covid_tf.explain.explainers import requested_class
 from covid_tf.explain.lung_energy import BACKBONE_COLUMNS, ExplainedBatch, LungInputs, explained_batches
 from covid_tf.explain.methods import get_explainer
 from covid_tf.explain.overlay import explanation_panel, overlay_heatmap
@@ -140,14 +141,6 @@ def _make_explainer(
         return get_explainer(method, model, layer_name=layer_name, batch_size=batch_size, score=score)
     except ValueError as error:
         raise CovidTfError(f"cannot explain with {method!r}: {error}") from None
-
-
-def _class_index(class_name: str | None, class_names: Sequence[str]) -> int | None:
-    if class_name is None:
-        return None
-    if class_name not in class_names:
-        raise CovidTfError(f"unknown class {class_name!r}; the model's classes are {', '.join(class_names)}")
-    return list(class_names).index(class_name)
 
 
 def _check_options(batch_size: int, threshold: float, mask_kind: str, masks_dir: str | Path | None) -> Path | None:
@@ -304,7 +297,7 @@ def explain_images(
         raise CovidTfError(f"no readable image among the {len(inputs)} input(s) ({len(skipped)} file(s) skipped); "
                            "nothing explained")
     job = _ExplainJob(loaded, _make_explainer(method, loaded.model, layer_name, batch_size, score), paths, out_dir,
-                      requested=_class_index(class_name, loaded.class_names), masks_dir=masks_path,
+                      requested=requested_class(class_name, loaded.class_names), masks_dir=masks_path,
                       mask_kind=mask_kind, threshold=threshold, batch_size=batch_size, panels=panels,
                       skipped=skipped, on_skipped=on_skipped)
     out_dir.mkdir(parents=True, exist_ok=True)
