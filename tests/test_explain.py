@@ -528,3 +528,13 @@ def test_quality_table_gives_cam_its_own_layer(tmp_path) -> None:
     assert [cls.name for cls in cam.METHODS.values() if cls.layer_fixed] == ["cam"]
     with pytest.raises(CovidTfError, match=r"unknown class 'Pneumonia'; the model's classes are COVID, Normal, Other"):
         quality_table(small_cnn(), frame, ["COVID", "Normal", "Other"], class_name="Pneumonia")
+
+
+def test_score_cam_without_a_live_channel_gives_zero_maps() -> None:
+    """Every activation map constant: no masked image at all goes through the model (an empty loop in the graph)."""
+    model = small_cnn()
+    model.get_layer("conv2").set_weights([np.zeros_like(weight) for weight in model.get_layer("conv2").get_weights()])
+    for subtract_baseline in (False, True):
+        heatmaps, _, _ = cam.ScoreCAM(model, subtract_baseline=subtract_baseline).explain(random_images(3))
+        check_maps(heatmaps, 3, 32)
+        assert not heatmaps.any()
