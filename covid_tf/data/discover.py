@@ -11,7 +11,7 @@ Layouts read as they come (``discover`` picks one):
   first sub-folder level names the patient).
 
 The files of a folder are found by :mod:`covid_tf.data.image_files`, the rule every command shares (links,
-hidden and non-image files); ``list_images``, for files and folders without labels, is there too. Every file
+hidden and non-image files), as ``list_images`` finds files and folders without labels. Every file
 is decoded once; unreadable, truncated, empty or non-image files are skipped and listed with a reason, and
 (near-)identical images are grouped so that splits can keep them together.
 """
@@ -30,7 +30,6 @@ import pandas as pd
 from covid_tf import config
 from covid_tf.data.duplicates import DEFAULT_MAX_DISTANCE, difference_hash, duplicate_group_ids, duplicate_groups
 from covid_tf.data.image_files import CSV_NAMES, SkippedFile, image_files, is_image_name, walk_files
-from covid_tf.data.image_files import list_images as list_images  # for lungs/segmentation/sources, until it moves
 from covid_tf.data.images import scan_image
 from covid_tf.data.mask_files import find_mask
 from covid_tf.errors import CovidTfError, ImageReadError
