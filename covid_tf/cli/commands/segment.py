@@ -12,7 +12,8 @@ from covid_tf.lungs.roi.modes import MODALITIES
 
 HELP = "Segment the lungs of images (files, folders or datasets): one mask PNG per image and lungs.csv."
 
-# covid_tf.workflows.segment's defaults, spelled out: the parser imports no back-end (tests/test_cli checks they agree).
+# covid_tf.workflows.segment's defaults, spelled out: the parser imports no back-end (tests/test_lungs_cli.py
+# checks that they agree).
 DEFAULT_SIZE = 256
 DEFAULT_BATCH_SIZE = 32
 
