@@ -29,8 +29,7 @@ PROFILES: dict[str, dict[str, object]] = {
              "ct_model": "baseline"},
     "smoke": {"image_size": 32, "epochs": 1, "fine_tune_epochs": 1, "batch_size": 16, "smoke": True,
               "train_resnet18": False, "resnet18_epochs": 1,
-              # Notebook 03: one grid trial; fine-tuning trains the head only (no ResNet50V2 gradient to trace)
-              "head_grid": {"dropout": [0.5]}, "unfreeze_blocks": 0, "ct_model": "small"},
+              "head_grid": {"dropout": [0.5]}, "ct_model": "small"},  # notebook 03: one grid trial
 }
 # Synthetic datasets per profile: (images per class, size).
 SYNTHETIC_SIZES = {"demo": (150, 128), "smoke": (24, 64)}

@@ -46,7 +46,7 @@ fine_tune_learning_rate = 1e-5
 head_grid = {"batch_size": [16, 32], "learning_rate": [1e-3, 1e-4], "dropout": [0.3, 0.5]}
 head_grid_epochs = None  # the most epochs of one trial (None: half of `epochs`)
 final_fine_tune_epochs = None  # the final model's fine-tuning on train + val (None: `fine_tune_epochs`)
-unfreeze_blocks = "all"  # the backbone blocks fine-tuning trains: the seed's "all" (the tests: 0, the head only)
+unfreeze_blocks = "all"  # the backbone blocks fine-tuning trains: the seed's "all", or a number of top blocks
 smoke = bool(int(os.environ.get("COVID_TF_SMOKE", "0")))  # few bootstrap samples, fewer images shown
 seed = int(os.environ.get("COVID_TF_SEED", str(config.SEED)))
 
@@ -220,11 +220,11 @@ figure = figures.plot_roc_curves(test_labels, test_probabilities, class_names,
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_roc.png"))
 
 # %% [markdown]
-# Seed 001's Fig. 6: a sample of test images, each titled with its true class and the final model's prediction
+# Seed 001's Fig. 6: test images of each class, each titled with its true class and the final model's prediction
 # (green when right, red when wrong), to see which images it gets wrong.
 
 # %%
-shown = slice(0, 8 if smoke else 16)
-test_images = load_images(test_rows["path"].tolist()[shown], image_size, final_config.channels)
+shown = test_rows.reset_index(drop=True).groupby("label", sort=False).head(4 if smoke else 8).index.to_numpy()
+test_images = load_images(test_rows["path"].iloc[shown].tolist(), image_size, final_config.channels)
 figure = grids.plot_sample_predictions(test_images, test_labels[shown], test_probabilities[shown], class_names)
 Image(filename=figures.save_report_figure(figure, figures_dir / "03_sample_predictions.png"))
