@@ -34,6 +34,16 @@ def test_every_notebook_is_numbered_and_has_a_source():
         assert (config.NOTEBOOKS_DIR / "src" / (notebook.stem + ".py")).is_file(), notebook.name
 
 
+def test_every_profile_parameter_is_declared_by_a_notebook():
+    """papermill passes a notebook only the parameters it declares: a profile key no notebook declares (a typo) would
+    change nothing without a word."""
+    import papermill
+
+    declared = set().union(*(papermill.inspect_notebook(str(notebook)) for notebook in NOTEBOOKS))
+    for name, profile in PROFILES.items():
+        assert set(profile) <= declared, f"profile {name!r}: no notebook declares {sorted(set(profile) - declared)}"
+
+
 @pytest.mark.xdist_group("test_notebooks")
 def test_xdist_groups_take_effect(request):
     """Under `make test` (-n 2 --dist loadgroup) a grouped test's id carries its group: the module fixtures and the
