@@ -21,10 +21,10 @@ PROFILES: dict[str, dict[str, object]] = {
     "demo": {"image_size": 64, "epochs": 8, "batch_size": 32, "smoke": False,
              # ResNet18 takes minutes on a CPU: notebook 07 leaves its two runs out, notebook 08 trains 4 epochs
              "train_resnet18": False, "resnet18_epochs": 4,
-             # Notebook 03: one fine-tuning epoch of ResNet50V2 took 70-95 s on two busy cores: 2 in the first run
-             # and 1 in the final model's (3 in all), two grid trials of 2 epochs
-             "fine_tune_epochs": 2, "final_fine_tune_epochs": 1, "head_grid": {"learning_rate": [1e-3, 1e-4]},
-             "head_grid_epochs": 2,
+             # Notebook 03: one fine-tuning epoch of ResNet50V2 took 35-95 s on two busy cores: 1 in the first run
+             # and 1 in the final model's, two grid trials of 1 epoch
+             "fine_tune_epochs": 1, "final_fine_tune_epochs": 1, "head_grid": {"learning_rate": [1e-3, 1e-4]},
+             "head_grid_epochs": 1,
              # Notebook 05: seed 002's VGG16 took 300 s on the demo's slices, the baseline CNN 30 s (busy cores)
              "ct_model": "baseline"},
     "smoke": {"image_size": 32, "epochs": 1, "fine_tune_epochs": 1, "batch_size": 16, "smoke": True,
