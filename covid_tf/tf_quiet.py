@@ -200,11 +200,13 @@ def _channel() -> tuple[int, int]:
     return os.pipe()
 
 
-def _run_filter(reader: int, writer: int) -> NoReturn:
+def _run_filter(reader: int, writer: int, mask: set) -> NoReturn:
     """The forked filter process: forward the parent's stderr until every writer has closed, then exit."""
     try:
         # Ctrl-C reaches the whole process group: the filter stays to pass on what the interrupted parent says.
+        # SIGINT is blocked from before the fork until it is ignored here (ignoring drops one already pending).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(writer)
         devnull = os.open(os.devnull, os.O_RDWR)
         os.dup2(devnull, 0)  # hold none of the parent's stdin and stdout open
@@ -227,9 +229,12 @@ def filter_stderr() -> bool:
         return False
     sys.stderr.flush()
     reader, writer = _channel()
+    # A Ctrl-C between the fork and the filter's ignoring it would kill the filter and every later line with it.
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     pid = os.fork()
     if pid == 0:
-        _run_filter(reader, writer)
+        _run_filter(reader, writer, mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C that came meanwhile reaches the parent now
     os.close(reader)
     _FILTER.update(pid=pid, saved=os.dup(2))
     os.dup2(writer, 2)
