@@ -31,7 +31,7 @@ def films(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], np.ndarr
     """Synthetic films of 24 patients (two each): paths, patient ids and their frame thumbnails (K, T, T)."""
     data = tmp_path_factory.mktemp("fingerprint_films") / "data"
     generate_dataset(data, classes=("COVID", "Normal"), per_class=24, size=128, seed=3, patients_per_class=12)
-    index = discover(data)
+    index = discover(data, frame_readings="query")
     paths = index.frame["path"].tolist()
     return paths, index.frame["patient_id"].to_numpy(), [index.frame_thumbnails[p] for p in paths]
 
@@ -209,6 +209,22 @@ def test_an_older_run_is_checked_from_its_split_else_it_says_why_not(external, t
     assert any("not checked" in note and "can be read" in note for note in metrics["overlap"]["notes"])
     reference, notes = training_reference(RunRecord.read(tmp_path, required=False))
     assert reference is None and "no run folder" in notes[0]
+
+
+def test_no_frame_thumbnails_are_made_when_nothing_can_be_compared(external, tmp_path: Path, monkeypatch) -> None:
+    from covid_tf.data import images
+
+    made: list[str] = []
+    real = images.frame_readings
+    monkeypatch.setattr(images, "frame_readings", lambda gray, readings: made.append(readings) or real(gray, readings))
+    bare = tmp_path / "bare"  # a model and its config, without fingerprints.npz or split.csv
+    bare.mkdir()
+    for name in ("model.keras", "config.json"):
+        shutil.copy(external["run"] / name, bare / name)
+    metrics = _evaluate(bare / "model.keras", external["external"], tmp_path / "bare_evaluation")
+    assert not metrics["overlap"]["checked"] and made == []
+    _evaluate(external["run"] / "model.keras", external["external"], tmp_path / "checked_evaluation")
+    assert made == ["query"] * len(external["table"])
 
 
 def test_inspect_against_writes_the_pairs_and_their_sheet(external, capsys) -> None:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from covid_tf.data.film_frame import frame_thumbnails
+from covid_tf.data.film_frame import frame_readings
 from covid_tf.errors import ImageReadError
 
 # Luminance weights of ITU-R BT.601, as PIL's "L" conversion uses.
@@ -120,9 +120,10 @@ def load_image(path: str | Path, channels: int = 1, size: int | tuple[int, int] 
     return resize_image(image, size) if size is not None else image
 
 
-def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray, np.ndarray]:
-    """Fully decode an image; return its size/mode, a small grayscale thumbnail for hashing and its frame
-    thumbnails for the overlap check (:func:`covid_tf.data.film_frame.frame_thumbnails`)."""
+def scan_image(path: str | Path, frames: str | None = None) -> tuple[ImageInfo, np.ndarray, np.ndarray | None]:
+    """Fully decode an image; return its size/mode, a small grayscale thumbnail for hashing and, when ``frames``
+    names them (``"stored"`` or ``"query"``), its frame thumbnails for the overlap check
+    (:func:`covid_tf.data.film_frame.frame_readings`)."""
     image = _open_checked(Path(path))
     info = ImageInfo(width=image.width, height=image.height, mode=image.mode)
     factor = max(image.size) // 256
@@ -130,7 +131,7 @@ def scan_image(path: str | Path) -> tuple[ImageInfo, np.ndarray, np.ndarray]:
         image = image.reduce(factor)  # shrink before converting a huge image to float
     gray = to_channels(_to_array(image), 1)
     thumbnail = cv2.resize(gray, (32, 32), interpolation=cv2.INTER_AREA)
-    return info, thumbnail, frame_thumbnails(gray)
+    return info, thumbnail, None if frames is None else frame_readings(gray, frames)
 
 
 def save_png(image: np.ndarray, path: str | Path) -> None:

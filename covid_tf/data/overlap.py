@@ -58,7 +58,7 @@ def reference_from_thumbnails(paths: Sequence[str], splits: Sequence[str], thumb
 def frame_thumbnail_of(path: str | Path) -> np.ndarray:
     """An image file's frame thumbnails (one blank for an image that cannot be read: it matches nothing)."""
     try:
-        return scan_image(path)[2]
+        return scan_image(path, "query")[2]
     except ImageReadError:
         return np.zeros((1, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
 
@@ -69,7 +69,7 @@ def reference_from_files(paths: Sequence[str], splits: Sequence[str], origin: st
     kept, kept_splits, thumbnails, missing = [], [], [], []
     for path, split in zip(paths, splits):
         try:
-            thumbnails.append(scan_image(path)[2])
+            thumbnails.append(scan_image(path, "stored")[2])
         except ImageReadError:
             missing.append(str(path))
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -68,18 +69,31 @@ class OverlapCheck:
                 f"validation images ({where}; listed in {OVERLAP_FILE}): {effect}")
 
 
-def training_reference(record: RunRecord) -> tuple[ReferenceSet | None, list[str]]:
+class TrainingReference(NamedTuple):
+    """The run's train and val fingerprints (None when nothing can be compared) and notes on how they were found."""
+
+    reference: ReferenceSet | None
+    notes: list[str]
+
+    @property
+    def frame_readings(self) -> str | None:
+        """What the test images' decoding pass makes for the check (``discover(frame_readings=...)``): every
+        reading of each image, or nothing when there is nothing to compare them with."""
+        return None if self.reference is None else "query"
+
+
+def training_reference(record: RunRecord) -> TrainingReference:
     """The run's train and val fingerprints and notes on how they were found (None when nothing can be compared)."""
     if not record.exists:
-        return None, ["overlap with the training images not checked: the model has no run folder (config.json, "
-                      f"{FINGERPRINTS_FILE} or {SPLIT_FILE}) beside it"]
+        return TrainingReference(None, ["overlap with the training images not checked: the model has no run folder "
+                                        f"(config.json, {FINGERPRINTS_FILE} or {SPLIT_FILE}) beside it"])
     reference = record.fingerprints()
     if reference is not None:
-        return reference, []
+        return TrainingReference(reference, [])
     split = record.split()
     if split is None:
-        return None, [f"overlap with the training images not checked: {record.folder} has neither {FINGERPRINTS_FILE} "
-                      f"nor {SPLIT_FILE}"]
+        return TrainingReference(None, [f"overlap with the training images not checked: {record.folder} has "
+                                        f"neither {FINGERPRINTS_FILE} nor {SPLIT_FILE}"])
     rows = split[split["split"].isin(TRAINING_SPLITS)]
     origin = f"{SPLIT_FILE}'s train and val images (the run has no usable {FINGERPRINTS_FILE})"
     reference, missing = reference_from_files(rows["path"].tolist(), rows["split"].tolist(), origin)
@@ -90,20 +104,22 @@ def training_reference(record: RunRecord) -> tuple[ReferenceSet | None, list[str
         notes.append(f"{len(missing)} of the {len(rows)} train and val images of {SPLIT_FILE} no longer exist "
                      f"(e.g. {missing[0]}): copies of those cannot be found")
     if not len(reference):
-        return None, [f"overlap with the training images not checked: none of the train and val images of "
-                      f"{record.folder / SPLIT_FILE} can be read any more"]
-    return reference, notes
+        return TrainingReference(None, [f"overlap with the training images not checked: none of the train and val "
+                                        f"images of {record.folder / SPLIT_FILE} can be read any more"])
+    return TrainingReference(reference, notes)
 
 
-def check_overlap(record: RunRecord, paths: Sequence[str], thumbnails: Sequence[np.ndarray], *,
+def check_overlap(training: TrainingReference, paths: Sequence[str], thumbnails: Sequence[np.ndarray] | None, *,
                   threshold: float = DEFAULT_THRESHOLD) -> OverlapCheck:
-    """Compare every test image (its path and frame thumbnail) with the run's train and val images."""
-    if len(paths) != len(thumbnails):
-        raise CovidTfError(f"overlap check: {len(paths)} test images but {len(thumbnails)} thumbnails")
-    reference, notes = training_reference(record)
+    """Compare every test image (its path and frame thumbnails) with the run's train and val images
+    (:func:`training_reference`); ``thumbnails`` may be None when there is nothing to compare them with."""
+    reference, notes = training.reference, list(training.notes)
     keep = np.ones(len(paths), dtype=bool)
     if reference is None:
         return OverlapCheck(False, pd.DataFrame(columns=list(OVERLAP_COLUMNS)), keep, notes=notes)
+    if thumbnails is None or len(paths) != len(thumbnails):
+        raise CovidTfError(f"overlap check: {len(paths)} test images but "
+                           f"{'no' if thumbnails is None else len(thumbnails)} thumbnails")
     copies = find_copies(list(paths), thumbnails, reference, threshold)
     keep &= ~pd.Series(list(paths)).isin(set(copies["test_image"])).to_numpy()
     if len(paths) and not keep.any():
@@ -112,11 +128,11 @@ def check_overlap(record: RunRecord, paths: Sequence[str], thumbnails: Sequence[
     return OverlapCheck(True, copies, keep, reference.origin, len(reference), notes)
 
 
-def held_out_rows(record: RunRecord, rows: pd.DataFrame, thumbnails: Sequence[np.ndarray], *,
+def held_out_rows(training: TrainingReference, rows: pd.DataFrame, thumbnails: Sequence[np.ndarray] | None, *,
                   keep_overlap: bool = False) -> tuple[pd.DataFrame, OverlapCheck]:
     """The rows to check (those that copy no training image, unless ``keep_overlap``) and the overlap check.
 
     When every row is a copy, every row is kept (:meth:`OverlapCheck.headline`).
     """
-    check = check_overlap(record, rows["path"].tolist(), thumbnails)
+    check = check_overlap(training, rows["path"].tolist(), thumbnails)
     return rows[check.headline(keep_overlap=keep_overlap)].reset_index(drop=True), check

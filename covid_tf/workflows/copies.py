@@ -46,10 +46,10 @@ def find_dataset_copies(data: str | Path, others: Sequence[str | Path], out_dir:
     ``out_dir`` when given."""
     if not others:
         raise CovidTfError("give at least one dataset to compare with (--against OTHER)")
-    index = discover(data, classes=classes, class_map=class_map)
+    index = discover(data, classes=classes, class_map=class_map, frame_readings="query")
     paths, thumbnails, splits = [], [], []
     for other in others:
-        other_index = discover(other)
+        other_index = discover(other, frame_readings="stored")
         if other_index.root == index.root:
             raise CovidTfError(f"{other}: is the dataset itself; inspect lists duplicates inside one dataset already")
         for path in other_index.frame["path"]:

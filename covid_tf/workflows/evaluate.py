@@ -35,7 +35,7 @@ from covid_tf.io_utils import is_within, resolved_path
 from covid_tf.lungs.roi.mask_table import fallback_note
 from covid_tf.runs import record
 from covid_tf.runs.inference import LoadedModel, load_model
-from covid_tf.runs.overlap import check_overlap
+from covid_tf.runs.overlap import check_overlap, training_reference
 from covid_tf.runs.record import RunRecord
 
 OUTPUT_FILES = (record.METRICS_FILE, record.PREDICTIONS_FILE, record.SKIPPED_FILE, record.CONFIG_FILE,
@@ -154,15 +154,16 @@ def evaluate_model(
     if (threshold is not None or threshold_from_val) and len(names) != 2:
         raise CovidTfError(f"a decision threshold applies only to binary models; this one has {len(names)} "
                            f"classes ({', '.join(names)})")
-    index = discover(data, classes=classes, class_map=class_map)
+    training = training_reference(RunRecord.of_model(loaded.path))  # first: no frame thumbnails without it
+    index = discover(data, classes=classes, class_map=class_map, frame_readings=training.frame_readings)
     rows, skipped, frame = select_rows(index, split_file=split_file, split=split)
     y_true = label_indices(rows["label"], names)
     chosen_split = (split or "test") if split_file is not None else split
     notes: list[str] = []  # the data's own notes are said by select_rows
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 
-    overlap = check_overlap(RunRecord.of_model(loaded.path), rows["path"].tolist(),
-                            [index.frame_thumbnails[path] for path in rows["path"]])
+    thumbnails = [index.frame_thumbnails[path] for path in rows["path"]] if training.frame_readings else None
+    overlap = check_overlap(training, rows["path"].tolist(), thumbnails)
     probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, mask_paths_of(rows))
     keep = overlap.headline(keep_overlap=keep_overlap)
     metrics = score_headline(probabilities, rows, names, keep=keep, threshold=threshold, n_bootstrap=n_bootstrap,

@@ -45,7 +45,7 @@ from covid_tf.lungs.segmentation.masks import read_mask
 from covid_tf.models.lung_attention import LAYER_NAME, has_lung_attention
 from covid_tf.models.registry import backbone_layer_name
 from covid_tf.runs.inference import load_model
-from covid_tf.runs.overlap import OverlapCheck, check_overlap
+from covid_tf.runs.overlap import OverlapCheck, check_overlap, training_reference
 from covid_tf.runs.record import OVERLAP_FILE, RunRecord, write_table
 
 CSV_NAME = "explanations.csv"
@@ -250,6 +250,14 @@ class _ExplainJob:
             self.outputs.append(target)
 
 
+def _overlap_check(model_path: Path, paths: list[str]) -> OverlapCheck:
+    """The explained images that copy the model's training images; their frame thumbnails are made only when the
+    run has something to compare them with."""
+    training = training_reference(RunRecord.of_model(model_path))
+    thumbnails = [frame_thumbnail_of(path) for path in paths] if training.frame_readings else None
+    return check_overlap(training, paths, thumbnails)
+
+
 def explain_images(
     model_path: str | Path,
     inputs: Sequence[str | Path],
@@ -304,7 +312,7 @@ def explain_images(
     atomic_write(out_dir / CSV_NAME, job.write_csv)
     if not job.tables:
         raise CovidTfError("none of the listed images could be read; nothing explained")
-    overlap = check_overlap(RunRecord.of_model(loaded.path), paths, [frame_thumbnail_of(path) for path in paths])
+    overlap = _overlap_check(loaded.path, paths)
     write_table(out_dir, OVERLAP_FILE, overlap.copies)
     return ExplainResult(out_dir, pd.concat(job.tables, ignore_index=True), job.outputs, job.skipped,
                          list(loaded.class_names), job.explainer.name, job.explainer.layer_name,

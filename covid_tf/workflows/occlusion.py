@@ -54,7 +54,7 @@ from covid_tf.lungs.roi import fills as lung_fills
 from covid_tf.lungs.roi.mask_table import DATASET, NO_MASK, NO_SOURCE, locate_masks
 from covid_tf.lungs.roi.modes import DEFAULT_DILATION, MODALITIES
 from covid_tf.runs.inference import load_model
-from covid_tf.runs.overlap import OverlapCheck, held_out_rows
+from covid_tf.runs.overlap import OverlapCheck, held_out_rows, training_reference
 from covid_tf.runs.record import OVERLAP_FILE, RunRecord, software_versions, write_table
 from covid_tf.runs.variants import FillLoader, predict_variants
 from covid_tf.workflows.checks import CheckOptions, check_output, with_settings
@@ -184,14 +184,16 @@ def select_images(data: str | Path, model_path: Path, options: OcclusionOptions
     from covid_tf.data.discover import discover
     from covid_tf.evaluation.evaluate import select_rows
 
-    index = discover(data, classes=options.classes, class_map=options.class_map)
+    training = training_reference(RunRecord.of_model(model_path))  # first: no frame thumbnails without it
+    index = discover(data, classes=options.classes, class_map=options.class_map,
+                     frame_readings=training.frame_readings)
     rows, skipped, _ = select_rows(index, split_file=options.split_file, split=options.subset)
     present = sorted(set(rows["label"].astype(str)))
     if len(present) < 2:
         raise CovidTfError(f"{data}: only one class ({present[0]}) among the {len(rows)} image(s) to check; the "
                            "occlusion check compares ROC-AUCs and needs images of two or more classes")
-    thumbnails = [index.frame_thumbnails[path] for path in rows["path"]]
-    rows, overlap = held_out_rows(RunRecord.of_model(model_path), rows, thumbnails, keep_overlap=options.keep_overlap)
+    thumbnails = [index.frame_thumbnails[path] for path in rows["path"]] if training.frame_readings else None
+    rows, overlap = held_out_rows(training, rows, thumbnails, keep_overlap=options.keep_overlap)
     notes = list(filter(None, [*overlap.notes, overlap.warning(excluded=not options.keep_overlap)]))
     return rows, skipped, notes, index.root, overlap  # the data's own notes are said by select_rows
 

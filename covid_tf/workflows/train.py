@@ -23,7 +23,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.data.discover import DatasetIndex, discover
-from covid_tf.data.overlap import ReferenceSet, reference_from_thumbnails
+from covid_tf.data.overlap import ReferenceSet, frame_thumbnail_of, reference_from_thumbnails
 from covid_tf.data.splits import apply_split_file, make_split, split_leaks
 from covid_tf.errors import CovidTfError
 from covid_tf.evaluation.evaluate import evaluate_rows
@@ -89,10 +89,13 @@ def prepare_split(cfg: TrainConfig, index: DatasetIndex | None = None) -> tuple[
 
 
 def training_fingerprints(index: DatasetIndex, split: pd.DataFrame) -> ReferenceSet:
-    """The fingerprints of the split's train and val images (from the index's one decoding pass)."""
-    rows = split[split["split"].isin(TRAINING_SPLITS) & split["path"].isin(index.frame_thumbnails.keys())]
+    """The fingerprints of the split's train and val images (from the index's one decoding pass, where it made
+    them: ``discover(frame_readings="stored")``; else from the files)."""
+    rows = split[split["split"].isin(TRAINING_SPLITS)]
     paths = rows["path"].tolist()
-    return reference_from_thumbnails(paths, rows["split"].tolist(), [index.frame_thumbnails[path] for path in paths],
+    thumbnails = [index.frame_thumbnails.get(path) for path in paths]
+    thumbnails = [found if found is not None else frame_thumbnail_of(path) for path, found in zip(paths, thumbnails)]
+    return reference_from_thumbnails(paths, rows["split"].tolist(), thumbnails,
                                      f"the run's fingerprints ({record.FINGERPRINTS_FILE})")
 
 
@@ -194,7 +197,7 @@ def train_run(cfg: TrainConfig, run_dir: str | Path | None = None, *, overwrite:
     if run_path is not None:
         _check_run_dir(run_path, cfg, overwrite)
     started = time.perf_counter()
-    index = discover(cfg.data, classes=cfg.classes, class_map=cfg.class_map)
+    index = discover(cfg.data, classes=cfg.classes, class_map=cfg.class_map, frame_readings="stored")
     split, class_names = prepare_split(cfg, index)
     cfg = resolve_run_config(cfg, split, class_names)
     if run_path is None:
