@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,36 +96,34 @@ def as_pixels(thumbnails: np.ndarray) -> np.ndarray:
     return np.asarray(thumbnails, dtype=np.float32).reshape(-1, THUMBNAIL, THUMBNAIL)
 
 
-def _sampled(pixels: np.ndarray, framings: Sequence[Framing], rows_of, columns_of) -> np.ndarray:
-    """(N, F, r, c): ``rows_of(centre, size) @ image @ columns_of(centre, size).T`` of each framing.
+def _size_groups(framings: Sequence[Framing]) -> Iterator[tuple[list[int], list, list, list[int], list[int]]]:
+    """The framings of each window size: their indices, their distinct row and column windows (``(centre, size)``)
+    and, per framing, the index of its row and of its column window. A size's windows are sampled together."""
+    for size in dict.fromkeys((f.width, f.height) for f in framings):
+        members = [k for k, f in enumerate(framings) if (f.width, f.height) == size]
+        row_keys = list(dict.fromkeys((framings[k].centre_y, framings[k].height) for k in members))
+        column_keys = list(dict.fromkeys((framings[k].centre_x, framings[k].width) for k in members))
+        yield (members, row_keys, column_keys,
+               [row_keys.index((framings[k].centre_y, framings[k].height)) for k in members],
+               [column_keys.index((framings[k].centre_x, framings[k].width)) for k in members])
+
+
+def window_cells(pixels: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
+    """(N, F, GRID * GRID) cell means of each framing's window of each thumbnail, blurred by ``BLUR_SIGMA``.
 
     Framings of one size are done together in two large matrix products (all their column windows side by side,
     then all their row windows), each distinct window computed once.
     """
     count, side = len(pixels), pixels.shape[-1]
     flat = np.ascontiguousarray(pixels, dtype=np.float32).reshape(count * side, side)
-    result: np.ndarray | None = None
-    for size in dict.fromkeys((f.width, f.height) for f in framings):
-        members = [k for k, f in enumerate(framings) if (f.width, f.height) == size]
-        column_keys = list(dict.fromkeys((framings[k].centre_x, framings[k].width) for k in members))
-        row_keys = list(dict.fromkeys((framings[k].centre_y, framings[k].height) for k in members))
-        columns = np.concatenate([columns_of(*key) for key in column_keys])  # (C * c, T)
-        rows = np.concatenate([rows_of(*key) for key in row_keys])  # (R * r, T)
-        by_columns = (flat @ columns.T).reshape(count, side, -1).transpose(1, 0, 2).reshape(side, -1)  # (T, N*C*c)
-        cells_per_row, cells_per_column = rows.shape[0] // len(row_keys), columns.shape[0] // len(column_keys)
-        both = (rows @ by_columns).reshape(len(row_keys), cells_per_row, count, len(column_keys), cells_per_column)
-        if result is None:
-            result = np.empty((count, len(framings), both.shape[1], both.shape[-1]), dtype=np.float32)
-        row_of = [row_keys.index((framings[k].centre_y, framings[k].height)) for k in members]
-        column_of = [column_keys.index((framings[k].centre_x, framings[k].width)) for k in members]
-        result[:, members] = both.transpose(2, 0, 3, 1, 4)[:, row_of, column_of]  # (N, members, r, c)
-    return result
-
-
-def window_cells(pixels: np.ndarray, framings: Sequence[Framing]) -> np.ndarray:
-    """(N, F, GRID * GRID) cell means of each framing's window of each thumbnail, blurred by ``BLUR_SIGMA``."""
-    cells = _sampled(pixels, framings, _sampling_matrix, _sampling_matrix)
-    return cells.reshape(len(pixels), len(framings), GRID * GRID)
+    cells = np.empty((count, len(framings), GRID, GRID), dtype=np.float32)
+    for members, row_keys, column_keys, row_of, column_of in _size_groups(framings):
+        columns = np.concatenate([_sampling_matrix(*key) for key in column_keys])  # (C * GRID, T)
+        rows = np.concatenate([_sampling_matrix(*key) for key in row_keys])  # (R * GRID, T)
+        by_columns = (flat @ columns.T).reshape(count, side, -1).transpose(1, 0, 2).reshape(side, -1)  # (T, N*C*G)
+        both = (rows @ by_columns).reshape(len(row_keys), GRID, count, len(column_keys), GRID)
+        cells[:, members] = both.transpose(2, 0, 3, 1, 4)[:, row_of, column_of]  # (N, members, GRID, GRID)
+    return cells.reshape(count, len(framings), GRID * GRID)
 
 
 def window_matrices(framings: Sequence[Framing]) -> tuple[np.ndarray, np.ndarray]:
@@ -154,17 +152,12 @@ def coarse_query(pixels: np.ndarray) -> np.ndarray:
     count, side = len(pixels), pixels.shape[-1]
     by_row = np.ascontiguousarray(np.asarray(pixels, dtype=np.float32).transpose(1, 0, 2)).reshape(side, -1)
     detail = np.empty((count, len(FRAMINGS), COARSE, COARSE), dtype=np.float32)
-    for size in dict.fromkeys((f.width, f.height) for f in FRAMINGS):
-        members = [k for k, f in enumerate(FRAMINGS) if (f.width, f.height) == size]
-        column_keys = list(dict.fromkeys((FRAMINGS[k].centre_x, FRAMINGS[k].width) for k in members))
-        row_keys = list(dict.fromkeys((FRAMINGS[k].centre_y, FRAMINGS[k].height) for k in members))
+    for members, row_keys, column_keys, row_of, column_of in _size_groups(FRAMINGS):
         rows = np.concatenate([_coarse_sampling(*key, smoothed) for smoothed in (False, True) for key in row_keys])
         sampled = (rows @ by_row).reshape(2, -1, side)  # (plain and smoothed, R * COARSE * N, T)
         plain, smoothed = ([_coarse_sampling(*key, kind) for key in column_keys] for kind in (False, True))
         both = sampled[0] @ np.concatenate(plain).T - sampled[1] @ np.concatenate(smoothed).T
         both = both.reshape(len(row_keys), COARSE, count, len(column_keys), COARSE)
-        row_of = [row_keys.index((FRAMINGS[k].centre_y, FRAMINGS[k].height)) for k in members]
-        column_of = [column_keys.index((FRAMINGS[k].centre_x, FRAMINGS[k].width)) for k in members]
         detail[:, members] = both.transpose(2, 0, 3, 1, 4)[:, row_of, column_of]
     return standardised(detail.reshape(count, len(FRAMINGS), COARSE * COARSE))
 

@@ -55,10 +55,12 @@ def reference_from_thumbnails(paths: Sequence[str], splits: Sequence[str], thumb
     return ReferenceSet(list(map(str, paths)), list(map(str, splits)), stored_fingerprints(stack), origin)
 
 
-def frame_thumbnail_of(path: str | Path) -> np.ndarray:
-    """An image file's frame thumbnails (one blank for an image that cannot be read: it matches nothing)."""
+def frame_thumbnail_of(path: str | Path, readings: str = "query") -> np.ndarray:
+    """An image file's frame thumbnails, every reading of a query or the one ``"stored"``
+    (:func:`~covid_tf.data.film_frame.frame_readings`; one blank for an image that cannot be read: it matches
+    nothing)."""
     try:
-        return scan_image(path, "query")[2]
+        return scan_image(path, readings)[2]
     except ImageReadError:
         return np.zeros((1, THUMBNAIL, THUMBNAIL), dtype=np.uint8)
 

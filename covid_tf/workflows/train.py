@@ -94,7 +94,8 @@ def training_fingerprints(index: DatasetIndex, split: pd.DataFrame) -> Reference
     rows = split[split["split"].isin(TRAINING_SPLITS)]
     paths = rows["path"].tolist()
     thumbnails = [index.frame_thumbnails.get(path) for path in paths]
-    thumbnails = [found if found is not None else frame_thumbnail_of(path) for path, found in zip(paths, thumbnails)]
+    thumbnails = [found if found is not None else frame_thumbnail_of(path, "stored")
+                  for path, found in zip(paths, thumbnails)]
     return reference_from_thumbnails(paths, rows["split"].tolist(), thumbnails,
                                      f"the run's fingerprints ({record.FINGERPRINTS_FILE})")
 
