@@ -156,7 +156,12 @@ def test_shortcut_study_columns_and_ranges(trained: dict) -> None:
     for column in SHORTCUT_COLUMNS:
         values = images[column].dropna()
         assert values.between(0.0, 1.0).all(), column
-    np.testing.assert_allclose(images["energy_in_lungs"] + images["energy_outside_lungs"], 1.0)
+    # A map without heat (a ReLU'd Grad-CAM of a 1-epoch model can be all zero) has no energy share: NaN, both sides.
+    measured = images["energy_in_lungs"].notna()
+    assert measured.sum() >= len(images) // 2
+    np.testing.assert_allclose(images.loc[measured, "energy_in_lungs"] + images.loc[measured, "energy_outside_lungs"],
+                               1.0)
+    assert images.loc[~measured, "energy_outside_lungs"].isna().all()
     # Normal images have no lesion: their lesion numbers are NaN, COVID images have them.
     assert images.loc[images["label"] == "Normal", "pointing_lesion"].isna().all()
     assert images.loc[images["label"] == "COVID", "lesion_area_fraction"].notna().all()

@@ -48,17 +48,26 @@ class Anatomy:
 
 
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
-    """Draw the base anatomy of one patient."""
-    lungs = []
+    """Draw the base anatomy of one patient.
+
+    Patients differ as much as real ones do at a thumbnail's scale (lung size and shape, heart, build): with less,
+    distinct synthetic patients looked like copies of one another to the overlap check.
+    """
+    lungs, widths = [], []
     for side in (0, 1):
         outline = LUNG_OUTLINE.copy()
-        scale_x, scale_y = rng.uniform(0.93, 1.07), rng.uniform(0.94, 1.05)
+        scale_x, scale_y = rng.uniform(0.86, 1.14), rng.uniform(0.88, 1.10)
+        widths.append(scale_x)
         outline[:, 0] = 0.455 + (outline[:, 0] - 0.455) * scale_x
         outline[:, 1] = 0.13 + (outline[:, 1] - 0.13) * scale_y
+        # Smooth changes of shape: wider or narrower at mid-height than at apex and base, a higher or lower apex.
+        height = np.clip((outline[:, 1] - 0.13) / 0.7, 0.0, 1.0)
+        outline[:, 0] = 0.455 + (outline[:, 0] - 0.455) * (1.0 + rng.uniform(-0.12, 0.12) * np.sin(np.pi * height))
+        outline[:, 1] += rng.uniform(-0.03, 0.03) * (1.0 - height)
         outline += rng.normal(0.0, 0.006, outline.shape).astype(np.float32)
         if side == 1:
             outline[:, 0] = 1.0 - outline[:, 0]
-            outline[DIAPHRAGM_POINTS, 1] += rng.uniform(0.01, 0.035)
+            outline[DIAPHRAGM_POINTS, 1] += rng.uniform(0.0, 0.05)
         lungs.append(outline)
     # Vessels: short branching segments fanning out of each hilum.
     segments = []
@@ -73,19 +82,19 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
                 segments.append(((x, y), (nx, ny)))
                 x, y, angle = nx, ny, angle + rng.normal(0, 0.3)
     return Anatomy(
-        torso_half_width=float(rng.uniform(0.40, 0.46)),
+        torso_half_width=float(rng.uniform(0.39, 0.47) + 0.3 * (np.mean(widths) - 1.0)),  # wider lungs, wider chest
         lungs=(lungs[0], lungs[1]),
         heart_center=(float(0.565 + rng.normal(0, 0.01)), float(0.63 + rng.normal(0, 0.012))),
         heart_axes=(float(0.16 * rng.uniform(0.9, 1.1)), float(0.115 * rng.uniform(0.9, 1.1))),
         heart_angle=float(rng.uniform(15, 32)),
         spine_half_width=float(rng.uniform(0.03, 0.04)),
-        rib_start=float(rng.uniform(0.10, 0.13)),
-        rib_spacing=float(rng.uniform(0.068, 0.078)),
-        rib_bend=float(rng.uniform(0.04, 0.07)),
+        rib_start=float(rng.uniform(0.085, 0.145)),
+        rib_spacing=float(rng.uniform(0.063, 0.083)),
+        rib_bend=float(rng.uniform(0.025, 0.085)),
         vessels=np.asarray(segments, dtype=np.float32),
         texture=rng.standard_normal((8, 8)).astype(np.float32),
-        tissue=float(rng.uniform(0.52, 0.62)),
-        lung_darkness=float(rng.uniform(0.34, 0.42)),
+        tissue=float(rng.uniform(0.47, 0.67)),
+        lung_darkness=float(rng.uniform(0.30, 0.46)),
     )
 
 
