@@ -111,7 +111,7 @@ def label_mask(image: np.ndarray) -> np.ndarray:
     tophat = cv2.morphologyEx(image, cv2.MORPH_TOPHAT, _square_kernel(side))
     strokes = cv2.bitwise_and(cv2.threshold(tophat, LABEL_CONTRAST - 1, 1, cv2.THRESH_BINARY)[1],
                               cv2.threshold(image, LABEL_BRIGHTNESS - 1, 1, cv2.THRESH_BINARY)[1])
-    return cv2.dilate(strokes, _square_kernel(3))
+    return cv2.dilate(strokes, _square_kernel(3)) if cv2.countNonZero(strokes) else strokes
 
 
 def _thumbnail_of(image: np.ndarray, region: tuple[int, int, int, int]) -> np.ndarray:
