@@ -12,8 +12,11 @@ set's films linked round again under new names, as ``bench_occlusion.py`` does),
 model folder with and without its ``fingerprints.npz`` of ``--reference`` images), each in a process of its own,
 ``--repeats`` rounds of both, the order turned each round. Without
 fingerprints ``evaluate`` makes no frame thumbnails either: the difference is the whole check, thumbnails and
-matching. The share is the median of the rounds' differences over the median time without the check. Target: the
-check costs at most 10 % of ``evaluate``'s time.
+matching. The share is the median of the rounds' differences over the median time without the check. A run of
+``evaluate`` varies by more than the check costs on a shared machine, so the check is also measured by its parts:
+the decoding pass (``discover``) with and without the query frame thumbnails, side by side in one process, and the
+matching of 1,000 test films, timed alone as it runs in ``evaluate``. Target: the check costs at most 10 % of
+``evaluate``'s time, by both measures.
 
 Usage: ``python benchmarks/bench_overlap.py [--part accuracy|cost|both] [--copies 400] [--images 12000]``
 """
@@ -112,17 +115,58 @@ def _evaluate_command(model: Path, data: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def _evaluate_rounds(runs: list[tuple[str, Path]], data: Path, out: Path, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each run folder's ``evaluate`` on ``data``, ``repeats`` rounds after an untimed one (the file
+    cache), the order turned each round."""
+    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for repeat in range(repeats + 1):
+        for name, folder in runs if repeat % 2 else runs[::-1]:
+            seconds = _evaluate_command(folder / "model.keras", data, out / f"out_{folder.name}")
+            if repeat:
+                times[name].append(seconds)
+        if repeat:
+            print(f"round {repeat}: " + ", ".join(f"{times[name][-1]:.1f} s {name}" for name, _ in runs), flush=True)
+    return times
+
+
+def _thumbnails_in_decoding(data: Path, repeats: int) -> float:
+    """What the query frame thumbnails add to ``discover``'s decoding pass (threads, global lock and all): the
+    median of ``repeats`` paired differences, in one process, the order turned each round."""
+    from covid_tf.data.discover import discover
+
+    differences = []
+    for repeat in range(repeats):
+        seconds = {}
+        for readings in ("query", None) if repeat % 2 else (None, "query"):
+            started = time.perf_counter()
+            discover(data, frame_readings=readings)
+            seconds[readings] = time.perf_counter() - started
+        differences.append(seconds["query"] - seconds[None])
+    return statistics.median(differences)
+
+
+def _matching_seconds(paths: list[str], data: Path, reference: int, images: int) -> float:
+    """Seconds to match ``images`` test films' query thumbnails with ``reference`` fingerprints (1,000 timed,
+    scaled; the matching runs alone in ``evaluate`` too)."""
+    from covid_tf.data.film_frame import frame_thumbnails
+    from covid_tf.data.fingerprints import match_fingerprints
+
+    queries = [frame_thumbnails(_read_gray(path).astype(np.float32) / 255.0) for path in paths[:1000]]
+    stored = _reference(data, reference).fingerprints
+    started = time.perf_counter()
+    match_fingerprints(queries, stored)
+    return (time.perf_counter() - started) / len(queries) * images
+
+
 def cost(data: Path, images: int, reference: int, repeats: int) -> tuple[list[list], dict]:
-    """``evaluate`` of ``images`` images with and without the overlap check, alternately; the frame thumbnails of
-    the decoding pass and the matching are also timed on their own, for where the time goes."""
+    """``evaluate`` of ``images`` images with and without the overlap check, alternately (end to end); and the
+    check by its parts: the frame thumbnails side by side in the decoding pass, the matching timed alone."""
     import json
     import shutil
 
     from bench_occlusion import link_images
 
     from covid_tf.data.discover import discover
-    from covid_tf.data.film_frame import frame_thumbnails
-    from covid_tf.data.fingerprints import match_fingerprints
     from covid_tf.models.registry import build_model
     from covid_tf.runs.record import write_fingerprints
 
@@ -137,30 +181,18 @@ def cost(data: Path, images: int, reference: int, repeats: int) -> tuple[list[li
         build_model("baseline", image_size=128, channels=1, num_classes=2).save(checked / "model.keras")
         shutil.copy(checked / "model.keras", unchecked / "model.keras")
         write_fingerprints(checked, _reference(data, reference))
-        times: dict[str, list[float]] = {"with the check": [], "without": []}
-        runs = [("with the check", checked), ("without", unchecked)]
-        for repeat in range(repeats + 1):  # the first round warms the file cache up, untimed
-            for name, folder in runs if repeat % 2 else runs[::-1]:  # the order turns round by round
-                seconds = _evaluate_command(folder / "model.keras", tmp / "data", tmp / f"out_{folder.name}")
-                if repeat:
-                    times[name].append(seconds)
-        paths = discover(tmp / "data").frame["path"].tolist()
-        grays = [_read_gray(path).astype(np.float32) / 255.0 for path in paths[:1000]]
-        started = time.perf_counter()
-        queries = [frame_thumbnails(gray) for gray in grays]
-        thumbnail_seconds = (time.perf_counter() - started) / len(grays) * images
-        stored = _reference(data, reference).fingerprints
-        started = time.perf_counter()
-        match_fingerprints(queries, stored)
-        match_seconds = (time.perf_counter() - started) / len(queries) * images
+        times = _evaluate_rounds([("with the check", checked), ("without", unchecked)], tmp / "data", tmp, repeats)
+        thumbnail_seconds = _thumbnails_in_decoding(tmp / "data", repeats)
+        match_seconds = _matching_seconds(discover(tmp / "data").frame["path"].tolist(), data, reference, images)
     with_check, without = statistics.median(times["with the check"]), statistics.median(times["without"])
     # Each round runs both, one after the other: the median of the rounds' differences resists a slow spell.
     share = statistics.median(a - b for a, b in zip(times["with the check"], times["without"])) / without
     rows = [[name, images, round(statistics.median(values), 1)] for name, values in times.items()]
-    rows += [["of the check: frame thumbnails (1,000 timed alone, scaled)", images, round(thumbnail_seconds, 1)],
+    rows += [["of the check: frame thumbnails (decoding pass, side by side)", images, round(thumbnail_seconds, 1)],
              ["of the check: matching (1,000 timed alone, scaled)", images, round(match_seconds, 1)]]
-    return rows, {"share": share, "with": with_check, "without": without, "thumbnails": thumbnail_seconds,
-                  "matching": match_seconds}
+    return rows, {"share": share, "share_by_parts": (thumbnail_seconds + match_seconds) / without,
+                  "with": with_check, "without": without, "thumbnails": thumbnail_seconds, "matching": match_seconds,
+                  "rounds": [[round(a, 1), round(b, 1)] for a, b in zip(times["with the check"], times["without"])]}
 
 
 def main() -> None:
@@ -182,13 +214,19 @@ def main() -> None:
         rows, measured = cost(args.data, args.images, args.reference, args.repeats)
         for row in rows:
             print(f"{row[0]:<55} {row[2]:>8.1f} s ({row[1]} images)")
-        print(f"the check costs {100 * measured['share']:.1f} % of evaluate's time")
+        print(f"the check costs {100 * measured['share']:.1f} % of evaluate's time end to end, "
+              f"{100 * measured['share_by_parts']:.1f} % by its parts")
+        result["notes"].append("rounds (seconds with the check, without): "
+                               + ", ".join(f"{a} / {b}" for a, b in measured["rounds"]))
         result["tables"].append(table(f"evaluate of {args.images} images against {args.reference} fingerprints "
                                       f"(median of {args.repeats})", ["", "images", "seconds"], rows))
-        result["targets"].append(target("the check's share of evaluate's time", 100 * measured["share"], 10, "<=",
-                                        "%"))
+        worst = max(measured["share"], measured["share_by_parts"])
+        result["targets"].append(target("the check's share of evaluate's time (the larger of end to end and by "
+                                        "parts)", 100 * worst, 10, "<=", "%"))
         if args.part == "cost":
-            write_result(args.json, {**result, "summary": f"the check: {100 * measured['share']:.1f} % of evaluate"})
+            summary = (f"the check: {100 * measured['share']:.1f} % of evaluate end to end, "
+                       f"{100 * measured['share_by_parts']:.1f} % by parts")
+            write_result(args.json, {**result, "summary": summary})
             return
     rows, summary, notes = accuracy(args.data, args.copies, args.seed)
     for row in rows:

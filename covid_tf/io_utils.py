@@ -118,6 +118,33 @@ def check_writable_output(out: str | Path, *, folder: bool, option: str = "--out
         raise CovidTfError(f"{nearest}: not writable (permission denied), so {option} {out} cannot be written")
 
 
+def claim_generated_folder(out_dir: Path, marker: str, maker: str, overwrite: bool) -> list[tuple[str, str]]:
+    """Let a generator (``maker``) write into ``out_dir``; return the ``(class folder, file name)`` of the images
+    its earlier ``metadata.csv`` there lists as ``<class>/images/<file>`` (``[]`` when none; other paths are
+    ignored), so that it can remove its own files it does not write again.
+
+    A folder that is not empty and holds no ``marker`` file is someone else's: refused unless ``overwrite`` (and
+    then nothing of it is listed for removal). The marker is written before anything else.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CovidTfError(f"{out_dir}: exists and is not a folder")
+    ours = (out_dir / marker).is_file()
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not ours and not overwrite:
+        raise CovidTfError(f"{out_dir}: folder is not empty and was not made by {maker} (no {marker}); choose an "
+                           "empty folder or pass overwrite=True / --overwrite")
+    listed: list[str] = []
+    if ours and (out_dir / "metadata.csv").is_file():
+        try:
+            listed = restore_formulas(pd.read_csv(out_dir / "metadata.csv"))["path"].astype(str).tolist()
+        except (OSError, ValueError, KeyError, pd.errors.ParserError):
+            listed = []
+    previous = [(parts[0], parts[2]) for parts in (Path(path).parts for path in listed)
+                if len(parts) == 3 and parts[1] == "images" and not {".", ".."} & set(parts)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(out_dir / marker, lambda tmp: tmp.write_text(f"written by {maker}\n"))
+    return previous
+
+
 def natural_key(text: str) -> list:
     """Sort key that orders numbers by value: ``slice2`` before ``slice10``."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]

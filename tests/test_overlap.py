@@ -310,3 +310,25 @@ def test_fingerprints_of_another_version_are_not_used(external, tmp_path: Path) 
     assert RunRecord.read(run).fingerprints() is None
     reference, notes = training_reference(RunRecord.read(run))
     assert reference is not None and "split.csv" in reference.origin and "of this covid_tf's kind" in notes[0]
+
+
+def test_an_external_set_replaces_its_own_films_and_refuses_a_foreign_folder(tmp_path: Path) -> None:
+    films = []
+    for number in range(3):
+        path = tmp_path / "films" / f"film{number}.png"
+        path.parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(path), np.random.default_rng(number).integers(0, 256, (40, 40), dtype=np.uint8))
+        films.append((str(path), "COVID" if number else "Normal"))
+    out = tmp_path / "external"
+    first = write_external_set(out, films[:1], films[1:], transforms=("jpeg",))
+    assert len(list(out.glob("*/images/*.png"))) == 3
+    second = write_external_set(out, films[:1], films[1:2], transforms=("jpeg",))  # fewer films: one is stale
+    written = {str(path.relative_to(out)) for path in out.glob("*/images/*.png")}
+    assert written == set(second["path"]) and set(first["path"]) - written
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(CovidTfError, match="not made by"):
+        write_external_set(foreign, films[:1], films[1:])
+    write_external_set(foreign, films[:1], films[1:], overwrite=True)
+    assert (foreign / "notes.txt").read_text() == "mine"

@@ -163,7 +163,7 @@ def predict_variants(model, paths: Sequence[str], loader: VersionLoader,
     spec = tf.TensorSpec((None, size, size, channels), tf.float32)
     forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     probabilities, reasons = [], []
-    with progress_bar(total=-(-len(paths) // per_batch), desc="occlusion", unit="batch") as bar:
+    with progress_bar(total=-(-len(paths) // per_batch), desc="image versions", unit="batch") as bar:
         for inputs, batch_reasons in dataset:
             probabilities.append(np.asarray(forward(inputs), np.float32))
             reasons.extend(reason.decode("utf-8") for reason in batch_reasons.numpy())

@@ -50,8 +50,8 @@ class Anatomy:
 def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     """Draw the base anatomy of one patient.
 
-    Patients differ as much as real ones do at a thumbnail's scale (lung size and shape, heart, build): with less,
-    distinct synthetic patients looked like copies of one another to the overlap check.
+    Patients differ at a thumbnail's scale (lung size and shape, diaphragm, chest width, ribs): with less, two
+    synthetic patients looked like copies of one another to the overlap check (notebook 06).
     """
     lungs, widths = [], []
     for side in (0, 1):
@@ -93,8 +93,8 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
         rib_bend=float(rng.uniform(0.025, 0.085)),
         vessels=np.asarray(segments, dtype=np.float32),
         texture=rng.standard_normal((8, 8)).astype(np.float32),
-        tissue=float(rng.uniform(0.47, 0.67)),
-        lung_darkness=float(rng.uniform(0.30, 0.46)),
+        tissue=float(rng.uniform(0.52, 0.62)),
+        lung_darkness=float(rng.uniform(0.34, 0.42)),
     )
 
 

@@ -18,9 +18,10 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from covid_tf.io_utils import atomic_write_text, csv_text
+from covid_tf.io_utils import atomic_write_text, claim_generated_folder, csv_text
 
 MAX_BORDER = 0.05
+MARKER_FILE = ".covid_tf_external_set"
 
 
 def resized(film: np.ndarray, rng: np.random.Generator, low: float = 0.5, high: float = 2.0) -> np.ndarray:
@@ -131,16 +132,19 @@ def planted_copy(film: np.ndarray, transform: str, rng: np.random.Generator) -> 
 def write_external_set(out_dir: str | Path, copied: Sequence[tuple[str, str]], fresh: Sequence[tuple[str, str]], *,
                        transforms: Sequence[str] = ("crop", "jpeg", "text", "mirror"),
                        sources: tuple[str, str] = ("hospital-A", "hospital-B"), confounding: float = 0.8,
-                       seed: int = 0) -> pd.DataFrame:
+                       seed: int = 0, overwrite: bool = False) -> pd.DataFrame:
     """An "external" test set with the traps of public collections planted: copies of ``copied`` films
     ``(path, label)`` made by ``transforms`` in turn, beside the ``fresh`` films, each named after a source; the
     first class in order of appearance comes from ``sources[0]`` with probability ``confounding``, the others from
     ``sources[1]`` (a class-source shortcut), and films of ``sources[0]`` are darker (another acquisition).
 
     Writes ``out_dir/<label>/images/*.png`` and ``out_dir/metadata.csv`` (``path,label,source,copy_of``);
-    returns that table.
+    returns that table. A folder that is not empty is refused unless this function made it (its ``MARKER_FILE``)
+    or ``overwrite``; the films an earlier call wrote there and this one does not are removed, nothing else.
     """
     out_dir = Path(out_dir)
+    previous = {f"{label}/images/{name}" for label, name in
+                claim_generated_folder(out_dir, MARKER_FILE, "covid_tf.synthetic.copies.write_external_set", overwrite)}
     rng = np.random.default_rng(seed)
     labels = list(dict.fromkeys(label for _, label in [*copied, *fresh]))
     rows = []
@@ -160,6 +164,8 @@ def write_external_set(out_dir: str | Path, copied: Sequence[tuple[str, str]], f
         cv2.imwrite(str(target), film)
         rows.append({"path": f"{label}/images/{name}", "label": label,
                      "source": sources[0] if first_source else sources[1], "copy_of": str(path) if is_copy else ""})
+    for stale in sorted(previous - {row["path"] for row in rows}):
+        (out_dir / stale).unlink(missing_ok=True)
     table = pd.DataFrame(rows, columns=["path", "label", "source", "copy_of"])
     atomic_write_text(out_dir / "metadata.csv", csv_text(table))
     return table

@@ -60,7 +60,7 @@ import pandas as pd
 
 from covid_tf import config
 from covid_tf.errors import CovidTfError
-from covid_tf.io_utils import atomic_write, atomic_write_text, csv_text, restore_formulas
+from covid_tf.io_utils import atomic_write, atomic_write_text, claim_generated_folder, csv_text
 from covid_tf.synthetic.anatomy import Anatomy, draw_anatomy, read_only, sample_anatomy
 from covid_tf.synthetic.lesions import (
     DIFFICULTY_SLOPE,
@@ -176,29 +176,8 @@ def _encode_png(image: np.ndarray) -> bytes:
 
 def _prepare_output(out_dir: Path, overwrite: bool) -> set[str]:
     """Check the output folder; return the files a previous run of the generator wrote there."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CovidTfError(f"{out_dir}: exists and is not a folder")
-    ours = (out_dir / MARKER_FILE).is_file()
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not ours and not overwrite:
-        raise CovidTfError(
-            f"{out_dir}: folder is not empty and was not made by the synthetic generator "
-            f"(no {MARKER_FILE}); choose an empty folder or pass overwrite=True / --overwrite"
-        )
-    previous: set[str] = set()
-    metadata = out_dir / "metadata.csv"
-    if (out_dir / MARKER_FILE).is_file() and metadata.is_file():
-        try:
-            old = restore_formulas(pd.read_csv(metadata))
-            for relative in old["path"].astype(str):
-                parts = Path(relative).parts
-                if len(parts) == 3 and parts[1] == "images" and not {".", ".."} & set(parts):
-                    for kind in ("images", "masks", "lesions"):
-                        previous.add(str(Path(parts[0], kind, parts[2])))
-        except (OSError, ValueError, KeyError, pd.errors.ParserError):
-            previous = set()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / MARKER_FILE, lambda tmp: tmp.write_text("written by covid_tf.synthetic.generate_dataset\n"))
-    return previous
+    listed = claim_generated_folder(out_dir, MARKER_FILE, "covid_tf.synthetic.generate_dataset", overwrite)
+    return {str(Path(label, kind, name)) for label, name in listed for kind in ("images", "masks", "lesions")}
 
 
 def _class_key(name: str) -> int:

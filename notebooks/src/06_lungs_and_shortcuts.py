@@ -237,7 +237,8 @@ copied = [(path, label) for label in class_names
 fresh = [(path, label) for label in class_names
          for path in lung_studies.split_images(audit_dir, label, "test", count=3 * count)]
 external_dir = config.DATA_DIR / "06_external_test"
-planted = write_external_set(external_dir, copied, fresh, transforms=("crop", "jpeg", "mirror", "text"), seed=seed)
+planted = write_external_set(external_dir, copied, fresh, transforms=("crop", "jpeg", "mirror", "text"), seed=seed,
+                             overwrite=True)  # the notebook's own folder: an earlier run's films are replaced
 checked = evaluate_model(Path(runs["lung attention"]) / "model.keras", external_dir, audit_dir / "external_evaluation",
                          n_bootstrap=n_bootstrap, seed=seed, overwrite=True)
 for note in checked.notes:
