@@ -103,30 +103,43 @@ def _reference(data: Path, count: int) -> object:
     return reference_from_thumbnails([f"reference-{k}" for k in range(count)], ["train"] * count, chosen)
 
 
-def _evaluate_command(model: Path, data: Path, out: Path) -> float:
-    """Seconds of ``python -m covid_tf evaluate`` in a process of its own, as a user runs it (one ``evaluate``
-    after another in one process grows slower: each loads its model anew)."""
+def _evaluate_command(model: Path, data: Path, out: Path) -> tuple[float, float]:
+    """Seconds, and CPU seconds, of ``python -m covid_tf evaluate`` in a process of its own, as a user runs it (one
+    ``evaluate`` after another in one process grows slower: each loads its model anew)."""
+    import resource
     import subprocess
     import sys
 
-    started = time.perf_counter()
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    started, cpu_before = time.perf_counter(), cpu()
     subprocess.run([sys.executable, "-m", "covid_tf", "evaluate", str(model), str(data), "--out", str(out),
                     "--overwrite", "-q"], check=True, stdout=subprocess.DEVNULL, cwd=PROJECT_ROOT)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu() - cpu_before
 
 
-def _evaluate_rounds(runs: list[tuple[str, Path]], data: Path, out: Path, repeats: int) -> dict[str, list[float]]:
-    """Seconds of each run folder's ``evaluate`` on ``data``, ``repeats`` rounds after an untimed one (the file
-    cache), the order turned each round."""
-    times: dict[str, list[float]] = {name: [] for name, _ in runs}
+def _evaluate_rounds(runs: list[tuple[str, Path]], data: Path, out: Path, repeats: int
+                     ) -> dict[str, list[tuple[float, float]]]:
+    """Seconds and CPU seconds of each run folder's ``evaluate`` on ``data``, ``repeats`` rounds after an untimed
+    one (the file cache), the order turned each round."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in runs}
     for repeat in range(repeats + 1):
         for name, folder in runs if repeat % 2 else runs[::-1]:
-            seconds = _evaluate_command(folder / "model.keras", data, out / f"out_{folder.name}")
+            measured = _evaluate_command(folder / "model.keras", data, out / f"out_{folder.name}")
             if repeat:
-                times[name].append(seconds)
+                times[name].append(measured)
         if repeat:
-            print(f"round {repeat}: " + ", ".join(f"{times[name][-1]:.1f} s {name}" for name, _ in runs), flush=True)
+            print(f"round {repeat}: " + ", ".join(f"{times[name][-1][0]:.1f} s ({times[name][-1][1]:.1f} s CPU) "
+                                                  f"{name}" for name, _ in runs), flush=True)
     return times
+
+
+def _paired_share(first: list[float], second: list[float]) -> float:
+    """The median of the rounds' differences over the median of ``second``: each round runs both, one after the
+    other, so the median difference resists a slow spell."""
+    return statistics.median(a - b for a, b in zip(first, second)) / statistics.median(second)
 
 
 def _thumbnails_in_decoding(data: Path, repeats: int) -> float:
@@ -184,15 +197,18 @@ def cost(data: Path, images: int, reference: int, repeats: int) -> tuple[list[li
         times = _evaluate_rounds([("with the check", checked), ("without", unchecked)], tmp / "data", tmp, repeats)
         thumbnail_seconds = _thumbnails_in_decoding(tmp / "data", repeats)
         match_seconds = _matching_seconds(discover(tmp / "data").frame["path"].tolist(), data, reference, images)
-    with_check, without = statistics.median(times["with the check"]), statistics.median(times["without"])
-    # Each round runs both, one after the other: the median of the rounds' differences resists a slow spell.
-    share = statistics.median(a - b for a, b in zip(times["with the check"], times["without"])) / without
-    rows = [[name, images, round(statistics.median(values), 1)] for name, values in times.items()]
+    (with_check, with_cpu), (without, without_cpu) = ([[pair[k] for pair in times[name]] for k in (0, 1)]
+                                                      for name in ("with the check", "without"))
+    share, cpu_share = _paired_share(with_check, without), _paired_share(with_cpu, without_cpu)
+    rows = [[name, images, round(statistics.median(pair[0] for pair in values), 1)] for name, values in times.items()]
+    rows += [[f"{name} (CPU seconds)", images, round(statistics.median(pair[1] for pair in values), 1)]
+             for name, values in times.items()]
     rows += [["of the check: frame thumbnails (decoding pass, side by side)", images, round(thumbnail_seconds, 1)],
              ["of the check: matching (1,000 timed alone, scaled)", images, round(match_seconds, 1)]]
-    return rows, {"share": share, "share_by_parts": (thumbnail_seconds + match_seconds) / without,
-                  "with": with_check, "without": without, "thumbnails": thumbnail_seconds, "matching": match_seconds,
-                  "rounds": [[round(a, 1), round(b, 1)] for a, b in zip(times["with the check"], times["without"])]}
+    return rows, {"share": share, "cpu_share": cpu_share,
+                  "share_by_parts": (thumbnail_seconds + match_seconds) / statistics.median(without),
+                  "thumbnails": thumbnail_seconds, "matching": match_seconds,
+                  "rounds": [[round(a, 1), round(b, 1)] for a, b in zip(with_check, without)]}
 
 
 def main() -> None:
@@ -214,8 +230,9 @@ def main() -> None:
         rows, measured = cost(args.data, args.images, args.reference, args.repeats)
         for row in rows:
             print(f"{row[0]:<55} {row[2]:>8.1f} s ({row[1]} images)")
-        print(f"the check costs {100 * measured['share']:.1f} % of evaluate's time end to end, "
-              f"{100 * measured['share_by_parts']:.1f} % by its parts")
+        print(f"the check costs {100 * measured['share']:.1f} % of evaluate's time end to end "
+              f"({100 * measured['cpu_share']:.1f} % of its CPU time), {100 * measured['share_by_parts']:.1f} % by "
+              "its parts")
         result["notes"].append("rounds (seconds with the check, without): "
                                + ", ".join(f"{a} / {b}" for a, b in measured["rounds"]))
         result["tables"].append(table(f"evaluate of {args.images} images against {args.reference} fingerprints "
