@@ -8,7 +8,7 @@ check is said to be impossible in one line. :func:`check_overlap` returns the co
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -80,6 +80,12 @@ class TrainingReference(NamedTuple):
         """What the test images' decoding pass makes for the check (``discover(frame_readings=...)``): every
         reading of each image, or nothing when there is nothing to compare them with."""
         return None if self.reference is None else "query"
+
+    def test_thumbnails(self, paths: Sequence[str], thumbnails_of: Callable[[str], np.ndarray]
+                        ) -> list[np.ndarray] | None:
+        """The test images' frame thumbnails for :func:`check_overlap` (``thumbnails_of(path)``: from a decoding
+        pass or the file), or None when there is nothing to compare them with (none are made)."""
+        return None if self.frame_readings is None else [thumbnails_of(path) for path in paths]
 
 
 def training_reference(record: RunRecord) -> TrainingReference:

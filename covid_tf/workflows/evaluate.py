@@ -162,8 +162,8 @@ def evaluate_model(
     notes: list[str] = []  # the data's own notes are said by select_rows
     threshold, threshold_source = _decision_threshold(loaded, frame, threshold, threshold_from_val, batch_size, notes)
 
-    thumbnails = [index.frame_thumbnails[path] for path in rows["path"]] if training.frame_readings else None
-    overlap = check_overlap(training, rows["path"].tolist(), thumbnails)
+    overlap = check_overlap(training, rows["path"].tolist(),
+                            training.test_thumbnails(rows["path"], index.frame_thumbnails.__getitem__))
     probabilities, roi_table = loaded.predict_with_roi(rows["path"].tolist(), batch_size, mask_paths_of(rows))
     keep = overlap.headline(keep_overlap=keep_overlap)
     metrics = score_headline(probabilities, rows, names, keep=keep, threshold=threshold, n_bootstrap=n_bootstrap,

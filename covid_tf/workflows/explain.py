@@ -254,8 +254,7 @@ def _overlap_check(model_path: Path, paths: list[str]) -> OverlapCheck:
     """The explained images that copy the model's training images; their frame thumbnails are made only when the
     run has something to compare them with."""
     training = training_reference(RunRecord.of_model(model_path))
-    thumbnails = [frame_thumbnail_of(path) for path in paths] if training.frame_readings else None
-    return check_overlap(training, paths, thumbnails)
+    return check_overlap(training, paths, training.test_thumbnails(paths, frame_thumbnail_of))
 
 
 def explain_images(

@@ -192,7 +192,7 @@ def select_images(data: str | Path, model_path: Path, options: OcclusionOptions
     if len(present) < 2:
         raise CovidTfError(f"{data}: only one class ({present[0]}) among the {len(rows)} image(s) to check; the "
                            "occlusion check compares ROC-AUCs and needs images of two or more classes")
-    thumbnails = [index.frame_thumbnails[path] for path in rows["path"]] if training.frame_readings else None
+    thumbnails = training.test_thumbnails(rows["path"], index.frame_thumbnails.__getitem__)
     rows, overlap = held_out_rows(training, rows, thumbnails, keep_overlap=options.keep_overlap)
     notes = list(filter(None, [*overlap.notes, overlap.warning(excluded=not options.keep_overlap)]))
     return rows, skipped, notes, index.root, overlap  # the data's own notes are said by select_rows
